@@ -1,0 +1,193 @@
+"""The study config (YAML), validated up front so a typo fails in a second, not after an hour of training.
+
+Every section is a pydantic model with ``extra="forbid"``: an unknown key is an error that names it.
+:func:`load_study_config` turns pydantic's errors into one line per problem: field path, the value given, and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+EXPLAIN_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "ig", "lime", "shap", "random")
+AUGMENT_PRESETS = ("none", "light", "keras-paper", "randaugment", "trivialaugment")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SynthConfig(_Strict):
+    classes: int = Field(8, ge=2, le=64)
+    per_class: int = Field(60, ge=5)
+    size: int = Field(160, ge=32, le=1024)
+
+
+class DataConfig(_Strict):
+    source: Literal["synth", "path"] = "synth"
+    path: str | None = Field(None, description="folder, CSV or CUB root when source=path")
+    synth: SynthConfig = SynthConfig()
+    top: int | None = Field(None, ge=1, description="keep the N classes with most images")
+    per_class: int | None = Field(None, ge=1, description="at most K images per class (seeded)")
+    min_per_class: int = Field(3, ge=1)
+    image_size: int = Field(224, ge=32, le=1024, description="size of the prepared copy")
+    dedupe: bool = False
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DataConfig:
+        if self.source == "path" and not self.path:
+            raise ValueError("data.source is 'path' but data.path is empty: give the dataset folder or CSV")
+        return self
+
+
+class AugmentConfig(_Strict):
+    examples: list[str] = Field(default_factory=lambda: ["keras-paper", "light", "randaugment"])
+
+    @field_validator("examples")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = [p for p in v if p not in AUGMENT_PRESETS]
+        if bad:
+            raise ValueError(f"unknown preset(s) {bad}; allowed: {', '.join(AUGMENT_PRESETS)}")
+        return v
+
+
+class GanConfig(_Strict):
+    enabled: bool = False
+    arch: Literal["cgan", "dcgan"] = "cgan"
+    image_size: int = Field(64, ge=16, le=256)
+    iterations: int = Field(300, ge=1)
+    batch_size: int = Field(32, ge=2)
+    per_class: int = Field(16, ge=1, description="samples per class shown / written")
+
+
+class ModelEntry(_Strict):
+    name: str = Field(..., description="label of this entry: run folder and report name")
+    model: str = Field(..., description="registry name: simple_cnn, efficientnet_lite0, vgg19, xception, ...")
+    mode: Literal["probe", "finetune", "scratch"] = "finetune"
+    augment: str = "none"
+    epochs: int = Field(5, ge=1)
+    image_size: int | None = Field(None, ge=32, le=1024)
+    batch_size: int = Field(16, ge=1)
+    lr: float | None = Field(None, gt=0)
+    weights: str | None = None
+    use_gan: bool = False
+    options: dict[str, Any] = Field(default_factory=dict, description="passed through to the trainer")
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError("use letters, digits, '_', '-' or '.' (it becomes a folder name)")
+        return v
+
+    @field_validator("augment")
+    @classmethod
+    def _preset(cls, v: str) -> str:
+        if v not in AUGMENT_PRESETS:
+            raise ValueError(f"unknown preset {v!r}; allowed: {', '.join(AUGMENT_PRESETS)}")
+        return v
+
+
+def _check_methods(v: list[str]) -> list[str]:
+    bad = [m for m in v if m not in EXPLAIN_METHODS]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; allowed: {', '.join(EXPLAIN_METHODS)}")
+    return v
+
+
+class ExplainConfig(_Strict):
+    models: list[str] | None = Field(None, description="model entry names to explain; default: all")
+    methods: list[str] = Field(default_factory=lambda: ["gradcam", "lime", "shap", "ig"])
+    n_images: int = Field(4, ge=1)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-method parameters")
+
+    _m = field_validator("methods")(classmethod(lambda cls, v: _check_methods(v)))
+
+
+class ExplainEvalConfig(_Strict):
+    enabled: bool = True
+    models: list[str] | None = None
+    methods: list[str] = Field(default_factory=lambda: ["gradcam", "lime", "shap", "ig"])
+    n: int = Field(16, ge=2)
+    params: dict[str, Any] = Field(default_factory=dict, description="metric settings (steps, sanity, ...)")
+    method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    _m = field_validator("methods")(classmethod(lambda cls, v: _check_methods(v)))
+
+
+class StudyConfig(_Strict):
+    name: str = "study"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    gan: GanConfig = GanConfig()
+    models: list[ModelEntry] = Field(..., min_length=1)
+    evaluate_split: Literal["valid", "test"] = "test"
+    explain: ExplainConfig = ExplainConfig()
+    explain_eval: ExplainEvalConfig = ExplainEvalConfig()
+
+    @model_validator(mode="after")
+    def _references(self) -> StudyConfig:
+        names = [m.name for m in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"model names must be unique; repeated: {dup}")
+        for section in ("explain", "explain_eval"):
+            wanted = getattr(self, section).models or []
+            unknown = [n for n in wanted if n not in names]
+            if unknown:
+                raise ValueError(f"{section}.models names {unknown}, but the models are {names}")
+        if any(m.use_gan for m in self.models) and not self.gan.enabled:
+            raise ValueError("a model has use_gan: true but gan.enabled is false")
+        return self
+
+
+class ConfigError(ValueError):
+    """Config problems, one line each: ``field.path: got VALUE — what is allowed``."""
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} problem(s) in the study config:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            lines.append(f"  - {loc}: required field is missing")
+        elif e["type"] == "extra_forbidden":
+            lines.append(f"  - {loc}: unknown field (check the spelling; see configs/demo.yaml for the fields)")
+        else:
+            lines.append(f"  - {loc}: got {e.get('input')!r} — {msg}")
+    return "\n".join(lines)
+
+
+def parse_study_config(data: dict[str, Any], source: str = "config") -> StudyConfig:
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_study_config(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read YAML, apply dotted ``overrides`` (``{"data.path": "..."}``), validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (name, data, models, ...)")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return parse_study_config(data, str(path))

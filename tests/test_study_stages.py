@@ -1,0 +1,131 @@
+"""The cached stage runner: skip unchanged work, re-run only what a change touches, resume, keep work on failure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from birdlens.study.config import ConfigError, load_study_config, parse_study_config
+from birdlens.study.stages import Stage, StageFailed, run_stages
+
+
+def _pipeline(calls: list[str], cfg: dict, fail: str | None = None):
+    def make(name):
+        def fn(ctx):
+            calls.append(name)
+            if name == fail:
+                raise RuntimeError("boom")
+            (ctx.dir / "out.txt").write_text(f"{name} resume={ctx.resume} inputs={sorted(ctx.inputs)}")
+            return {"value": ctx.config.get("v"), "resume": ctx.resume}
+        return fn
+
+    return [
+        Stage("data", make("data"), {"v": cfg["data"]}),
+        Stage("model:a", make("model:a"), {"v": cfg["a"]}, deps=["data"]),
+        Stage("model:b", make("model:b"), {"v": cfg["b"]}, deps=["data"]),
+        Stage("report", make("report"), {}, deps=["model:a", "model:b"]),
+    ]
+
+
+def test_second_run_does_no_work(tmp_path):
+    calls: list[str] = []
+    cfg = {"data": 1, "a": 1, "b": 1}
+    first = run_stages(_pipeline(calls, cfg), tmp_path)
+    assert [r.status for r in first] == ["done"] * 4
+    assert calls == ["data", "model:a", "model:b", "report"]
+    calls.clear()
+    second = run_stages(_pipeline(calls, cfg), tmp_path)
+    assert calls == []
+    assert [r.status for r in second] == ["cached"] * 4
+    assert second[1].summary == {"value": 1, "resume": False}
+
+
+def test_changing_one_model_reruns_only_it_and_downstream(tmp_path):
+    calls: list[str] = []
+    run_stages(_pipeline(calls, {"data": 1, "a": 1, "b": 1}), tmp_path)
+    calls.clear()
+    run_stages(_pipeline(calls, {"data": 1, "a": 1, "b": 2}), tmp_path)
+    assert calls == ["model:b", "report"]
+    calls.clear()
+    run_stages(_pipeline(calls, {"data": 2, "a": 1, "b": 2}), tmp_path)
+    assert calls == ["data", "model:a", "model:b", "report"]
+
+
+def test_failure_keeps_finished_stages_and_names_the_stage(tmp_path):
+    calls: list[str] = []
+    cfg = {"data": 1, "a": 1, "b": 1}
+    with pytest.raises(StageFailed, match="stage 'model:b' failed: RuntimeError: boom"):
+        run_stages(_pipeline(calls, cfg, fail="model:b"), tmp_path)
+    assert (tmp_path / "model" / "a" / "out.txt").exists()
+    failed = json.loads((tmp_path / ".stages" / "model__b.failed.json").read_text())
+    assert "boom" in failed["error"] and "Traceback" in failed["traceback"]
+    calls.clear()
+    results = run_stages(_pipeline(calls, cfg), tmp_path)  # fixed: only the failed stage and after run
+    assert calls == ["model:b", "report"]
+    assert not (tmp_path / ".stages" / "model__b.failed.json").exists()
+    assert [r.status for r in results] == ["cached", "cached", "done", "done"]
+
+
+def test_interrupted_stage_is_told_to_resume(tmp_path):
+    calls: list[str] = []
+    cfg = {"data": 1, "a": 1, "b": 1}
+
+    class Interrupt(BaseException):
+        pass
+
+    def interrupted(ctx):
+        (ctx.dir / "partial.txt").write_text("half")
+        raise Interrupt
+
+    stages = _pipeline(calls, cfg)
+    stages[1] = Stage("model:a", interrupted, {"v": 1}, deps=["data"])
+    with pytest.raises(Interrupt):
+        run_stages(stages, tmp_path)
+    seen = {}
+
+    def resumed(ctx):
+        seen["resume"] = ctx.resume
+        seen["partial"] = (ctx.dir / "partial.txt").read_text()
+        return {}
+
+    stages[1] = Stage("model:a", resumed, {"v": 1}, deps=["data"])
+    run_stages(stages, tmp_path)
+    assert seen == {"resume": True, "partial": "half"}
+
+
+def test_changed_config_never_resumes_stale_outputs(tmp_path):
+    calls: list[str] = []
+    run_stages(_pipeline(calls, {"data": 1, "a": 1, "b": 1}), tmp_path)
+    (tmp_path / "model" / "a" / "stale.txt").write_text("old")
+    run_stages(_pipeline(calls, {"data": 1, "a": 5, "b": 1}), tmp_path)
+    assert not (tmp_path / "model" / "a" / "stale.txt").exists()
+
+
+def test_stage_order_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="depends on"):
+        run_stages([Stage("b", lambda c: {}, {}, deps=["a"])], tmp_path)
+
+
+def test_config_errors_name_field_value_and_allowed(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text(
+        "models:\n  - {name: cnn, model: simple_cnn, mode: prob, augment: keras}\n"
+        "explain: {methods: [gradcam, lrp]}\ntypo_section: 1\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_study_config(bad)
+    msg = str(e.value)
+    assert "models.0.mode: got 'prob'" in msg and "'probe', 'finetune' or 'scratch'" in msg
+    assert "models.0.augment: got 'keras'" in msg and "keras-paper" in msg
+    assert "explain.methods" in msg and "lrp" in msg
+    assert "typo_section: unknown field" in msg
+
+
+def test_config_cross_references():
+    with pytest.raises(ConfigError, match="explain.models names"):
+        parse_study_config({"models": [{"name": "a", "model": "simple_cnn"}], "explain": {"models": ["b"]}})
+    with pytest.raises(ConfigError, match="model names must be unique"):
+        parse_study_config({"models": [{"name": "a", "model": "x"}, {"name": "a", "model": "y"}]})
+    with pytest.raises(ConfigError, match="data.path is empty"):
+        parse_study_config({"data": {"source": "path"}, "models": [{"name": "a", "model": "x"}]})
