@@ -32,6 +32,9 @@ def version() -> None:
 
 # ---- registrations (one line per area; keep sorted by pipeline order) ---------------------------------
 # BEGIN REGISTRATIONS
+from birdlens.study.cli import register as _r_study  # noqa: E402
+
+_r_study(app)
 # END REGISTRATIONS
 
 

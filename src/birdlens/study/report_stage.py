@@ -1,0 +1,199 @@
+"""The report stage: gather every stage's summary into ``results.json`` and lay out ``report.html``."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from birdlens.study.report import embed_image, figures_html, html_table, write_report
+from birdlens.study.stages import StageContext, finished_stages
+from birdlens.utils.env import environment_info
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _figs(folder: Path, *patterns: str) -> list[Path]:
+    out: list[Path] = []
+    for pat in patterns:
+        out += [p for p in sorted(folder.glob(pat)) if p not in out]
+    return out
+
+
+def _caption(p: Path) -> str:
+    return p.stem.replace("_", " ").replace("-", " ")
+
+
+def _ci(v: Any) -> str:
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return f"[{v[0]:.3f}, {v[1]:.3f}]"
+    return "—"
+
+
+def _model_rows(inputs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for name, s in inputs.items():
+        if not name.startswith("evaluate:"):
+            continue
+        m = s.get("metrics", {})
+        e = s.get("entry", {})
+        meta_path = Path(s["run"]) / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        rows.append({
+            "name": e.get("name", name.split(":", 1)[1]), "model": e.get("model"), "mode": e.get("mode"),
+            "augment": e.get("augment"), "accuracy": m.get("accuracy"), "ci95": _ci(m.get("accuracy_ci95")),
+            "macro_f1": m.get("macro_f1"), "top5": m.get("top5_accuracy"), "ece": m.get("ece"), "n": m.get("n"),
+            "train_s": meta.get("train_seconds"), "params_m": (meta.get("params") or 0) / 1e6 or None,
+            "run": s["run"],
+        })
+    return rows
+
+
+def _findings(rows: list[dict[str, Any]], xeval: dict[str, dict[str, Any]]) -> list[str]:
+    """The study's findings, recomputed from this run's numbers (never asserted in advance)."""
+    out = []
+    by = {r["name"]: r for r in rows}
+    cnn = [r for r in rows if r["model"] == "simple_cnn" and r["accuracy"] is not None]
+    plain = [r for r in cnn if r["augment"] == "none"]
+    aug = [r for r in cnn if r["augment"] != "none"]
+    if plain and aug:
+        a, b = max(aug, key=lambda r: r["accuracy"]), plain[0]
+        verdict = "beats" if a["accuracy"] > b["accuracy"] else "does not beat"
+        out.append(f"Augmentation: the simple CNN with {a['augment']} ({a['accuracy']:.3f}, 95% CI {a['ci95']}) "
+                   f"{verdict} the one without ({b['accuracy']:.3f}, CI {b['ci95']}).")
+    pre = [r for r in rows if r["mode"] in ("probe", "finetune") and r["model"] != "simple_cnn" and r["accuracy"] is not None]
+    scratch = [r for r in rows if (r["mode"] == "scratch" or r["model"] == "simple_cnn") and r["accuracy"] is not None]
+    if pre and scratch:
+        p, s = max(pre, key=lambda r: r["accuracy"]), max(scratch, key=lambda r: r["accuracy"])
+        verdict = "beats" if p["accuracy"] > s["accuracy"] else "does not beat"
+        out.append(f"Transfer learning: {p['name']} ({p['accuracy']:.3f}) {verdict} the best model trained from "
+                   f"scratch, {s['name']} ({s['accuracy']:.3f}).")
+    for model, res in xeval.items():
+        table = res.get("methods") or {}
+        for metric in ("insertion", "deletion", "part_rank_corr", "pointing_game"):
+            scored = {m: v[metric] for m, v in table.items() if isinstance(v, dict) and metric in v}
+            if len(scored) < 2:
+                continue
+            higher = next(iter(scored.values())).get("higher_is_better", True)
+            best = (max if higher else min)(scored, key=lambda m: scored[m]["mean"])
+            out.append(f"Explanations of {model}, {metric} ({'higher' if higher else 'lower'} is better): "
+                       f"{best} ranks first ({scored[best]['mean']:.3f}).")
+    if by:
+        best = max(rows, key=lambda r: r["accuracy"] or -1)
+        out.insert(0, f"Best model: {best['name']} ({best['model']}, {best['mode']}) with test accuracy "
+                      f"{best['accuracy']:.3f} (95% CI {best['ci95']}).")
+    return out
+
+
+def _xeval_section(name: str, res: dict[str, Any], folder: Path) -> str:
+    table = res.get("methods") or {}
+    metrics: list[str] = []
+    for v in table.values():
+        for k in v:
+            if isinstance(v[k], dict) and "mean" in v[k] and k not in metrics:
+                metrics.append(k)
+    head = "".join(
+        f"<th>{_esc(k)} {'↑' if next((t[k].get('higher_is_better', True) for t in table.values() if k in t), True) else '↓'}</th>"
+        for k in metrics)
+    body = []
+    for method, v in table.items():
+        cells = []
+        for k in metrics:
+            x = v.get(k)
+            cells.append(f'<td class="num">{x["mean"]:.3f}<br><span class=muted>{_ci(x.get("ci95"))}</span></td>'
+                         if isinstance(x, dict) else "<td>—</td>")
+        body.append(f"<tr><td>{_esc(method)}</td>{''.join(cells)}</tr>")
+    parts = [f"<h3>{_esc(name)}</h3>",
+             f"<table><thead><tr><th>method</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"]
+    sanity = res.get("sanity") or {}
+    if sanity:
+        parts.append("<p>Sanity check (cascading randomisation, Adebayo et al. 2018): " + ", ".join(
+            f"{_esc(m)}: <span class={'good' if v.get('passed') else 'bad'}>{'passes' if v.get('passed') else 'FAILS'}</span>"
+            for m, v in sanity.items()) + "</p>")
+    if res.get("notes"):
+        parts.append(f"<p class=muted>{_esc(res['notes'])}</p>")
+    parts.append(figures_html([{"path": p, "caption": _caption(p)} for p in _figs(folder, "*.png")]))
+    return "".join(parts)
+
+
+def report_stage(ctx: StageContext) -> dict[str, Any]:
+    run = ctx.run_dir
+    cfg = ctx.config["config"]
+    inputs = ctx.inputs
+    sections: dict[str, str] = {}
+
+    data = inputs["data"]
+    report = json.loads(Path(data["report"]).read_text())
+    counts = report.get("classes", {})
+    rows = [{"class": c, **{k: v for k, v in sorted(s.items())}} for c, s in counts.items()]
+    split_cols = sorted({k for r in rows for k in r if k != "class"})
+    warn = "".join(f'<div class="warn">{_esc(w)}</div>' for w in data.get("warnings") or [])
+    skipped = report.get("skipped") or []
+    sections["data"] = (
+        f"<p>{report.get('n_images')} images, {report.get('n_classes')} classes "
+        f"({_esc('synthetic part-based birds' if data.get('source') == 'synth' else cfg['data'].get('path'))}); "
+        f"{len(skipped)} file(s) skipped, {len(report.get('duplicates') or [])} duplicate group(s), "
+        f"{len(report.get('leaks') or [])} leak(s) across splits.</p>{warn}"
+        + html_table(rows, [("class", "class"), *[(s, s) for s in split_cols]])
+        + embed_image(data["samples"], "samples", "Sample training images per class (the study's Fig. 1).")
+    )
+    if "augment" in inputs:
+        sections["augment"] = embed_image(inputs["augment"]["figure"], "augmentation",
+                                          "Augmentation presets applied to the same images.")
+    if "gan" in inputs:
+        g = inputs["gan"]
+        sections["gan"] = figures_html([{"path": p, "caption": _caption(Path(p))} for p in g.get("figures", [])])
+        if g.get("metrics"):
+            sections["gan"] += html_table([{"metric": k, "value": v} for k, v in g["metrics"].items()],
+                                          [("metric", "metric"), ("value", "value")])
+    model_rows = _model_rows(inputs)
+    curves, confusion = [], []
+    for r in model_rows:
+        figdir = Path(r["run"]) / "figures"
+        curves += [{"path": p, "caption": f"{r['name']}: {_caption(p)}"} for p in _figs(figdir, "*curve*.png")]
+        confusion += [{"path": p, "caption": f"{r['name']}: {_caption(p)}"} for p in _figs(figdir, "*confusion*.png")]
+    sections["curves"] = figures_html(curves) or "<p class=muted>No learning curves (probe-only models).</p>"
+    sections["confusion"] = figures_html(confusion)
+    best = max(range(len(model_rows)), key=lambda i: model_rows[i]["accuracy"] or -1) if model_rows else None
+    sections["models"] = html_table(model_rows, [
+        ("name", "entry"), ("model", "model"), ("mode", "mode"), ("augment", "augmentation"),
+        ("accuracy", "test accuracy"), ("ci95", "95% CI (Wilson)"), ("macro_f1", "macro-F1"), ("top5", "top-5"),
+        ("ece", "ECE"), ("n", "n test"), ("train_s", "train s"), ("params_m", "params (M)"),
+    ], best=best)
+    explain_html = []
+    for name in inputs:
+        if name.startswith("explain:"):
+            folder = run / "explain" / name.split(":", 1)[1]
+            panels = _figs(folder, "*panel*.png")
+            explain_html.append(f"<h3>{_esc(name.split(':', 1)[1])}</h3>" + "".join(
+                embed_image(p, "panel", "photo | Grad-CAM | LIME | SHAP | IG, with predicted and true labels")
+                for p in panels))
+    sections["explain"] = "".join(explain_html)
+    xeval = {n.split(":", 1)[1]: s["results"] for n, s in inputs.items() if n.startswith("explain_eval:")}
+    sections["explain_eval"] = "".join(
+        _xeval_section(n, res, run / "explain_eval" / n) for n, res in xeval.items())
+
+    env = environment_info(cfg.get("seed"))
+    timings = {k: round(v.get("seconds", 0.0), 1) for k, v in finished_stages(run).items()}
+    sections["footer"] = (
+        "<h3>Timings (s)</h3>" + html_table([{"stage": k, "seconds": v} for k, v in timings.items()],
+                                             [("stage", "stage"), ("seconds", "seconds")])
+        + "<h3>Environment</h3><pre>" + _esc(json.dumps(env, indent=2)) + "</pre>"
+        + "<h3>Config</h3><pre>" + _esc(yaml.safe_dump(cfg, sort_keys=False)) + "</pre>"
+    )
+    findings = _findings(model_rows, xeval)
+    results = {
+        "title": f"birdlens study: {cfg.get('name')}",
+        "subtitle": f"seed {cfg.get('seed')} · {env.get('device')} · {env.get('cpu_count')} CPU cores",
+        "findings": findings, "data": report, "models": model_rows,
+        "gan": inputs.get("gan"), "explain_eval": xeval,
+        "explain": {n: s for n, s in inputs.items() if n.startswith("explain:")},
+        "env": env, "timings": timings, "config": cfg,
+    }
+    path = write_report(run / "report.html", results, sections)
+    return {"report": str(path), "findings": findings}

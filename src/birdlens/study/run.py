@@ -1,0 +1,74 @@
+"""Run a whole study: validate the config, prepare the run directory, run the cached stages, print the report path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from birdlens.study.config import StudyConfig
+from birdlens.study.stages import MARKERS, Stage, StageResult, run_stages
+from birdlens.utils.atomic import write_json, write_text
+from birdlens.utils.env import environment_info
+
+
+class RunDirError(RuntimeError):
+    """The run directory exists and neither --resume nor --force was given."""
+
+
+def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if force:
+            shutil.rmtree(out)
+        elif not resume:
+            hint = "continue it with --resume" if (out / MARKERS).is_dir() else "choose another --out"
+            raise RunDirError(f"{out} already exists and is not empty: {hint}, or start over with --force.")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_study(cfg: StudyConfig, out: Path, *, resume: bool = False, force: bool = False,
+              quiet: bool = False) -> tuple[Path, list[StageResult]]:
+    """Run every stage of ``cfg`` in ``out``; returns the report path and per-stage results."""
+    from rich.console import Console
+
+    from birdlens.study.pipeline import build_stages
+
+    if quiet:
+        os.environ["BIRDLENS_QUIET"] = "1"
+    out = Path(out)
+    prepare_run_dir(out, resume, force)
+    write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_json(out / "env.json", environment_info(cfg.seed))
+    stages = build_stages(cfg)
+    console = Console(stderr=True, quiet=quiet)
+    t0 = time.perf_counter()
+    index = {s.name: i for i, s in enumerate(stages, 1)}
+
+    def on_event(kind: str, stage: Stage, info: dict[str, Any]) -> None:
+        elapsed = time.perf_counter() - t0
+        tag = f"[{index[stage.name]}/{len(stages)}] {stage.name}"
+        if kind == "start":
+            more = " (resuming)" if info.get("resume") else ""
+            console.rule(f"[bold]{tag}[/bold]{more}  ·  elapsed {elapsed / 60:.1f} min", style="cyan")
+        elif kind == "cached":
+            console.print(f"[dim]{tag}: unchanged, skipped[/dim]")
+        elif kind == "done":
+            console.print(f"[green]{tag}: done in {info['seconds']:.1f} s[/green]")
+        elif kind == "failed":
+            console.print(f"[red]{tag}: FAILED — {info['error']}[/red]")
+
+    results = run_stages(stages, out, on_event=on_event)
+    report = Path(results[-1].summary.get("report", out / "report.html"))
+    ran = sum(r.status == "done" for r in results)
+    console.print(f"[bold]{ran} stage(s) ran, {len(results) - ran} unchanged, "
+                  f"{(time.perf_counter() - t0) / 60:.1f} min.[/bold]")
+    return report, results
+
+
+def bundled_config(name: str) -> Path:
+    """Path of a config shipped inside the package (``demo``)."""
+    return Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
