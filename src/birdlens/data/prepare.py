@@ -1,0 +1,188 @@
+"""Write the selected, validated, resized subset of a dataset, so later stages never decode the originals.
+
+Output (``OUT``)::
+
+    train/<CLASS>/<name>.jpg   valid/...   test/...      aspect-preserving resize + centre crop; JPEG q95
+                                                          (PNG when the source was lossless: PNG, BMP, TIFF...)
+    masks/<split>/<CLASS>/<name>.png                      only for records with a mask (nearest-neighbour)
+    manifest.csv                                          birdlens CSV (boxes moved into the new pixel frame)
+    data_report.json                                      the data report of the source + the selection
+
+The output is built in a hidden temporary folder next to ``OUT`` and moved into place at the end, so an
+interrupted run never leaves a half-written dataset that looks complete, and ``--force`` replaces an old
+output only once the new one is finished.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from birdlens.data.cache import ImageCache
+from birdlens.data.duplicates import DEFAULT_NEAR_THRESHOLD
+from birdlens.data.images import (
+    DEFAULT_LIMITS,
+    BadImage,
+    ImageLimits,
+    center_crop_box,
+    load_resized,
+    transform_box,
+)
+from birdlens.data.manifest import Manifest, Record
+from birdlens.data.progress import track
+from birdlens.data.report import DataUnusable, scan_data
+from birdlens.data.splits import DEFAULT_RATIOS
+from birdlens.utils.atomic import write_json
+
+JPEG_QUALITY = 95
+# Lossless sources stay lossless (PNG), so synthetic images keep exact pixels; photos become JPEG q95.
+LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "TIFF", "PPM", "TGA", "GIF"})
+
+
+class OutputExists(FileExistsError):
+    """The output folder is not empty and ``force`` was not given."""
+
+
+@dataclass
+class PrepareResult:
+    out: Path
+    manifest: Manifest
+    report: dict[str, Any]
+    seconds: float
+
+
+def _safe_name(name: str) -> str:
+    """A file-name-safe version of a class name (slashes and control characters only; unicode is kept)."""
+    return re.sub(r"[/\\\x00-\x1f]", "_", name).strip() or "_"
+
+
+def check_output(source: Path, out: Path, force: bool) -> None:
+    """Refuse to clobber: a non-empty ``out`` needs ``force``; ``out`` may not contain or be inside the source."""
+    src = source.resolve()
+    dst = out.resolve()
+    src_dir = src if src.is_dir() else src.parent
+    if dst == src_dir or src_dir.is_relative_to(dst):
+        raise OutputExists(f"--out {out} contains the source data: choose a folder outside {source}.")
+    if dst.is_relative_to(src_dir):
+        raise OutputExists(f"--out {out} is inside the source folder {source}: choose a folder outside it, "
+                           "or the next scan of the source would read the prepared copy as data.")
+    if out.exists() and not out.is_dir():
+        raise OutputExists(f"--out {out} is a file: choose a folder.")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputExists(f"{out} exists and is not empty: choose another --out or pass --force to replace it.")
+
+
+def prepare_dataset(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    top: int | None = None,
+    per_class: int | None = None,
+    min_per_class: int = 1,
+    seed: int = 0,
+    size: int = 224,
+    dedupe: bool = False,
+    force: bool = False,
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    near_threshold: int | None = DEFAULT_NEAR_THRESHOLD,
+    cache: ImageCache | str | os.PathLike[str] | None = None,
+    workers: int = 1,
+    progress: bool | None = None,
+) -> PrepareResult:
+    """Scan ``source``, select, and write the prepared copy to ``out`` (see module doc).
+
+    Raises :class:`OutputExists` (before any work) and :class:`DataUnusable` with a one-sentence reason.
+    """
+    if size < 8:
+        raise ValueError("--size must be at least 8 pixels")
+    t0 = time.perf_counter()
+    source, out = Path(source), Path(out)
+    check_output(source, out, force)
+    scan = scan_data(source, seed=seed, ratios=ratios, top=top, per_class=per_class, min_per_class=min_per_class,
+                     limits=limits, near_threshold=near_threshold, dedupe_splits=dedupe, cache=cache,
+                     workers=workers, progress=progress)
+    problem = scan.problem()
+    if problem:
+        raise DataUnusable(problem)
+    report = scan.report()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        records: list[Record] = []
+        used: set[str] = set()
+        failed: list[dict[str, str]] = []
+        items = list(zip(scan.manifest.records, scan.infos, strict=True))
+        for rec, info in track(items, total=len(items), description=f"writing {size}px images", enabled=progress):
+            split = rec.split or "train"
+            cls = _safe_name(rec.label)
+            stem = _safe_name(Path(rec.path).stem)
+            ext = ".png" if info.format in LOSSLESS_FORMATS else ".jpg"
+            rel = f"{split}/{cls}/{stem}{ext}"
+            if rel.lower() in used:  # two sources with one file name: keep both, told apart by content
+                stem = f"{stem}_{info.sha1[:8]}"
+                rel = f"{split}/{cls}/{stem}{ext}"
+            used.add(rel.lower())
+            try:
+                img = load_resized(rec.path, size, limits)
+            except BadImage as e:  # changed on disk since validation
+                failed.append({"path": str(rec.path), "reason": e.reason})
+                continue
+            dst = tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if ext == ".png":
+                img.save(dst, "PNG", compress_level=1)  # fast; lossless sources (synthetic birds) stay exact
+            else:
+                img.save(dst, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+            box = transform_box(rec.box, info.width, info.height, size) if rec.box else None
+            mask = None
+            if rec.mask is not None:
+                mask = _write_mask(rec.mask, tmp / "masks" / split / cls / f"{stem}.png", size)
+            records.append(Record(path=dst, label=rec.label, split=split, box=box, mask=mask))
+        manifest = Manifest(records, tmp)
+        manifest.to_csv(tmp / "manifest.csv")
+        report["prepared"] = {
+            "out": str(out), "size": size, "resize": "aspect-preserving resize of the short side, centre crop",
+            "format": f"JPEG quality {JPEG_QUALITY} 4:4:4; PNG for lossless sources", "n_written": len(records), "failed": failed,
+            "splits": {s: len(manifest.split(s)) for s in ("train", "valid", "test")},
+        }
+        write_json(tmp / "data_report.json", report)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    final = Manifest.from_csv(out / "manifest.csv")
+    return PrepareResult(out, final, report, time.perf_counter() - t0)
+
+
+def _write_mask(src: Path, dst: Path, size: int) -> Path | None:
+    """Resize a label mask like its image (nearest neighbour: part ids never blend); None if unreadable."""
+    try:
+        with Image.open(src) as m:
+            m.load()
+            m = m.resize((size, size), Image.Resampling.NEAREST, box=center_crop_box(m.width, m.height, size))
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            m.save(dst, "PNG")
+        return dst
+    except (OSError, ValueError):
+        return None
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` to ``out``; an old ``out`` (only with --force) is removed after the move."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
