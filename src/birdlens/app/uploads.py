@@ -1,0 +1,152 @@
+"""Upload handling: a hard size limit on the request body, and bytes -> RGB through the data layer.
+
+Why a raw ASGI middleware instead of checking ``UploadFile.size`` in the route: by the time a route runs,
+the multipart parser has already spooled the whole body to disk. The middleware rejects an oversized
+request from its ``Content-Length`` header before reading anything, and counts the streamed bytes for
+requests that lie about (or omit) their length, so a client can never make the server store more than the
+limit. Either way the answer is 413 with a JSON ``detail``.
+
+Decoding goes through :mod:`birdlens.data.images` so the page accepts exactly what training accepts (PNG
+with alpha on grey, CMYK JPEG, EXIF orientation, first frame) and rejects the same files (non-images,
+truncated files, decompression bombs) with the same human reasons. File names from the client are never
+used for anything but display.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from PIL import Image
+
+from birdlens.data.images import BadImage, decode_rgb, open_image
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MB = 1024 * 1024
+DEFAULT_MAX_UPLOAD_BYTES = 10 * MB
+# multipart boundaries, part headers and the small form fields (method, params) ride on top of the file.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+class UploadTooLarge(Exception):
+    """The uploaded file is over the limit (raised when the size is only known after reading)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(too_large_message(limit, size))
+        self.size = size
+        self.limit = limit
+
+
+def too_large_message(limit: int, size: int | None = None) -> str:
+    """MB here is 2**20 bytes, as in ``--max-upload-mb`` (the default limit reads "10.0 MB")."""
+    got = "" if size is None else f" ({size / MB:.1f} MB sent)"
+    return f"upload too large: the limit is {limit / MB:.1f} MB{got}"
+
+
+class BodyLimitMiddleware:
+    """Answer 413 for any HTTP request whose body is over ``max_body_bytes``.
+
+    Checked twice: the declared ``Content-Length`` (nothing is read) and the bytes actually streamed (a
+    chunked or lying client). When the stream goes over, the app gets a disconnect, whatever it answers is
+    dropped, and a 413 is sent instead (older FastAPI versions turn body-parsing errors into 400, so raising
+    through the app would not be reliable).
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, file_limit: int | None = None) -> None:
+        self.app = app
+        self.max_body_bytes = int(max_body_bytes)
+        self.file_limit = int(file_limit if file_limit is not None else max_body_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await _send_json(send, 413, {"detail": too_large_message(self.file_limit, declared)})
+            return
+
+        state = {"received": 0, "over": False, "started": False}
+
+        async def limited_receive() -> Message:
+            if state["over"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.max_body_bytes:
+                    state["over"] = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["over"] and not state["started"]:
+                return  # the app's answer to a cut-off body is replaced by the 413 below
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not state["over"]:
+                raise
+        if state["over"] and not state["started"]:
+            await _send_json(send, 413, {"detail": too_large_message(self.file_limit, int(state["received"]))})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close")],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+def check_size(data: bytes, limit: int) -> bytes:
+    """The file part itself must also fit (the body limit allows for multipart overhead)."""
+    if len(data) > limit:
+        raise UploadTooLarge(len(data), limit)
+    return data
+
+
+def decode_upload(data: bytes, draft_size: int | None = None) -> Image.Image:
+    """Uploaded bytes -> RGB image by the data layer's rule; :class:`BadImage` with a reason otherwise.
+
+    ``draft_size``: let a large JPEG decode at a reduced scale whose short side stays >= this (the size the
+    model's resize goes to anyway), as the data layer's dataset loading does: a 12 Mpx phone photo then
+    decodes several times faster.
+    """
+    if not data:
+        raise BadImage("empty upload (0 bytes)")
+    return decode_rgb(open_image(data), draft_size=draft_size)
+
+
+def upright_size(data: bytes) -> tuple[int, int]:
+    """Width and height of the photo as shown (EXIF orientation applied), from the header alone."""
+    img = open_image(data)
+    w, h = img.size
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block does not change the answer
+        orientation = 1
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)

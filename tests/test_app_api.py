@@ -1,0 +1,410 @@
+"""``birdlens serve``'s JSON API through FastAPI's TestClient, on a tiny run made by the real ``train`` API.
+
+The tiny run is a SimpleCNN probe on a synthetic 3-colour dataset (red / green / blue noise images, 96 px):
+it predicts the colour, so answers can be checked, and it is built in a few seconds on one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import struct
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient
+
+from birdlens.app.budget import Budget
+from birdlens.app.server import create_app, create_app_from_run
+from birdlens.app.service import ModelService
+from birdlens.app.uploads import DEFAULT_MAX_UPLOAD_BYTES, BodyLimitMiddleware
+
+COLOURS = {"RED BIRD": (200, 40, 40), "GREEN BIRD": (40, 180, 60), "BLUE BIRD": (40, 60, 200)}
+
+
+def noisy(colour: tuple[int, int, int], seed: int, size: int = 96) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(np.array(colour)[None, None] + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+
+
+def encode(arr_or_img: np.ndarray | Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
+    img = Image.fromarray(arr_or_img) if isinstance(arr_or_img, np.ndarray) else arr_or_img
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run directory (meta.json, best.safetensors, manifest.csv, config.yaml) from ``train``."""
+    from birdlens.train.api import train
+    from birdlens.train.config import TrainConfig
+
+    root = tmp_path_factory.mktemp("app_tiny")
+    for split, n in (("train", 6), ("valid", 2), ("test", 2)):
+        for k, (label, colour) in enumerate(COLOURS.items()):
+            d = root / "data" / split / label
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(noisy(colour, seed=1000 * k + 100 * len(split) + i)).save(d / f"{i}.png")
+    return train(TrainConfig(data=str(root / "data"), out=str(root / "run"), model="simple_cnn", mode="probe",
+                             pretrained=False, image_size=96, quiet=True, feature_cache=str(root / "cache")),
+                 evaluate=False)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_run: Path):
+    with TestClient(create_app_from_run(tiny_run)) as c:
+        yield c
+
+
+def post_image(client: TestClient, data: bytes, url: str = "/api/predict", filename: str = "photo.png",
+               **form: str):
+    return client.post(url, files={"image": (filename, data, "application/octet-stream")}, data=form or None)
+
+
+# ---- service basics -----------------------------------------------------------------------------------
+def test_health_info_openapi_and_no_cdn_docs(client: TestClient, tiny_run: Path) -> None:
+    h = client.get("/healthz").json()
+    assert h == {"status": "ok", "model": "simple_cnn", "run": f"{tiny_run.parent.name}/run", "queue": 0}
+    info = client.get("/api/info").json()
+    assert info["classes"] == sorted(COLOURS) and info["image_size"] == 96
+    assert info["max_upload_bytes"] == DEFAULT_MAX_UPLOAD_BYTES == 10 * 1024 * 1024
+    schema = client.get("/openapi.json").json()
+    for path in ("/api/predict", "/api/explain", "/healthz", "/api/examples", "/api/tasks", "/api/tasks/{task_id}"):
+        assert path in schema["paths"], path
+    body = schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in body
+    assert "Prediction" in schema["components"]["schemas"]
+    assert client.get("/docs").status_code == 404  # Swagger UI would load from a CDN
+
+
+def test_page_and_assets_are_local(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'id="drop"' in page.text and "/static/app.js" in page.text
+    for asset in ("app.js", "style.css", "favicon.svg"):
+        r = client.get(f"/static/{asset}")
+        assert r.status_code == 200, asset
+    for text in (page.text, client.get("/static/app.js").text, client.get("/static/style.css").text):
+        for token in ("http://", "https://", "//cdn", "@import"):
+            if token == "http://" and "http://www.w3.org/2000/svg" in text:
+                continue
+            assert token not in text, f"external reference {token!r} in a page asset"
+
+
+# ---- predictions --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("label", sorted(COLOURS))
+def test_predict_top5_and_gradcam(client: TestClient, label: str) -> None:
+    r = post_image(client, encode(noisy(COLOURS[label], seed=7)))
+    assert r.status_code == 200, r.text
+    p = r.json()
+    assert p["top"][0]["label"] == label
+    probs = [s["prob"] for s in p["top"]]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-4
+    ev = p["gradcam"]
+    assert ev["method"] == "gradcam" and ev["target_label"] == label and ev["params"]["layer"] == "features.2.act"
+    assert ev["stats"]["shape"] == [96, 96] and 0 <= ev["stats"]["min"] <= ev["stats"]["max"] <= 1.0 + 1e-6
+    for key in ("overlay_png",):
+        assert ev[key].startswith("data:image/png;base64,")
+    overlay = Image.open(io.BytesIO(__import__("base64").b64decode(ev["overlay_png"].split(",", 1)[1])))
+    assert overlay.size == (96, 96) and overlay.mode == "RGB"
+    assert p["model"]["model"] == "simple_cnn" and p["width"] == 96
+
+
+def test_predict_probabilities_match_the_trained_model(client: TestClient, tiny_run: Path) -> None:
+    from birdlens.data.images import load_rgb
+    from birdlens.train.checkpoint import load_trained
+
+    trained = load_trained(tiny_run)
+    path = sorted((Path(json.loads((tiny_run / "meta.json").read_text())["data"]) / "test").rglob("*.png"))[0]
+    want = trained.predict_proba(trained.transform()(load_rgb(path))[None])[0].numpy()
+    assert np.allclose(_probs(client, path.read_bytes()), want, atol=1e-5)
+
+
+def _probs(client: TestClient, data: bytes) -> np.ndarray:
+    r = post_image(client, data)
+    assert r.status_code == 200, r.text
+    out = np.zeros(3)
+    for s in r.json()["top"]:
+        out[s["index"]] = s["prob"]
+    return out
+
+
+def test_png_with_alpha_is_composited_on_grey(client: TestClient) -> None:
+    rgba = np.zeros((96, 96, 4), np.uint8)
+    rgba[..., :3] = noisy(COLOURS["RED BIRD"], seed=3)
+    rgba[24:72, 24:72, 3] = 255  # an opaque red square; the rest is transparent (and red underneath)
+    grey_bg = np.full((96, 96, 3), 128, np.uint8)
+    grey_bg[24:72, 24:72] = rgba[24:72, 24:72, :3]
+    got = _probs(client, encode(rgba))
+    assert np.allclose(got, _probs(client, encode(grey_bg)), atol=1e-5)
+    # proof the alpha mattered: the same pixels without alpha answer differently
+    assert not np.allclose(got, _probs(client, encode(rgba[..., :3])), atol=1e-3)
+
+
+def test_cmyk_jpeg_is_accepted_like_the_data_layer(client: TestClient) -> None:
+    from birdlens.data.images import decode_rgb, open_image
+
+    cmyk = encode(Image.fromarray(noisy(COLOURS["GREEN BIRD"], seed=5)).convert("CMYK"), "JPEG", quality=95)
+    assert Image.open(io.BytesIO(cmyk)).mode == "CMYK"
+    expected = decode_rgb(open_image(cmyk))  # what training would have seen
+    got = _probs(client, cmyk)
+    assert np.argmax(got) == 1
+    assert np.allclose(got, _probs(client, encode(np.asarray(expected))), atol=1e-5)
+
+
+def test_exif_orientation_is_applied(client: TestClient) -> None:
+    arr = np.full((96, 96, 3), 128, np.uint8)
+    arr[:, :48] = COLOURS["RED BIRD"]
+    arr[:, 48:] = COLOURS["BLUE BIRD"]
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 3  # rotate 180: left/right swap
+    r1 = post_image(client, encode(img, "PNG", exif=exif))
+    r2 = post_image(client, encode(arr[::-1, ::-1].copy()))
+    assert r1.status_code == r2.status_code == 200
+    assert r1.json()["gradcam"]["stats"] == r2.json()["gradcam"]["stats"]
+
+
+def test_large_phone_photo_decodes_at_draft_scale_and_reports_its_size(client: TestClient) -> None:
+    big = np.kron(noisy(COLOURS["BLUE BIRD"], seed=8, size=100), np.ones((30, 40, 1), np.uint8))  # 4000x3000
+    img = Image.fromarray(big)
+    exif = img.getexif()
+    exif[0x0112] = 6  # shown rotated: 3000 wide, 4000 high
+    r = post_image(client, encode(img, "JPEG", quality=85, exif=exif))
+    assert r.status_code == 200, r.text
+    p = r.json()
+    assert (p["width"], p["height"]) == (3000, 4000)
+    assert p["top"][0]["label"] == "BLUE BIRD"
+
+
+# ---- bad input ----------------------------------------------------------------------------------------
+def _bomb_png() -> bytes:
+    """A valid small PNG whose header claims 30000 x 30000 pixels (900 Mpx): never decoded."""
+    data = bytearray(encode(np.zeros((8, 8, 3), np.uint8)))
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4: ihdr + 12] = struct.pack(">II", 30000, 30000)
+    crc = zlib.crc32(bytes(data[ihdr: ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17: ihdr + 21] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("name", "payload", "reason"), [
+    ("text", b"hello, I am not a picture\n" * 20, "not an image"),
+    ("empty", b"", "empty"),
+    ("truncated", encode(noisy((90, 90, 90), seed=1), "JPEG", quality=90)[:1500], "truncated"),
+    ("bomb", _bomb_png(), "decompression bomb"),
+    ("html", b"<html><script>alert(1)</script></html>", "not an image"),
+])
+def test_bad_images_get_400_with_a_reason(client: TestClient, name: str, payload: bytes, reason: str) -> None:
+    for url in ("/api/predict", "/api/explain", "/api/tasks"):
+        r = post_image(client, payload, url=url)
+        assert r.status_code == 400, (name, url, r.text)
+        assert reason in r.json()["detail"], (name, r.json())
+
+
+def test_missing_image_field_is_422(client: TestClient) -> None:
+    r = client.post("/api/predict", data={"method": "gradcam"})
+    assert r.status_code == 422
+
+
+def test_upload_over_the_limit_is_413(client: TestClient) -> None:
+    # just over 10 MB: the body fits the multipart allowance, the file part does not
+    big = b"\xff\xd8\xff" + b"\0" * DEFAULT_MAX_UPLOAD_BYTES
+    r = post_image(client, big)
+    assert r.status_code == 413 and "the limit is 10.0 MB" in r.json()["detail"]
+    # far over: refused from the Content-Length header
+    r = post_image(client, b"\0" * (DEFAULT_MAX_UPLOAD_BYTES + 200_000))
+    assert r.status_code == 413
+    # no Content-Length (chunked): refused while streaming
+    boundary = "birdlensboundary"
+
+    def chunks():
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n"
+               "Content-Type: image/jpeg\r\n\r\n").encode()
+        for _ in range(11):
+            yield b"\0" * (1024 * 1024)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = client.post("/api/predict", content=chunks(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 413, r.text
+    assert client.get("/healthz").status_code == 200  # and the server still answers
+
+
+def test_body_limit_middleware_rejects_by_header_without_reading() -> None:
+    reads: list[int] = []
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):  # pragma: no cover - must not be called
+        raise AssertionError("the app must not run for an oversized declared body")
+
+    async def receive():
+        reads.append(1)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(msg):
+        sent.append(msg)
+
+    mw = BodyLimitMiddleware(app, max_body_bytes=1000)
+    scope = {"type": "http", "headers": [(b"content-length", b"5000")]}
+    asyncio.run(mw(scope, receive, send))
+    assert sent[0]["status"] == 413 and not reads
+
+
+def test_client_filenames_are_never_paths(client: TestClient, tmp_path: Path) -> None:
+    target = tmp_path / "evil.png"
+    for name in (str(target), "../../../../" + str(target).lstrip("/"), "a\x00b.png", "..", "ünïcode 名前.png"):
+        r = post_image(client, encode(noisy(COLOURS["BLUE BIRD"], seed=9)), filename=name)
+        assert r.status_code == 200, (name, r.text)
+        assert r.json()["top"][0]["label"] == "BLUE BIRD"
+    assert not target.exists()
+
+
+# ---- explanations -------------------------------------------------------------------------------------
+def test_explain_methods_and_budget(client: TestClient) -> None:
+    img = encode(noisy(COLOURS["RED BIRD"], seed=11))
+    r = post_image(client, img, url="/api/explain", method="lime", params=json.dumps({"num_samples": 40}))
+    assert r.status_code == 200, r.text
+    ev = r.json()
+    assert ev["method"] == "lime" and ev["params"]["num_samples"] == 40 and ev["target_label"] == "RED BIRD"
+    assert ev["stats"]["min"] < ev["stats"]["max"] and ev["map"] is None
+    r = post_image(client, img, url="/api/explain", method="ig", params='{"steps": 4}', target="0")
+    assert r.status_code == 200 and r.json()["target"] == 0
+
+
+def test_explain_requests_are_capped_to_the_budget(tiny_run: Path) -> None:
+    svc = ModelService.from_run(tiny_run, budget=Budget(shap_max_evals=40, lime_max_samples=30))
+    with TestClient(create_app(svc)) as c:
+        img = encode(noisy(COLOURS["RED BIRD"], seed=11))
+        r = post_image(c, img, url="/api/explain", method="shap", params='{"max_evals": 999999}', target="2",
+                       include_map="true")
+        assert r.status_code == 200, r.text
+        ev = r.json()
+        assert ev["params"]["max_evals"] == 40 and "capped to 40" in ev["notes"][0] and ev["target"] == 2
+        m = np.array(ev["map"], dtype=np.float32)
+        assert m.shape == (96, 96) and np.isclose(m.max(), ev["stats"]["max"], atol=1e-6)
+        r = post_image(c, img, url="/api/explain", method="lime")  # no params: the default, capped too
+        assert r.status_code == 200 and r.json()["params"]["num_samples"] == 30
+
+
+@pytest.mark.parametrize(("form", "msg"), [
+    ({"method": "nope"}, "unknown method"),
+    ({"method": "lime", "params": "{not json"}, "JSON object"),
+    ({"method": "lime", "params": "[1, 2]"}, "JSON object"),
+    ({"method": "lime", "params": '{"num_samples": -3}'}, ">= 1"),
+    ({"method": "lime", "params": '{"mean": 0.5}'}, "set by the server"),
+    ({"method": "lime", "params": '{"num_samples": 20, "bogus_option": 1}'}, "bogus_option"),
+    ({"method": "gradcam", "target": "17"}, "class index"),
+])
+def test_explain_bad_parameters_get_400(client: TestClient, form: dict[str, str], msg: str) -> None:
+    r = post_image(client, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", **form)
+    assert r.status_code == 400, r.text
+    assert msg in r.json()["detail"]
+
+
+def test_heavy_method_stops_at_the_time_budget(tiny_run: Path) -> None:
+    svc = ModelService.from_run(tiny_run, budget=Budget(timeout_s=1e-9))
+    with TestClient(create_app(svc)) as c:
+        r = post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", method="lime",
+                       params='{"num_samples": 2000}')
+        assert r.status_code == 504 and "budget" in r.json()["detail"]
+        assert post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2))).status_code == 200  # model free again
+
+
+def test_a_full_queue_answers_503(tiny_run: Path) -> None:
+    with TestClient(create_app(ModelService.from_run(tiny_run), max_pending=0)) as c:
+        r = post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2)))
+        assert r.status_code == 503 and "busy" in r.json()["detail"] and r.headers["retry-after"] == "5"
+
+
+def test_tasks_report_progress_and_can_be_cancelled(client: TestClient) -> None:
+    img = encode(noisy(COLOURS["GREEN BIRD"], seed=4))
+    r = post_image(client, img, url="/api/tasks", method="lime", params='{"num_samples": 120, "batch_size": 8}')
+    assert r.status_code == 202, r.text
+    tid = r.json()["id"]
+    seen: list[float] = []
+    for _ in range(2000):
+        s = client.get(f"/api/tasks/{tid}").json()
+        seen.append(s["progress"])
+        if s["state"] in ("done", "error", "cancelled"):
+            break
+        threading.Event().wait(0.02)
+    assert s["state"] == "done", s
+    assert s["progress"] == 1.0 and seen == sorted(seen)
+    assert s["result"]["method"] == "lime" and s["result"]["target_label"] == "GREEN BIRD"
+
+    # a long task, cancelled: it stops at its next model forward
+    r = post_image(client, img, url="/api/tasks", method="lime", params='{"num_samples": 2000, "batch_size": 4}')
+    tid = r.json()["id"]
+    assert client.delete(f"/api/tasks/{tid}").status_code == 200
+    for _ in range(2000):
+        s = client.get(f"/api/tasks/{tid}").json()
+        if s["state"] in ("done", "error", "cancelled"):
+            break
+        threading.Event().wait(0.02)
+    assert s["state"] == "cancelled", s
+    assert client.get("/api/tasks/does-not-exist").status_code == 404
+
+
+def test_concurrent_requests_get_their_own_answers(client: TestClient) -> None:
+    images = [encode(noisy(COLOURS[label], seed=50 + i)) for i, label in enumerate(sorted(COLOURS) * 4)]
+    images += [encode(np.random.default_rng(s).integers(0, 256, (96, 96, 3), dtype=np.uint8)) for s in range(4)]
+    serial = [post_image(client, img).json() for img in images]
+
+    def call(i: int) -> tuple[int, dict]:
+        return i, post_image(client, images[i]).json()
+
+    order = [i for _ in range(3) for i in range(len(images))]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(call, order))
+    assert len(results) == 3 * len(images)
+    for i, got in results:
+        want = serial[i]
+        assert [s["index"] for s in got["top"]] == [s["index"] for s in want["top"]]
+        assert np.allclose([s["prob"] for s in got["top"]], [s["prob"] for s in want["top"]], atol=1e-6)
+        g, w = dict(got["gradcam"]["stats"]), dict(want["gradcam"]["stats"])
+        assert g.pop("shape") == w.pop("shape") and g == pytest.approx(w, abs=1e-6)
+    # different images really do give different answers, so a mix-up could not go unnoticed
+    assert len({json.dumps([round(s["prob"], 6) for s in r["top"]]) for r in serial}) == len(images)
+
+
+# ---- examples and CLI ---------------------------------------------------------------------------------
+def test_examples_come_from_the_test_split_by_index(client: TestClient, tiny_run: Path) -> None:
+    exs = client.get("/api/examples").json()
+    assert [e["label"] for e in exs[:3]] == sorted(COLOURS) and len(exs) == 6
+    test_dir = Path(json.loads((tiny_run / "meta.json").read_text())["data"]) / "test"
+    files = {p.read_bytes() for p in test_dir.rglob("*.png")}
+    for e in exs:
+        r = client.get(e["url"])
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.content in files
+    assert client.get(f"/api/examples/{len(exs)}/image").status_code == 404
+    assert client.get("/api/examples/-1/image").status_code == 404
+    assert client.get("/api/examples/..%2F..%2Fmeta.json/image").status_code in (404, 422)
+
+
+def test_serve_cli_binds_loopback_by_default(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from birdlens.cli import app
+
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda a, **kw: calls.append({"app": a, **kw}))
+    res = CliRunner().invoke(app, ["serve", "--run", str(tiny_run), "--port", "8123"])
+    assert res.exit_code == 0, res.output
+    assert calls[0]["host"] == "127.0.0.1" and calls[0]["port"] == 8123
+    res = CliRunner().invoke(app, ["serve", "--run", str(tiny_run), "--host", "0.0.0.0", "--max-upload-mb", "1"])
+    assert res.exit_code == 0 and calls[1]["host"] == "0.0.0.0"
+    with TestClient(calls[1]["app"]) as c:
+        assert c.get("/api/info").json()["max_upload_bytes"] == 1024 * 1024
