@@ -1,0 +1,140 @@
+"""The one shape every explanation-quality metric has, plus a registry.
+
+Modelled on Quantus (each metric declares a score direction and an evaluation category) and TorchCAM's
+``metrics`` (metrics are plain callables over a batch). A metric is an object with
+
+* ``name``: the key in ``results.json`` and in the terminal table;
+* ``direction`` (``higher``/``lower``) and the derived ``higher_is_better``, so reports can rank methods
+  without knowing the metric;
+* ``category``: faithfulness, localisation, ground truth, randomisation or robustness;
+* ``needs``: the context keys it reads (``regions``, ``part_masks``, ``explain_fn``, ...), so the evaluator
+  can skip a metric whose ground truth the dataset lacks instead of failing;
+* ``__call__(model, images, maps, targets, **ctx) -> float64 array [B]``: one value per image, NaN where the
+  value is undefined (the aggregator drops NaNs and reports how many values were finite).
+
+Per-image values (not batch means) are the contract because confidence intervals are bootstrapped over images.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+
+class Direction(str, Enum):
+    """Which way is better for a metric's value."""
+
+    HIGHER = "higher"
+    LOWER = "lower"
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self is Direction.HIGHER else "↓"
+
+
+class Category(str, Enum):
+    """What a metric tests (the Quantus taxonomy, reduced to what birdlens measures)."""
+
+    FAITHFULNESS = "faithfulness"
+    LOCALISATION = "localisation"
+    GROUND_TRUTH = "ground_truth"
+    RANDOMISATION = "randomisation"
+    ROBUSTNESS = "robustness"
+
+
+class Metric(ABC):
+    """Base class: subclasses set the class attributes and implement :meth:`compute`."""
+
+    name: ClassVar[str]
+    direction: ClassVar[Direction]
+    category: ClassVar[Category]
+    needs: ClassVar[frozenset[str]] = frozenset()
+    description: ClassVar[str] = ""
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction is Direction.HIGHER
+
+    def __call__(
+        self,
+        model: torch.nn.Module | None,
+        images: torch.Tensor,
+        maps: torch.Tensor,
+        targets: torch.Tensor,
+        **ctx: Any,
+    ) -> np.ndarray:
+        missing = [k for k in self.needs if ctx.get(k) is None]
+        if missing:
+            raise ValueError(f"metric {self.name!r} needs context {missing}")
+        if maps.ndim != 3:
+            raise ValueError(f"maps must be [B, H, W], got {tuple(maps.shape)}")
+        if images.shape[0] != maps.shape[0] or targets.shape[0] != maps.shape[0]:
+            raise ValueError("images, maps and targets must have the same batch size")
+        out = np.asarray(self.compute(model, images, maps, targets, **ctx), dtype=np.float64)
+        if out.shape != (maps.shape[0],):
+            raise AssertionError(f"{self.name} returned shape {out.shape}, expected ({maps.shape[0]},)")
+        return out
+
+    @abstractmethod
+    def compute(
+        self,
+        model: torch.nn.Module | None,
+        images: torch.Tensor,
+        maps: torch.Tensor,
+        targets: torch.Tensor,
+        **ctx: Any,
+    ) -> np.ndarray | torch.Tensor:
+        """Per-image values, float, shape [B]."""
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "direction": self.direction.value,
+            "higher_is_better": self.higher_is_better,
+            "category": self.category.value,
+            "description": self.description,
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, direction={self.direction.value})"
+
+
+_REGISTRY: dict[str, Callable[..., Metric]] = {}
+
+
+def register_metric(cls: type[Metric]) -> type[Metric]:
+    """Class decorator: make a metric available to :func:`get_metric` by its ``name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"metric {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_metric(name: str, **params: Any) -> Metric:
+    """Instantiate a registered metric, e.g. ``get_metric("insertion", n_steps=56)``."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; available: {', '.join(available_metrics())}") from None
+    return factory(**params)
+
+
+def available_metrics() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def metric_info(name: str) -> dict[str, Any]:
+    """Direction/category metadata of a registered metric without building it."""
+    cls = _REGISTRY[name]
+    return {
+        "name": name,
+        "direction": cls.direction.value,  # type: ignore[attr-defined]
+        "higher_is_better": cls.direction is Direction.HIGHER,  # type: ignore[attr-defined]
+        "category": cls.category.value,  # type: ignore[attr-defined]
+        "description": cls.description,  # type: ignore[attr-defined]
+    }

@@ -1,0 +1,483 @@
+"""``evaluate_explanations``: explain a seeded sample of images with each method and score every applicable
+metric; what ``birdlens explain-eval`` and the study runner call.
+
+What applies depends on the data, never on a flag:
+
+* always: deletion/insertion (faithfulness), the sanity check, and stability for seeded stochastic methods;
+* localisation: for images with a mask (the synthetic birds: the bird silhouette) or a box (the manifest's
+  box, or ``boxes=`` a CUB ``bounding_boxes.txt`` / ``path,x,y,w,h`` CSV);
+* ground-truth part importance: for a synthetic-bird dataset (``specs.jsonl`` + ``parts.json`` beside it).
+
+Every method is explained for the **same target per image**: the model's predicted class by default
+(``target="pred"``, as RISE: the question is why the model decided what it decided), or the true label
+(``target="label"``). Two content-free baselines, ``random (baseline)`` and ``centre (baseline)``, go through
+the same pipeline so every number can be read against chance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from birdlens.explain.metrics.base import get_metric, metric_info
+from birdlens.explain.metrics.baselines import BASELINES, centre_maps, random_maps
+from birdlens.explain.metrics.localisation import energy_share, pointing_game
+from birdlens.explain.metrics.parts import load_key_parts, true_part_importance
+from birdlens.explain.metrics.perturbation import DEFAULT_STEPS, perturbation_curves
+from birdlens.explain.metrics.regions import (
+    box_image,
+    label_mask_to_input_frame,
+    match_box,
+    read_boxes,
+    to_input_frame,
+)
+from birdlens.explain.metrics.sanity import FAIL_THRESHOLD, cascading_randomisation, sanity_verdict
+from birdlens.explain.metrics.stability import seed_stability
+from birdlens.explain.metrics.summary import best_vs_runner_up, rank_methods, summarise
+
+SCHEMA = "birdlens.explain-eval/1"
+BASELINE_SUFFIX = " (baseline)"
+#: methods that take a ``seed`` and give different maps for different seeds
+STOCHASTIC: frozenset[str] = frozenset({"lime", "shap", "random"})
+ExplainFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EvalSettings:
+    """Knobs of one evaluation (all recorded in ``results.json``)."""
+
+    n_steps: int = DEFAULT_STEPS  # deletion/insertion resolution (RISE: 224 for 224 px)
+    batch_size: int = 16  # model evaluations per forward in deletion/insertion
+    explain_batch: int = 8  # images per explainer call
+    target: str = "pred"  # "pred" or "label"
+    sanity_n: int = 8  # images in the sanity check
+    sanity_points: int | None = 4  # explained cascade points (None: every stage)
+    stability_n: int = 8  # images in the stability check
+    stability_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    stability_fraction: float = 0.1
+    baselines: tuple[str, ...] = BASELINES
+    n_resamples: int = 2000
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    figures: bool = True
+
+
+# ------------------------------------------------------------------------------------------- the sample
+def select_records(manifest: Any, n: int, seed: int = 0, split: str | None = "test") -> list[Any]:
+    """A seeded, class-balanced sample: shuffle each class, then take classes round-robin until ``n``."""
+    recs = list(manifest.split(split).records if split else manifest.records)
+    if not recs:
+        raise ValueError(f"no images in split {split!r}")
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[Any]] = {}
+    for r in recs:
+        by_class.setdefault(r.label, []).append(r)
+    queues = []
+    for label in sorted(by_class):
+        items = by_class[label]
+        queues.append([items[i] for i in rng.permutation(len(items))])
+    out: list[Any] = []
+    depth = 0
+    while len(out) < min(n, len(recs)):
+        for q in queues:
+            if depth < len(q) and len(out) < n:
+                out.append(q[depth])
+        depth += 1
+    return out
+
+
+def _load_images(records: Sequence[Any], transform: Callable[[Any], torch.Tensor]) -> tuple[torch.Tensor, list]:
+    from birdlens.data.images import load_rgb
+
+    tensors, sizes = [], []
+    for r in records:
+        img = load_rgb(r.path)
+        sizes.append(img.size)
+        tensors.append(torch.as_tensor(transform(img)).float())
+    return torch.stack(tensors), sizes
+
+
+def _regions(records: Sequence[Any], sizes: Sequence[tuple[int, int]], geometry: Callable[..., Any],
+             boxes: Mapping[str, Any] | None, root: Path | None
+             ) -> tuple[torch.Tensor | None, torch.Tensor | None, str | None]:
+    """Object regions ``[n, H, W]`` (all False where an image has none), which images have one, the source."""
+    from PIL import Image
+
+    out, kinds = [], set()
+    for r, size in zip(records, sizes, strict=True):
+        reg = None
+        if getattr(r, "mask", None) is not None and Path(r.mask).is_file():
+            with Image.open(r.mask) as m:
+                reg = to_input_frame(np.asarray(m.convert("L")) > 0, geometry)
+            kinds.add("mask")
+        else:
+            box = getattr(r, "box", None)
+            if box is None and boxes is not None:
+                box = match_box(boxes, r.path, root)
+            if box is not None:
+                reg = to_input_frame(box_image(box, size), geometry)
+                kinds.add("box")
+        out.append(reg)
+    if all(x is None for x in out):
+        return None, None, None
+    shape = next(x for x in out if x is not None).shape
+    stacked = torch.stack([x if x is not None else torch.zeros(shape, dtype=torch.bool) for x in out])
+    has = torch.tensor([x is not None for x in out])
+    return stacked, has, "+".join(sorted(kinds))
+
+
+# ------------------------------------------------------------------------------------------- explainers
+def _make_explainer(method: str, model: nn.Module, kwargs: dict[str, Any]) -> Any:
+    """``make_explainer`` with the options this method accepts (unknown common options are dropped)."""
+    from birdlens.explain.base import make_explainer
+
+    kw = dict(kwargs)
+    for _ in range(len(kw) + 1):
+        try:
+            return make_explainer(method, model, **kw)
+        except TypeError as e:
+            m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+            if not m or m.group(1) not in kw:
+                raise
+            kw.pop(m.group(1))
+    raise RuntimeError(f"could not build explainer {method!r}")
+
+
+def method_explain_fn(method: str, trained: Any, params: Mapping[str, Any] | None = None,
+                      seed: int | None = None, batch: int = 8) -> ExplainFn:
+    """``(model, images, targets) -> maps`` for a registered explanation method."""
+    dc = trained.data_config
+    base: dict[str, Any] = {
+        "data_config": {"mean": list(dc.mean), "std": list(dc.std)},
+        "model_name": trained.model_name,
+    }
+    if trained.cam_layer:
+        base["layer"] = trained.cam_layer
+    if seed is not None:
+        base["seed"] = seed
+    base.update(params or {})
+
+    def fn(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        explainer = _make_explainer(method, model, base)
+        maps = [explainer.explain(images[s : s + batch], target=targets[s : s + batch]).maps
+                for s in range(0, images.shape[0], batch)]
+        return torch.cat(maps).float()
+
+    return fn
+
+
+def _digest(image: torch.Tensor) -> int:
+    return zlib.crc32(image.detach().cpu().contiguous().numpy().tobytes())
+
+
+def baseline_explain_fn(name: str, seed: int = 0) -> ExplainFn:
+    """A content-free baseline as an explain function (seeded per image content: batch-size invariant)."""
+
+    def fn(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = images.shape
+        if name == "centre":
+            return centre_maps((b, h, w))
+        if name == "random":
+            return torch.cat([random_maps((1, h, w), seed, _digest(images[i]) % 2**31) for i in range(b)])
+        raise ValueError(f"unknown baseline {name!r}")
+
+    return fn
+
+
+# ------------------------------------------------------------------------------------------- progress
+class _Progress:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[_Progress]:
+        if not self.enabled:
+            yield self
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+            self._bar = bar
+            yield self
+        self._bar = None
+
+    def task(self, description: str, total: int) -> Callable[[int], None]:
+        if self._bar is None:
+            return lambda k: None
+        t = self._bar.add_task(description, total=total)
+        return lambda k: self._bar.advance(t, k)
+
+
+# ------------------------------------------------------------------------------------------- main entry
+def evaluate_explanations(
+    trained: Any,
+    manifest: Any,
+    methods: Sequence[str],
+    n: int = 50,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    *,
+    split: str | None = "test",
+    boxes: str | Path | Mapping[str, Any] | None = None,
+    dataset_dir: str | Path | None = None,
+    settings: EvalSettings | None = None,
+    quiet: bool | None = None,
+    print_table: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Score ``methods`` (plus the baselines) on ``n`` images of ``split``; returns the results dict and, with
+    ``out_dir``, writes ``results.json``, ``per_image.json`` and ``figures/*.png`` there.
+
+    ``trained``: a :class:`birdlens.train.checkpoint.TrainedModel` (model, classes, data_config, model_name,
+    cam_layer). ``manifest``: the dataset's Manifest. ``overrides`` set :class:`EvalSettings` fields.
+    """
+    from birdlens.data.progress import quiet as env_quiet
+    from birdlens.models import eval_geometry
+
+    cfg = settings or EvalSettings()
+    for k, v in overrides.items():
+        if not hasattr(cfg, k):
+            raise TypeError(f"unknown setting {k!r}")
+        setattr(cfg, k, v)
+    if cfg.target not in ("pred", "label"):
+        raise ValueError("target must be 'pred' or 'label'")
+    show = not (env_quiet() if quiet is None else quiet)
+    t_start = time.perf_counter()
+    torch.manual_seed(seed)
+
+    from birdlens.explain.base import list_methods
+
+    known = set(list_methods())
+    methods = [m.strip() for m in methods if m.strip()]
+    unknown = [m for m in methods if m.lower() not in known]
+    if unknown:
+        from birdlens.explain.base import make_explainer  # raises with the explainers' own message
+
+        make_explainer(unknown[0], trained.model)
+
+    model = trained.model.eval()
+    records = select_records(manifest, n, seed, split)
+    root = Path(dataset_dir) if dataset_dir is not None else (Path(manifest.root) if manifest.root else None)
+    size = int(getattr(trained, "image_size", trained.data_config.input_size))
+    transform = trained.transform()
+    geometry = eval_geometry(trained.data_config, size)
+    images, orig_sizes = _load_images(records, transform)
+    cls_idx = {c: i for i, c in enumerate(trained.classes)}
+    missing = sorted({r.label for r in records} - set(cls_idx))
+    if missing:
+        raise ValueError(f"labels {missing[:5]} are not classes of the model ({len(cls_idx)} classes)")
+    labels = torch.tensor([cls_idx[r.label] for r in records])
+    probs_all = _all_probs(model, images, cfg.batch_size)
+    preds = probs_all.argmax(1)
+    targets = preds if cfg.target == "pred" else labels
+    b, _, h, w = images.shape
+
+    # ---- ground truth the dataset offers -----------------------------------------------------------
+    box_map = read_boxes(boxes) if isinstance(boxes, (str, Path)) else boxes
+    regions, has_region, region_source = _regions(records, orig_sizes, geometry, box_map, root)
+    part_ctx = _part_context(model, records, root, targets, transform, geometry, trained.classes, cfg) \
+        if root is not None and (root / "specs.jsonl").is_file() else None
+    render_gap = None
+    if part_ctx is not None:
+        # the re-rendered whole bird must be the image the model saw on disk, or the "drop" would be measured
+        # from the wrong starting point
+        render_gap = float((part_ctx.pop("originals") - images).abs().max())
+
+    # ---- explain and score --------------------------------------------------------------------------
+    entries: list[tuple[str, ExplainFn, Callable[[int], ExplainFn] | None]] = []
+    for m in methods:
+        params = cfg.method_params.get(m, {})
+        seeded = (lambda s, m=m, p=params: method_explain_fn(m, trained, p, seed=s, batch=cfg.explain_batch)) \
+            if m.lower() in STOCHASTIC else None
+        entries.append((m, method_explain_fn(m, trained, params, seed=seed if seeded else None,
+                                             batch=cfg.explain_batch), seeded))
+    for bl in cfg.baselines:
+        seeded = (lambda s, bl=bl: baseline_explain_fn(bl, s)) if bl == "random" else None
+        entries.append((bl + BASELINE_SUFFIX, baseline_explain_fn(bl, seed), seeded))
+
+    per_image: dict[str, dict[str, list[float]]] = {}
+    curves: dict[str, dict[str, Any]] = {}
+    sanity: dict[str, Any] = {"threshold": FAIL_THRESHOLD, "n": min(cfg.sanity_n, b), "methods": {},
+                              "verdicts": {}}
+    seconds: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    n_pairs = b * (min(cfg.n_steps, h * w) + 1) * 2
+    with _Progress(show).running() as prog:
+        for name, fn, seeded in entries:
+            t0 = time.perf_counter()
+            adv = prog.task(f"explain {name}", 1)
+            try:
+                maps = fn(model, images, targets)
+            except Exception as e:  # one broken method must not sink the others; the report says why
+                errors[name] = f"{type(e).__name__}: {e}"
+                continue
+            adv(1)
+            seconds[name] = (time.perf_counter() - t0) / b
+            vals: dict[str, np.ndarray] = {}
+            cur = perturbation_curves(model, images, maps, targets, n_steps=cfg.n_steps,
+                                      batch_size=cfg.batch_size,
+                                      progress=prog.task(f"deletion/insertion {name}", n_pairs))
+            curves[name] = {}
+            for mode, c in cur.items():
+                vals[mode] = c.auc
+                curves[name][mode] = {"fractions": c.fractions.tolist(), "mean": c.probs.mean(0).tolist(),
+                                      "auc": float(c.auc.mean())}
+            if regions is not None and has_region is not None:
+                has = has_region
+                pg = np.full(b, np.nan)
+                en = np.full(b, np.nan)
+                pg[has.numpy()] = pointing_game(maps[has], regions[has]).numpy()
+                en[has.numpy()] = energy_share(maps[has], regions[has]).numpy()
+                vals["pointing_game"], vals["energy_inside"] = pg, en
+            if part_ctx is not None:
+                for metric in ("part_rank_corr", "top_part_key", "key_part_share"):
+                    vals[metric] = get_metric(metric)(model, images, maps, targets, **part_ctx)
+            k = min(cfg.sanity_n, b)
+            if k > 0:
+                adv = prog.task(f"sanity check {name}", 1)
+                res = cascading_randomisation(model, fn, images[:k], targets[:k], maps[:k], seed=seed,
+                                              points=cfg.sanity_points)
+                adv(1)
+                vals["sanity_rank_corr"] = np.concatenate([res["final"], np.full(b - k, np.nan)])
+                sanity["methods"][name] = {"stages": res["stages"], "corr": res["corr"].tolist(),
+                                           "mean_abs": np.nanmean(np.abs(res["corr"]), axis=1).tolist()}
+            if seeded is not None and cfg.stability_n > 0:
+                k = min(cfg.stability_n, b)
+                adv = prog.task(f"stability {name}", len(cfg.stability_seeds))
+                runs = []
+                for s in cfg.stability_seeds:
+                    runs.append(seeded(s)(model, images[:k], targets[:k]))
+                    adv(1)
+                vals["stability"] = np.concatenate([seed_stability(runs, cfg.stability_fraction),
+                                                    np.full(b - k, np.nan)])
+            per_image[name] = {key: np.asarray(v, dtype=float).tolist() for key, v in vals.items()}
+
+    summary = summarise(per_image, n_resamples=cfg.n_resamples, seed=seed)
+    for name in summary:
+        st = summary[name].get("sanity_rank_corr")
+        sanity["verdicts"][name] = sanity_verdict(st["mean"] if st else None)
+    ranking = rank_methods(summary)
+    used = sorted({k for per in per_image.values() for k in per})
+    results: dict[str, Any] = {
+        "schema": SCHEMA,
+        "model": {"name": trained.model_name, "classes": len(trained.classes), "cam_layer": trained.cam_layer,
+                  "image_size": size},
+        "data": {"root": str(root) if root else None, "split": split, "n": b,
+                 "images": [str(r.path) for r in records], "regions": region_source,
+                 "synthetic_parts": part_ctx is not None, "render_vs_disk_max_abs": render_gap},
+        "seed": seed,
+        "settings": _jsonable(asdict(cfg)),
+        "sample": {"accuracy": float((preds == labels).float().mean()),
+                   "mean_target_prob": float(probs_all.gather(1, targets[:, None]).mean()),
+                   "target": cfg.target},
+        "metrics": {m: metric_info(m) for m in used},
+        "methods": summary,
+        "ranking": ranking,
+        "top_resolved": best_vs_runner_up(per_image, ranking, seed=seed),
+        "curves": curves,
+        "sanity": sanity,
+        "seconds_per_image": seconds,
+        "errors": errors,
+        "seconds_total": None,
+        "figures": [],
+    }
+    results["seconds_total"] = time.perf_counter() - t_start
+    if out_dir is not None:
+        _write(results, per_image, Path(out_dir), cfg.figures)
+    if print_table:
+        from birdlens.explain.metrics.table import print_results
+
+        print_results(results)
+    return results
+
+
+def _all_probs(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    from birdlens.explain.metrics.perturbation import eval_channels_last, model_device, select_logits
+
+    out = []
+    dev = model_device(model)
+    with torch.inference_mode(), eval_channels_last(model):
+        for s in range(0, images.shape[0], batch_size):
+            x = images[s : s + batch_size].to(dev).contiguous(memory_format=torch.channels_last)
+            out.append(select_logits(model(x)).float().softmax(-1).cpu())
+    return torch.cat(out)
+
+
+def _part_context(model: nn.Module, records: Sequence[Any], root: Path, targets: torch.Tensor,
+                  transform: Callable[[Any], torch.Tensor], geometry: Callable[..., Any],
+                  classes: Sequence[str], cfg: EvalSettings) -> dict[str, Any] | None:
+    """Part masks (input frame), true part importances and key parts for a synthetic-bird sample."""
+    import json
+
+    from PIL import Image
+
+    from birdlens.explain.metrics.parts import render_part_removals
+
+    info = json.loads((root / "parts.json").read_text(encoding="utf-8"))
+    parts = list(info["parts"])
+    render_size = int(info.get("size", 224))
+
+    def to_tensor(arr: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(transform(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1))).float()
+
+    rendered = render_part_removals(root, [r.path for r in records], to_tensor, render_size, parts)
+    importance = true_part_importance(model, rendered["originals"], rendered["removed"], targets,
+                                      cfg.batch_size)
+    masks = []
+    for r, raw in zip(records, rendered["part_masks"], strict=True):
+        lab = raw.numpy()
+        if getattr(r, "mask", None) is not None and Path(r.mask).is_file():
+            with Image.open(r.mask) as m:
+                lab = np.asarray(m)
+        masks.append(label_mask_to_input_frame(lab, len(parts), geometry))
+    key = load_key_parts(root / "parts.json", parts)
+    key_rows = [key.get(classes[int(t)], [False] * len(parts)) for t in targets]
+    return {
+        "originals": rendered["originals"],
+        "part_masks": torch.stack(masks),
+        "part_importance": importance,
+        "key_parts": torch.tensor(key_rows, dtype=torch.bool),
+        "parts": parts,
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return "tensor"
+    return str(obj)
+
+
+def _write(results: dict[str, Any], per_image: Mapping[str, Any], out: Path, figures: bool) -> None:
+    from birdlens.utils.atomic import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    if figures:
+        from birdlens.explain.metrics.figures import plot_curves, plot_metric_bars, plot_sanity
+
+        fig_dir = out / "figures"
+        paths = [plot_curves(results["curves"], fig_dir / "curves.png")]
+        for metric in results["ranking"]:
+            paths.append(plot_metric_bars(results["methods"], metric, fig_dir / f"bars_{metric}.png"))
+        if results["sanity"]["methods"]:
+            paths.append(plot_sanity(results["sanity"], fig_dir / "sanity.png"))
+        results["figures"] = [p.relative_to(out).as_posix() for p in paths]
+    write_json(out / "per_image.json", {"images": results["data"]["images"], "methods": per_image})
+    write_json(out / "results.json", results)
