@@ -1,0 +1,223 @@
+"""``birdlens gan ...``: train a GAN, sample a dataset from it, measure it, run the augmentation ablation."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(name="gan", help="GAN augmentation: the study's DCGAN, a data-efficient conditional GAN, "
+                  "FD-lite0/KID-lite0, and the real/classic/GAN ablation.", no_args_is_help=True)
+
+_QUIET = typer.Option("--quiet", "-q", help="no progress bar (also BIRDLENS_QUIET=1)")
+
+
+def _cli_defaults(fn: object) -> dict[str, object]:
+    import inspect
+
+    out = {}
+    for name, p in inspect.signature(fn).parameters.items():  # type: ignore[arg-type]
+        out[name] = p.default
+    out["g_width"] = out["d_width"] = out.get("width")
+    return out
+
+
+def merge_recipe(path: Path, given: dict[str, object], defaults: dict[str, object]) -> dict[str, object]:
+    """YAML recipe values, overridden by every flag whose value differs from its default."""
+    import yaml
+
+    from birdlens.augment.gan.config import GANConfig
+
+    recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    known = set(GANConfig.__dataclass_fields__) | {"device"}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise typer.BadParameter(f"unknown keys in {path}: {unknown}", param_hint="--config")
+    merged = dict(recipe)
+    for k, v in given.items():
+        if k not in recipe or v != defaults.get(k):
+            merged[k] = v
+    return merged
+
+
+def _threads(threads: int | None) -> None:
+    import torch
+
+    torch.set_num_threads(threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or torch.get_num_threads())
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="image folder (split/class/*.jpg), manifest.csv or dataset root")],
+    out: Annotated[Path, typer.Option(help="run folder (checkpoints, sample grids)")],
+    arch: Annotated[str, typer.Option(help="cgan (default, data-efficient) or dcgan (the study's baseline)")] = "cgan",
+    image_size: Annotated[int, typer.Option(help="64 (default) or 128 (GPU); any power of two >= 16")] = 64,
+    iterations: Annotated[int, typer.Option(help="generator updates")] = 2000,
+    batch_size: int = 32,
+    seed: int = 0,
+    classes: Annotated[list[str] | None, typer.Option(help="train on these classes only (repeatable); "
+                                                      "one class = the study's per-species GAN")] = None,
+    split: str = "train",
+    width: Annotated[int | None, typer.Option(help="network width (default: cgan 32, dcgan 64)")] = None,
+    n_dis: Annotated[int, typer.Option(help="discriminator steps per generator step")] = 1,
+    diffaugment: Annotated[str | None, typer.Option(help="DiffAugment policies, '' to disable "
+                                                    "(default: cgan color,translation,cutout; dcgan none)")] = None,
+    ema_decay: Annotated[float | None, typer.Option(help="EMA decay of G (0 = off; default cgan 0.999)")] = None,
+    sample_every: int = 500,
+    checkpoint_every: int = 500,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out")] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing run in --out")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML recipe (e.g. configs/gan-gpu.yaml); flags given "
+                                                "explicitly override it")] = None,
+    quiet: Annotated[bool, _QUIET] = False,
+) -> None:
+    """Train a class-conditional GAN on the train split; sample grids every --sample-every iterations."""
+    from birdlens.augment.gan.config import GANConfig
+    from birdlens.augment.gan.data import load_images, resolve_manifest, select
+    from birdlens.augment.gan.train import RunExistsError, train_gan
+
+    _threads(threads)
+    given = {"arch": arch, "image_size": image_size, "iterations": iterations, "batch_size": batch_size,
+             "seed": seed, "classes": list(classes) if classes else None, "split": split, "g_width": width,
+             "d_width": width, "n_dis": n_dis, "diffaugment": diffaugment, "ema_decay": ema_decay,
+             "sample_every": sample_every, "checkpoint_every": checkpoint_every, "device": device}
+    if config is not None:
+        given = merge_recipe(config, given, _cli_defaults(train))
+    device = given.pop("device")
+    cfg = GANConfig.from_dict(given)
+    manifest = select(resolve_manifest(data), cfg.split, cfg.classes)
+    images = load_images(manifest, cfg.image_size)
+    try:
+        res = train_gan(cfg, images, out, resume=resume, force=force, quiet=quiet,
+                        extra_meta={"data": str(data)}, device=device)
+    except (RunExistsError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    last = res.state.history[-1] if res.state.history else {}
+    typer.echo(f"{cfg.arch}: {res.state.iteration} iterations in {out} ({res.seconds:.0f} s); "
+               f"loss_d {last.get('loss_d', float('nan')):.3f} loss_g {last.get('loss_g', float('nan')):.3f}")
+    if res.grids:
+        typer.echo(f"last sample grid: {res.grids[-1]}")
+
+
+@app.command()
+def sample(
+    run: Annotated[Path, typer.Option(help="a run folder written by 'birdlens gan train'")],
+    out: Annotated[Path, typer.Option(help="output dataset folder (OUT/train/<CLASS>/gan_XXXX.png + manifest.csv)")],
+    per_class: Annotated[int, typer.Option(help="images per class")] = 100,
+    seed: int = 0,
+    classes: Annotated[list[str] | None, typer.Option(help="only these classes (repeatable)")] = None,
+    quiet: Annotated[bool, _QUIET] = False,
+) -> None:
+    """Write generated images in split-folder layout, ready to be mixed into training."""
+    from birdlens.augment.gan.sample import write_samples
+
+    try:
+        m = write_samples(run, out, per_class, seed=seed, classes=classes, quiet=quiet)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {len(m)} images of {len(m.classes)} classes to {out} (manifest: {out / 'manifest.csv'})")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Option(help="a run folder")],
+    data: Annotated[Path, typer.Option(help="the real images (same classes as the run)")],
+    out: Annotated[Path | None, typer.Option(help="write the metrics JSON here")] = None,
+    per_class: Annotated[int | None, typer.Option(help="generated images per class (default: as many as real)")] = None,
+    cas: Annotated[bool, typer.Option(help="also the classification accuracy score on the test split")] = True,
+    seed: int = 0,
+    inception_weights: Annotated[Path | None, typer.Option(help="pt_inception-2015-12-05-6726825d.pth: also "
+                                                           "the standard FID (needs torch-fidelity)")] = None,
+    threads: int | None = None,
+) -> None:
+    """FD-lite0 / KID-lite0 (overall + per class) against the real train split, and CAS on the test split."""
+    from birdlens.augment.gan.data import load_images, resolve_manifest, select
+    from birdlens.augment.gan.evaluate import gan_metrics
+    from birdlens.augment.gan.train import load_sampler
+    from birdlens.utils.atomic import write_json
+
+    _threads(threads)
+    _, cfg, classes = load_sampler(run)
+    manifest = resolve_manifest(data)
+    real = load_images(select(manifest, cfg.split, classes), cfg.image_size, classes)
+    test = None
+    if cas:
+        for name in ("test", "valid"):
+            if name in manifest.splits:
+                test = load_images(select(manifest, name, classes), cfg.image_size, classes)
+                break
+    rep = gan_metrics(run, real, per_class=per_class, test=test, seed=seed)
+    if inception_weights is not None:
+        import torch
+
+        from birdlens.augment.gan.data import to_uint8
+        from birdlens.augment.gan.evaluate import sample_images
+        from birdlens.augment.gan.inception import inception_fid
+
+        G, _, _ = load_sampler(run)
+        assert cfg.z_dim is not None
+        labels = real.labels if per_class is None else torch.arange(len(classes)).repeat_interleave(per_class)
+        fake = to_uint8(sample_images(G, labels, cfg.z_dim, seed))
+        try:
+            rep["FID-inception"] = inception_fid(real.images, fake, inception_weights)
+        except (FileNotFoundError, RuntimeError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+    if out is not None:
+        write_json(out, rep)
+    typer.echo(json.dumps({k: v for k, v in rep.items() if k != "per_class"}, indent=2))
+
+
+@app.command()
+def ablation(
+    data: Annotated[Path, typer.Option(help="real images with train and test (or valid) splits")],
+    out: Annotated[Path, typer.Option(help="folder for ablation.json/.md/.png and the GAN runs")],
+    budgets: Annotated[str, typer.Option(help="real images per class, comma list")] = "10,40",
+    seeds: Annotated[str, typer.Option(help="comma list (>= 3 for intervals worth reading)")] = "0,1,2",
+    image_size: int = 32,
+    arch: str = "cgan",
+    gan_iterations: int = 500,
+    gan_batch_size: int = 16,
+    gan_width: int = 16,
+    gan_per_class: Annotated[int | None, typer.Option(help="generated per class (default: = budget)")] = None,
+    classic_copies: int = 2,
+    classes: Annotated[list[str] | None, typer.Option(help="only these classes (repeatable)")] = None,
+    threads: int | None = None,
+    quiet: Annotated[bool, _QUIET] = False,
+) -> None:
+    """real / real+classic / real+GAN / real+classic+GAN at small real budgets, several seeds, 95% intervals."""
+    from birdlens.augment.gan.ablation import AblationConfig, run_ablation
+    from birdlens.augment.gan.config import GANConfig
+    from birdlens.augment.gan.data import load_images, resolve_manifest, select
+    from birdlens.augment.gan.features import Lite0Features
+
+    _threads(threads)
+    manifest = resolve_manifest(data)
+    train_m = select(manifest, "train", classes)
+    names = train_m.classes
+    test_split = "test" if "test" in manifest.splits else "valid"
+    train_set = load_images(train_m, image_size, names)
+    test_set = load_images(select(manifest, test_split, classes), image_size, names)
+    cfg = AblationConfig(
+        budgets=[int(b) for b in budgets.split(",")], seeds=[int(s) for s in seeds.split(",")],
+        classic_copies=classic_copies, gan_per_class=gan_per_class,
+        gan=GANConfig(arch=arch, image_size=image_size, iterations=gan_iterations, batch_size=gan_batch_size,
+                      g_width=gan_width, d_width=gan_width, sample_every=max(gan_iterations // 2, 1),
+                      checkpoint_every=max(gan_iterations // 4, 1)),
+    )
+    result = run_ablation(train_set, test_set, Lite0Features(), out, cfg, quiet=quiet)
+    from birdlens.augment.gan.ablation import markdown_table
+
+    typer.echo(markdown_table(result))
+
+
+def register(parent: typer.Typer) -> None:
+    """Attach ``gan`` to the top-level ``birdlens`` command."""
+    parent.add_typer(app, name="gan")

@@ -1,0 +1,74 @@
+"""Every knob of a GAN run, with defaults per architecture (the study's ``dcgan`` vs the default ``cgan``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+ARCHS: tuple[str, ...] = ("cgan", "dcgan")
+
+
+@dataclass
+class GANConfig:
+    """A GAN run. ``None`` fields take the architecture's default (see :func:`arch_defaults`).
+
+    ``iterations`` counts generator updates; each has ``n_dis`` discriminator updates.
+    ``diffaugment`` is a comma list of DiffAugment policies (``""`` = off); ``ema_decay`` 0 = no EMA.
+    """
+
+    arch: str = "cgan"
+    image_size: int = 64
+    iterations: int = 2000
+    batch_size: int = 32
+    seed: int = 0
+    classes: list[str] | None = None
+    split: str = "train"
+    z_dim: int | None = None
+    g_width: int | None = None
+    d_width: int | None = None
+    lr_g: float | None = None
+    lr_d: float | None = None
+    beta1: float | None = None
+    beta2: float = 0.999
+    n_dis: int = 1
+    loss: str | None = None
+    diffaugment: str | None = None
+    ema_decay: float | None = None
+    flip: bool = True
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> GANConfig:
+        """A copy with every ``None`` replaced by the architecture's default."""
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose from {', '.join(ARCHS)}")
+        defaults = arch_defaults(self.arch)
+        changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GANConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# What must match between a checkpoint and a resumed run (iterations, intervals may change).
+ARCH_KEYS: tuple[str, ...] = ("arch", "image_size", "z_dim", "g_width", "d_width", "classes")
+
+
+def arch_defaults(arch: str) -> dict[str, Any]:
+    if arch == "dcgan":
+        # Radford et al. / the study: Adam(2e-4, beta1=0.5), BCE, 64 channels, nothing data-efficient.
+        return {"z_dim": 100, "g_width": 64, "d_width": 64, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
+                "loss": "bce", "diffaugment": "", "ema_decay": 0.0}
+    if arch == "cgan":
+        # SNGAN/BigGAN practice: Adam(2e-4, beta1=0), hinge; widths small enough for a CPU (GPU: 64).
+        return {"z_dim": 128, "g_width": 32, "d_width": 32, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.0,
+                "loss": "hinge", "diffaugment": "color,translation,cutout", "ema_decay": 0.999}
+    raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")

@@ -1,0 +1,305 @@
+"""Train a GAN: seeded, resumable to the bit, with sample grids and atomic checkpoints in a run folder.
+
+Run folder::
+
+    RUN/config.json                 resolved config, classes, data source, environment
+    RUN/checkpoint.safetensors      G, D, EMA-G, both Adam states, RNG state, history (see checkpoint.py)
+    RUN/checkpoint.json             the same metadata, readable
+    RUN/samples/iter_XXXXXX.png     fixed-noise grid (one row per class) every ``sample_every`` iterations
+
+Exact resume: every random draw of the loop (real batch indices, flips, noise, fake labels, DiffAugment)
+comes from one :class:`torch.Generator` whose state is checkpointed, and the sample grids use a separate
+fixed noise, so ``k`` steps + resume + ``k`` steps equals ``2k`` uninterrupted steps (tested on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.utils import save_image
+
+from birdlens.augment.gan.checkpoint import (
+    flatten_optimizer,
+    load_checkpoint,
+    module_state,
+    module_tensors,
+    save_checkpoint,
+    unflatten_optimizer,
+)
+from birdlens.augment.gan.config import ARCH_KEYS, GANConfig
+from birdlens.augment.gan.data import ImageSet, to_unit
+from birdlens.augment.gan.diffaug import diff_augment
+from birdlens.augment.gan.ema import EMA
+from birdlens.augment.gan.losses import LOSSES
+from birdlens.augment.gan.models import build_discriminator, build_generator
+from birdlens.augment.gan.progress import progress_bar
+from birdlens.utils.atomic import atomic_path, write_json
+
+CHECKPOINT = "checkpoint.safetensors"
+GRID_COLUMNS = 8
+GRID_MAX_ROWS = 20
+
+
+class RunExistsError(FileExistsError):
+    """The run folder already holds a checkpoint and neither ``resume`` nor ``force`` was given."""
+
+
+@dataclass
+class GANState:
+    """Everything a training step touches; ``sampler`` is the EMA copy (or G itself without EMA)."""
+
+    cfg: GANConfig
+    classes: list[str]
+    G: nn.Module
+    D: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema: EMA | None
+    rng: torch.Generator
+    iteration: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def sampler(self) -> nn.Module:
+        return self.ema.shadow if self.ema is not None else self.G
+
+
+def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = "cpu") -> GANState:
+    """Fresh models and optimisers on ``device``, seeded from ``cfg.seed`` (initialised on the CPU)."""
+    cfg = cfg.resolved()
+    torch.manual_seed(cfg.seed)
+    n = len(classes)
+    G, D = build_generator(cfg, n).to(device), build_discriminator(cfg, n).to(device)
+    assert cfg.lr_g is not None and cfg.lr_d is not None and cfg.beta1 is not None
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    ema = EMA(G, cfg.ema_decay) if cfg.ema_decay else None
+    rng = torch.Generator().manual_seed(cfg.seed + 12345)  # CPU generator: same draws on any device
+    return GANState(cfg, list(classes), G, D, opt_g, opt_d, ema, rng)
+
+
+# ------------------------------------------------------------------------------------------- the step
+
+
+def _real_batch(state: GANState, data: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+    b, g = state.cfg.batch_size, state.rng
+    idx = torch.randint(0, len(data), (b,), generator=g).to(data.images.device)
+    x = to_unit(data.images[idx])
+    if state.cfg.flip:
+        flip = (torch.rand(b, generator=g) < 0.5).to(x.device)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x, data.labels[idx]
+
+
+def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
+    """``n_dis`` discriminator updates, then one generator update (and the EMA update)."""
+    cfg, g = state.cfg, state.rng
+    assert cfg.z_dim is not None and cfg.loss is not None
+    loss_d_fn, loss_g_fn = LOSSES[cfg.loss]
+    policy = cfg.diffaugment or ""
+    n_cls, b = len(state.classes), cfg.batch_size
+    dev = data.images.device
+
+    def aug(x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, policy, gen=g) if policy else x
+
+    fake = yf = None
+    for k in range(cfg.n_dis):
+        x, y = _real_batch(state, data)
+        z = torch.randn(b, cfg.z_dim, generator=g).to(dev)
+        yf = torch.randint(0, n_cls, (b,), generator=g).to(dev)
+        last = k == cfg.n_dis - 1
+        with torch.set_grad_enabled(last):  # the last fake batch is reused for the G step
+            fake = state.G(z, yf)
+        d_real = state.D(aug(x), y)
+        d_fake = state.D(aug(fake.detach()), yf)
+        loss_d = loss_d_fn(d_real, d_fake)
+        state.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        state.opt_d.step()
+    assert fake is not None and yf is not None
+    loss_g = loss_g_fn(state.D(aug(fake), yf))
+    state.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    state.opt_g.step()
+    if state.ema is not None:
+        state.ema.update(state.G)
+    state.iteration += 1
+    return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
+            "d_real": float(d_real.detach().mean()), "d_fake": float(d_fake.detach().mean())}
+
+
+# ------------------------------------------------------------------------------------------- sampling
+
+
+@torch.no_grad()
+def generate(G: nn.Module, labels: torch.Tensor, z: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Images in [-1, 1] for ``labels`` from noise ``z`` (eval mode: BN running stats; restores the mode)."""
+    was_training = G.training
+    G.eval()
+    dev = next(G.parameters()).device
+    try:
+        out = [G(z[i:i + batch_size].to(dev), labels[i:i + batch_size].to(dev)).cpu()
+               for i in range(0, len(labels), batch_size)]
+    finally:
+        G.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 3, G.image_size, G.image_size)
+
+
+def fixed_grid_inputs(cfg: GANConfig, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same noise for every grid of a run (own generator: drawing it never moves the training RNG)."""
+    assert cfg.z_dim is not None
+    rows = min(n_classes, GRID_MAX_ROWS)
+    g = torch.Generator().manual_seed(cfg.seed + 999)
+    labels = torch.arange(rows).repeat_interleave(GRID_COLUMNS)
+    return labels, torch.randn(len(labels), cfg.z_dim, generator=g)
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: int = GRID_COLUMNS) -> Path:
+    with atomic_path(path, suffix=".png") as tmp:
+        save_image(images.add(1).div(2).clamp(0, 1), tmp, nrow=nrow, padding=2, format="png")
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def state_to_checkpoint(state: GANState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {**module_tensors(state.G, "G"), **module_tensors(state.D, "D")}
+    if state.ema is not None:
+        tensors.update(module_tensors(state.ema.shadow, "EMA"))
+    tg, mg = flatten_optimizer(state.opt_g, "opt_g")
+    td, md = flatten_optimizer(state.opt_d, "opt_d")
+    tensors.update(tg)
+    tensors.update(td)
+    tensors["rng"] = state.rng.get_state().clone()
+    meta = {"format": "birdlens-gan-1", "iteration": state.iteration, "config": state.cfg.to_dict(),
+            "classes": state.classes, "opt_g": mg, "opt_d": md,
+            "ema_updates": state.ema.num_updates if state.ema is not None else 0, "history": state.history}
+    return tensors, meta
+
+
+def state_from_checkpoint(path: str | os.PathLike[str], cfg: GANConfig | None = None,
+                          device: str | torch.device = "cpu") -> GANState:
+    """Rebuild a :class:`GANState` from a checkpoint; ``cfg`` may change the schedule, not the networks."""
+    tensors, meta = load_checkpoint(path)
+    saved = GANConfig.from_dict(meta["config"]).resolved()
+    if cfg is not None:
+        cfg = cfg.resolved()
+        clash = {k: (getattr(saved, k), getattr(cfg, k)) for k in ARCH_KEYS if getattr(saved, k) != getattr(cfg, k)}
+        if clash:
+            raise ValueError(f"cannot resume: the checkpoint was trained with different settings {clash}")
+    else:
+        cfg = saved
+    state = init_state(cfg, meta["classes"], device)
+    state.G.load_state_dict(module_state(tensors, "G"))
+    state.D.load_state_dict(module_state(tensors, "D"))
+    if state.ema is not None:
+        ema_sd = module_state(tensors, "EMA")
+        state.ema.shadow.load_state_dict(ema_sd if ema_sd else state.G.state_dict())
+        state.ema.num_updates = int(meta.get("ema_updates", 0))
+    state.opt_g.load_state_dict(unflatten_optimizer(tensors, meta["opt_g"], "opt_g"))
+    state.opt_d.load_state_dict(unflatten_optimizer(tensors, meta["opt_d"], "opt_d"))
+    for opt, lr in ((state.opt_g, cfg.lr_g), (state.opt_d, cfg.lr_d)):
+        for group in opt.param_groups:  # a changed learning rate in cfg wins over the saved one
+            group["lr"] = lr
+    state.rng.set_state(tensors["rng"])
+    state.iteration = int(meta["iteration"])
+    state.history = list(meta.get("history", []))
+    return state
+
+
+def checkpoint_iteration(run: str | os.PathLike[str]) -> int:
+    """Iterations a run's checkpoint has completed (0 when there is none)."""
+    path = Path(run) / CHECKPOINT
+    if not path.exists():
+        return 0
+    return int(load_checkpoint(path)[1].get("iteration", 0))
+
+
+def load_sampler(run: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, GANConfig, list[str]]:
+    """The generator to sample from (EMA when the run has one), its config and class names."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    tensors, meta = load_checkpoint(path)
+    cfg = GANConfig.from_dict(meta["config"]).resolved()
+    G = build_generator(cfg, len(meta["classes"]))
+    prefix = "EMA" if any(k.startswith("EMA.") for k in tensors) else "G"
+    G.load_state_dict(module_state(tensors, prefix))
+    return G.to(device).eval(), cfg, list(meta["classes"])
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainResult:
+    state: GANState
+    run_dir: Path | None
+    seconds: float
+    grids: list[Path]
+
+
+def train_gan(cfg: GANConfig, data: ImageSet, out: str | os.PathLike[str] | None = None, *,
+              resume: bool = False, force: bool = False, quiet: bool | None = None,
+              extra_meta: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> TrainResult:
+    """Train (or resume) up to ``cfg.iterations`` generator steps; without ``out`` nothing is written.
+
+    ``device`` may be ``cuda``: random draws still come from the checkpointed CPU generator; bit-exact resume
+    is guaranteed on the CPU only (CUDA kernels are not all deterministic).
+    """
+    cfg = cfg.resolved()
+    run_dir = Path(out) if out is not None else None
+    ckpt = run_dir / CHECKPOINT if run_dir is not None else None
+    if ckpt is not None and ckpt.exists() and resume:
+        state = state_from_checkpoint(ckpt, cfg, device)
+        if state.classes != data.classes:
+            raise ValueError(f"cannot resume: classes differ ({state.classes} vs {data.classes})")
+    else:
+        if ckpt is not None and ckpt.exists() and not force:
+            raise RunExistsError(f"{run_dir} already holds a GAN run: pass --resume to continue or --force to restart")
+        state = init_state(cfg, data.classes, device)
+    data = ImageSet(data.images.to(device), data.labels.to(device), data.classes)
+    if run_dir is not None:
+        from birdlens.utils.env import environment_info
+
+        write_json(run_dir / "config.json", {"config": cfg.to_dict(), "classes": data.classes,
+                                             "train_images": data.per_class_counts(),
+                                             "env": environment_info(cfg.seed), **(extra_meta or {})})
+    grid_labels, grid_z = fixed_grid_inputs(cfg, len(data.classes))
+    grids: list[Path] = []
+    t0 = time.perf_counter()
+    acc: dict[str, float] = {}
+    n_acc = 0
+    with progress_bar(cfg.iterations, f"{cfg.arch} {cfg.image_size}px", start=state.iteration, quiet=quiet) as bar:
+        while state.iteration < cfg.iterations:
+            t_step = time.perf_counter()
+            losses = train_step(state, data)
+            losses["sec_per_it"] = time.perf_counter() - t_step
+            for k, v in losses.items():
+                acc[k] = acc.get(k, 0.0) + v
+            n_acc += 1
+            it = state.iteration
+            if it % cfg.log_every == 0 or it == cfg.iterations:
+                row = {"iteration": it, **{k: v / n_acc for k, v in acc.items()}}
+                state.history.append(row)
+                acc, n_acc = {}, 0
+                bar.update(it, f"D {row['loss_d']:.3f}  G {row['loss_g']:.3f}")
+            if run_dir is not None and (it % cfg.sample_every == 0 or it == cfg.iterations):
+                grids.append(save_grid(generate(state.sampler, grid_labels, grid_z),
+                                       run_dir / "samples" / f"iter_{it:06d}.png"))
+            if run_dir is not None and (it % cfg.checkpoint_every == 0 or it == cfg.iterations):
+                save_checkpoint(ckpt, *state_to_checkpoint(state))  # type: ignore[arg-type]
+    return TrainResult(state, run_dir, time.perf_counter() - t0, grids)
+
+
+def read_config(run: str | os.PathLike[str]) -> dict[str, Any]:
+    return json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))

@@ -1,0 +1,142 @@
+"""GAN networks and DiffAugment: shapes, conditioning, spectral norm, differentiability, both branches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils import parametrize
+
+from birdlens.augment.gan.cgan import ProjectionDiscriminator, ResGenerator
+from birdlens.augment.gan.config import GANConfig
+from birdlens.augment.gan.data import ImageSet
+from birdlens.augment.gan.dcgan import DCGANDiscriminator, DCGANGenerator
+from birdlens.augment.gan.diffaug import diff_augment, rand_cutout, rand_translation
+from birdlens.augment.gan.models import build_discriminator, build_generator
+from birdlens.augment.gan.train import init_state, train_step
+
+
+def _tiny_data(n: int = 24, size: int = 16, classes: int = 3) -> ImageSet:
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    return ImageSet(imgs, torch.arange(n) % classes, [f"C{i}" for i in range(classes)])
+
+
+@pytest.mark.parametrize("arch", ["cgan", "dcgan"])
+@pytest.mark.parametrize("size", [16, 32])
+def test_shapes(arch: str, size: int) -> None:
+    cfg = GANConfig(arch=arch, image_size=size, g_width=4, d_width=4)
+    G, D = build_generator(cfg, 5), build_discriminator(cfg, 5)
+    z = torch.randn(3, cfg.resolved().z_dim)
+    y = torch.tensor([0, 2, 4])
+    x = G(z, y)
+    assert x.shape == (3, 3, size, size)
+    assert x.min() >= -1 and x.max() <= 1
+    assert D(x, y).shape == (3,)
+
+
+def test_dcgan_is_the_studys_shape() -> None:
+    """64 px: five ConvTranspose2d layers with BN + LeakyReLU, mirrored discriminator of strided convs."""
+    G = DCGANGenerator(num_classes=4, image_size=64, width=8)
+    D = DCGANDiscriminator(num_classes=4, image_size=64, width=8)
+    kinds = [type(m).__name__ for m in G.net]
+    assert kinds.count("ConvTranspose2d") == 5
+    assert kinds.count("LeakyReLU") == 4 and kinds.count("BatchNorm2d") == 4 and kinds[-1] == "Tanh"
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in D.net) == 5
+    # per-class (one species) variant has no label pathway at all
+    assert DCGANGenerator(num_classes=1, image_size=64, width=8).embed is None
+    assert ResGenerator(2, 128, width=2)(torch.randn(2, 128), torch.tensor([0, 1])).shape[-1] == 128
+
+
+@pytest.mark.parametrize("arch", ["cgan", "dcgan"])
+def test_class_label_changes_the_output(arch: str) -> None:
+    data = _tiny_data()
+    state = init_state(GANConfig(arch=arch, image_size=16, batch_size=8, g_width=4, d_width=4), data.classes)
+    for _ in range(3):  # conditional BN starts class-independent (gain 1, bias 0); a few steps make it conditional
+        train_step(state, data)
+    G = state.sampler.eval()
+    z = torch.randn(1, state.cfg.z_dim).repeat(3, 1)
+    with torch.no_grad():
+        out = G(z, torch.tensor([0, 1, 2]))
+        again = G(z, torch.tensor([0, 1, 2]))
+    assert torch.equal(out, again)  # deterministic in eval mode ...
+    assert (out[0] - out[1]).abs().max() > 1e-4  # ... and the label, only, changed the image
+    assert (out[1] - out[2]).abs().max() > 1e-4
+    D = state.D.eval()
+    x = torch.zeros(2, 3, 16, 16)
+    with torch.no_grad():
+        assert D(x, torch.tensor([0, 1])).unique().numel() == 2
+
+
+def test_spectral_norm_is_active_in_both_cgan_networks() -> None:
+    torch.manual_seed(0)
+    G, D = ResGenerator(3, 16, width=4), ProjectionDiscriminator(3, 16, width=4)
+    for net in (G, D):
+        layers = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
+    # after power iterations the effective weight's largest singular value is 1
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+    for _ in range(30):
+        D(x, y)
+    for m in D.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            w = m.weight.detach().reshape(m.weight.shape[0], -1)
+            assert torch.linalg.matrix_norm(w, ord=2) == pytest.approx(1.0, abs=0.05)
+    orig = D.linear.parametrizations.weight.original.detach()
+    assert torch.linalg.matrix_norm(orig, ord=2) != pytest.approx(1.0, abs=0.05)  # the raw weight is not normalised
+    assert not any(parametrize.is_parametrized(m) for m in DCGANDiscriminator(3, 16, width=4).modules())
+
+
+def test_diffaugment_is_differentiable_and_seeded() -> None:
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    out = diff_augment(x, "color,translation,cutout", gen=torch.Generator().manual_seed(1))
+    assert out.shape == x.shape
+    out.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    a = diff_augment(x.detach(), gen=torch.Generator().manual_seed(3))
+    b = diff_augment(x.detach(), gen=torch.Generator().manual_seed(3))
+    c = diff_augment(x.detach(), gen=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(diff_augment(x.detach(), ""), x.detach())
+    with pytest.raises(ValueError, match="unknown DiffAugment"):
+        diff_augment(x, "rotate")
+
+
+def test_translation_shifts_and_cutout_zeroes_a_quarter() -> None:
+    x = torch.arange(1.0, 65.0).view(1, 1, 8, 8).repeat(64, 3, 1, 1)
+    t = rand_translation(x, gen=torch.Generator().manual_seed(0))
+    for i in range(len(x)):  # each output is the input shifted by (dy, dx) in [-1, 1] with zero fill
+        ok = False
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                ref = torch.zeros_like(x[i])
+                ys, yd = (slice(0, 8 - dy), slice(dy, 8)) if dy >= 0 else (slice(-dy, 8), slice(0, 8 + dy))
+                xs, xd = (slice(0, 8 - dx), slice(dx, 8)) if dx >= 0 else (slice(-dx, 8), slice(0, 8 + dx))
+                ref[:, yd, xd] = x[i][:, ys, xs]
+                ok |= torch.equal(ref, t[i])
+        assert ok
+    ones = torch.ones(200, 3, 16, 16)
+    cut = rand_cutout(ones, gen=torch.Generator().manual_seed(0))
+    frac_zero = (cut == 0).float().mean().item()
+    assert 0.15 < frac_zero <= 0.25  # an 8x8 square of 16x16 (less where it is clipped at a border)
+    assert ((cut == 0) | (cut == 1)).all()
+
+
+def test_diffaugment_is_applied_to_real_and_fake_in_both_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import birdlens.augment.gan.train as train_mod
+
+    calls: list[tuple[bool, int]] = []
+
+    def spy(x: torch.Tensor, policy: str, gen: torch.Generator | None = None) -> torch.Tensor:
+        calls.append((x.requires_grad, x.shape[0]))
+        return diff_augment(x, policy, gen=gen)
+
+    monkeypatch.setattr(train_mod, "diff_augment", spy)
+    data = _tiny_data()
+    state = init_state(GANConfig(arch="cgan", image_size=16, batch_size=6, g_width=4, d_width=4), data.classes)
+    train_step(state, data)
+    # D step: real (no grad) + detached fake (no grad); G step: fake with grad flowing back into G
+    assert calls == [(False, 6), (False, 6), (True, 6)]
+    calls.clear()
+    off = init_state(GANConfig(arch="dcgan", image_size=16, batch_size=6, g_width=4, d_width=4), data.classes)
+    train_step(off, data)
+    assert calls == []  # the study's baseline has no DiffAugment

@@ -1,0 +1,187 @@
+"""GAN training: exact resume, atomic run folder, sampling into a dataset, the CLI, the ablation's statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from birdlens.augment.gan.ablation import (
+    AblationConfig,
+    run_ablation,
+    stratified_subset,
+    summarise,
+    t_interval,
+)
+from birdlens.augment.gan.config import GANConfig
+from birdlens.augment.gan.data import ImageSet
+from birdlens.augment.gan.train import CHECKPOINT, RunExistsError, init_state, load_sampler, train_gan
+from birdlens.data.manifest import Manifest
+
+
+def _data(n: int = 24, size: int = 16, classes: int = 3, seed: int = 0) -> ImageSet:
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    return ImageSet(imgs, torch.arange(n) % classes, [f"C{i}" for i in range(classes)])
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+
+
+@pytest.mark.parametrize("arch", ["cgan", "dcgan"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, arch: str) -> None:
+    data = _data()
+    k = 3
+    cfg = dict(arch=arch, image_size=16, batch_size=4, g_width=4, d_width=4, seed=5, sample_every=2,
+               checkpoint_every=2, log_every=1)
+    train_gan(GANConfig(iterations=2 * k, **cfg), data, tmp_path / "straight", quiet=True)
+    train_gan(GANConfig(iterations=k, **cfg), data, tmp_path / "split", quiet=True)
+    res = train_gan(GANConfig(iterations=2 * k, **cfg), data, tmp_path / "split", resume=True, quiet=True)
+    assert res.state.iteration == 2 * k
+    a, b = _tensors(tmp_path / "straight" / CHECKPOINT), _tensors(tmp_path / "split" / CHECKPOINT)
+    assert a.keys() == b.keys()
+    assert any(key.startswith("opt_d.state.") for key in a) and "rng" in a
+    assert any(key.startswith("EMA.") for key in a) == (arch == "cgan")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # and training actually moved the weights away from the seeded initialisation
+    init = init_state(GANConfig(iterations=2 * k, **cfg), data.classes)
+    moved = [not torch.equal(v, a[f"G.{name}"]) for name, v in init.G.state_dict().items() if v.is_floating_point()]
+    assert any(moved)
+    grids = sorted(p.name for p in (tmp_path / "straight" / "samples").glob("*.png"))
+    assert grids == ["iter_000002.png", "iter_000004.png", "iter_000006.png"]
+
+
+def test_existing_run_is_not_overwritten_and_resume_checks_the_networks(tmp_path: Path) -> None:
+    data = _data()
+    cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=1)
+    train_gan(cfg, data, tmp_path / "r", quiet=True)
+    with pytest.raises(RunExistsError):
+        train_gan(cfg, data, tmp_path / "r", quiet=True)
+    with pytest.raises(ValueError, match="different settings"):
+        train_gan(GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=8, d_width=8, iterations=2),
+                  data, tmp_path / "r", resume=True, quiet=True)
+    train_gan(cfg, data, tmp_path / "r", force=True, quiet=True)
+    assert not list((tmp_path / "r").glob(".*tmp"))  # atomic writes leave no temporary files
+
+
+def _write_folder(root: Path, classes: int = 2, per_split: dict[str, int] | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    for split, n in (per_split or {"train": 6, "test": 3}).items():
+        for c in range(classes):
+            d = root / split / f"BIRD {c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = (rng.random((40, 40, 3)) * 80 + 90 * c).astype(np.uint8)
+                Image.fromarray(arr).save(d / f"img_{i}.png")
+    return root
+
+
+def test_cli_train_resume_sample(tmp_path: Path) -> None:
+    from birdlens.cli import app
+
+    data = _write_folder(tmp_path / "birds")
+    run = tmp_path / "run"
+    runner = CliRunner()
+    common = ["gan", "train", "--data", str(data), "--out", str(run), "--arch", "cgan", "--image-size", "16",
+              "--batch-size", "4", "--width", "4", "--sample-every", "2", "--checkpoint-every", "2", "--quiet"]
+    r = runner.invoke(app, [*common, "--iterations", "2"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, [*common, "--iterations", "2"])
+    assert r.exit_code == 2 and "--resume" in r.output
+    r = runner.invoke(app, [*common, "--iterations", "3", "--resume"])
+    assert r.exit_code == 0, r.output
+    _G, cfg, classes = load_sampler(run)
+    assert cfg.iterations == 3 and classes == ["BIRD 0", "BIRD 1"]
+    out = tmp_path / "gan-data"
+    r = runner.invoke(app, ["gan", "sample", "--run", str(run), "--per-class", "3", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert files == [f"train/BIRD {c}/gan_{i:04d}.png" for c in range(2) for i in range(3)]
+    m = Manifest.from_csv(out / "manifest.csv")
+    assert len(m) == 6 and m.splits == ["train"] and m.classes == ["BIRD 0", "BIRD 1"]
+    with Image.open(out / "train" / "BIRD 0" / "gan_0000.png") as im:
+        assert im.size == (16, 16) and im.mode == "RGB"
+
+
+def test_interval_and_verdict_statistics() -> None:
+    m, lo, hi = t_interval([0.5, 0.6, 0.7])
+    assert m == pytest.approx(0.6) and lo == pytest.approx(0.6 - 4.302653 * 0.1 / np.sqrt(3), rel=1e-5)
+    assert hi - m == pytest.approx(m - lo)
+    acc = {10: {"real": [0.5, 0.52, 0.51], "real+classic": [0.6, 0.62, 0.61],
+                "real+gan": [0.70, 0.71, 0.72], "real+classic+gan": [0.6, 0.5, 0.7]}}
+    s = summarise(acc)["10"]
+    assert s["real+gan"]["diff_vs_real+classic"]["verdict"] == "helps"
+    assert s["real"]["diff_vs_real+classic"]["verdict"] == "hurts"
+    assert s["real+classic+gan"]["diff_vs_real+classic"]["verdict"] == "no evidence"
+    assert "diff_vs_real+classic" not in s["real+classic"]
+    idx = stratified_subset(torch.arange(30) % 3, 4, seed=0)
+    assert torch.bincount(torch.arange(30)[idx] % 3).tolist() == [4, 4, 4]
+    assert torch.equal(idx, stratified_subset(torch.arange(30) % 3, 4, seed=0))
+
+
+def test_ablation_end_to_end_writes_table_and_plot(tmp_path: Path) -> None:
+    """Tiny and fast: a fixed random projection stands in for Lite0 (the real run uses Lite0)."""
+    train, test = _data(n=30, seed=1), _data(n=12, seed=2)
+    proj = torch.randn(3 * 16 * 16, 8, generator=torch.Generator().manual_seed(0))
+
+    def feats(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ proj
+
+    cfg = AblationConfig(budgets=[2, 4], seeds=[0, 1, 2], classic_copies=1,
+                         gan=GANConfig(arch="cgan", image_size=16, iterations=2, batch_size=4, g_width=4, d_width=4))
+    res = run_ablation(train, test, feats, tmp_path, cfg, quiet=True)
+    assert set(res["summary"]) == {"2", "4"}
+    for budget in ("2", "4"):
+        for arm in res["arms"]:
+            row = res["summary"][budget][arm]
+            assert len(row["per_seed"]) == 3 and row["ci95"][0] <= row["mean"] <= row["ci95"][1]
+    counts = {(r["budget"], r["arm"]): r["n_train"] for r in res["runs"] if r["seed"] == 0}
+    assert counts[(2, "real")] == 6 and counts[(2, "real+classic")] == 12 and counts[(2, "real+classic+gan")] == 18
+    for name in ("ablation.json", "ablation.md", "ablation.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "diff vs real+classic" in (tmp_path / "ablation.md").read_text()
+    assert len(list((tmp_path / "gans").iterdir())) == 6  # one GAN per budget and seed, on that subset only
+
+
+def test_gpu_recipe_is_a_valid_config() -> None:
+    from birdlens.augment.gan.cli import _cli_defaults, merge_recipe, train
+    from birdlens.augment.gan.models import build_discriminator, build_generator
+
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "gan-gpu.yaml"
+    defaults = _cli_defaults(train)
+    given = {k: defaults[k] for k in ("arch", "image_size", "iterations", "seed", "device")}
+    merged = merge_recipe(recipe, given, defaults)
+    assert merged["device"] == "cuda" and merged["image_size"] == 128
+    merged = merge_recipe(recipe, {**given, "iterations": 7}, defaults)  # an explicit flag wins
+    assert merged["iterations"] == 7
+    merged.pop("device")
+    cfg = GANConfig.from_dict(merged).resolved()
+    G, D = build_generator(cfg, 20), build_discriminator(cfg, 20)
+    assert G.image_size == D.image_size == 128
+
+
+def test_gan_metrics_report_fd_kid_and_cas(tmp_path: Path) -> None:
+    from birdlens.augment.gan.evaluate import gan_metrics
+
+    real, test = _data(n=18, seed=3), _data(n=9, seed=4)
+    train_gan(GANConfig(arch="dcgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=2), real,
+              tmp_path / "run", quiet=True)
+    proj = torch.randn(3 * 16 * 16, 6, generator=torch.Generator().manual_seed(0))
+
+    def feats(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ proj
+
+    feats.name = "proj"  # type: ignore[attr-defined]
+    rep = gan_metrics(tmp_path / "run", real, feats, test=test)
+    assert rep["n_real"] == rep["n_fake"] == 18 and rep["features"] == "proj"
+    assert rep["FD-proj"] > 0 and set(rep["per_class"]) == {"C0", "C1", "C2"}
+    assert rep["cas"]["n_train_generated"] == 18 and rep["cas"]["n_test_real"] == 9
+    assert 0.0 <= rep["cas"]["accuracy"] <= 1.0 and "real_baseline" in rep["cas"]
