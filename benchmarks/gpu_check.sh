@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One short GPU check of birdlens training: fine-tune EfficientNet-Lite0 (bundled ImageNet weights) for one
+# epoch with AMP (fp16 autocast, precision=16-mixed) on the GPU, then the same steps on the CPU, and print
+# both images/s side by side. Offline: uses the shared bird photos when present, else generates a synthetic
+# 20-class folder of 224 px images (speed does not depend on what the pixels show).
+#
+#   bash benchmarks/gpu_check.sh [DATA_DIR]          # needs a CUDA GPU; ~1-2 minutes
+#
+# Environment: PYTHON (default .venv/bin/python, else python3), CPU_STEPS (default 10), OUT (default a temp dir).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+DATA=${1:-../shared/data/birds}
+OUT=${OUT:-$(mktemp -d /tmp/birdlens_gpu_check.XXXX)}
+CPU_STEPS=${CPU_STEPS:-10}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" BIRDLENS_QUIET=1 BIRDLENS_CACHE="$OUT/cache"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi not found"
+
+"$PY" - "$DATA" "$OUT" "$CPU_STEPS" <<'PYEOF'
+import csv, os, sys, time
+from pathlib import Path
+import numpy as np
+import torch
+from PIL import Image
+
+data, out, cpu_steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+if not torch.cuda.is_available():
+    sys.exit("no CUDA GPU visible to torch: run this on a GPU machine")
+if not data.is_dir():  # synthetic stand-in: 20 classes x (42 train, 9 valid, 9 test), 224 px
+    data = out / "synthetic"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 42), ("valid", 9), ("test", 9)):
+        for c in range(20):
+            d = data / split / f"SPECIES {c:02d}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 255, size=(224, 224, 3), dtype=np.uint8)
+                img[:, :, c % 3] //= 2
+                Image.fromarray(img).save(d / f"{i}.jpg", quality=90)
+print(f"data: {data}; torch {torch.__version__}; GPU {torch.cuda.get_device_name(0)}")
+
+from birdlens.train import TrainConfig, train  # noqa: E402
+
+
+def run(name, **kw):
+    t = time.perf_counter()
+    cfg = TrainConfig(data=str(data), out=str(out / name), model="efficientnet_lite0", mode="finetune",
+                      epochs=1, head_epochs=0, batch_size=16, augment="light", patience=None, quiet=True,
+                      num_workers=4 if kw.get("accelerator") == "gpu" else 0, **kw)
+    r = train(cfg, force=True, evaluate=False)
+    with open(r / "log.csv") as f:
+        row = next(csv.DictReader(f))
+    return float(row["images_per_s"]), float(row["seconds"]), time.perf_counter() - t
+
+
+torch.set_num_threads(min(16, os.cpu_count() or 1))
+g_ips, g_s, g_wall = run("gpu", accelerator="gpu", devices=1, precision="16-mixed")
+print(f"GPU  fine-tune 1 epoch, AMP fp16: {g_ips:8.1f} images/s (epoch {g_s:.1f} s incl. validation, wall {g_wall:.1f} s)")
+c_ips, c_s, _ = run("cpu", accelerator="cpu", precision="32-true", limit_train_batches=cpu_steps, limit_val_batches=0)
+print(f"CPU  fine-tune {cpu_steps} steps, fp32:     {c_ips:8.1f} images/s ({torch.get_num_threads()} threads)")
+print(f"GPU / CPU: {g_ips / c_ips:.1f}x")
+PYEOF

@@ -1,0 +1,139 @@
+"""Trained weights on disk (safetensors + ``meta.json``) and :func:`load_trained`, what every later stage uses.
+
+Weights are plain tensors (safetensors); everything needed to rebuild and use the model (name, classes,
+data config, image size, CAM layer) is JSON in ``meta.json``. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from birdlens.train import rundir
+from birdlens.utils.atomic import atomic_path, write_json
+
+
+def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU, contiguous (channels_last undone), no two entries sharing memory: what safetensors accepts.
+
+    Copies only where needed (a 0.5 GB VGG19 should not be cloned for nothing)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in model.state_dict().items():
+        t = v.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[k] = t
+    return out
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:
+    """Write the model's state dict as safetensors, atomically."""
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(state_dict_for_saving(model), str(tmp), metadata=metadata or {})
+    return Path(path)
+
+
+def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(run_dir) / rundir.META
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {run_dir} is not a finished birdlens training run "
+                                "(run `birdlens train ... --out RUN_DIR` first)")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def update_meta(run_dir: str | os.PathLike[str], **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``meta.json`` (created if missing), atomically."""
+    path = Path(run_dir) / rundir.META
+    meta: dict[str, Any] = {}
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    meta.update(fields)
+    write_json(path, meta)
+    return meta
+
+
+def data_config_to_dict(dc: Any) -> dict[str, Any]:
+    """JSON form of the registry's ``DataConfig`` (or a plain dict)."""
+    if hasattr(dc, "to_dict"):
+        return dict(dc.to_dict())
+    if dataclasses.is_dataclass(dc) and not isinstance(dc, type):
+        return dataclasses.asdict(dc)
+    if isinstance(dc, dict):
+        return dict(dc)
+    raise TypeError(f"cannot serialise data config of type {type(dc).__name__}")
+
+
+def data_config_from_dict(d: dict[str, Any]) -> Any:
+    """Rebuild the registry's ``DataConfig`` from ``meta.json``."""
+    from birdlens.models import DataConfig
+
+    return DataConfig.from_dict(d)
+
+
+@dataclass
+class TrainedModel:
+    """A trained classifier ready for inference: the model in eval mode plus what is needed to feed it."""
+
+    model: nn.Module
+    classes: list[str]
+    data_config: Any
+    model_name: str
+    cam_layer: str | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta.get("image_size") or self.data_config.input_size)
+
+    def transform(self) -> Any:
+        """The evaluation transform (uint8 ``[3, H, W]`` image -> normalised float tensor)."""
+        from birdlens.models import eval_transform
+
+        return eval_transform(self.data_config, image_size=self.image_size)
+
+    @torch.inference_mode()
+    def predict_proba(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[B, C]`` for a normalised batch."""
+        device = next(self.model.parameters()).device
+        return torch.softmax(self.model(batch.to(device)).float(), dim=1).cpu()
+
+
+def load_trained(run_dir: str | os.PathLike[str], which: Literal["best", "last"] = "best",
+                 device: str | torch.device = "cpu") -> TrainedModel:
+    """Rebuild the model of a training run from ``meta.json`` and ``<which>.safetensors`` (never unpickles).
+
+    ``which="last"`` falls back to ``best`` when the run saved no separate last weights (a probe).
+    """
+    from birdlens.models import create_model
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    path = run_dir / (rundir.BEST if which == "best" else rundir.LAST)
+    if which == "last" and not path.is_file():
+        path = run_dir / rundir.BEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the run in {run_dir} has no saved weights yet "
+                                "(was it interrupted? continue it with `birdlens train --resume --out RUN_DIR`)")
+    classes = list(meta["classes"])
+    model = create_model(meta["model"], num_classes=len(classes), pretrained=False)
+    state = load_file(str(path), device="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"{path} does not fit model {meta['model']!r}: missing {list(missing)[:5]}, "
+                           f"unexpected {list(unexpected)[:5]}")
+    model.eval().to(device)
+    return TrainedModel(model=model, classes=classes, data_config=data_config_from_dict(meta["data_config"]),
+                        model_name=meta["model"], cam_layer=meta.get("cam_layer"), meta=meta)

@@ -1,0 +1,168 @@
+"""``birdlens train | evaluate | predict | compare``: thin wrappers over :mod:`birdlens.train` and
+:mod:`birdlens.evaluate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="run directory")],
+    data: Annotated[str | None, typer.Option("--data", help="dataset folder or manifest CSV")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="registry or timm name")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="probe | finetune")] = None,
+    augment: Annotated[str | None, typer.Option("--augment", help="none, light, keras-paper, randaugment, "
+                                                 "trivialaugment")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", min=32)] = None,
+    top: Annotated[int | None, typer.Option("--top", min=1, help="keep the N species with most images")] = None,
+    per_class: Annotated[int | None, typer.Option("--per-class", min=1, help="at most K images per species")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="head learning rate")] = None,
+    label_smoothing: Annotated[float | None, typer.Option("--label-smoothing")] = None,
+    unfreeze_stages: Annotated[int | None, typer.Option("--unfreeze-stages", help="fine-tune only the last N "
+                                                         "backbone stages (default: all)")] = None,
+    head_epochs: Annotated[int | None, typer.Option("--head-epochs", min=0)] = None,
+    devices: Annotated[int | None, typer.Option("--devices", min=1)] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="auto | ddp | ...")] = None,
+    accelerator: Annotated[str | None, typer.Option("--accelerator", help="auto | cpu | gpu")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="auto | 32-true | 16-mixed | bf16-mixed")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="local weights file (.safetensors / .pth)")] = None,
+    no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="random initialisation")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML with TrainConfig fields (CLI wins)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing run directory")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from last.ckpt")] = False,
+    no_evaluate: Annotated[bool, typer.Option("--no-evaluate", help="skip valid/test evaluation at the end")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+) -> None:
+    """Train a classifier: a linear probe on cached frozen features, or a fine-tune (Lightning)."""
+    from pydantic import ValidationError
+
+    from birdlens.train.api import train as run_train
+    from birdlens.train.config import TrainConfig
+    from birdlens.train.rundir import RunDirError
+
+    fields: dict[str, Any] = {
+        "data": data, "out": str(out), "model": model, "mode": mode, "augment": augment, "epochs": epochs,
+        "image_size": image_size, "top": top, "per_class": per_class, "seed": seed, "batch_size": batch_size,
+        "lr": lr, "label_smoothing": label_smoothing, "unfreeze_stages": unfreeze_stages,
+        "head_epochs": head_epochs, "devices": devices, "strategy": strategy, "accelerator": accelerator,
+        "precision": precision, "weights": weights, "quiet": quiet or None,
+        "pretrained": False if no_pretrained else None,
+    }
+    try:
+        if config is not None:
+            cfg = TrainConfig.from_yaml(config, **fields)
+        elif resume and (out / "config.yaml").is_file():
+            cfg = TrainConfig.from_yaml(out / "config.yaml", quiet=quiet or None)
+        else:
+            if data is None:
+                raise typer.BadParameter("--data is required (or --config YAML, or --resume of an existing run)")
+            cfg = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as e:
+        typer.echo(f"error: invalid training settings:\n{e}", err=True)
+        raise typer.Exit(2) from None
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        run_dir = run_train(cfg, force=force, resume=resume, evaluate=not no_evaluate)
+    except RunDirError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    if not (run_dir / "meta.json").is_file():  # a DDP helper process: rank 0 reports
+        return
+    summary = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    test = run_dir / "metrics" / "test.json"
+    msg = f"run: {run_dir}  ({summary.get('train_seconds', 0):.0f} s training)"
+    if test.is_file():
+        m = json.loads(test.read_text(encoding="utf-8"))
+        lo, hi = m["accuracy_ci95"]
+        msg += f"\ntest accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] on {m['n']} images, macro-F1 {m['macro_f1']:.3f}"
+    typer.echo(msg)
+
+
+def evaluate(
+    run: Annotated[Path, typer.Option("--run", help="training run directory")],
+    data: Annotated[str | None, typer.Option("--data", help="another dataset (default: the run's own manifest)")] = None,
+    split: Annotated[str, typer.Option("--split", help="train | valid | test")] = "test",
+    which: Annotated[str, typer.Option("--weights", help="best | last")] = "best",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Evaluate a run: metrics/<split>.json (accuracy + Wilson CI, per-class, ECE, confusions) and figures."""
+    from birdlens.evaluate import evaluate_run
+
+    try:
+        m = evaluate_run(run, data=data, split=split, which=which, quiet=quiet)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    lo, hi = m["accuracy_ci95"]
+    typer.echo(f"{split}: accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (n={m['n']}), top-5 "
+               f"{m['top5_accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}"
+               f"\nwrote {run / 'metrics' / (split + '.json')} and {run / 'figures'}/")
+
+
+def predict(
+    run: Annotated[Path, typer.Option("--run", help="training run directory")],
+    images: Annotated[list[Path], typer.Argument(help="image files")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1)] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    which: Annotated[str, typer.Option("--weights", help="best | last")] = "best",
+) -> None:
+    """Top-k species for each image; a bad image prints one error line and makes the exit code 1."""
+    from birdlens.train.checkpoint import load_trained
+    from birdlens.train.predict import predict_files
+
+    try:
+        trained = load_trained(run, which=which)  # type: ignore[arg-type]
+    except (FileNotFoundError, RuntimeError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    preds = predict_files(trained, images, top_k=top_k)
+    if as_json:
+        typer.echo(json.dumps([p.to_dict() for p in preds], indent=2, ensure_ascii=False))
+    for p in preds:
+        if p.error is not None:
+            typer.echo(f"error: {p.path}: {p.error}", err=True)
+        elif not as_json:
+            typer.echo(f"{p.path}: " + ", ".join(f"{lbl} ({prob:.3f})" for lbl, prob in p.top))
+    if any(p.error is not None for p in preds):
+        raise typer.Exit(1)
+
+
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="training run directories")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="FILE.csv | FILE.md | FILE.json "
+                                              "(other names: all three)")] = None,
+    split: Annotated[str, typer.Option("--split")] = "test",
+) -> None:
+    """The study's Table 1 for several runs: test accuracy with CI, macro-F1, train time, params."""
+    from rich.console import Console
+
+    from birdlens.evaluate.compare import compare_runs, rich_table, write_table
+
+    try:
+        rows = compare_runs(runs, split=split)
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    Console().print(rich_table(rows, title=f"Runs ({split})"))
+    if out is not None:
+        for p in write_table(rows, out):
+            typer.echo(f"wrote {p}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.command("predict")(predict)
+    app.command("compare")(compare)
