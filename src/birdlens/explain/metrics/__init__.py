@@ -23,92 +23,55 @@ seeded sample of images with each method, scores every applicable metric, bootst
 ``results.json`` plus figures.
 """
 
-from birdlens.explain.metrics.base import (
-    Category,
-    Direction,
-    Metric,
-    available_metrics,
-    get_metric,
-    metric_info,
-    register_metric,
-)
-from birdlens.explain.metrics.baselines import BASELINES, baseline_maps, centre_maps, random_maps
-from birdlens.explain.metrics.bootstrap import bootstrap_ci, paired_difference
-from birdlens.explain.metrics.localisation import EnergyInside, PointingGame, energy_share, pointing_game
-from birdlens.explain.metrics.parts import (
-    KeyPartShare,
-    PartRankCorrelation,
-    TopPartIsKey,
-    part_masses,
-    true_part_importance,
-)
-from birdlens.explain.metrics.perturbation import (
-    DEFAULT_STEPS,
-    Curves,
-    Deletion,
-    Insertion,
-    auc,
-    gaussian_blur,
-    perturbation_curves,
-)
-from birdlens.explain.metrics.sanity import (
-    FAIL_THRESHOLD,
-    SanityRankCorrelation,
-    cascading_randomisation,
-    randomisation_stages,
-    sanity_verdict,
-)
-from birdlens.explain.metrics.stability import Stability, seed_stability, topk_jaccard
-from birdlens.explain.metrics.summary import rank_methods, summarise
+# Lazy exports: `birdlens --help` must not pay for importing torch (seconds on this CPU).
+_LAZY = {
+    "BASELINES": "birdlens.explain.metrics.baselines",
+    "Category": "birdlens.explain.metrics.base",
+    "Curves": "birdlens.explain.metrics.perturbation",
+    "DEFAULT_STEPS": "birdlens.explain.metrics.perturbation",
+    "Deletion": "birdlens.explain.metrics.perturbation",
+    "Direction": "birdlens.explain.metrics.base",
+    "EnergyInside": "birdlens.explain.metrics.localisation",
+    "FAIL_THRESHOLD": "birdlens.explain.metrics.sanity",
+    "Insertion": "birdlens.explain.metrics.perturbation",
+    "KeyPartShare": "birdlens.explain.metrics.parts",
+    "Metric": "birdlens.explain.metrics.base",
+    "PartRankCorrelation": "birdlens.explain.metrics.parts",
+    "PointingGame": "birdlens.explain.metrics.localisation",
+    "SanityRankCorrelation": "birdlens.explain.metrics.sanity",
+    "Stability": "birdlens.explain.metrics.stability",
+    "TopPartIsKey": "birdlens.explain.metrics.parts",
+    "auc": "birdlens.explain.metrics.perturbation",
+    "available_metrics": "birdlens.explain.metrics.base",
+    "baseline_maps": "birdlens.explain.metrics.baselines",
+    "bootstrap_ci": "birdlens.explain.metrics.bootstrap",
+    "cascading_randomisation": "birdlens.explain.metrics.sanity",
+    "centre_maps": "birdlens.explain.metrics.baselines",
+    "energy_share": "birdlens.explain.metrics.localisation",
+    "gaussian_blur": "birdlens.explain.metrics.perturbation",
+    "get_metric": "birdlens.explain.metrics.base",
+    "metric_info": "birdlens.explain.metrics.base",
+    "paired_difference": "birdlens.explain.metrics.bootstrap",
+    "part_masses": "birdlens.explain.metrics.parts",
+    "perturbation_curves": "birdlens.explain.metrics.perturbation",
+    "pointing_game": "birdlens.explain.metrics.localisation",
+    "random_maps": "birdlens.explain.metrics.baselines",
+    "randomisation_stages": "birdlens.explain.metrics.sanity",
+    "rank_methods": "birdlens.explain.metrics.summary",
+    "register_metric": "birdlens.explain.metrics.base",
+    "sanity_verdict": "birdlens.explain.metrics.sanity",
+    "seed_stability": "birdlens.explain.metrics.stability",
+    "summarise": "birdlens.explain.metrics.summary",
+    "topk_jaccard": "birdlens.explain.metrics.stability",
+    "true_part_importance": "birdlens.explain.metrics.parts",
+}
 
-__all__ = [
-    "BASELINES",
-    "DEFAULT_STEPS",
-    "FAIL_THRESHOLD",
-    "Category",
-    "Curves",
-    "Deletion",
-    "Direction",
-    "EnergyInside",
-    "Insertion",
-    "KeyPartShare",
-    "Metric",
-    "PartRankCorrelation",
-    "PointingGame",
-    "SanityRankCorrelation",
-    "Stability",
-    "TopPartIsKey",
-    "auc",
-    "available_metrics",
-    "baseline_maps",
-    "bootstrap_ci",
-    "cascading_randomisation",
-    "centre_maps",
-    "energy_share",
-    "evaluate_explanations",
-    "gaussian_blur",
-    "get_metric",
-    "metric_info",
-    "paired_difference",
-    "part_masses",
-    "perturbation_curves",
-    "pointing_game",
-    "random_maps",
-    "randomisation_stages",
-    "rank_methods",
-    "register_metric",
-    "sanity_verdict",
-    "seed_stability",
-    "summarise",
-    "topk_jaccard",
-    "true_part_importance",
-]
+__all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
-    # the evaluator pulls in models, data and explainers: import it only when asked for
-    if name == "evaluate_explanations":
-        from birdlens.explain.metrics.evaluate import evaluate_explanations
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
 
-        return evaluate_explanations
-    raise AttributeError(name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -115,8 +115,20 @@ def register_metric(cls: type[Metric]) -> type[Metric]:
     return cls
 
 
+_BUILTIN_MODULES = ("perturbation", "localisation", "parts", "sanity", "stability")
+
+
+def _load_builtins() -> None:
+    """Import the modules that register the built-in metrics (the package exports load lazily)."""
+    import importlib
+
+    for mod in _BUILTIN_MODULES:
+        importlib.import_module(f"birdlens.explain.metrics.{mod}")
+
+
 def get_metric(name: str, **params: Any) -> Metric:
     """Instantiate a registered metric, e.g. ``get_metric("insertion", n_steps=56)``."""
+    _load_builtins()
     try:
         factory = _REGISTRY[name]
     except KeyError:
@@ -125,11 +137,13 @@ def get_metric(name: str, **params: Any) -> Metric:
 
 
 def available_metrics() -> list[str]:
+    _load_builtins()
     return sorted(_REGISTRY)
 
 
 def metric_info(name: str) -> dict[str, Any]:
     """Direction/category metadata of a registered metric without building it."""
+    _load_builtins()
     cls = _REGISTRY[name]
     return {
         "name": name,

@@ -1,0 +1,291 @@
+"""The one shape every explanation method has: ``make_explainer(...).explain(images, target) -> Explanation``.
+
+Modelled on Captum's ``attribute(inputs, target)`` and TorchCAM's extractor objects, reduced to what the rest of
+birdlens needs: a dense map per image at input resolution (higher = more evidence for the target), the class
+explained, the scores behind it, and enough ``params`` to reproduce the call. Methods register themselves with
+:func:`register`; :func:`make_explainer` builds one by name and refuses methods that would be silently wrong.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from birdlens.explain.outputs import OutputSelector, select_output
+
+__all__ = [
+    "Explainer",
+    "Explanation",
+    "UnsupportedMethodError",
+    "list_methods",
+    "make_explainer",
+    "register",
+]
+
+
+@dataclass
+class Explanation:
+    """What every method returns for a batch of ``B`` images.
+
+    ``maps``: float32 ``[B, H, W]`` at input resolution, higher = more evidence for ``target``;
+    ``target``: int64 ``[B]`` (the predicted class unless one was asked for);
+    ``scores``: the target's ``logit``/``prob`` ``[B]`` plus method extras (LIME ``weights``/``segments``,
+    IG ``completeness_error``, SHAP ``base_value``...); ``params``: everything needed to reproduce the call
+    (the chosen layer, seed, budget); ``seconds``: wall time of the call.
+    """
+
+    maps: torch.Tensor
+    target: torch.Tensor
+    scores: dict[str, Any]
+    method: str
+    params: dict[str, Any]
+    seconds: float
+
+    def __len__(self) -> int:
+        return int(self.maps.shape[0])
+
+    def numpy(self) -> Any:
+        """The maps as a float32 numpy array ``[B, H, W]``."""
+        return self.maps.detach().cpu().numpy()
+
+
+class UnsupportedMethodError(ValueError):
+    """The method is refused because it would give silently wrong maps (or is unknown)."""
+
+
+_REGISTRY: dict[str, type[Explainer]] = {}
+_ALIASES: dict[str, str] = {}
+
+# Modified-backward-rule methods are defined for piecewise-linear (ReLU) networks; on SiLU/Swish networks
+# (EfficientNet, the default backbone) their rules do not hold and the maps look plausible but are wrong.
+_REFUSED: dict[str, str] = {
+    name: (
+        f"'{name}' is not offered: its modified backward rule is defined for ReLU networks; on networks with "
+        "SiLU/Swish activations (EfficientNet, birdlens' default backbone) it would silently produce wrong "
+        "attributions, and birdlens has no SiLU-correct implementation. Use gradcam, gradcam++, layercam, "
+        "hirescam, ig, lime or shap."
+    )
+    for name in (
+        "guided_backprop",
+        "guided-backprop",
+        "guidedbackprop",
+        "guided_gradcam",
+        "guided-gradcam",
+        "deconvolution",
+        "deeplift",
+        "deeplift_shap",
+        "deepliftshap",
+        "deep_shap",
+        "deepshap",
+        "lrp",
+        "excitation_backprop",
+    )
+}
+
+
+def register(name: str, *aliases: str) -> Callable[[type[Explainer]], type[Explainer]]:
+    """Class decorator: make an :class:`Explainer` subclass available under ``name`` (and aliases)."""
+
+    def deco(cls: type[Explainer]) -> type[Explainer]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        for alias in aliases:
+            _ALIASES[alias] = name
+        return cls
+
+    return deco
+
+
+def _canonical(method: str) -> str:
+    key = method.strip().lower()
+    if key in _REFUSED:
+        raise UnsupportedMethodError(_REFUSED[key])
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        raise UnsupportedMethodError(f"unknown explanation method {method!r}; choose one of {list_methods()}")
+    return key
+
+
+def list_methods() -> list[str]:
+    """Names accepted by :func:`make_explainer` (aliases not included)."""
+    _load_methods()
+    return sorted(_REGISTRY)
+
+
+def make_explainer(method: str, model: nn.Module, **params: Any) -> Explainer:
+    """Build the explainer ``method`` for ``model``; ``params`` are the method's keyword options.
+
+    Common options: ``output`` (index, key or callable picking the logits from a tuple/dict output),
+    ``channels_last`` (default True: converts the model in place, the largest free CPU speed-up),
+    ``mean``/``std`` or ``data_config`` (needed to undo the normalisation where a method works in pixel space).
+    """
+    _load_methods()
+    cls = _REGISTRY[_canonical(method)]
+    if "seed" in params and "seed" not in inspect.signature(cls.__init__).parameters:
+        params.pop("seed")  # deterministic methods: a seed changes nothing, so callers may pass one to all
+    return cls(model, **params)
+
+
+def _load_methods() -> None:
+    # importing the package registers every method (kept lazy so ``base`` has no import cycle)
+    import birdlens.explain.methods  # noqa: F401
+
+
+class Explainer(ABC):
+    """Base class: resolves targets, times the call and fills ``params``; subclasses implement :meth:`_explain`."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        output: OutputSelector = None,
+        channels_last: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        data_config: Any = None,
+        model_name: str | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.output = output
+        self.channels_last = channels_last
+        self.model_name = model_name
+        if channels_last:
+            # in place: converting the weights once beats converting them on every call
+            self.model.to(memory_format=torch.channels_last)
+        self._mean, self._std = _resolve_normalisation(model, mean, std, data_config)
+        try:
+            self.device = next(model.parameters()).device
+        except StopIteration:
+            self.device = torch.device("cpu")
+        self.params: dict[str, Any] = {"output": _describe_output(output), "channels_last": channels_last}
+
+    # ---- helpers shared by the methods ---------------------------------------------------------------
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The selected model output (logits) for a prepared batch."""
+        return select_output(self.model(x), self.output)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Move to the model's device as float32 (channels_last when enabled)."""
+        if images.ndim == 3:
+            images = images.unsqueeze(0)
+        if images.ndim != 4:
+            raise ValueError(f"images must be [B, 3, H, W] normalised float tensors, got shape {tuple(images.shape)}")
+        x = images.detach().to(self.device, torch.float32)
+        return self.to_memory_format(x)
+
+    def to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        if self._mean is None:
+            raise ValueError(
+                f"{self.name}: this option works in pixel space; pass mean=/std= or data_config= "
+                "(the model's normalisation)"
+            )
+        return self._mean.to(self.device)
+
+    @property
+    def std(self) -> torch.Tensor:
+        if self._std is None:
+            raise ValueError(f"{self.name}: pass mean=/std= or data_config= (the model's normalisation)")
+        return self._std.to(self.device)
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised ``[B,3,H,W]`` -> pixel values in [0, 1]."""
+        return (x * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)).clamp(0, 1)
+
+    @staticmethod
+    def target_scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = logits.detach().float()
+        idx = target.view(-1, 1).to(logits.device)
+        return {
+            "logit": logits.gather(1, idx).squeeze(1).cpu(),
+            "prob": logits.softmax(1).gather(1, idx).squeeze(1).cpu(),
+        }
+
+    # ---- the public call -------------------------------------------------------------------------------
+    def explain(self, images: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None) -> Explanation:
+        """Explain ``images`` (``[B,3,H,W]``, normalised for the model) for ``target`` (default: predicted)."""
+        start = time.perf_counter()
+        x = self.prepare(images)
+        tgt = _as_target(target, x.shape[0], self.device)
+        maps, tgt, scores, extra_params = self._explain(x, tgt)
+        maps = maps.detach().float().cpu().contiguous()
+        if maps.shape != (x.shape[0], x.shape[2], x.shape[3]):
+            raise AssertionError(f"{self.name} produced maps of shape {tuple(maps.shape)}")
+        params = {**self.params, **extra_params}
+        return Explanation(
+            maps=maps,
+            target=tgt.detach().cpu().long(),
+            scores=scores,
+            method=self.name,
+            params=params,
+            seconds=time.perf_counter() - start,
+        )
+
+    __call__ = explain
+
+    @abstractmethod
+    def _explain(
+        self, x: torch.Tensor, target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], dict[str, Any]]:
+        """Return ``(maps [B,H,W], target [B], scores, extra params)``."""
+
+    def predict(self, x: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One inference pass: the logits and the target (predicted class where none was given)."""
+        with torch.inference_mode():
+            logits = self.logits(x).float()
+        if target is None:
+            target = logits.argmax(1)
+        return logits.clone(), target.clone()
+
+
+def _as_target(target: Any, batch: int, device: torch.device) -> torch.Tensor | None:
+    if target is None:
+        return None
+    t = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+    if t.numel() == 1 and batch > 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise ValueError(f"target has {t.numel()} entries for a batch of {batch}")
+    return t.to(device).clone()
+
+
+def _resolve_normalisation(
+    model: nn.Module,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    data_config: Any,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    # explicit > data_config (dict or birdlens DataConfig) > the model's birdlens info > timm's pretrained_cfg;
+    # None when unknown (methods that need it say so)
+    candidates = [data_config, getattr(getattr(model, "birdlens_info", None), "data_config", None)]
+    candidates.append(getattr(model, "pretrained_cfg", None))
+    for cfg in candidates:
+        if mean is not None or cfg is None:
+            continue
+        if isinstance(cfg, dict):
+            mean, std = cfg.get("mean"), cfg.get("std")
+        else:
+            mean, std = getattr(cfg, "mean", None), getattr(cfg, "std", None)
+    if mean is None or std is None:
+        return None, None
+    return torch.tensor(list(mean), dtype=torch.float32), torch.tensor(list(std), dtype=torch.float32)
+
+
+def _describe_output(output: OutputSelector) -> Any:
+    if output is None or isinstance(output, (int, str)):
+        return output
+    return getattr(output, "__name__", repr(output))

@@ -1,0 +1,48 @@
+"""``birdlens explain``: explain images with a trained run (maps, overlays, panel, manifest)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+
+def explain(
+    sources: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    run: Path = typer.Option(..., "--run", help="Training run directory (with meta.json and weights)."),
+    methods: str = typer.Option("gradcam,lime,shap,ig", "--methods", help="Comma-separated methods."),
+    out: Path = typer.Option(..., "--out", help="Output folder for maps, overlays, panel and manifest."),
+    n: int | None = typer.Option(None, "--n", help="Explain a seeded sample of N images."),
+    seed: int = typer.Option(0, "--seed", help="Seed for LIME/SHAP sampling and the image sample."),
+    which: str = typer.Option("best", "--weights", help="Which checkpoint of the run: best or last."),
+    lime_samples: int = typer.Option(1000, "--lime-samples", help="LIME perturbations per image."),
+    shap_evals: int = typer.Option(500, "--shap-evals", help="SHAP model evaluations per image."),
+    ig_steps: int = typer.Option(50, "--ig-steps", help="Integrated Gradients steps."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar (also BIRDLENS_QUIET=1)."),
+) -> None:
+    """Explain IMAGE_OR_DIR... with the model of --run; write .npy maps, PNG overlays/panel, manifest.json."""
+    from birdlens.explain.base import UnsupportedMethodError, list_methods
+    from birdlens.explain.run import explain_images
+    from birdlens.train.checkpoint import load_trained
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if not names:
+        raise typer.BadParameter(f"no methods given; choose from {list_methods()}", param_hint="--methods")
+    try:
+        trained = load_trained(run, which=which)  # type: ignore[arg-type]
+        manifest = explain_images(trained, [str(s) for s in sources], names, out, seed=seed, n=n,
+                                  quiet=quiet or os.environ.get("BIRDLENS_QUIET", "") not in ("", "0"),
+                                  force=force, method_params={
+                                      "lime": {"num_samples": lime_samples}, "shap": {"max_evals": shap_evals},
+                                      "ig": {"steps": ig_steps}})
+    except (UnsupportedMethodError, FileExistsError, FileNotFoundError, ValueError) as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from e
+    per = ", ".join(f"{m} {v['seconds_per_image']:.2f}s" for m, v in manifest["methods"].items())
+    typer.echo(f"explained {len(manifest['images'])} images ({per} per image) -> {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("explain")(explain)

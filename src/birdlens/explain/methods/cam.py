@@ -1,0 +1,110 @@
+"""Grad-CAM, Grad-CAM++, LayerCAM and HiResCAM, batched.
+
+Why not pytorch-grad-cam: it back-propagates through the whole network with parameter gradients and moves
+everything to numpy (1.0 s for 16 Lite0 images here). We re-root the CAM layer's output as a leaf
+(:func:`capture_as_leaf`) with all parameters frozen, so autograd records only the head, and take
+``torch.autograd.grad`` with respect to that activation alone; the forward then costs an inference forward.
+The maps use pytorch-grad-cam's exact normalisation (ReLU, per-image min-max, bilinear resize, min-max again),
+so they equal ``pytorch_grad_cam.GradCAM`` on the same layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from birdlens.explain.base import Explainer, register
+from birdlens.explain.hooks import capture_as_leaf, frozen_parameters
+from birdlens.explain.imaging import minmax_per_image, resize_maps
+from birdlens.explain.layers import resolve_layer
+
+
+class _CAM(Explainer):
+    """Shared machinery: forward once, one gradient w.r.t. the layer activation, a per-method combination."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        layer: str | nn.Module | None = None,
+        normalize: bool = True,
+        **common: Any,
+    ) -> None:
+        super().__init__(model, **common)
+        self.layer_arg = layer
+        self.normalize = normalize
+        self._layer: tuple[nn.Module, str, str] | None = None
+
+    def layer_for(self, x: torch.Tensor) -> tuple[nn.Module, str, str]:
+        if self._layer is None:
+            self._layer = resolve_layer(self.model, self.layer_arg, self.model_name, x)
+        return self._layer
+
+    def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
+        layer, path, how = self.layer_for(x)
+        with frozen_parameters(self.model), capture_as_leaf(layer) as cap, torch.enable_grad():
+            logits = self.logits(x)
+            if target is None:
+                target = logits.detach().argmax(1)
+            if cap.leaf is None:
+                raise RuntimeError(f"layer {path!r} was not called in the forward pass")
+            chosen = logits.gather(1, target.view(-1, 1)).sum()
+            (grads,) = torch.autograd.grad(chosen, cap.leaf)
+        acts = cap.leaf.detach()
+        if acts.ndim != 4:
+            raise ValueError(f"layer {path!r} returns a {acts.ndim}-D tensor; CAMs need a [B, C, h, w] map")
+        cam = self.combine(acts.float(), grads.float())
+        raw = cam.detach().clone()
+        if self.normalize:
+            cam = minmax_per_image(cam.clamp_min(0))
+            cam = resize_maps(cam, (x.shape[2], x.shape[3]))
+            cam = minmax_per_image(cam.clamp_min(0))
+        else:
+            cam = resize_maps(cam, (x.shape[2], x.shape[3]))
+        scores = self.target_scores(logits, target)
+        scores["cam_lowres"] = raw.cpu()
+        return cam, target, scores, {"layer": path, "layer_choice": how, "normalize": self.normalize}
+
+
+@register("gradcam", "grad-cam", "grad_cam")
+class GradCAM(_CAM):
+    """Selvaraju et al. 2017: channel weights = spatial mean of the gradient."""
+
+    def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        w = grads.mean(dim=(2, 3), keepdim=True)
+        return (w * acts).sum(1)
+
+
+@register("gradcam++", "gradcampp", "gradcam_pp", "grad-cam++")
+class GradCAMPlusPlus(_CAM):
+    """Chattopadhyay et al. 2018, eq. 19 with the exponential-output closed form (as pytorch-grad-cam)."""
+
+    def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        g2 = grads**2
+        g3 = g2 * grads
+        sum_acts = acts.sum(dim=(2, 3), keepdim=True)
+        aij = g2 / (2 * g2 + sum_acts * g3 + 1e-6)
+        aij = torch.where(grads != 0, aij, torch.zeros_like(aij))
+        w = (grads.clamp_min(0) * aij).sum(dim=(2, 3), keepdim=True)
+        return (w * acts).sum(1)
+
+
+@register("layercam", "layer-cam")
+class LayerCAM(_CAM):
+    """Jiang et al. 2021: element-wise positive gradients times activations (finer than Grad-CAM)."""
+
+    def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return (grads.clamp_min(0) * acts).sum(1)
+
+
+@register("hirescam", "hires-cam")
+class HiResCAM(_CAM):
+    """Draelos & Carin 2020: element-wise gradient times activation (provably faithful for a linear head)."""
+
+    def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        return (grads * acts).sum(1)

@@ -1,0 +1,136 @@
+"""Integrated Gradients (Sundararajan et al. 2017), the same quadrature as Captum, bounded memory.
+
+Why our own loop: Captum evaluates all ``steps`` interpolants of an image in one batch by default (a batch of
+50 is ~2x slower per image than 8-16 on this CPU, and its memory grows with ``steps``). Here the interpolants
+are evaluated in chunks of at most ``internal_batch_size`` images, parameters are frozen so autograd computes
+only input gradients, and the model runs channels_last. The completeness error
+``|sum(attr) - (f(x) - f(baseline))|`` is reported per image in ``scores``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from birdlens.explain.base import Explainer, register
+from birdlens.explain.hooks import frozen_parameters
+from birdlens.explain.imaging import gaussian_blur
+
+_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
+
+
+def quadrature_rule(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(alphas, step_sizes)`` on [0, 1], identical to ``captum.attr._utils.approximation_methods``."""
+    if method == "gausslegendre":
+        x, w = np.polynomial.legendre.leggauss(steps)
+        return 0.5 * (x + 1), 0.5 * w
+    if method not in _METHODS:
+        raise ValueError(f"unknown IG method {method!r}; choose one of {_METHODS}")
+    # Captum's Riemann rules, verbatim: step sizes 1/n (trapezoid: both ends halved, so they sum to (n-1)/n,
+    # a Captum quirk kept for parity) and float32 ``torch.linspace`` nodes.
+    if steps < 2:
+        raise ValueError("Riemann rules need steps > 1")
+    sizes = np.full(steps, 1 / steps)
+    if method == "riemann_trapezoid":
+        sizes[0] /= 2
+        sizes[-1] /= 2
+        lo, hi = 0.0, 1.0
+    elif method == "riemann_left":
+        lo, hi = 0.0, 1 - 1 / steps
+    elif method == "riemann_right":
+        lo, hi = 1 / steps, 1.0
+    else:
+        lo, hi = 1 / (2 * steps), 1 - 1 / (2 * steps)
+    return np.array(torch.linspace(lo, hi, steps).tolist()), sizes
+
+
+@register("ig", "integrated_gradients", "integrated-gradients")
+class IntegratedGradients(Explainer):
+    """Signed attribution summed over colour channels. ``baseline``: ``"black"`` (pixel 0), ``"blurred"``
+    (Gaussian, ``blur_sigma`` px), ``"mean"`` (the normalisation mean, i.e. 0 after normalising) or a tensor;
+    ``quadrature``: Captum's ``method`` (``gausslegendre`` default, or ``riemann_*``)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        steps: int = 50,
+        baseline: str | float | torch.Tensor = "black",
+        quadrature: str = "gausslegendre",
+        internal_batch_size: int | None = 16,
+        blur_sigma: float = 10.0,
+        **common: Any,
+    ) -> None:
+        super().__init__(model, **common)
+        self.steps = int(steps)
+        self.baseline = baseline
+        self.quadrature = quadrature
+        self.internal_batch_size = internal_batch_size
+        self.blur_sigma = float(blur_sigma)
+        quadrature_rule(quadrature, self.steps)  # validate early
+        self.params.update(
+            steps=self.steps,
+            baseline=baseline if isinstance(baseline, (str, float, int)) else "tensor",
+            quadrature=quadrature,
+            internal_batch_size=internal_batch_size,
+            blur_sigma=self.blur_sigma if baseline == "blurred" else None,
+        )
+
+    def make_baseline(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.baseline
+        if isinstance(b, torch.Tensor):
+            return self.to_memory_format(b.to(x.device, x.dtype).expand_as(x).clone())
+        if isinstance(b, (int, float)):
+            return torch.full_like(x, float(b))
+        if b == "black":
+            black = (-self.mean / self.std).view(1, -1, 1, 1)
+            return self.to_memory_format(black.expand_as(x).clone())
+        if b == "mean":
+            return torch.zeros_like(x)
+        if b == "blurred":
+            return self.to_memory_format(gaussian_blur(x, self.blur_sigma))
+        raise ValueError(f"unknown IG baseline {b!r}; use 'black', 'blurred', 'mean', a number or a tensor")
+
+    def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
+        base = self.make_baseline(x)
+        with torch.inference_mode():
+            ends = self.logits(self.to_memory_format(torch.cat([x, base]))).float()
+        b = x.shape[0]
+        logits, base_logits = ends[:b].clone(), ends[b:].clone()
+        if target is None:
+            target = logits.argmax(1)
+        alphas, sizes = quadrature_rule(self.quadrature, self.steps)
+        alpha_t = torch.tensor(alphas, dtype=torch.float32, device=x.device)
+        size_t = torch.tensor(sizes, dtype=torch.float32, device=x.device)
+        cap = self.internal_batch_size or self.steps
+        n_chunks = -(-self.steps // cap)
+        bounds = np.linspace(0, self.steps, n_chunks + 1).round().astype(int)  # balanced chunks <= cap
+        attrs = []
+        with frozen_parameters(self.model):
+            for i in range(b):
+                xi, bi, delta = x[i : i + 1], base[i : i + 1], x[i : i + 1] - base[i : i + 1]
+                total = torch.zeros_like(xi)
+                for lo, hi in itertools.pairwise(bounds):
+                    a = alpha_t[lo:hi].view(-1, 1, 1, 1)
+                    pts = self.to_memory_format(bi + a * delta).requires_grad_(True)
+                    with torch.enable_grad():
+                        out = self.logits(pts)
+                        (g,) = torch.autograd.grad(out[:, int(target[i])].sum(), pts)
+                    total = total + (g * size_t[lo:hi].view(-1, 1, 1, 1)).sum(0, keepdim=True)
+                attrs.append(total * delta)
+        attr = torch.cat(attrs)
+        idx = target.view(-1, 1)
+        gap = (logits.gather(1, idx) - base_logits.gather(1, idx)).squeeze(1)
+        err = (attr.flatten(1).sum(1).double() - gap.double()).abs()
+        scores = self.target_scores(logits, target)
+        scores.update(
+            completeness_error=err.float().cpu(),
+            relative_completeness_error=(err / gap.double().abs().clamp_min(1e-12)).float().cpu(),
+            baseline_logit=base_logits.gather(1, idx).squeeze(1).cpu(),
+            attributions=attr.detach().cpu(),
+        )
+        return attr.sum(1), target, scores, {}

@@ -1,0 +1,248 @@
+"""Explain a set of images with a trained model: maps (.npy), overlays and panel (PNG), ``manifest.json``.
+
+``explain_images`` is what ``birdlens explain`` and the study runner call. Every file is written atomically;
+the manifest records versions, seeds, each method's full params (the chosen CAM layer included) and seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from birdlens.explain.base import Explanation, make_explainer
+from birdlens.explain.outputs import select_output
+from birdlens.explain.viz import PanelRow, overlay_for, panel, save_png
+from birdlens.utils.atomic import atomic_path, write_json
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+DEFAULT_METHODS = ("gradcam", "lime", "shap", "ig")
+PANEL_ROWS = 8  # rows per panel page: taller figures stop being readable
+
+
+def collect_images(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given, folders expanded recursively to their image files (sorted)."""
+    out: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p} is neither an image file nor a folder")
+    if not out:
+        raise FileNotFoundError(f"no images found in {[str(s) for s in sources]}")
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "image"
+
+
+def _load_uint8(item: Any) -> np.ndarray:
+    if isinstance(item, np.ndarray):
+        arr = item
+    elif isinstance(item, torch.Tensor):
+        arr = item.detach().cpu().numpy()
+        if arr.ndim == 3 and arr.shape[0] == 3:
+            arr = arr.transpose(1, 2, 0)
+    else:
+        from PIL import Image
+
+        with Image.open(item) as im:
+            arr = np.asarray(im.convert("RGB"))
+    if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"images must be RGB uint8 [H, W, 3], got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def _prepare(arr: np.ndarray, data_config: Any, image_size: int | None) -> tuple[np.ndarray, torch.Tensor]:
+    """The photo as the model sees it (resize + centre crop, uint8) and the normalised tensor."""
+    from birdlens.models import eval_geometry
+
+    chw = eval_geometry(data_config, image_size)(torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1))
+    photo = torch.as_tensor(chw).to(torch.uint8)
+    mean = torch.tensor(data_config.mean).view(3, 1, 1)
+    std = torch.tensor(data_config.std).view(3, 1, 1)
+    x = (photo.float() / 255 - mean) / std
+    return photo.permute(1, 2, 0).numpy(), x
+
+
+def _true_label(item: Any, given: Any, classes: Sequence[str]) -> str | None:
+    if given is not None:
+        return classes[int(given)] if isinstance(given, (int, np.integer)) else str(given)
+    if isinstance(item, (str, os.PathLike)):
+        parent = Path(item).parent.name
+        for c in classes:
+            if c.lower() == parent.lower():
+                return c
+    return None
+
+
+def _method_params(method: str, trained: Any, seed: int, extra: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {"data_config": trained.data_config, "model_name": getattr(trained, "model_name", None)}
+    if method in ("gradcam", "gradcam++", "layercam", "hirescam") and getattr(trained, "cam_layer", None):
+        params["layer"] = trained.cam_layer
+    if method in ("lime", "shap", "random"):
+        params["seed"] = seed
+    params.update(extra.get(method, {}))
+    return params
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, dict):
+            out[k] = _jsonable(v)
+        elif isinstance(v, (list, tuple)):
+            out[k] = list(v)
+        else:
+            out[k] = repr(v)
+    return out
+
+
+def explain_images(
+    trained: Any,
+    images: Sequence[Any],
+    methods: Sequence[str] = DEFAULT_METHODS,
+    out_dir: str | os.PathLike[str] = "explain",
+    labels: Sequence[Any] | None = None,
+    seed: int = 0,
+    n: int | None = None,
+    method_params: dict[str, dict[str, Any]] | None = None,
+    quiet: bool | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Explain ``images`` (paths, folders or uint8 ``[H, W, 3]`` arrays) with ``trained`` (a
+    ``TrainedModel``: ``model``, ``classes``, ``data_config``, ``model_name``, ``cam_layer``).
+
+    Writes ``<method>/<name>.npy`` (raw map) and ``<method>/<name>.png`` (overlay) as in the run-directory
+    layout ``explain/<model>/<method>/*.npy|png``, ``panel.png`` (``panel_<k>.png``
+    beyond 8 images) and ``manifest.json`` into ``out_dir``; returns the manifest. ``n``: explain a seeded
+    sample of ``n`` images; ``labels``: true labels (class index or name) aligned with ``images``, else taken
+    from a path's parent folder when it names a class; ``method_params``: per-method overrides.
+    """
+    from birdlens.utils.env import environment_info
+
+    out = Path(out_dir)
+    if (out / "manifest.json").exists() and not force:
+        raise FileExistsError(f"{out} already holds explanations (manifest.json); pass force=True / --force")
+    items: list[Any] = []
+    item_labels: list[Any] = []
+    for i, it in enumerate(images):
+        given = labels[i] if labels is not None else None
+        if isinstance(it, (str, os.PathLike)) and Path(it).is_dir():
+            for f in collect_images([it]):
+                items.append(f)
+                item_labels.append(None)
+        else:
+            items.append(it)
+            item_labels.append(given)
+    if n is not None and n < len(items):
+        keep = sorted(random.Random(seed).sample(range(len(items)), n))
+        items = [items[k] for k in keep]
+        item_labels = [item_labels[k] for k in keep]
+    if quiet is None:
+        quiet = os.environ.get("BIRDLENS_QUIET", "") not in ("", "0")
+
+    model = trained.model.eval()
+    classes = list(trained.classes)
+    image_size = getattr(trained, "image_size", None)
+    extra = method_params or {}
+    explainers = {m: make_explainer(m, model, **_method_params(m, trained, seed, extra)) for m in methods}
+    seconds: dict[str, list[float]] = {m: [] for m in methods}
+    params: dict[str, dict[str, Any]] = {}
+    records: list[dict[str, Any]] = []
+    rows: list[PanelRow] = []
+    used_names: set[str] = set()
+    t0 = time.perf_counter()
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("explain"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        TimeElapsedColumn(), disable=quiet,
+    )
+    with progress:
+        task = progress.add_task("", total=len(items))
+        for k, item in enumerate(items):
+            is_path = isinstance(item, (str, os.PathLike))
+            name = _slug(f"{Path(item).parent.name}_{Path(item).stem}" if is_path else f"image_{k:04d}")
+            while name in used_names:
+                name += "_"
+            used_names.add(name)
+            photo, x = _prepare(_load_uint8(item), trained.data_config, image_size)
+            rec: dict[str, Any] = {"source": str(item) if is_path else f"array[{k}]", "name": name,
+                                   "maps": {}, "overlays": {}}
+            overlays: dict[str, np.ndarray] = {}
+            exp: Explanation | None = None
+            for m, explainer in explainers.items():
+                progress.update(task, description=f"{name} · {m}")
+                exp = explainer.explain(x[None])
+                seconds[m].append(exp.seconds)
+                params.setdefault(m, _jsonable(exp.params))
+                map_path = out / m / f"{name}.npy"
+                with atomic_path(map_path, suffix=".npy") as tmp, open(tmp, "wb") as f:
+                    np.save(f, exp.numpy()[0])
+                ov = overlay_for(m, photo, exp.maps[0], exp.scores, 0)
+                save_png(out / m / f"{name}.png", ov)
+                overlays[m] = ov
+                rec["maps"][m] = str(map_path.relative_to(out))
+                rec["overlays"][m] = f"{m}/{name}.png"
+                if m == "ig":
+                    rec["ig_completeness_error"] = float(exp.scores["completeness_error"][0])
+                if m == "lime":
+                    rec["lime_weights"] = exp.scores["weights"][0].tolist()
+            with torch.inference_mode():
+                probs = select_output(model(x[None]), None).float().softmax(1)[0]
+            pred = int(probs.argmax())
+            true = _true_label(item, item_labels[k], classes)
+            rec.update(predicted=classes[pred], probability=float(probs[pred]), true=true,
+                       target=int(exp.target[0]) if exp is not None else None)
+            records.append(rec)
+            rows.append(PanelRow(image=photo, overlays=overlays, predicted=rec["predicted"] or "?",
+                                 probability=rec["probability"], true=true))
+            progress.advance(task)
+
+    panels = []
+    for p in range(0, len(rows), PANEL_ROWS):
+        fname = "panel.png" if len(rows) <= PANEL_ROWS else f"panel_{p // PANEL_ROWS + 1:02d}.png"
+        panel(rows[p : p + PANEL_ROWS], out / fname, methods=[m for m in methods])
+        panels.append(fname)
+
+    manifest = {
+        "environment": environment_info(seed),
+        "seed": seed,
+        "model": {
+            "name": getattr(trained, "model_name", None),
+            "cam_layer": getattr(trained, "cam_layer", None),
+            "classes": classes,
+            "data_config": _jsonable(getattr(trained.data_config, "__dict__", {}) or {}),
+        },
+        "methods": {
+            m: {"params": params.get(m, {}), "seconds_total": float(sum(s)),
+                "seconds_per_image": float(np.mean(s)) if s else None}
+            for m, s in seconds.items()
+        },
+        "images": records,
+        "panels": panels,
+        "seconds": time.perf_counter() - t0,
+    }
+    try:
+        from importlib import metadata
+
+        manifest["environment"]["packages"]["scikit-image"] = metadata.version("scikit-image")
+    except Exception:
+        pass
+    write_json(out / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,98 @@
+"""``explain_images`` and ``birdlens explain``: files, manifest, panel; a tiny model, tiny budgets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from birdlens.explain.run import explain_images
+from birdlens.explain.viz import heatmap_overlay, lime_overlay, signed_overlay
+
+PARAMS = {
+    "lime": {"num_samples": 30, "segmentation": "slic", "segmentation_params": {"n_segments": 10}},
+    "shap": {"max_evals": 30, "blur_kernel": 8},
+    "ig": {"steps": 4},
+}
+
+
+def tiny_trained() -> SimpleNamespace:
+    from birdlens.models import DataConfig
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
+    )  # fmt: skip
+    dc = DataConfig(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0)
+    return SimpleNamespace(model=model, classes=["finch", "wren", "jay"], data_config=dc, model_name="tiny",
+                           cam_layer="2", meta={})
+
+
+def photos(tmp_path: Path) -> list:
+    rng = np.random.RandomState(0)
+    arrays = [rng.randint(0, 255, (40, 48, 3), dtype=np.uint8) for _ in range(2)]
+    folder = tmp_path / "src" / "wren"
+    folder.mkdir(parents=True)
+    Image.fromarray(arrays[0]).save(folder / "a.png")
+    return [str(tmp_path / "src"), arrays[1]]
+
+
+def test_explain_images_writes_everything(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    man = explain_images(tiny_trained(), photos(tmp_path), ["gradcam", "lime", "shap", "ig"], out,
+                         labels=[None, 2], seed=3, method_params=PARAMS, quiet=True)
+    assert (out / "panel.png").is_file() and (out / "manifest.json").is_file()
+    disk = json.loads((out / "manifest.json").read_text())
+    assert disk["seed"] == 3 and disk["images"] == json.loads(json.dumps(man["images"]))
+    assert disk["methods"]["gradcam"]["params"]["layer"] == "2"
+    assert disk["methods"]["lime"]["params"]["seed"] == 3 and disk["methods"]["lime"]["params"]["num_samples"] == 30
+    assert disk["methods"]["shap"]["seconds_per_image"] > 0
+    assert disk["environment"]["packages"]["torch"]
+    first, second = disk["images"]
+    assert first["true"] == "wren" and second["true"] == "jay"  # folder name / given index
+    for rec in disk["images"]:
+        for m in ("gradcam", "lime", "shap", "ig"):
+            arr = np.load(out / rec["maps"][m])
+            assert arr.shape == (32, 32) and arr.dtype == np.float32
+            with Image.open(out / rec["overlays"][m]) as im:
+                assert im.size == (32, 32)
+    with pytest.raises(FileExistsError):
+        explain_images(tiny_trained(), photos(tmp_path / "again"), ["gradcam"], out, quiet=True)
+
+
+def test_cli_explain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import birdlens.train.checkpoint as checkpoint
+    from birdlens.cli import app
+
+    monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best": tiny_trained())
+    src = photos(tmp_path)[0]
+    out = tmp_path / "cli"
+    args = ["explain", "--run", str(tmp_path), "--methods", "gradcam,random", src, "--out", str(out), "--quiet"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert (out / "manifest.json").is_file() and (out / "random").is_dir()
+    res = CliRunner().invoke(app, [*args[:4], "guided_backprop", *args[5:], "--force"])
+    assert res.exit_code == 2 and "SiLU" in res.output
+
+
+def test_overlays_are_images_of_the_photo_size() -> None:
+    img = np.full((20, 30, 3), 128, np.uint8)
+    m = np.linspace(-1, 1, 600, dtype=np.float32).reshape(20, 30)
+    for ov in (heatmap_overlay(img, m), signed_overlay(img, m)):
+        assert ov.shape == (20, 30, 3) and ov.dtype == np.uint8
+    # zero evidence leaves the (desaturated) photo; strong evidence for/against is red/blue
+    s = signed_overlay(img, m)
+    assert s[0, 0, 2] > s[0, 0, 0] and s[-1, -1, 0] > s[-1, -1, 2]
+    seg = np.arange(600).reshape(20, 30) // 100
+    lo = lime_overlay(img, seg, np.array([0.5, -1, 0.2, 0, 0, 0.9]), top_k=2)
+    assert (lo[seg == 1] < 128).all()  # not in the top 2: dimmed
+    assert (lo[seg == 5] == 128).sum() > 0  # in the top 2: the photo itself
