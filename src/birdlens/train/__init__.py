@@ -4,8 +4,20 @@ Entry points: :func:`birdlens.train.api.train` (``TrainConfig`` -> run directory
 :func:`birdlens.train.checkpoint.load_trained` (run directory -> model ready for inference).
 """
 
-from birdlens.train.api import train
-from birdlens.train.checkpoint import TrainedModel, load_trained
-from birdlens.train.config import TrainConfig
+# Lazy exports: ``birdlens --help`` must not pay for importing torch (seconds on this CPU).
+_LAZY = {
+    "TrainConfig": "birdlens.train.config",
+    "TrainedModel": "birdlens.train.checkpoint",
+    "load_trained": "birdlens.train.checkpoint",
+    "train": "birdlens.train.api",
+}
 
-__all__ = ["TrainConfig", "TrainedModel", "load_trained", "train"]
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

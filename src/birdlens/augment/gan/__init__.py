@@ -5,16 +5,23 @@ Flow: ``data.load_images`` -> ``train.train_gan`` (run folder with checkpoints a
 (FD-lite0 / KID-lite0 / CAS) and ``ablation.run_ablation`` (does GAN data help a classifier?).
 """
 
-from birdlens.augment.gan.config import ARCHS, GANConfig
-from birdlens.augment.gan.diffaug import diff_augment
-from birdlens.augment.gan.metrics import distance_report, frechet_distance, kernel_distance, mmd2_unbiased
+# Lazy exports: ``birdlens --help`` must not pay for importing torch (seconds on this CPU).
+_LAZY = {
+    "ARCHS": "birdlens.augment.gan.config",
+    "GANConfig": "birdlens.augment.gan.config",
+    "diff_augment": "birdlens.augment.gan.diffaug",
+    "distance_report": "birdlens.augment.gan.metrics",
+    "frechet_distance": "birdlens.augment.gan.metrics",
+    "kernel_distance": "birdlens.augment.gan.metrics",
+    "mmd2_unbiased": "birdlens.augment.gan.metrics",
+}
 
-__all__ = [
-    "ARCHS",
-    "GANConfig",
-    "diff_augment",
-    "distance_report",
-    "frechet_distance",
-    "kernel_distance",
-    "mmd2_unbiased",
-]
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
