@@ -32,9 +32,27 @@ def version() -> None:
 
 # ---- registrations (one line per area; keep sorted by pipeline order) ---------------------------------
 # BEGIN REGISTRATIONS
+from birdlens.data.cli import register as _r_data  # noqa: E402
+
+_r_data(app)
+from birdlens.augment.gan.cli import register as _r_gan  # noqa: E402
+
+_r_gan(app)
+from birdlens.train.cli import register as _r_train  # noqa: E402
+
+_r_train(app)
+from birdlens.explain.cli import register as _r_explain  # noqa: E402
+
+_r_explain(app)
+from birdlens.explain.metrics.cli import register as _r_xeval  # noqa: E402
+
+_r_xeval(app)
 from birdlens.study.cli import register as _r_study  # noqa: E402
 
 _r_study(app)
+from birdlens.app.cli import register as _r_app  # noqa: E402
+
+_r_app(app)
 # END REGISTRATIONS
 
 

@@ -33,7 +33,7 @@ def _quiet() -> bool:
 
 # ---------------------------------------------------------------------------------------------- data
 def data_stage(ctx: StageContext) -> dict[str, Any]:
-    from birdlens.data.discover import load_manifest
+    from birdlens.data import load_manifest
     from birdlens.data.report import build_data_report
     from birdlens.study.figures import sample_grid
     from birdlens.utils.atomic import write_json
@@ -52,7 +52,7 @@ def data_stage(ctx: StageContext) -> dict[str, Any]:
 
         prepare_dataset(cfg["path"], out, top=cfg["top"], per_class=cfg["per_class"],
                         min_per_class=cfg["min_per_class"], size=cfg["image_size"], seed=seed,
-                        dedupe=cfg["dedupe"], force=True, quiet=_quiet())
+                        dedupe=cfg["dedupe"], force=True, progress=not _quiet())
     manifest = load_manifest(out, seed=seed)
     report = build_data_report(manifest)
     write_json(ctx.dir / "report.json", report)
@@ -66,7 +66,7 @@ def data_stage(ctx: StageContext) -> dict[str, Any]:
 
 def augment_stage(ctx: StageContext) -> dict[str, Any]:
     from birdlens.augment.presets import augment_examples_figure
-    from birdlens.data.discover import load_manifest
+    from birdlens.data import load_manifest
 
     manifest = load_manifest(ctx.inputs["data"]["dataset"]).split("train")
     rng = random.Random(ctx.config["seed"])
@@ -101,7 +101,8 @@ def train_stage(ctx: StageContext) -> dict[str, Any]:
         "seed": ctx.config["seed"], "quiet": _quiet(),
     }
     fields.update(m.options)
-    train(TrainConfig(**fields), resume=ctx.resume, force=not ctx.resume)
+    train(TrainConfig(**fields), resume=ctx.resume and (ctx.dir / "config.yaml").is_file(),
+          force=not ctx.resume, evaluate=False)
     return {"run": str(ctx.dir), "entry": m.model_dump()}
 
 
@@ -117,7 +118,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ explain
 def _pick_images(dataset: str, split: str, n: int, seed: int) -> list[tuple[Path, str]]:
     """One image per class first (round-robin over classes), seeded, so panels show different species."""
-    from birdlens.data.discover import load_manifest
+    from birdlens.data import load_manifest
 
     manifest = load_manifest(dataset).split(split)
     rng = random.Random(seed)
@@ -149,12 +150,12 @@ def explain_stage(ctx: StageContext) -> dict[str, Any]:
                          ctx.config["seed"])
     result = explain_images(trained, [p for p, _ in picks], ctx.config["methods"], ctx.dir,
                             labels=[lab for _, lab in picks], seed=ctx.config["seed"],
-                            params=ctx.config["params"])
+                            method_params=ctx.config["params"], force=True, quiet=_quiet())
     return {"model": model_stage.split(":", 1)[1], **result}
 
 
 def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
-    from birdlens.data.discover import load_manifest
+    from birdlens.data import load_manifest
     from birdlens.explain.metrics import evaluate_explanations
     from birdlens.train.checkpoint import load_trained
 
@@ -164,7 +165,7 @@ def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
     c = ctx.config
     result = evaluate_explanations(trained, manifest, c["methods"], n=c["n"], out_dir=ctx.dir, seed=c["seed"],
                                    split=c["split"], dataset_dir=ctx.inputs["data"]["dataset"],
-                                   method_params=c["method_params"], **c["params"])
+                                   method_params=c["method_params"], quiet=_quiet(), **c["params"])
     return {"model": model_stage.split(":", 1)[1], "results": result, "dir": str(ctx.dir)}
 
 
