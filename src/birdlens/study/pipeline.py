@@ -78,10 +78,37 @@ def augment_stage(ctx: StageContext) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- GAN
 def gan_stage(ctx: StageContext) -> dict[str, Any]:
-    from birdlens.augment.gan.api import run_gan_for_study
+    """Train the GAN on the training split, sample it, measure FD/KID-lite0, and build a real+GAN manifest."""
+    from birdlens.augment.gan.config import GANConfig
+    from birdlens.augment.gan.data import load_images
+    from birdlens.augment.gan.evaluate import gan_metrics
+    from birdlens.augment.gan.sample import write_samples
+    from birdlens.augment.gan.train import train_gan
+    from birdlens.data import load_manifest
+    from birdlens.data.manifest import Manifest
+    from birdlens.utils.atomic import write_json
 
-    return run_gan_for_study(ctx.inputs["data"]["dataset"], ctx.dir, ctx.config["gan"], seed=ctx.config["seed"],
-                             resume=ctx.resume, quiet=_quiet())
+    g = ctx.config["gan"]
+    seed = ctx.config["seed"]
+    manifest = load_manifest(ctx.inputs["data"]["dataset"])
+    train_set = load_images(manifest.split("train"), g["image_size"], classes=manifest.classes)
+    cfg = GANConfig(arch=g["arch"], image_size=g["image_size"], iterations=g["iterations"],
+                    batch_size=g["batch_size"], seed=seed, sample_every=g["iterations"],
+                    checkpoint_every=max(25, g["iterations"] // 4))
+    run = ctx.dir / "run"
+    result = train_gan(cfg, train_set, run, resume=ctx.resume, force=True, quiet=_quiet())
+    samples = write_samples(run, ctx.dir / "samples", g["per_class"], seed=seed, quiet=_quiet())
+    metrics = gan_metrics(run, train_set, seed=seed)
+    write_json(ctx.dir / "fd.json", metrics)
+    # real images + GAN samples (train split only), for models with use_gan: true
+    mixed = Manifest(list(manifest.records) + list(samples.records), ctx.dir)
+    mixed.to_csv(ctx.dir / "mixed.csv")
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "note"}
+    return {
+        "figures": [str(p) for p in result.grids[-1:]], "metrics": scalars, "note": metrics.get("note"),
+        "mixed_manifest": str(ctx.dir / "mixed.csv"), "samples": str(ctx.dir / "samples"),
+        "seconds": result.seconds,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- models

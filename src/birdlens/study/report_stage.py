@@ -35,6 +35,11 @@ def _ci(v: Any) -> str:
     return "—"
 
 
+def _params_m(params: Any) -> float | None:
+    total = params.get("total") if isinstance(params, dict) else params
+    return round(total / 1e6, 2) if isinstance(total, (int, float)) and total else None
+
+
 def _model_rows(inputs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name, s in inputs.items():
@@ -48,7 +53,7 @@ def _model_rows(inputs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "name": e.get("name", name.split(":", 1)[1]), "model": e.get("model"), "mode": e.get("mode"),
             "augment": e.get("augment"), "accuracy": m.get("accuracy"), "ci95": _ci(m.get("accuracy_ci95")),
             "macro_f1": m.get("macro_f1"), "top5": m.get("top5_accuracy"), "ece": m.get("ece"), "n": m.get("n"),
-            "train_s": meta.get("train_seconds"), "params_m": (meta.get("params") or 0) / 1e6 or None,
+            "train_s": meta.get("train_seconds"), "params_m": _params_m(meta.get("params")),
             "run": s["run"],
         })
     return rows
@@ -110,14 +115,24 @@ def _xeval_section(name: str, res: dict[str, Any], folder: Path) -> str:
         body.append(f"<tr><td>{_esc(method)}</td>{''.join(cells)}</tr>")
     parts = [f"<h3>{_esc(name)}</h3>",
              f"<table><thead><tr><th>method</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"]
-    sanity = res.get("sanity") or {}
-    if sanity:
-        parts.append("<p>Sanity check (cascading randomisation, Adebayo et al. 2018): " + ", ".join(
-            f"{_esc(m)}: <span class={'good' if v.get('passed') else 'bad'}>{'passes' if v.get('passed') else 'FAILS'}</span>"
-            for m, v in sanity.items()) + "</p>")
+    verdicts = (res.get("sanity") or {}).get("verdicts") or {}
+    if verdicts:
+        parts.append("<p>Sanity check (cascading randomisation, Adebayo et al. 2018; a method whose maps barely "
+                     "change when the weights are randomised fails): " + ", ".join(
+            f"{_esc(m)}: <span class={'good' if v == 'pass' else 'bad'}>{'passes' if v == 'pass' else 'FAILS'}</span>"
+            for m, v in verdicts.items()) + "</p>")
+    resolved = res.get("top_resolved") or {}
+    if resolved:
+        items = []
+        for metric, r in resolved.items():
+            if isinstance(r, dict) and r.get("best"):
+                word = "resolved" if r.get("resolved") else "not resolved"
+                items.append(f"{_esc(metric)}: {_esc(r['best'])} over {_esc(r.get('runner_up'))} ({word})")
+        parts.append("<p class=muted>Best vs runner-up, paired bootstrap: " + "; ".join(items) + "</p>")
     if res.get("notes"):
         parts.append(f"<p class=muted>{_esc(res['notes'])}</p>")
-    parts.append(figures_html([{"path": p, "caption": _caption(p)} for p in _figs(folder, "*.png")]))
+    figs = _figs(folder / "figures", "curves.png", "sanity.png", "bars_*.png")
+    parts.append(figures_html([{"path": p, "caption": _caption(p)} for p in figs]))
     return "".join(parts)
 
 
@@ -147,7 +162,11 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
                                           "Augmentation presets applied to the same images.")
     if "gan" in inputs:
         g = inputs["gan"]
-        sections["gan"] = figures_html([{"path": p, "caption": _caption(Path(p))} for p in g.get("figures", [])])
+        sections["gan"] = figures_html([
+            {"path": p, "caption": f"{cfg['gan']['arch']} after {cfg['gan']['iterations']} iterations, one row per "
+                                   "class (EMA generator, fixed noise)"} for p in g.get("figures", [])])
+        if g.get("note"):
+            sections["gan"] += f"<p class=muted>{_esc(g['note'])}</p>"
         if g.get("metrics"):
             sections["gan"] += html_table([{"metric": k, "value": v} for k, v in g["metrics"].items()],
                                           [("metric", "metric"), ("value", "value")])
@@ -156,7 +175,7 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
     for r in model_rows:
         figdir = Path(r["run"]) / "figures"
         curves += [{"path": p, "caption": f"{r['name']}: {_caption(p)}"} for p in _figs(figdir, "*curve*.png")]
-        confusion += [{"path": p, "caption": f"{r['name']}: {_caption(p)}"} for p in _figs(figdir, "*confusion*.png")]
+        confusion += [{"path": p, "caption": f"{r['name']}: {_caption(p)}"} for p in _figs(figdir, "*confusion*normalized*.png")]
     sections["curves"] = figures_html(curves) or "<p class=muted>No learning curves (probe-only models).</p>"
     sections["confusion"] = figures_html(confusion)
     best = max(range(len(model_rows)), key=lambda i: model_rows[i]["accuracy"] or -1) if model_rows else None

@@ -47,6 +47,7 @@ _LAZY = {
     "bootstrap_ci": "birdlens.explain.metrics.bootstrap",
     "cascading_randomisation": "birdlens.explain.metrics.sanity",
     "centre_maps": "birdlens.explain.metrics.baselines",
+    "evaluate_explanations": "birdlens.explain.metrics.evaluate",
     "energy_share": "birdlens.explain.metrics.localisation",
     "gaussian_blur": "birdlens.explain.metrics.perturbation",
     "get_metric": "birdlens.explain.metrics.base",
