@@ -12,7 +12,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("BIRDLENS_QUIET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)
 

@@ -123,9 +123,9 @@ def test_config_errors_name_field_value_and_allowed(tmp_path):
 
 
 def test_config_cross_references():
-    with pytest.raises(ConfigError, match="explain.models names"):
+    with pytest.raises(ConfigError, match=r"explain\.models names"):
         parse_study_config({"models": [{"name": "a", "model": "simple_cnn"}], "explain": {"models": ["b"]}})
     with pytest.raises(ConfigError, match="model names must be unique"):
         parse_study_config({"models": [{"name": "a", "model": "x"}, {"name": "a", "model": "y"}]})
-    with pytest.raises(ConfigError, match="data.path is empty"):
+    with pytest.raises(ConfigError, match=r"data\.path is empty"):
         parse_study_config({"data": {"source": "path"}, "models": [{"name": "a", "model": "x"}]})
