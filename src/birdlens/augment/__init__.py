@@ -5,27 +5,19 @@ Names are imported lazily so that ``import birdlens.augment.gan`` does not pull 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from birdlens.utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "KerasRandomAffine": "keras_affine",
-    "apply_keras_affine": "keras_affine",
-    "keras_affine_matrix": "keras_affine",
-    "PRESETS": "presets",
-    "augment_examples": "presets",
-    "augment_examples_figure": "presets",
-    "augmentation_ops": "presets",
-    "keras_paper_affine": "presets",
-    "make_train_transform": "presets",
-    "mixup_cutmix": "presets",
+    "KerasRandomAffine": "birdlens.augment.keras_affine",
+    "apply_keras_affine": "birdlens.augment.keras_affine",
+    "keras_affine_matrix": "birdlens.augment.keras_affine",
+    "PRESETS": "birdlens.augment.presets",
+    "augment_examples": "birdlens.augment.presets",
+    "augment_examples_figure": "birdlens.augment.presets",
+    "augmentation_ops": "birdlens.augment.presets",
+    "keras_paper_affine": "birdlens.augment.presets",
+    "make_train_transform": "birdlens.augment.presets",
+    "mixup_cutmix": "birdlens.augment.presets",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        module = importlib.import_module(f"birdlens.augment.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'birdlens.augment' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

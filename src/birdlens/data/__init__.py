@@ -1,6 +1,7 @@
 """Turn whatever a user has on disk into one :class:`~birdlens.data.manifest.Manifest`."""
 
 from birdlens.data.manifest import SPLITS, Manifest, Record, normalise_label, normalise_split
+from birdlens.utils.lazy import lazy_exports
 
 __all__ = [
     "SPLITS",
@@ -35,9 +36,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'birdlens.data' has no attribute {name!r}")
+__getattr__, _ = lazy_exports(__name__, _LAZY)

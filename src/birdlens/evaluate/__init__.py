@@ -1,5 +1,7 @@
 """Evaluation: accuracy with Wilson CI, per-class scores, calibration (ECE), confusion; figures; run tables."""
 
+from birdlens.utils.lazy import lazy_exports
+
 # Lazy exports: ``birdlens --help`` must not pay for importing torch (seconds on this CPU).
 _LAZY = {
     "classification_metrics": "birdlens.evaluate.metrics",
@@ -10,12 +12,4 @@ _LAZY = {
     "wilson_interval": "birdlens.evaluate.metrics",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)

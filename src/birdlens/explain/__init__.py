@@ -7,6 +7,8 @@ runner call. ``metrics/`` (explanation quality) lives alongside.
     exp.maps                                 # float32 [B, H, W], higher = more evidence for exp.target
 """
 
+from birdlens.utils.lazy import lazy_exports
+
 # Lazy exports: `birdlens --help` and `import birdlens.explain.metrics.cli` must not pay for importing torch.
 _LAZY = {
     "Explainer": "birdlens.explain.base",
@@ -18,12 +20,4 @@ _LAZY = {
     "select_output": "birdlens.explain.outputs",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)

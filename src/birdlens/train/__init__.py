@@ -4,6 +4,8 @@ Entry points: :func:`birdlens.train.api.train` (``TrainConfig`` -> run directory
 :func:`birdlens.train.checkpoint.load_trained` (run directory -> model ready for inference).
 """
 
+from birdlens.utils.lazy import lazy_exports
+
 # Lazy exports: ``birdlens --help`` must not pay for importing torch (seconds on this CPU).
 _LAZY = {
     "TrainConfig": "birdlens.train.config",
@@ -12,12 +14,4 @@ _LAZY = {
     "train": "birdlens.train.api",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)

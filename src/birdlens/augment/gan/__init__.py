@@ -5,6 +5,8 @@ Flow: ``data.load_images`` -> ``train.train_gan`` (run folder with checkpoints a
 (FD-lite0 / KID-lite0 / CAS) and ``ablation.run_ablation`` (does GAN data help a classifier?).
 """
 
+from birdlens.utils.lazy import lazy_exports
+
 # Lazy exports: ``birdlens --help`` must not pay for importing torch (seconds on this CPU).
 _LAZY = {
     "ARCHS": "birdlens.augment.gan.config",
@@ -16,12 +18,4 @@ _LAZY = {
     "mmd2_unbiased": "birdlens.augment.gan.metrics",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)

@@ -23,6 +23,8 @@ seeded sample of images with each method, scores every applicable metric, bootst
 ``results.json`` plus figures.
 """
 
+from birdlens.utils.lazy import lazy_exports
+
 # Lazy exports: `birdlens --help` must not pay for importing torch (seconds on this CPU).
 _LAZY = {
     "BASELINES": "birdlens.explain.metrics.baselines",
@@ -67,12 +69,4 @@ _LAZY = {
     "true_part_importance": "birdlens.explain.metrics.parts",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)
