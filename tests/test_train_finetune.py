@@ -47,6 +47,39 @@ def test_warmup_cosine_schedule() -> None:
     assert warmup_cosine(5, 6, 2, 20) == 0.0  # backbone before unfreezing
 
 
+def test_finetune_defaults_pretrained_vs_scratch(tmp_path: Path) -> None:
+    """Pretrained fine-tuning defaults to gentle LP-FT with frozen BatchNorm; from scratch keeps the plain recipe."""
+    from birdlens.train.config import resolve
+
+    pre = resolve(TrainConfig(data="d", out=str(tmp_path), model="efficientnet_lite0", mode="finetune"), 224)
+    assert (pre.head_init, pre.freeze_bn, pre.head_epochs, pre.lr, pre.backbone_lr_ratio, pre.label_smoothing) == (
+        "probe", True, 0, 1e-4, 0.2, 0.0)
+    rnd = resolve(TrainConfig(data="d", out=str(tmp_path), model="efficientnet_lite0", mode="finetune",
+                              head_init="random"), 224)
+    assert (rnd.head_epochs, rnd.lr, rnd.backbone_lr_ratio, rnd.freeze_bn) == (1, 1e-3, 0.1, True)
+    scratch = resolve(TrainConfig(data="d", out=str(tmp_path), model="simple_cnn", mode="finetune"), 128)
+    assert (scratch.head_init, scratch.freeze_bn, scratch.head_epochs, scratch.lr, scratch.backbone_lr_ratio) == (
+        "random", False, 0, 1e-3, 1.0)
+    probe = resolve(TrainConfig(data="d", out=str(tmp_path), model="efficientnet_lite0"), 224)
+    assert probe.head_init == "random" and probe.freeze_bn is False
+
+
+def test_freeze_bn_keeps_every_batchnorm_in_eval_mode(tmp_path: Path) -> None:
+    from birdlens.models import create_model
+    from birdlens.train.config import resolve
+    from birdlens.train.module import Classifier
+
+    model = create_model("efficientnet_lite0", num_classes=3, pretrained=False)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for freeze in (True, False):
+        cfg = resolve(TrainConfig(data="d", out=str(tmp_path), model="efficientnet_lite0", mode="finetune",
+                                  freeze_bn=freeze, head_epochs=0), 224)
+        module = Classifier(model, cfg, n_train=8)
+        module._apply_freeze()
+        assert model.training and all(m.training != freeze for m in bns)
+        assert all(p.requires_grad for m in bns for p in m.parameters())  # affine still trains
+
+
 def test_head_first_then_unfreeze_with_local_weights(tiny_data: Path, tmp_path: Path) -> None:
     """With a pretrained (here: a local weights file) backbone, epoch 1 trains only the head."""
     from birdlens.models import create_model
@@ -63,8 +96,8 @@ def test_head_first_then_unfreeze_with_local_weights(tiny_data: Path, tmp_path: 
         def on_train_epoch_end(self, trainer, pl_module):  # type: ignore[no-untyped-def]
             seen[trainer.current_epoch] = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
 
-    run = train(_cfg(tiny_data, tmp_path / "run", weights=str(weights), head_epochs=1, epochs=2, patience=None),
-                evaluate=False, callbacks=[Snapshot()])
+    run = train(_cfg(tiny_data, tmp_path / "run", weights=str(weights), head_epochs=1, epochs=2, patience=None,
+                     head_init="random"), evaluate=False, callbacks=[Snapshot()])
     init = load_file(str(weights))
     conv = "features.0.conv.weight"
     assert torch.equal(seen[0][conv], init[conv]), "backbone moved while frozen"
@@ -196,5 +229,5 @@ def test_big_models_train_one_step_and_evaluate_offline(name: str, size: int, ti
     # the saved weights work as a local --weights file for a new run
     run2 = train(_cfg(tiny_data, tmp_path / "run2", model=name, weights=str(run / "best.safetensors"),
                       image_size=size, epochs=1, batch_size=2, limit_train_batches=1, limit_val_batches=1,
-                      head_epochs=1, patience=None), evaluate=False)
+                      head_epochs=1, head_init="random", patience=None), evaluate=False)
     assert json.loads((run2 / "meta.json").read_text())["weights"].startswith("file:")

@@ -90,7 +90,7 @@ class SimpleCNN(nn.Module):
         ]
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")  # Keras uses glorot; both train fine
+                nn.init.xavier_uniform_(m.weight)  # Keras' glorot_uniform default (He init: dead ReLUs here)
                 nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -38,14 +38,20 @@ class TrainConfig(BaseModel):
 
     # how long / how
     epochs: int | None = Field(None, ge=1, description="finetune: total epochs (head + unfrozen); probe: ignored")
-    head_epochs: int = Field(1, ge=0, description="finetune: epochs with the backbone frozen before unfreezing")
-    head_init: Literal["random", "probe"] = Field("random", description="finetune: start the head from a probe "
-                                                 "fitted on cached features (LP-FT, Kumar et al. 2022)")
+    head_epochs: int | None = Field(None, ge=0, description="finetune: epochs with the backbone frozen before "
+                                    "unfreezing; None: 0 with a probe-initialised head, else 1")
+    head_init: Literal["random", "probe"] | None = Field(
+        None, description="finetune: start the head from a probe fitted on cached features (LP-FT, Kumar et al. "
+        "2022); None: probe for a pretrained backbone, random from scratch")
+    freeze_bn: bool | None = Field(None, description="finetune: keep every BatchNorm layer in eval mode (running "
+                                   "statistics fixed, affine still trained); None: on for pretrained backbones")
     unfreeze_stages: int | None = Field(None, ge=0, description="finetune: unfreeze the last N stages; None = all")
     batch_size: int = Field(16, ge=1)
-    lr: float | None = Field(None, gt=0, description="head learning rate (backbone gets lr * backbone_lr_ratio)")
-    backbone_lr_ratio: float | None = Field(None, gt=0, le=1, description="backbone LR / head LR; None: 0.1 "
-                                            "for pretrained backbones, 1 from scratch")
+    lr: float | None = Field(None, gt=0, description="head learning rate (backbone gets lr * backbone_lr_ratio); "
+                             "None: 1e-4 with a probe-initialised head, else 1e-3")
+    backbone_lr_ratio: float | None = Field(None, gt=0, le=1, description="backbone LR / head LR; None: 0.2 "
+                                            "with a probe-initialised head, 0.1 for other pretrained backbones, "
+                                            "1 from scratch")
     weight_decay: float | None = Field(None, ge=0)
     optimizer: Literal["auto", "adamw", "adam", "sgd"] = "auto"
     warmup_epochs: float = Field(0.5, ge=0)
@@ -108,9 +114,24 @@ def default_cache_root() -> Path:
 
 
 def resolve(cfg: TrainConfig, default_image_size: int) -> TrainConfig:
-    """Fill every ``None``/``auto`` with the value the run will really use (written to ``config.yaml``)."""
+    """Fill every ``None``/``auto`` with the value the run will really use (written to ``config.yaml``).
+
+    Fine-tuning a pretrained backbone defaults to LP-FT with gentle settings, measured on the 20-species bird
+    set (840 train images, batch 16, CPU; ``benchmarks/train_accuracy.py --only finetune``): the head starts
+    from the linear probe (``head_init=probe``, no head-only epoch), BatchNorm statistics stay frozen
+    (``freeze_bn``: batches of 16 from 840 images give noisy statistics that replace ImageNet's and cost the
+    probe's accuracy in the first epoch), head LR 1e-4 (the probe head is already at its optimum; 1e-3 moves it
+    away) and backbone LR 2e-5. The earlier defaults (random/probe head at 1e-3, backbone 1e-4, BN in train
+    mode, label smoothing 0.1) fell from the probe's 0.956 to 0.817 test accuracy after 3 epochs.
+    """
     simple = cfg.model == "simple_cnn"
     updates: dict[str, Any] = {}
+    from_scratch = not cfg.pretrained or (simple and cfg.weights is None)
+    head_init = cfg.head_init or ("random" if from_scratch or cfg.mode != "finetune" else "probe")
+    lp_ft = cfg.mode == "finetune" and head_init == "probe"
+    updates["head_init"] = head_init
+    if cfg.freeze_bn is None:
+        updates["freeze_bn"] = cfg.mode == "finetune" and not from_scratch
     if cfg.image_size is None:
         updates["image_size"] = int(default_image_size)
     if cfg.epochs is None:
@@ -118,16 +139,17 @@ def resolve(cfg: TrainConfig, default_image_size: int) -> TrainConfig:
     if cfg.optimizer == "auto":
         updates["optimizer"] = "adam" if simple else "adamw"
     if cfg.lr is None:
-        updates["lr"] = 1e-3
+        updates["lr"] = 1e-4 if lp_ft else 1e-3
     if cfg.weight_decay is None:
         updates["weight_decay"] = 0.0 if simple else 0.05
     if cfg.probe_views is None:
         updates["probe_views"] = 0 if cfg.augment == "none" else 4
     if cfg.feature_cache is None:
         updates["feature_cache"] = str(default_cache_root() / "features")
-    from_scratch = not cfg.pretrained or (simple and cfg.weights is None)
-    if cfg.mode == "finetune" and cfg.head_epochs and from_scratch:
+    if cfg.head_epochs is None:
+        updates["head_epochs"] = 0 if lp_ft or from_scratch else 1
+    elif cfg.mode == "finetune" and cfg.head_epochs and from_scratch:
         updates["head_epochs"] = 0  # a from-scratch network has no backbone worth freezing
     if cfg.backbone_lr_ratio is None:
-        updates["backbone_lr_ratio"] = 1.0 if from_scratch else 0.1
+        updates["backbone_lr_ratio"] = 1.0 if from_scratch else 0.2 if lp_ft else 0.1
     return cfg.model_copy(update=updates)

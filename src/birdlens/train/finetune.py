@@ -100,7 +100,7 @@ def run_finetune(ctx: RunContext, callbacks: list[Callback] | None = None) -> di
         update_meta(out, best_epoch=trainer.current_epoch,
                     valid={"loss": _f(m.get("val_loss")), "accuracy": _f(m.get("val_acc"))})
 
-    epoch_log = EpochLog(out / rundir.LOG, head_epochs=cfg.head_epochs)
+    epoch_log = EpochLog(out / rundir.LOG, head_epochs=cfg.head_epochs or 0)
     cbs: list[Callback] = [epoch_log, BestSafetensors(out, monitor=monitor, mode=mode, on_best=on_best),
                            *last_checkpoints(out, cfg.checkpoint_every_n_steps)]
     if cfg.patience:

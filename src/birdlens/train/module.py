@@ -6,6 +6,8 @@ Schedule (per optimiser step, one ``LambdaLR`` with a factor per parameter group
 * backbone (lr * backbone_lr_ratio): 0 during the ``head_epochs`` (its parameters are also frozen, and its
   BatchNorm statistics kept, so those epochs cost about a forward pass), then its own warm-up and cosine.
 
+With ``freeze_bn`` every BatchNorm layer stays in eval mode (its affine parameters still train).
+
 Only the last ``unfreeze_stages`` backbone stages ever train when that is set. The global RNG state is stored
 in the checkpoint, so dropout after a resume draws what it would have drawn.
 """
@@ -65,7 +67,7 @@ class Classifier(L.LightningModule):
     # ------------------------------------------------------------------------------------------ freezing
     @property
     def backbone_frozen(self) -> bool:
-        return self.current_epoch < self.cfg.head_epochs
+        return self.current_epoch < (self.cfg.head_epochs or 0)
 
     def _apply_freeze(self) -> None:
         frozen = self.backbone_frozen
@@ -74,6 +76,10 @@ class Classifier(L.LightningModule):
                 p.requires_grad_(not frozen)
             self._frozen = frozen
         set_train_mode(self.model)  # frozen BatchNorm layers keep their pretrained statistics
+        if self.cfg.freeze_bn:  # all of them (``freeze_bn``): small batches would overwrite ImageNet's statistics
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._apply_freeze()
@@ -139,7 +145,7 @@ class Classifier(L.LightningModule):
         total = cfg.epochs * spe
         warm = round(cfg.warmup_epochs * spe)
         head_start = 0
-        bb_start = min(cfg.head_epochs, cfg.epochs) * spe
+        bb_start = min(cfg.head_epochs or 0, cfg.epochs) * spe
         fns = [(lambda s: warmup_cosine(s, bb_start, warm, total)) if g["name"].startswith("backbone")
                else (lambda s: warmup_cosine(s, head_start, warm, total)) for g in groups]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, fns)
