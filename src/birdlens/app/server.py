@@ -189,21 +189,22 @@ def create_app(service: ModelService, examples: Sequence[ExampleImage] = (),
         prep = await read_image(image)
         return status(submit(prep, method, params, target, False))
 
-    @app.get("/api/tasks/{task_id}", response_model=TaskStatus, tags=["model"],
-             responses={404: {"description": "unknown or expired task"}})
-    async def get_task(task_id: str) -> TaskStatus:
+    def task_or_404(task_id: str):  # type: ignore[no-untyped-def]
         task = service.queue.get(task_id)
         if task is None:
             raise HTTPException(404, "unknown or expired task")
-        return status(task)
+        return task
+
+    @app.get("/api/tasks/{task_id}", response_model=TaskStatus, tags=["model"],
+             responses={404: {"description": "unknown or expired task"}})
+    async def get_task(task_id: str) -> TaskStatus:
+        return status(task_or_404(task_id))
 
     @app.delete("/api/tasks/{task_id}", response_model=TaskStatus, tags=["model"],
                 responses={404: {"description": "unknown or expired task"}})
     async def cancel_task(task_id: str) -> TaskStatus:
         """Stop a queued or running task at its next model forward (the page does this on a new photo)."""
-        task = service.queue.get(task_id)
-        if task is None:
-            raise HTTPException(404, "unknown or expired task")
+        task = task_or_404(task_id)
         task.watch.cancel()
         return status(task)
 
