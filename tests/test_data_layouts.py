@@ -127,3 +127,16 @@ def test_shared_bird_photos_are_found_exactly(shared_birds: Path) -> None:
     folders = read_split_folders(shared_birds)
     assert sorted((r.path.resolve(), r.label, r.split) for r in folders.manifest) == \
         sorted((r.path.resolve(), r.label, r.split) for r in d.manifest)
+
+
+def test_manifest_csv_outside_the_data_folder_reads_back_from_any_directory(tmp_path: Path, monkeypatch) -> None:
+    # a run directory's manifest with images given by a path relative to the working directory
+    # (`birdlens train --data ../shared/...`): the images must be found again from the run directory
+    save_image(tmp_path / "data" / "train" / "A" / "1.png", 1)
+    monkeypatch.chdir(tmp_path)
+    rel = Path("data") / "train" / "A" / "1.png"
+    (tmp_path / "run").mkdir()
+    Manifest([Record(rel, "A", "train")], tmp_path / "data").to_csv(tmp_path / "run" / "manifest.csv")
+    monkeypatch.chdir(tmp_path / "run")
+    back = Manifest.from_csv(tmp_path / "run" / "manifest.csv")
+    assert back[0].path.is_file() and back[0].path.resolve() == (tmp_path / "data" / "train" / "A" / "1.png")

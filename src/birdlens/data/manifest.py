@@ -146,11 +146,11 @@ class Manifest:
 
 
 def _rel(p: Path, base: Path) -> str:
-    p = Path(p)
+    p = Path(p).resolve()
     try:
-        return p.resolve().relative_to(base).as_posix()
+        return p.relative_to(base).as_posix()
     except ValueError:
-        return str(p)
+        return str(p)  # absolute: a path relative to the current directory would be read against the CSV's
 
 
 def _fmt(v: float | str) -> str:

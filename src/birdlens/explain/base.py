@@ -153,8 +153,11 @@ class Explainer(ABC):
         std: Sequence[float] | None = None,
         data_config: Any = None,
         model_name: str | None = None,
+        fold_bn: bool = True,
     ) -> None:
         self.model = model.eval()
+        self.fold_bn = fold_bn
+        self._fast: nn.Module | None = None
         self.output = output
         self.channels_last = channels_last
         self.model_name = model_name
@@ -172,6 +175,20 @@ class Explainer(ABC):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The selected model output (logits) for a prepared batch."""
         return select_output(self.model(x), self.output)
+
+    def fast_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for no-grad perturbation batches, from a BatchNorm-folded copy of the model when
+        ``fold_bn`` (1.3-1.4x faster on CPU; the copy is verified against the model, else not used)."""
+        if not self.fold_bn:
+            return self.logits(x)
+        if self._fast is None:
+            from birdlens.models.fold import fold_batchnorm
+
+            with torch.autocast(device_type=x.device.type, enabled=False):  # verify in fp32, not bf16
+                result = fold_batchnorm(self.model, x[:2].float())
+            self._fast = result.model
+            self.params["fold_bn"] = result.folded  # conv/BN pairs merged (0: the model as is)
+        return select_output(self._fast(x), self.output)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Move to the model's device as float32 (channels_last when enabled)."""

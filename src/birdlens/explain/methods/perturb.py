@@ -36,7 +36,7 @@ def target_values(
 ) -> torch.Tensor:
     """Model output for class ``target`` on a batch of perturbed images, float64 ``[N]``."""
     with torch.inference_mode(), precision_context(precision, batch.device):
-        out = explainer.logits(explainer.to_memory_format(batch)).float()
+        out = explainer.fast_logits(explainer.to_memory_format(batch)).float()
     if score == "prob":
         out = out.softmax(1)
     return out[:, target].double().cpu()
