@@ -113,6 +113,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--image")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    ap.add_argument("--lime-batch", type=int, help="our LIME's batch_size (default: the library default)")
+    ap.add_argument("--reps", type=int, default=2, help="alternating runs of ours and the library's (best kept)")
     ap.add_argument("--quick", action="store_true", help="smaller budgets (a smoke run, not the targets)")
     ap.add_argument("--skip-lib", action="store_true", help="skip the slow reference LIME/SHAP runs")
     ap.add_argument("--only", default="gradcam,ig,lime,shap", help="sections to run")
@@ -238,17 +240,32 @@ def main() -> None:
             note=f"(top-5 superpixels same as fp32: {sa == sb}, Jaccard {len(sa & sb) / len(sa | sb):.2f}, "
                  f"map r={np.corrcoef(a.ravel(), b.ravel())[0, 1]:.4f})")
 
+    def ours_vs_lib(run_ours, run_lib):
+        """Best of ``--reps`` runs of ours and the library's, alternated so a load change hits both alike;
+        returns (our seconds, our model evaluations, our seconds inside the model, library seconds)."""
+        best, t_lib = (float("inf"), 0, 0.0), None
+        for _ in range(args.reps):
+            with clock.running():
+                t, _ = timed(run_ours)
+            if t < best[0]:
+                best = (t, clock.images, clock.seconds)
+            if run_lib is not None:
+                tl, _ = timed(run_lib)
+                t_lib = tl if t_lib is None else min(t_lib, tl)
+        return best[0], best[1], best[2], t_lib
+
     # ---- LIME ----------------------------------------------------------------------------------------
     if "lime" in sections:
         refresh_floor()
-        lime_ours = make_explainer("lime", model, num_samples=n_lime, seed=0, **norm)
+        lime_kw = {} if args.lime_batch is None else {"batch_size": args.lime_batch}
+        lime_ours = make_explainer("lime", model, num_samples=n_lime, seed=0, **norm, **lime_kw)
         from birdlens.explain.methods.segmentation import clear_cache
 
-        clear_cache()  # the timed call pays for its segmentation, as lime does
-        with clock.running():
-            t_ours, _ = timed(lambda: lime_ours.explain(x1))
-        ev, ms = clock.images, clock.seconds
-        t_lib = None
+        def run_ours():
+            clear_cache()  # every timed call pays for its segmentation, as lime does
+            return lime_ours.explain(x1)
+
+        run_lib = None
         if not args.skip_lib:
             from lime.lime_image import LimeImageExplainer
 
@@ -257,8 +274,11 @@ def main() -> None:
                 with torch.inference_mode():
                     return model(xb.contiguous(memory_format=torch.channels_last)).softmax(1).numpy()
 
-            t_lib, _ = timed(lambda: LimeImageExplainer(random_state=0).explain_instance(
-                img, classifier_fn, num_samples=n_lime, random_seed=0))
+            def run_lib():
+                return LimeImageExplainer(random_state=0).explain_instance(
+                    img, classifier_fn, num_samples=n_lime, random_seed=0)
+
+        t_ours, ev, ms, t_lib = ours_vs_lib(run_ours, run_lib)
         row(f"lime ({n_lime} samples) fp32", t_ours, t_lib, ev, "folded", ms,
             note=f"(x plain-model floor {t_ours / (ev / fp32_rate):.2f})")
         bf16_agreement("lime", "num_samples", args.bf16_budget[0])
@@ -267,10 +287,7 @@ def main() -> None:
     if "shap" in sections:
         refresh_floor()
         shap_ours = make_explainer("shap", model, max_evals=n_shap, seed=0)
-        with clock.running():
-            t_ours, _ = timed(lambda: shap_ours.explain(x1))
-        ev, ms = clock.images, clock.seconds
-        t_lib = None
+        run_lib = None
         if not args.skip_lib:
             import shap
 
@@ -283,7 +300,11 @@ def main() -> None:
             explainer = shap.Explainer(f, masker)
             top1 = shap.Explanation.argsort.flip[:1]
             explainer(img[None], max_evals=20, outputs=top1, silent=True)  # numba compile, not timed
-            t_lib, _ = timed(lambda: explainer(img[None], max_evals=n_shap, outputs=top1, silent=True))
+
+            def run_lib():
+                return explainer(img[None], max_evals=n_shap, outputs=top1, silent=True)
+
+        t_ours, ev, ms, t_lib = ours_vs_lib(lambda: shap_ours.explain(x1), run_lib)
         row(f"shap ({n_shap} evals) fp32", t_ours, t_lib, ev, "folded", ms,
             note=f"(x plain-model floor {t_ours / (ev / fp32_rate):.2f})")
         bf16_agreement("shap", "max_evals", args.bf16_budget[1])
