@@ -31,12 +31,22 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
         yield
 
 
+#: images per forward pass: Lite0 on a 2-core CPU runs ~1.2x more images/s at 4 than at 8-10 (cache-sized
+#: activations; measured alternately with LIME at 240 samples: 6.1 s at 4, 7.4 s at 8, 8.3 s at 12)
+FORWARD_CHUNK = 4
+
+
 def target_values(
-    explainer: Explainer, batch: torch.Tensor, target: int, score: str, precision: str
+    explainer: Explainer, batch: torch.Tensor, target: int, score: str, precision: str,
+    chunk: int = FORWARD_CHUNK,
 ) -> torch.Tensor:
-    """Model output for class ``target`` on a batch of perturbed images, float64 ``[N]``."""
+    """Model output for class ``target`` on a batch of perturbed images, float64 ``[N]`` (the forward runs in
+    chunks of ``chunk`` images; each image's output does not depend on the chunking)."""
     with torch.inference_mode(), precision_context(precision, batch.device):
-        out = explainer.fast_logits(explainer.to_memory_format(batch)).float()
+        out = torch.cat([
+            explainer.fast_logits(explainer.to_memory_format(batch[i : i + chunk])).float()
+            for i in range(0, batch.shape[0], max(1, chunk))
+        ])
     if score == "prob":
         out = out.softmax(1)
     return out[:, target].double().cpu()

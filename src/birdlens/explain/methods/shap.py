@@ -6,7 +6,7 @@ the features are the ``H*W*C`` input values; the partition tree splits the wides
 until a side is 1, then the channels; hidden features show ``cv2.blur(image, (k, k))``; starting from
 (all hidden, all shown) a priority queue (key ``-|f(child) - f(parent)| * weight``, ties broken by
 ``np.random.randn()``) expands the node with the largest effect by evaluating its two children in the two
-contexts, ``batch_size`` masks per model call, until ``max_evals`` evaluations are spent; what remains in the
+contexts, ``batch_size`` masks per expansion step, until ``max_evals`` evaluations are spent; what remains in the
 queue keeps ``(f11 - f00) * weight`` on its node, and every node's value is spread evenly over its pixels.
 
 Why our own: shap keeps a dense ``(2M - 1) x M`` sparse mask matrix (M = 150,528 for a 224 px image), builds
@@ -14,7 +14,8 @@ each masked image in numpy and copies it to the model (2.7 s of its 8.7 s per Li
 is a tuple of boxes of the partition, painted into a boolean tensor on the model's device and blended with one
 ``torch.where``, and the blur is an exact torch box filter. With the same ``batch_size`` and ``seed`` as shap
 (whose tie-break draws come from numpy's global RandomState), the evaluation order is the same, so the values
-agree to float rounding (tested).
+agree to float rounding (tested). The masks of one step go through the model in chunks of ``forward_chunk``
+images (4 is ~1.2x faster than shap's 10 on a 2-core CPU); chunking never changes the order or the values.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class PartitionShap(Explainer):
         max_evals: int = 500,
         blur_kernel: int = 128,
         batch_size: int = 10,
+        forward_chunk: int = 4,
         seed: int = 0,
         score: str = "prob",
         precision: str = "fp32",
@@ -77,6 +79,7 @@ class PartitionShap(Explainer):
         self.max_evals = int(max_evals)
         self.blur_kernel = int(blur_kernel)
         self.batch_size = int(batch_size)
+        self.forward_chunk = int(forward_chunk)
         self.seed = int(seed)
         self.score = score
         self.precision = precision
@@ -85,6 +88,7 @@ class PartitionShap(Explainer):
             blur_kernel=self.blur_kernel,
             masker=f"blur({self.blur_kernel},{self.blur_kernel})",
             batch_size=self.batch_size,
+            forward_chunk=self.forward_chunk,
             seed=self.seed,
             score=score,
             precision=precision,
@@ -97,7 +101,7 @@ class PartitionShap(Explainer):
             for x0, x1, y0, y1, z0, z1 in boxes:
                 keep[j, z0:z1, x0:x1, y0:y1] = True
         batch = torch.where(keep, xi, blurred)
-        return target_values(self, batch, target, self.score, self.precision).tolist()
+        return target_values(self, batch, target, self.score, self.precision, chunk=self.forward_chunk).tolist()
 
     def owen(self, xi: torch.Tensor, target: int) -> tuple[torch.Tensor, float, float, int]:
         """Owen values of one image ``[1, C, H, W]``: (map ``[H, W]``, f(all hidden), f(image), evals)."""
