@@ -42,7 +42,7 @@ def test_fold_single_pair_by_hand() -> None:
     assert float(folded_conv.bias.detach()) == pytest.approx(-2.5)
     assert isinstance(res.model[1], nn.Identity)
     assert torch.allclose(res.model(torch.ones(1, 1, 2, 2)), torch.full((1, 1, 2, 2), -0.5))
-    assert float(model[0].weight) == 2.0  # the original is untouched
+    assert float(model[0].weight.detach()) == 2.0  # the original is untouched
 
 
 class Residual(nn.Module):
@@ -100,3 +100,36 @@ def test_fold_lite0_matches_and_lime_is_unchanged() -> None:
     a, b = fast.scores["weights"][0].numpy(), plain.scores["weights"][0].numpy()
     np.testing.assert_allclose(a, b, atol=1e-5 * max(1.0, float(np.abs(b).max())))
     assert set(np.argsort(-a)[:5]) == set(np.argsort(-b)[:5])
+
+
+def test_uncopyable_model_is_used_as_is() -> None:
+    import threading
+
+    class Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 3, 1), _bn(3, 0))
+            self.lock = threading.Lock()  # deepcopy raises on a lock
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    model = Holder().eval()
+    res = fold_batchnorm(model, torch.randn(1, 3, 4, 4))
+    assert res.folded == 0 and res.model is model and "cannot be copied" in res.reason
+
+
+def test_watched_model_copy_shares_its_watch() -> None:
+    from birdlens.app.tasks import TaskCancelled, Watch, WatchedModel
+
+    watch = Watch(total=10)
+    wm = WatchedModel(nn.Sequential(nn.Conv2d(3, 3, 1), _bn(3, 0)).eval(), watch).eval()
+    res = fold_batchnorm(wm, torch.randn(2, 3, 4, 4))
+    assert res.folded == 1 and res.model is not wm
+    seen = watch.seen
+    with torch.inference_mode():
+        res.model(torch.randn(3, 3, 4, 4))
+    assert watch.seen == seen + 3  # the folded copy reports progress to the same watch
+    watch.cancel()
+    with pytest.raises(TaskCancelled):
+        res.model(torch.randn(1, 3, 4, 4))

@@ -83,6 +83,13 @@ class WatchedModel(nn.Module):
         self.watch.tick(int(x.shape[0]) if x.ndim == 4 else 1)
         return self.model(x)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> WatchedModel:
+        # a copy (e.g. the BatchNorm-folded one LIME/SHAP run) must tick the *same* watch: progress,
+        # deadline and cancel live there (and a threading.Event cannot be copied anyway)
+        import copy
+
+        return WatchedModel(copy.deepcopy(self.model, memo), self.watch)
+
 
 @dataclass
 class Task(Generic[T]):

@@ -106,7 +106,10 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, rtol: float = 1e-4) 
     pairs = _pairs(model, example)
     if not pairs:
         return FoldResult(model, 0, 0.0, "no Conv2d -> BatchNorm2d pair in the data flow")
-    fused = copy.deepcopy(model)
+    try:
+        fused = copy.deepcopy(model)
+    except Exception as e:  # a wrapper holding locks, files...: fold nothing rather than fail the explanation
+        return FoldResult(model, 0, 0.0, f"the model cannot be copied ({type(e).__name__}: {e})")
     for conv_name, bn_name in pairs:
         conv = fused.get_submodule(conv_name)
         bn = fused.get_submodule(bn_name)
