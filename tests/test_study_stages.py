@@ -129,3 +129,28 @@ def test_config_cross_references():
         parse_study_config({"models": [{"name": "a", "model": "x"}, {"name": "a", "model": "y"}]})
     with pytest.raises(ConfigError, match=r"data\.path is empty"):
         parse_study_config({"data": {"source": "path"}, "models": [{"name": "a", "model": "x"}]})
+
+
+def test_findings_claim_a_difference_only_when_the_intervals_separate() -> None:
+    from birdlens.study.report_stage import _findings
+
+    def row(name, model, mode, augment, acc, ci):
+        return {"name": name, "model": model, "mode": mode, "augment": augment, "accuracy": acc,
+                "ci95": f"[{ci[0]:.3f}, {ci[1]:.3f}]", "ci95_values": ci}  # as _model_rows builds them
+
+    rows = [row("cnn-none", "simple_cnn", "scratch", "none", 0.250, [0.16, 0.36]),
+            row("cnn-keras", "simple_cnn", "scratch", "keras-paper", 0.264, [0.18, 0.38]),
+            row("lite0", "efficientnet_lite0", "probe", "none", 0.903, [0.81, 0.95])]
+    xeval = {"lite0": {"methods": {
+        "shap": {"deletion": {"mean": 0.12, "ci95": [0.07, 0.18], "higher_is_better": False}},
+        "lime": {"deletion": {"mean": 0.28, "ci95": [0.19, 0.37], "higher_is_better": False}},
+        "ig": {"deletion": {"mean": 0.30, "ci95": [0.10, 0.40], "higher_is_better": False}},
+    }}}
+    text = _findings(rows, xeval)
+    aug = next(t for t in text if t.startswith("Augmentation"))
+    assert "not clearly better" in aug and " beats " not in aug
+    transfer = next(t for t in text if t.startswith("Transfer"))
+    assert " beats " in transfer
+    deletion = next(t for t in text if "deletion" in t)
+    assert "shap ranks first (0.120)" in deletion and "lime is second" in deletion
+    assert "intervals do not overlap" in deletion

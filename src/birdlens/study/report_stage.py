@@ -52,11 +52,23 @@ def _model_rows(inputs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({
             "name": e.get("name", name.split(":", 1)[1]), "model": e.get("model"), "mode": e.get("mode"),
             "augment": e.get("augment"), "accuracy": m.get("accuracy"), "ci95": _ci(m.get("accuracy_ci95")),
+            "ci95_values": m.get("accuracy_ci95"),
             "macro_f1": m.get("macro_f1"), "top5": m.get("top5_accuracy"), "ece": m.get("ece"), "n": m.get("n"),
             "train_s": meta.get("train_seconds"), "params_m": _params_m(meta.get("params")),
             "run": s["run"],
         })
     return rows
+
+
+def _versus(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """'beats' only when the 95% intervals do not overlap; otherwise say the difference is not clear."""
+    ca, cb = a.get("ci95_values"), b.get("ci95_values")
+    separate = bool(ca and cb) and (ca[0] > cb[1] or cb[0] > ca[1])
+    if a["accuracy"] > b["accuracy"]:
+        return "beats" if separate else "is ahead of, but not clearly better than (95% intervals overlap),"
+    if a["accuracy"] < b["accuracy"]:
+        return "is worse than" if separate else "does not beat (95% intervals overlap)"
+    return "ties with"
 
 
 def _findings(rows: list[dict[str, Any]], xeval: dict[str, dict[str, Any]]) -> list[str]:
@@ -68,14 +80,14 @@ def _findings(rows: list[dict[str, Any]], xeval: dict[str, dict[str, Any]]) -> l
     aug = [r for r in cnn if r["augment"] != "none"]
     if plain and aug:
         a, b = max(aug, key=lambda r: r["accuracy"]), plain[0]
-        verdict = "beats" if a["accuracy"] > b["accuracy"] else "does not beat"
+        verdict = _versus(a, b)
         out.append(f"Augmentation: the simple CNN with {a['augment']} ({a['accuracy']:.3f}, 95% CI {a['ci95']}) "
                    f"{verdict} the one without ({b['accuracy']:.3f}, CI {b['ci95']}).")
     pre = [r for r in rows if r["mode"] in ("probe", "finetune") and r["model"] != "simple_cnn" and r["accuracy"] is not None]
     scratch = [r for r in rows if (r["mode"] == "scratch" or r["model"] == "simple_cnn") and r["accuracy"] is not None]
     if pre and scratch:
         p, s = max(pre, key=lambda r: r["accuracy"]), max(scratch, key=lambda r: r["accuracy"])
-        verdict = "beats" if p["accuracy"] > s["accuracy"] else "does not beat"
+        verdict = _versus(p, s)
         out.append(f"Transfer learning: {p['name']} ({p['accuracy']:.3f}) {verdict} the best model trained from "
                    f"scratch, {s['name']} ({s['accuracy']:.3f}).")
     for model, res in xeval.items():
@@ -85,9 +97,14 @@ def _findings(rows: list[dict[str, Any]], xeval: dict[str, dict[str, Any]]) -> l
             if len(scored) < 2:
                 continue
             higher = next(iter(scored.values())).get("higher_is_better", True)
-            best = (max if higher else min)(scored, key=lambda m: scored[m]["mean"])
+            order = sorted(scored, key=lambda m: scored[m]["mean"], reverse=higher)
+            best, second = order[0], order[1]
+            c1, c2 = scored[best].get("ci95"), scored[second].get("ci95")
+            overlap = not (c1 and c2) or (c1[0] <= c2[1] and c2[0] <= c1[1])
+            tail = (f"; {second} is second ({scored[second]['mean']:.3f}) and their 95% intervals "
+                    f"{'overlap' if overlap else 'do not overlap'}")
             out.append(f"Explanations of {model}, {metric} ({'higher' if higher else 'lower'} is better): "
-                       f"{best} ranks first ({scored[best]['mean']:.3f}).")
+                       f"{best} ranks first ({scored[best]['mean']:.3f}){tail}.")
     if by:
         best = max(rows, key=lambda r: r["accuracy"] or -1)
         out.insert(0, f"Best model: {best['name']} ({best['model']}, {best['mode']}) with test accuracy "
