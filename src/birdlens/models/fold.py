@@ -126,8 +126,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, rtol: float = 1e-4) 
     with torch.inference_mode():
         ref, out = _output(model, example), _output(fused, example)
     diff = float((ref - out).abs().max())
-    scale = float(ref.abs().max()) or 1.0
-    if not torch.isfinite(out).all() or diff > rtol * max(scale, 1.0):
+    if not torch.isfinite(out).all() or diff > rtol * max(float(ref.abs().max()), 1.0):
         log.warning("BatchNorm folding changed the outputs by %.3g; using the original model", diff)
         return FoldResult(model, 0, diff, f"folded outputs differ by {diff:.3g}")
     return FoldResult(fused, len(pairs), diff)
