@@ -6,7 +6,10 @@
 #
 #   bash benchmarks/gpu_check.sh [DATA_DIR]          # needs a CUDA GPU; ~1-2 minutes
 #
-# Environment: PYTHON (default .venv/bin/python, else python3), CPU_STEPS (default 10), OUT (default a temp dir).
+# Environment: PYTHON (default .venv/bin/python, else python3), CPU_STEPS (default 10), CPU_THREADS (default: all
+# cores, at most 16), OUT (default a temp dir),
+# GPU_CHECK_DRY=1 runs the "GPU" leg on the CPU for GPU_STEPS steps (default 2) so that the script itself is
+# tested where there is no GPU (tests/test_gpu_check.py); its numbers then mean nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -17,7 +20,7 @@ CPU_STEPS=${CPU_STEPS:-10}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" BIRDLENS_QUIET=1 BIRDLENS_CACHE="$OUT/cache"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi not found"
 
-"$PY" - "$DATA" "$OUT" "$CPU_STEPS" <<'PYEOF'
+"$PY" - "$DATA" "$OUT" "$CPU_STEPS" "${GPU_CHECK_DRY:-0}" "${GPU_STEPS:-2}" <<'PYEOF'
 import csv, os, sys, time
 from pathlib import Path
 import numpy as np
@@ -25,7 +28,8 @@ import torch
 from PIL import Image
 
 data, out, cpu_steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-if not torch.cuda.is_available():
+dry, dry_steps = sys.argv[4] == "1", int(sys.argv[5])
+if not torch.cuda.is_available() and not dry:
     sys.exit("no CUDA GPU visible to torch: run this on a GPU machine")
 if not data.is_dir():  # synthetic stand-in: 20 classes x (42 train, 9 valid, 9 test), 224 px
     data = out / "synthetic"
@@ -38,24 +42,30 @@ if not data.is_dir():  # synthetic stand-in: 20 classes x (42 train, 9 valid, 9 
                 img = rng.integers(0, 255, size=(224, 224, 3), dtype=np.uint8)
                 img[:, :, c % 3] //= 2
                 Image.fromarray(img).save(d / f"{i}.jpg", quality=90)
-print(f"data: {data}; torch {torch.__version__}; GPU {torch.cuda.get_device_name(0)}")
+gpu_name = "none (GPU_CHECK_DRY=1: the GPU leg runs on the CPU)" if dry else torch.cuda.get_device_name(0)
+print(f"data: {data}; torch {torch.__version__}; GPU {gpu_name}")
 
 from birdlens.train import TrainConfig, train  # noqa: E402
 
 
 def run(name, **kw):
     t = time.perf_counter()
+    # head_init=random: the loop's speed is what is measured, not the linear probe that LP-FT starts from
     cfg = TrainConfig(data=str(data), out=str(out / name), model="efficientnet_lite0", mode="finetune",
-                      epochs=1, head_epochs=0, batch_size=16, augment="light", patience=None, quiet=True,
-                      num_workers=4 if kw.get("accelerator") == "gpu" else 0, **kw)
+                      epochs=1, head_epochs=0, head_init="random", batch_size=16, augment="light", patience=None,
+                      quiet=True, num_workers=4 if kw.get("accelerator") == "gpu" else 0, **kw)
     r = train(cfg, force=True, evaluate=False)
     with open(r / "log.csv") as f:
         row = next(csv.DictReader(f))
     return float(row["images_per_s"]), float(row["seconds"]), time.perf_counter() - t
 
 
-torch.set_num_threads(min(16, os.cpu_count() or 1))
-g_ips, g_s, g_wall = run("gpu", accelerator="gpu", devices=1, precision="16-mixed")
+torch.set_num_threads(int(os.environ.get("CPU_THREADS", min(16, os.cpu_count() or 1))))
+if dry:
+    g_ips, g_s, g_wall = run("gpu", accelerator="cpu", precision="32-true", limit_train_batches=dry_steps,
+                             limit_val_batches=1)
+else:
+    g_ips, g_s, g_wall = run("gpu", accelerator="gpu", devices=1, precision="16-mixed")
 print(f"GPU  fine-tune 1 epoch, AMP fp16: {g_ips:8.1f} images/s (epoch {g_s:.1f} s incl. validation, wall {g_wall:.1f} s)")
 c_ips, c_s, _ = run("cpu", accelerator="cpu", precision="32-true", limit_train_batches=cpu_steps, limit_val_batches=0)
 print(f"CPU  fine-tune {cpu_steps} steps, fp32:     {c_ips:8.1f} images/s ({torch.get_num_threads()} threads)")
