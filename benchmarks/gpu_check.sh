@@ -66,7 +66,8 @@ if dry:
                              limit_val_batches=1)
 else:
     g_ips, g_s, g_wall = run("gpu", accelerator="gpu", devices=1, precision="16-mixed")
-print(f"GPU  fine-tune 1 epoch, AMP fp16: {g_ips:8.1f} images/s (epoch {g_s:.1f} s incl. validation, wall {g_wall:.1f} s)")
+leg = f"{dry_steps} steps on the CPU (dry run)" if dry else "1 epoch, AMP fp16"
+print(f"GPU  fine-tune {leg}: {g_ips:8.1f} images/s (epoch {g_s:.1f} s incl. validation, wall {g_wall:.1f} s)")
 c_ips, c_s, _ = run("cpu", accelerator="cpu", precision="32-true", limit_train_batches=cpu_steps, limit_val_batches=0)
 print(f"CPU  fine-tune {cpu_steps} steps, fp32:     {c_ips:8.1f} images/s ({torch.get_num_threads()} threads)")
 print(f"GPU / CPU: {g_ips / c_ips:.1f}x")

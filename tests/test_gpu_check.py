@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,9 +33,6 @@ def test_gpu_check_script_dry_run(tmp_path: Path) -> None:
 
 
 def test_gpu_check_refuses_without_gpu(tmp_path: Path) -> None:
-    import pytest
-    import torch
-
     if torch.cuda.is_available():  # pragma: no cover - only on a GPU machine
         pytest.skip("a GPU is visible: the script runs instead of refusing")
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
