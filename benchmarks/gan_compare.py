@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--dcgan-width", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--archs", default="dcgan,cgan")
+    ap.add_argument("--ema-start", type=int, default=0, help="cgan: steps before its EMA starts (0 = from the first)")
     ap.add_argument("--classes", nargs="*")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -82,6 +83,7 @@ def main() -> None:
         width = args.cgan_width if arch == "cgan" else args.dcgan_width
         cfg = GANConfig(arch=arch, image_size=args.image_size, iterations=args.iterations, batch_size=args.batch_size,
                         seed=args.seed, g_width=width, d_width=width, classes=args.classes,
+                        ema_start=args.ema_start if arch == "cgan" else 0,
                         sample_every=max(args.iterations // 4, 1), checkpoint_every=max(args.iterations // 4, 1))
         t0 = time.perf_counter()
         res = train_gan(cfg, real, out / arch, force=True)

@@ -59,6 +59,29 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, arch: str) -> N
     assert grids == ["iter_000002.png", "iter_000004.png", "iter_000006.png"]
 
 
+def test_ema_start_samples_the_live_generator_until_the_average_begins() -> None:
+    from birdlens.augment.gan.train import train_step
+
+    data = _data()
+    cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, seed=1, ema_start=3,
+                    ema_decay=0.999).resolved()
+    state = init_state(cfg, data.classes)
+    for _ in range(3):
+        train_step(state, data)
+        assert state.ema is not None and state.ema.num_updates == 0
+        live, shadow = state.G.state_dict(), state.ema.shadow.state_dict()
+        assert all(torch.equal(live[k], shadow[k]) for k in live)  # sampler == live weights, buffers included
+    for _ in range(2):
+        train_step(state, data)
+    assert state.ema.num_updates == 2
+    live, shadow = state.G.state_dict(), state.ema.shadow.state_dict()
+    assert any(not torch.equal(live[k], shadow[k]) for k in live if k.endswith("original"))
+    # the default (0) averages from the first step, as before
+    plain = init_state(GANConfig(**{**cfg.to_dict(), "ema_start": 0}), data.classes)
+    train_step(plain, data)
+    assert plain.ema is not None and plain.ema.num_updates == 1
+
+
 def test_existing_run_is_not_overwritten_and_resume_checks_the_networks(tmp_path: Path) -> None:
     data = _data()
     cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=1)

@@ -66,6 +66,8 @@ def train(
     diffaugment: Annotated[str | None, typer.Option(help="DiffAugment policies, '' to disable "
                                                     "(default: cgan color,translation,cutout; dcgan none)")] = None,
     ema_decay: Annotated[float | None, typer.Option(help="EMA decay of G (0 = off; default cgan 0.999)")] = None,
+    ema_start: Annotated[int, typer.Option(help="generator steps before the EMA starts (the live G is sampled "
+                                           "until then; BigGAN: 20000)")] = 0,
     sample_every: int = 500,
     checkpoint_every: int = 500,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out")] = False,
@@ -85,7 +87,7 @@ def train(
     given = {"arch": arch, "image_size": image_size, "iterations": iterations, "batch_size": batch_size,
              "seed": seed, "classes": list(classes) if classes else None, "split": split, "g_width": width,
              "d_width": width, "n_dis": n_dis, "diffaugment": diffaugment, "ema_decay": ema_decay,
-             "sample_every": sample_every, "checkpoint_every": checkpoint_every, "device": device}
+             "ema_start": ema_start, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "device": device}
     if config is not None:
         given = merge_recipe(config, given, _cli_defaults(train))
     device = given.pop("device")

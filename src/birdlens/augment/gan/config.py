@@ -14,7 +14,8 @@ class GANConfig:
     """A GAN run. ``None`` fields take the architecture's default (see :func:`arch_defaults`).
 
     ``iterations`` counts generator updates; each has ``n_dis`` discriminator updates.
-    ``diffaugment`` is a comma list of DiffAugment policies (``""`` = off); ``ema_decay`` 0 = no EMA.
+    ``diffaugment`` is a comma list of DiffAugment policies (``""`` = off); ``ema_decay`` 0 = no EMA;
+    ``ema_start``: generator steps before the average starts (until then the live weights are sampled).
     """
 
     arch: str = "cgan"
@@ -35,6 +36,7 @@ class GANConfig:
     loss: str | None = None
     diffaugment: str | None = None
     ema_decay: float | None = None
+    ema_start: int = 0
     flip: bool = True
     sample_every: int = 500
     checkpoint_every: int = 500

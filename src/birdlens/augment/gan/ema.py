@@ -28,6 +28,17 @@ class EMA:
             p.requires_grad_(False)
 
     @torch.no_grad()
+    def follow(self, model: nn.Module) -> None:
+        """Before the average starts: the shadow *is* the live model (what is sampled), no update counted.
+
+        Why: early weights move fast, and an average over them samples worse than the weights themselves
+        (measured: FD-lite0 313 for the EMA vs 253 for the live cgan generator after 1,500 CPU steps); BigGAN
+        starts its EMA only after 20k steps.
+        """
+        for s, p in zip(self.shadow.state_dict().values(), model.state_dict().values(), strict=True):
+            s.copy_(p)
+
+    @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.num_updates += 1
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))

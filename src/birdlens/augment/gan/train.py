@@ -129,9 +129,12 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     state.opt_g.step()
-    if state.ema is not None:
-        state.ema.update(state.G)
     state.iteration += 1
+    if state.ema is not None:
+        if state.iteration > cfg.ema_start:
+            state.ema.update(state.G)
+        else:
+            state.ema.follow(state.G)
     return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
             "d_real": float(d_real.detach().mean()), "d_fake": float(d_fake.detach().mean())}
 
