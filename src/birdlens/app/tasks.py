@@ -12,6 +12,7 @@ the next batch instead of holding the model until it finishes.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 import time
@@ -86,8 +87,6 @@ class WatchedModel(nn.Module):
     def __deepcopy__(self, memo: dict[int, Any]) -> WatchedModel:
         # a copy (e.g. the BatchNorm-folded one LIME/SHAP run) must tick the *same* watch: progress,
         # deadline and cancel live there (and a threading.Event cannot be copied anyway)
-        import copy
-
         return WatchedModel(copy.deepcopy(self.model, memo), self.watch)
 
 

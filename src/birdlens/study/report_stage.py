@@ -60,10 +60,14 @@ def _model_rows(inputs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _overlap(ca: Any, cb: Any) -> bool:
+    """Whether two 95% intervals overlap; a missing interval counts as overlapping (no claim without one)."""
+    return not (ca and cb) or (ca[0] <= cb[1] and cb[0] <= ca[1])
+
+
 def _versus(a: dict[str, Any], b: dict[str, Any]) -> str:
     """'beats' only when the 95% intervals do not overlap; otherwise say the difference is not clear."""
-    ca, cb = a.get("ci95_values"), b.get("ci95_values")
-    separate = bool(ca and cb) and (ca[0] > cb[1] or cb[0] > ca[1])
+    separate = not _overlap(a.get("ci95_values"), b.get("ci95_values"))
     if a["accuracy"] > b["accuracy"]:
         return "beats" if separate else "is ahead of, but not clearly better than (95% intervals overlap),"
     if a["accuracy"] < b["accuracy"]:
@@ -99,8 +103,7 @@ def _findings(rows: list[dict[str, Any]], xeval: dict[str, dict[str, Any]]) -> l
             higher = next(iter(scored.values())).get("higher_is_better", True)
             order = sorted(scored, key=lambda m: scored[m]["mean"], reverse=higher)
             best, second = order[0], order[1]
-            c1, c2 = scored[best].get("ci95"), scored[second].get("ci95")
-            overlap = not (c1 and c2) or (c1[0] <= c2[1] and c2[0] <= c1[1])
+            overlap = _overlap(scored[best].get("ci95"), scored[second].get("ci95"))
             tail = (f"; {second} is second ({scored[second]['mean']:.3f}) and their 95% intervals "
                     f"{'overlap' if overlap else 'do not overlap'}")
             out.append(f"Explanations of {model}, {metric} ({'higher' if higher else 'lower'} is better): "
