@@ -151,7 +151,7 @@ def summarise_cnn(result_files: list[str]) -> dict[str, Any]:
     """Pool the ``cnn`` rows of several ``results.json`` (runs split over processes) and compare presets:
     mean test accuracy per preset over seeds with a 95% Student-t interval, and the per-seed paired
     difference ``keras-paper - none`` with its own interval (the study's claim holds if it excludes zero)."""
-    from birdlens.augment.gan.ablation import t_interval
+    from birdlens.evaluate.metrics import t_interval
 
     rows = [r for f in result_files for r in json.loads(Path(f).read_text()).get("cnn", [])]
     by: dict[str, dict[int, float]] = {}

@@ -16,12 +16,12 @@ from birdlens.augment.gan.ablation import (
     run_ablation,
     stratified_subset,
     summarise,
-    t_interval,
 )
 from birdlens.augment.gan.config import GANConfig
 from birdlens.augment.gan.data import ImageSet
 from birdlens.augment.gan.train import CHECKPOINT, RunExistsError, init_state, load_sampler, train_gan
 from birdlens.data.manifest import Manifest
+from birdlens.evaluate.metrics import t_interval
 
 
 def _data(n: int = 24, size: int = 16, classes: int = 3, seed: int = 0) -> ImageSet:

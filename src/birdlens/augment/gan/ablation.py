@@ -19,14 +19,13 @@ interval excludes zero, otherwise "no evidence". Every image of every arm has th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 from birdlens.augment.gan.config import GANConfig
 from birdlens.augment.gan.data import ImageSet, to_unit
@@ -35,6 +34,7 @@ from birdlens.augment.gan.features import FeatureFn, extract
 from birdlens.augment.gan.probe import fit_probe
 from birdlens.augment.gan.progress import is_quiet
 from birdlens.augment.gan.train import checkpoint_iteration, load_sampler, train_gan
+from birdlens.evaluate.metrics import t_interval
 from birdlens.utils.atomic import atomic_path, write_json, write_text
 
 ARMS: tuple[str, ...] = ("real", "real+classic", "real+gan", "real+classic+gan")
@@ -78,16 +78,6 @@ def stratified_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.
         members = torch.nonzero(labels == c).flatten().numpy()
         idx.extend(rng.choice(members, min(per_class, len(members)), replace=False).tolist())
     return torch.tensor(sorted(idx), dtype=torch.long)
-
-
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the Student-t interval over seeds (half-width inf with one value)."""
-    v = np.asarray(values, dtype=float)
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, float("-inf"), float("inf")
-    h = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return m, m - h, m + h
 
 
 def verdict(lo: float, hi: float) -> str:
