@@ -82,6 +82,33 @@ def test_ema_start_samples_the_live_generator_until_the_average_begins() -> None
     assert plain.ema is not None and plain.ema.num_updates == 1
 
 
+def test_ema_rampup_caps_the_half_life_at_a_fraction_of_the_updates() -> None:
+    from torch import nn
+
+    from birdlens.augment.gan.ema import EMA
+
+    live = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(live.weight)
+    ema = EMA(live, decay=0.999, rampup=0.5)
+    expected = 0.0
+    for n in range(1, 21):
+        with torch.no_grad():
+            live.weight.fill_(float(n))  # the live weight moves every step
+        ema.update(live)
+        d = 0.5 ** (1 / min(693.147, 0.5 * n))  # half-life min(ln .5 / ln .999, rampup * n) updates
+        expected = d * expected + (1 - d) * n
+    assert float(ema.shadow.weight) == pytest.approx(expected, rel=1e-5)
+    assert 10 < expected < 19  # lags the live weight (20) by a few steps, unlike the plain 0.999 average
+    assert ema.current_decay() == pytest.approx(0.5 ** (1 / 10))
+    ema.num_updates = 100_000  # long runs reach the plain decay
+    assert ema.current_decay() == pytest.approx(0.999)
+    plain = EMA(live, decay=0.999)
+    plain.num_updates = 5
+    assert plain.current_decay() == pytest.approx(6 / 15)  # BigGAN warm-up unchanged without rampup
+    with pytest.raises(ValueError, match="decay"):
+        EMA(live, decay=1.0)
+
+
 def test_existing_run_is_not_overwritten_and_resume_checks_the_networks(tmp_path: Path) -> None:
     data = _data()
     cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=1)

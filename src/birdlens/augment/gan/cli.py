@@ -68,6 +68,8 @@ def train(
     ema_decay: Annotated[float | None, typer.Option(help="EMA decay of G (0 = off; default cgan 0.999)")] = None,
     ema_start: Annotated[int, typer.Option(help="generator steps before the EMA starts (the live G is sampled "
                                            "until then; BigGAN: 20000)")] = 0,
+    ema_rampup: Annotated[float, typer.Option(help="cap the EMA's half-life at this fraction of its updates "
+                                              "(StyleGAN2-ADA: 0.05; 0 = BigGAN warm-up)")] = 0.0,
     sample_every: int = 500,
     checkpoint_every: int = 500,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out")] = False,
@@ -87,7 +89,7 @@ def train(
     given = {"arch": arch, "image_size": image_size, "iterations": iterations, "batch_size": batch_size,
              "seed": seed, "classes": list(classes) if classes else None, "split": split, "g_width": width,
              "d_width": width, "n_dis": n_dis, "diffaugment": diffaugment, "ema_decay": ema_decay,
-             "ema_start": ema_start, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "device": device}
+             "ema_start": ema_start, "ema_rampup": ema_rampup, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "device": device}
     if config is not None:
         given = merge_recipe(config, given, _cli_defaults(train))
     device = given.pop("device")

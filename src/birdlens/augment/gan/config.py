@@ -15,7 +15,9 @@ class GANConfig:
 
     ``iterations`` counts generator updates; each has ``n_dis`` discriminator updates.
     ``diffaugment`` is a comma list of DiffAugment policies (``""`` = off); ``ema_decay`` 0 = no EMA;
-    ``ema_start``: generator steps before the average starts (until then the live weights are sampled).
+    ``ema_start``: generator steps before the average starts (until then the live weights are sampled);
+    ``ema_rampup``: the average's half-life is at most this fraction of its updates (StyleGAN2-ADA; 0 = the
+    BigGAN warm-up), see :class:`~birdlens.augment.gan.ema.EMA`.
     """
 
     arch: str = "cgan"
@@ -37,6 +39,7 @@ class GANConfig:
     diffaugment: str | None = None
     ema_decay: float | None = None
     ema_start: int = 0
+    ema_rampup: float = 0.0
     flip: bool = True
     sample_every: int = 500
     checkpoint_every: int = 500

@@ -80,7 +80,7 @@ def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = 
     assert cfg.lr_g is not None and cfg.lr_d is not None and cfg.beta1 is not None
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    ema = EMA(G, cfg.ema_decay) if cfg.ema_decay else None
+    ema = EMA(G, cfg.ema_decay, cfg.ema_rampup) if cfg.ema_decay else None
     rng = torch.Generator().manual_seed(cfg.seed + 12345)  # CPU generator: same draws on any device
     return GANState(cfg, list(classes), G, D, opt_g, opt_d, ema, rng)
 
