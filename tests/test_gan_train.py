@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,38 @@ def test_ema_rampup_caps_the_half_life_at_a_fraction_of_the_updates() -> None:
         EMA(live, decay=1.0)
 
 
+def test_snapshots_keep_both_generators_and_weights_choose_between_them(tmp_path: Path) -> None:
+    from birdlens.augment.gan.evaluate import sample_images
+    from birdlens.augment.gan.train import load_generator
+
+    data = _data()
+    cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=4, snapshot_every=2,
+                    checkpoint_every=4)
+    res = train_gan(cfg, data, tmp_path / "r", quiet=True)
+    snaps = sorted(p.name for p in (tmp_path / "r" / "snapshots").glob("*.safetensors"))
+    assert snaps == ["iter_000002.safetensors", "iter_000004.safetensors"]
+    last = tmp_path / "r" / "snapshots" / "iter_000004.safetensors"
+    keys = _tensors(last).keys()
+    assert any(k.startswith("G.") for k in keys) and any(k.startswith("EMA.") for k in keys)
+    assert not any(k.startswith(("D.", "opt_")) for k in keys)  # generators only: small
+    live, ema = load_generator(last, weights="live"), load_generator(last)
+    assert (live.weights, ema.weights, live.iteration, load_generator(tmp_path / "r" / "snapshots" /
+            "iter_000002.safetensors").iteration) == ("live", "ema", 4, 2)
+    z_labels = torch.arange(3)
+    same = sample_images(res.state.G, z_labels, 128, seed=3)
+    assert torch.equal(sample_images(live.G, z_labels, 128, seed=3), same)
+    assert torch.equal(sample_images(ema.G, z_labels, 128, seed=3), sample_images(res.state.ema.shadow, z_labels,
+                                                                                    128, seed=3))
+    assert not torch.equal(sample_images(ema.G, z_labels, 128, seed=3), same)
+    d = train_gan(GANConfig(arch="dcgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=1),
+                  data, tmp_path / "d", quiet=True)
+    assert d.state.ema is None and load_generator(tmp_path / "d").weights == "live"
+    with pytest.raises(ValueError, match="no EMA"):
+        load_generator(tmp_path / "d", weights="ema")
+    with pytest.raises(FileNotFoundError, match="gan train"):
+        load_generator(tmp_path / "nothing")
+
+
 def test_existing_run_is_not_overwritten_and_resume_checks_the_networks(tmp_path: Path) -> None:
     data = _data()
     cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=1)
@@ -153,6 +186,8 @@ def test_cli_train_resume_sample(tmp_path: Path) -> None:
     out = tmp_path / "gan-data"
     r = runner.invoke(app, ["gan", "sample", "--run", str(run), "--per-class", "3", "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
+    assert json.loads((out / "gan.json").read_text())["generator"] == "ema"
+    assert json.loads((out / "gan.json").read_text())["iterations"] == 3
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert files == [f"train/BIRD {c}/gan_{i:04d}.png" for c in range(2) for i in range(3)]
     m = Manifest.from_csv(out / "manifest.csv")
@@ -235,3 +270,9 @@ def test_gan_metrics_report_fd_kid_and_cas(tmp_path: Path) -> None:
     assert rep["FD-proj"] > 0 and set(rep["per_class"]) == {"C0", "C1", "C2"}
     assert rep["cas"]["n_train_generated"] == 18 and rep["cas"]["n_test_real"] == 9
     assert 0.0 <= rep["cas"]["accuracy"] <= 1.0 and "real_baseline" in rep["cas"]
+    assert rep["generator"] == "live" and rep["iterations_trained"] == 2
+    train_gan(GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=3), real,
+              tmp_path / "c", quiet=True)
+    by = {w: gan_metrics(tmp_path / "c", real, feats, weights=w) for w in ("auto", "ema", "live")}
+    assert [by[w]["generator"] for w in by] == ["ema", "ema", "live"]
+    assert by["auto"]["FD-proj"] == by["ema"]["FD-proj"] != by["live"]["FD-proj"]

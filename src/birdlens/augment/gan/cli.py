@@ -72,6 +72,8 @@ def train(
                                               "(StyleGAN2-ADA: 0.05; 0 = BigGAN warm-up)")] = 0.0,
     sample_every: int = 500,
     checkpoint_every: int = 500,
+    snapshot_every: Annotated[int, typer.Option(help="also keep the generators every N steps in RUN/snapshots "
+                                                "(0 = never), to measure FD along the run")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out")] = False,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing run in --out")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
@@ -89,7 +91,8 @@ def train(
     given = {"arch": arch, "image_size": image_size, "iterations": iterations, "batch_size": batch_size,
              "seed": seed, "classes": list(classes) if classes else None, "split": split, "g_width": width,
              "d_width": width, "n_dis": n_dis, "diffaugment": diffaugment, "ema_decay": ema_decay,
-             "ema_start": ema_start, "ema_rampup": ema_rampup, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "device": device}
+             "ema_start": ema_start, "ema_rampup": ema_rampup, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "snapshot_every": snapshot_every,
+             "device": device}
     if config is not None:
         given = merge_recipe(config, given, _cli_defaults(train))
     device = given.pop("device")
@@ -116,13 +119,14 @@ def sample(
     per_class: Annotated[int, typer.Option(help="images per class")] = 100,
     seed: int = 0,
     classes: Annotated[list[str] | None, typer.Option(help="only these classes (repeatable)")] = None,
+    weights: Annotated[str, typer.Option(help="auto (EMA when the run has one), ema or live")] = "auto",
     quiet: Annotated[bool, _QUIET] = False,
 ) -> None:
     """Write generated images in split-folder layout, ready to be mixed into training."""
     from birdlens.augment.gan.sample import write_samples
 
     try:
-        m = write_samples(run, out, per_class, seed=seed, classes=classes, quiet=quiet)
+        m = write_samples(run, out, per_class, seed=seed, classes=classes, quiet=quiet, weights=weights)
     except (FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
@@ -139,6 +143,7 @@ def evaluate(
     seed: int = 0,
     inception_weights: Annotated[Path | None, typer.Option(help="pt_inception-2015-12-05-6726825d.pth: also "
                                                            "the standard FID (needs torch-fidelity)")] = None,
+    weights: Annotated[str, typer.Option(help="auto (EMA when the run has one), ema or live")] = "auto",
     threads: int | None = None,
 ) -> None:
     """FD-lite0 / KID-lite0 (overall + per class) against the real train split, and CAS on the test split."""
@@ -148,7 +153,11 @@ def evaluate(
     from birdlens.utils.atomic import write_json
 
     _threads(threads)
-    _, cfg, classes = load_sampler(run)
+    try:
+        _, cfg, classes = load_sampler(run, weights=weights)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     manifest = resolve_manifest(data)
     real = load_images(select(manifest, cfg.split, classes), cfg.image_size, classes)
     test = None
@@ -157,7 +166,7 @@ def evaluate(
             if name in manifest.splits:
                 test = load_images(select(manifest, name, classes), cfg.image_size, classes)
                 break
-    rep = gan_metrics(run, real, per_class=per_class, test=test, seed=seed)
+    rep = gan_metrics(run, real, per_class=per_class, test=test, seed=seed, weights=weights)
     if inception_weights is not None:
         import torch
 
@@ -165,7 +174,7 @@ def evaluate(
         from birdlens.augment.gan.evaluate import sample_images
         from birdlens.augment.gan.inception import inception_fid
 
-        G, _, _ = load_sampler(run)
+        G, _, _ = load_sampler(run, weights=weights)
         assert cfg.z_dim is not None
         labels = real.labels if per_class is None else torch.arange(len(classes)).repeat_interleave(per_class)
         fake = to_uint8(sample_images(G, labels, cfg.z_dim, seed))

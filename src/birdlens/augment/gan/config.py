@@ -17,7 +17,8 @@ class GANConfig:
     ``diffaugment`` is a comma list of DiffAugment policies (``""`` = off); ``ema_decay`` 0 = no EMA;
     ``ema_start``: generator steps before the average starts (until then the live weights are sampled);
     ``ema_rampup``: the average's half-life is at most this fraction of its updates (StyleGAN2-ADA; 0 = the
-    BigGAN warm-up), see :class:`~birdlens.augment.gan.ema.EMA`.
+    BigGAN warm-up), see :class:`~birdlens.augment.gan.ema.EMA`; ``snapshot_every``: keep the generators
+    every N steps (0 = never) to measure a long run along the way.
     """
 
     arch: str = "cgan"
@@ -43,6 +44,7 @@ class GANConfig:
     flip: bool = True
     sample_every: int = 500
     checkpoint_every: int = 500
+    snapshot_every: int = 0
     log_every: int = 10
     extra: dict[str, Any] = field(default_factory=dict)
 

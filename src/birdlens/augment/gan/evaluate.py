@@ -17,7 +17,7 @@ from birdlens.augment.gan.data import ImageSet, to_unit
 from birdlens.augment.gan.features import FeatureFn, Lite0Features, extract
 from birdlens.augment.gan.metrics import distance_report
 from birdlens.augment.gan.probe import fit_probe
-from birdlens.augment.gan.train import generate, load_sampler
+from birdlens.augment.gan.train import generate, load_generator
 
 
 def sample_images(G: torch.nn.Module, labels: torch.Tensor, z_dim: int, seed: int = 0) -> torch.Tensor:
@@ -28,9 +28,10 @@ def sample_images(G: torch.nn.Module, labels: torch.Tensor, z_dim: int, seed: in
 
 def gan_metrics(run: str | os.PathLike[str], real: ImageSet, features: FeatureFn | None = None,
                 per_class: int | None = None, test: ImageSet | None = None, seed: int = 0,
-                kid_subset_size: int = 100) -> dict[str, Any]:
-    """FD-lite0/KID-lite0 of a run against ``real`` (+ CAS on ``test`` when given)."""
-    G, cfg, classes = load_sampler(run)
+                kid_subset_size: int = 100, weights: str = "auto") -> dict[str, Any]:
+    """FD-lite0/KID-lite0 of a run (folder, checkpoint or snapshot) against ``real`` (+ CAS on ``test``)."""
+    loaded = load_generator(run, weights=weights)
+    G, cfg, classes = loaded.G, loaded.cfg, loaded.classes
     assert cfg.z_dim is not None
     if list(classes) != list(real.classes):
         raise ValueError(f"the run's classes {classes} differ from the data's {real.classes}")
@@ -44,7 +45,8 @@ def gan_metrics(run: str | os.PathLike[str], real: ImageSet, features: FeatureFn
     f_fake = extract(fn, fake)
     rep = distance_report(f_real, real.labels.numpy(), f_fake, fake_labels.numpy(), classes, features=name,
                           kid_subset_size=kid_subset_size, seed=seed).to_dict()
-    rep["arch"], rep["iterations_trained"], rep["image_size"] = cfg.arch, cfg.iterations, cfg.image_size
+    rep["arch"], rep["iterations_trained"], rep["image_size"] = cfg.arch, loaded.iteration, cfg.image_size
+    rep["generator"] = loaded.weights
     if test is not None:
         f_test = extract(fn, to_unit(test.images))
         rep["cas"] = classification_accuracy_score(f_fake, fake_labels.numpy(), f_test, test.labels.numpy(), seed)

@@ -17,16 +17,17 @@ from PIL import Image
 from birdlens.augment.gan.data import to_uint8
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.progress import progress_bar
-from birdlens.augment.gan.train import CHECKPOINT, load_sampler
+from birdlens.augment.gan.train import CHECKPOINT, load_generator
 from birdlens.data.manifest import Manifest, Record, normalise_label
 from birdlens.utils.atomic import atomic_path, write_json
 
 
 def write_samples(run: str | os.PathLike[str], out: str | os.PathLike[str], per_class: int, *, seed: int = 0,
                   classes: Sequence[str] | None = None, split: str = "train", batch_size: int = 64,
-                  quiet: bool | None = None) -> Manifest:
+                  quiet: bool | None = None, weights: str = "auto") -> Manifest:
     """Generate ``per_class`` images for every class of the run (or ``classes``) and write them + manifest.csv."""
-    G, cfg, run_classes = load_sampler(run)
+    loaded = load_generator(run, weights=weights)
+    G, cfg, run_classes = loaded.G, loaded.cfg, loaded.classes
     assert cfg.z_dim is not None
     wanted = [normalise_label(c) for c in classes] if classes else list(run_classes)
     unknown = sorted(set(wanted) - set(run_classes))
@@ -51,7 +52,7 @@ def write_samples(run: str | os.PathLike[str], out: str | os.PathLike[str], per_
     manifest.to_csv(out / "manifest.csv")
     ckpt = Path(run) / CHECKPOINT if Path(run).is_dir() else Path(run)
     write_json(out / "gan.json", {"run": str(Path(run).resolve()), "checkpoint": str(ckpt.resolve()),
-                                  "arch": cfg.arch, "iterations": cfg.iterations, "image_size": cfg.image_size,
+                                  "arch": cfg.arch, "iterations": loaded.iteration, "image_size": cfg.image_size,
                                   "seed": seed, "per_class": per_class, "classes": wanted,
-                                  "generator": "ema" if cfg.ema_decay else "raw"})
+                                  "generator": loaded.weights})
     return manifest

@@ -6,6 +6,8 @@ Run folder::
     RUN/checkpoint.safetensors      G, D, EMA-G, both Adam states, RNG state, history (see checkpoint.py)
     RUN/checkpoint.json             the same metadata, readable
     RUN/samples/iter_XXXXXX.png     fixed-noise grid (one row per class) every ``sample_every`` iterations
+    RUN/snapshots/iter_XXXXXX.*     generators only (live + EMA) every ``snapshot_every`` iterations (0 = none),
+                                    to measure FD along a long run (``benchmarks/gan_curve.py``)
 
 Exact resume: every random draw of the loop (real batch indices, flips, noise, fake labels, DiffAugment)
 comes from one :class:`torch.Generator` whose state is checkpointed, and the sample grids use a separate
@@ -227,17 +229,60 @@ def checkpoint_iteration(run: str | os.PathLike[str]) -> int:
     return int(load_checkpoint(path)[1].get("iteration", 0))
 
 
-def load_sampler(run: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, GANConfig, list[str]]:
-    """The generator to sample from (EMA when the run has one), its config and class names."""
+WEIGHTS: tuple[str, ...] = ("auto", "ema", "live")
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator read from a run folder, checkpoint or snapshot, with what it is."""
+
+    G: nn.Module
+    cfg: GANConfig
+    classes: list[str]
+    weights: str  # "ema" or "live"
+    iteration: int
+
+
+def load_generator(run: str | os.PathLike[str], device: str | torch.device = "cpu",
+                   weights: str = "auto") -> LoadedGenerator:
+    """The generator of a run folder (its checkpoint) or of a checkpoint/snapshot file, in eval mode.
+
+    ``weights``: ``auto`` = the EMA copy when the run has one, else the live G; ``ema`` / ``live`` choose
+    (the live weights can sample better early in a run: see :meth:`EMA.follow`).
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; choose from {', '.join(WEIGHTS)}")
     path = Path(run)
     if path.is_dir():
         path = path / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no GAN checkpoint at {path}: train one with 'birdlens gan train'")
     tensors, meta = load_checkpoint(path)
     cfg = GANConfig.from_dict(meta["config"]).resolved()
+    has_ema = any(k.startswith("EMA.") for k in tensors)
+    if weights == "ema" and not has_ema:
+        raise ValueError(f"{path} has no EMA generator (ema_decay was 0); use weights 'live' or 'auto'")
+    use = "ema" if (weights == "ema" or (weights == "auto" and has_ema)) else "live"
     G = build_generator(cfg, len(meta["classes"]))
-    prefix = "EMA" if any(k.startswith("EMA.") for k in tensors) else "G"
-    G.load_state_dict(module_state(tensors, prefix))
-    return G.to(device).eval(), cfg, list(meta["classes"])
+    G.load_state_dict(module_state(tensors, "EMA" if use == "ema" else "G"))
+    return LoadedGenerator(G.to(device).eval(), cfg, list(meta["classes"]), use, int(meta.get("iteration", 0)))
+
+
+def load_sampler(run: str | os.PathLike[str], device: str | torch.device = "cpu",
+                 weights: str = "auto") -> tuple[nn.Module, GANConfig, list[str]]:
+    """The generator to sample from (EMA when the run has one, unless ``weights`` says), its config and classes."""
+    g = load_generator(run, device, weights)
+    return g.G, g.cfg, g.classes
+
+
+def save_snapshot(state: GANState, path: str | os.PathLike[str]) -> Path:
+    """The generators only (live + EMA) at this iteration: small, and readable by :func:`load_generator`."""
+    tensors = module_tensors(state.G, "G")
+    if state.ema is not None:
+        tensors.update(module_tensors(state.ema.shadow, "EMA"))
+    meta = {"format": "birdlens-gan-snapshot-1", "iteration": state.iteration, "config": state.cfg.to_dict(),
+            "classes": state.classes}
+    return save_checkpoint(path, tensors, meta)
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -299,6 +344,8 @@ def train_gan(cfg: GANConfig, data: ImageSet, out: str | os.PathLike[str] | None
             if run_dir is not None and (it % cfg.sample_every == 0 or it == cfg.iterations):
                 grids.append(save_grid(generate(state.sampler, grid_labels, grid_z),
                                        run_dir / "samples" / f"iter_{it:06d}.png"))
+            if run_dir is not None and cfg.snapshot_every and it % cfg.snapshot_every == 0:
+                save_snapshot(state, run_dir / "snapshots" / f"iter_{it:06d}.safetensors")
             if run_dir is not None and (it % cfg.checkpoint_every == 0 or it == cfg.iterations):
                 save_checkpoint(ckpt, *state_to_checkpoint(state))  # type: ignore[arg-type]
     return TrainResult(state, run_dir, time.perf_counter() - t0, grids)
