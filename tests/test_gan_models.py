@@ -101,6 +101,40 @@ def test_diffaugment_is_differentiable_and_seeded() -> None:
         diff_augment(x, "rotate")
 
 
+def test_diffaugment_probability_applies_each_policy_to_that_share_of_images() -> None:
+    x = torch.randn(400, 3, 8, 8, requires_grad=True)
+    assert diff_augment(x, gen=torch.Generator().manual_seed(0), p=0.0) is x  # p = 0: untouched, no draws
+    full = diff_augment(x.detach(), gen=torch.Generator().manual_seed(1), p=1.0)
+    assert torch.equal(full, diff_augment(x.detach(), gen=torch.Generator().manual_seed(1)))  # p = 1: as before
+    out = diff_augment(x, "color", gen=torch.Generator().manual_seed(2), p=0.3)
+    same = (out == x).flatten(1).all(dim=1).float().mean().item()
+    assert 0.62 < same < 0.78  # 70% of 400 images untouched (binomial sd 2.3%)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_adaptive_p_follows_the_overfitting_heuristic() -> None:
+    from birdlens.augment.gan.diffaug import AdaptiveP
+
+    ada = AdaptiveP(target=0.6, speed_images=32, interval=2)
+    ada.observe(torch.tensor([1.0, 2.0, 3.0, -1.0]))
+    assert ada.p == 0.0  # adjusted only every `interval` steps
+    ada.observe(torch.tensor([1.0, 1.0, 1.0, 1.0]))  # r = (2 + 4) / 8 = 0.75 > 0.6: p += 8 / 32
+    assert ada.p == pytest.approx(0.25)
+    ada.observe(torch.tensor([1.0, -1.0, 1.0, -1.0]))
+    ada.observe(torch.tensor([1.0, 1.0, -1.0, -1.0]))  # r = 0 < 0.6: p -= 0.25
+    assert ada.p == pytest.approx(0.0)
+    for _ in range(4):
+        ada.observe(-torch.ones(4))
+    assert ada.p == 0.0  # clamped at 0
+    for _ in range(20):
+        ada.observe(torch.ones(4))
+    assert ada.p == 1.0  # and at 1
+    restored = AdaptiveP()
+    restored.load_state_dict(ada.state_dict())
+    assert restored.state_dict() == ada.state_dict()
+
+
 def test_translation_shifts_and_cutout_zeroes_a_quarter() -> None:
     x = torch.arange(1.0, 65.0).view(1, 1, 8, 8).repeat(64, 3, 1, 1)
     t = rand_translation(x, gen=torch.Generator().manual_seed(0))
@@ -126,9 +160,9 @@ def test_diffaugment_is_applied_to_real_and_fake_in_both_steps(monkeypatch: pyte
 
     calls: list[tuple[bool, int]] = []
 
-    def spy(x: torch.Tensor, policy: str, gen: torch.Generator | None = None) -> torch.Tensor:
+    def spy(x: torch.Tensor, policy: str, gen: torch.Generator | None = None, p: float = 1.0) -> torch.Tensor:
         calls.append((x.requires_grad, x.shape[0]))
-        return diff_augment(x, policy, gen=gen)
+        return diff_augment(x, policy, gen=gen, p=p)
 
     monkeypatch.setattr(train_mod, "diff_augment", spy)
     data = _tiny_data()

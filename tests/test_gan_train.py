@@ -20,7 +20,14 @@ from birdlens.augment.gan.ablation import (
 )
 from birdlens.augment.gan.config import GANConfig
 from birdlens.augment.gan.data import ImageSet
-from birdlens.augment.gan.train import CHECKPOINT, RunExistsError, init_state, load_sampler, train_gan
+from birdlens.augment.gan.train import (
+    CHECKPOINT,
+    GANState,
+    RunExistsError,
+    init_state,
+    load_sampler,
+    train_gan,
+)
 from birdlens.data.manifest import Manifest
 from birdlens.evaluate.metrics import t_interval
 
@@ -58,6 +65,37 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, arch: str) -> N
     assert any(moved)
     grids = sorted(p.name for p in (tmp_path / "straight" / "samples").glob("*.png"))
     assert grids == ["iter_000002.png", "iter_000004.png", "iter_000006.png"]
+
+
+def test_adaptive_augmentation_state_survives_a_resume(tmp_path: Path) -> None:
+    from birdlens.augment.gan.checkpoint import save_checkpoint
+    from birdlens.augment.gan.train import state_from_checkpoint, state_to_checkpoint, train_step
+
+    data = _data()
+    cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, seed=2, ada_target=0.6,
+                    ada_speed_images=64)
+
+    def fresh() -> GANState:
+        st = init_state(cfg, data.classes)
+        assert st.ada is not None
+        st.ada.p = 0.5  # mid-way, so the per-image draws of diff_augment are exercised
+        return st
+
+    straight = fresh()
+    for _ in range(6):
+        train_step(straight, data)
+    split = fresh()
+    for _ in range(3):
+        train_step(split, data)
+    save_checkpoint(tmp_path / "c.safetensors", *state_to_checkpoint(split))
+    split = state_from_checkpoint(tmp_path / "c.safetensors")
+    for _ in range(3):
+        train_step(split, data)
+    assert straight.ada is not None and split.ada is not None
+    assert split.ada.state_dict() == straight.ada.state_dict() and straight.ada.p != 0.5  # it moved, identically
+    for k, v in straight.G.state_dict().items():
+        assert torch.equal(v, split.G.state_dict()[k]), k
+    assert init_state(GANConfig(arch="cgan", image_size=16, g_width=4, d_width=4), data.classes).ada is None
 
 
 def test_ema_start_samples_the_live_generator_until_the_average_begins() -> None:

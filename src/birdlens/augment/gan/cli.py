@@ -70,6 +70,9 @@ def train(
                                            "until then; BigGAN: 20000)")] = 0,
     ema_rampup: Annotated[float, typer.Option(help="cap the EMA's half-life at this fraction of its updates "
                                               "(StyleGAN2-ADA: 0.05; 0 = BigGAN warm-up)")] = 0.0,
+    ada_target: Annotated[float, typer.Option(help="adaptive DiffAugment: raise its probability while "
+                                              "E[sign D(real)] > this (ADA: 0.6; 0 = always on)")] = 0.0,
+    ada_speed: Annotated[int, typer.Option(help="real images over which the probability may go from 0 to 1")] = 100_000,
     sample_every: int = 500,
     checkpoint_every: int = 500,
     snapshot_every: Annotated[int, typer.Option(help="also keep the generators every N steps in RUN/snapshots "
@@ -91,8 +94,9 @@ def train(
     given = {"arch": arch, "image_size": image_size, "iterations": iterations, "batch_size": batch_size,
              "seed": seed, "classes": list(classes) if classes else None, "split": split, "g_width": width,
              "d_width": width, "n_dis": n_dis, "diffaugment": diffaugment, "ema_decay": ema_decay,
-             "ema_start": ema_start, "ema_rampup": ema_rampup, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "snapshot_every": snapshot_every,
-             "device": device}
+             "ema_start": ema_start, "ema_rampup": ema_rampup, "ada_target": ada_target,
+             "ada_speed_images": ada_speed, "sample_every": sample_every, "checkpoint_every": checkpoint_every,
+             "snapshot_every": snapshot_every, "device": device}
     if config is not None:
         given = merge_recipe(config, given, _cli_defaults(train))
     device = given.pop("device")

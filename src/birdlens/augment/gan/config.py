@@ -18,7 +18,9 @@ class GANConfig:
     ``ema_start``: generator steps before the average starts (until then the live weights are sampled);
     ``ema_rampup``: the average's half-life is at most this fraction of its updates (StyleGAN2-ADA; 0 = the
     BigGAN warm-up), see :class:`~birdlens.augment.gan.ema.EMA`; ``snapshot_every``: keep the generators
-    every N steps (0 = never) to measure a long run along the way.
+    every N steps (0 = never) to measure a long run along the way; ``ada_target`` > 0 (ADA: 0.6) makes the
+    DiffAugment probability adaptive, starting at 0 (:class:`~birdlens.augment.gan.diffaug.AdaptiveP`),
+    0 keeps it always on.
     """
 
     arch: str = "cgan"
@@ -41,6 +43,8 @@ class GANConfig:
     ema_decay: float | None = None
     ema_start: int = 0
     ema_rampup: float = 0.0
+    ada_target: float = 0.0
+    ada_speed_images: int = 100_000
     flip: bool = True
     sample_every: int = 500
     checkpoint_every: int = 500

@@ -37,7 +37,7 @@ from birdlens.augment.gan.checkpoint import (
 )
 from birdlens.augment.gan.config import ARCH_KEYS, GANConfig
 from birdlens.augment.gan.data import ImageSet, to_unit
-from birdlens.augment.gan.diffaug import diff_augment
+from birdlens.augment.gan.diffaug import AdaptiveP, diff_augment
 from birdlens.augment.gan.ema import EMA
 from birdlens.augment.gan.losses import LOSSES
 from birdlens.augment.gan.models import build_discriminator, build_generator
@@ -67,6 +67,7 @@ class GANState:
     rng: torch.Generator
     iteration: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    ada: AdaptiveP | None = None
 
     @property
     def sampler(self) -> nn.Module:
@@ -84,7 +85,8 @@ def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = 
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     ema = EMA(G, cfg.ema_decay, cfg.ema_rampup) if cfg.ema_decay else None
     rng = torch.Generator().manual_seed(cfg.seed + 12345)  # CPU generator: same draws on any device
-    return GANState(cfg, list(classes), G, D, opt_g, opt_d, ema, rng)
+    ada = AdaptiveP(cfg.ada_target, cfg.ada_speed_images) if cfg.ada_target > 0 and cfg.diffaugment else None
+    return GANState(cfg, list(classes), G, D, opt_g, opt_d, ema, rng, ada=ada)
 
 
 # ------------------------------------------------------------------------------------------- the step
@@ -110,7 +112,7 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
     dev = data.images.device
 
     def aug(x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, policy, gen=g) if policy else x
+        return diff_augment(x, policy, gen=g, p=state.ada.p if state.ada is not None else 1.0) if policy else x
 
     fake = yf = None
     for k in range(cfg.n_dis):
@@ -126,6 +128,8 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
         state.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         state.opt_d.step()
+        if state.ada is not None:
+            state.ada.observe(d_real)
     assert fake is not None and yf is not None
     loss_g = loss_g_fn(state.D(aug(fake), yf))
     state.opt_g.zero_grad(set_to_none=True)
@@ -137,8 +141,11 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
             state.ema.update(state.G)
         else:
             state.ema.follow(state.G)
-    return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
-            "d_real": float(d_real.detach().mean()), "d_fake": float(d_fake.detach().mean())}
+    out = {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
+           "d_real": float(d_real.detach().mean()), "d_fake": float(d_fake.detach().mean())}
+    if state.ada is not None:
+        out["aug_p"] = state.ada.p
+    return out
 
 
 # ------------------------------------------------------------------------------------------- sampling
@@ -188,6 +195,8 @@ def state_to_checkpoint(state: GANState) -> tuple[dict[str, torch.Tensor], dict[
     meta = {"format": "birdlens-gan-1", "iteration": state.iteration, "config": state.cfg.to_dict(),
             "classes": state.classes, "opt_g": mg, "opt_d": md,
             "ema_updates": state.ema.num_updates if state.ema is not None else 0, "history": state.history}
+    if state.ada is not None:
+        meta["ada"] = state.ada.state_dict()
     return tensors, meta
 
 
@@ -216,6 +225,8 @@ def state_from_checkpoint(path: str | os.PathLike[str], cfg: GANConfig | None = 
         for group in opt.param_groups:  # a changed learning rate in cfg wins over the saved one
             group["lr"] = lr
     state.rng.set_state(tensors["rng"])
+    if state.ada is not None and "ada" in meta:
+        state.ada.load_state_dict(meta["ada"])
     state.iteration = int(meta["iteration"])
     state.history = list(meta.get("history", []))
     return state
