@@ -168,8 +168,9 @@ def test_diffaugment_is_applied_to_real_and_fake_in_both_steps(monkeypatch: pyte
     data = _tiny_data()
     state = init_state(GANConfig(arch="cgan", image_size=16, batch_size=6, g_width=4, d_width=4), data.classes)
     train_step(state, data)
-    # D step: real (no grad) + detached fake (no grad); G step: fake with grad flowing back into G
-    assert calls == [(False, 6), (False, 6), (True, 6)]
+    # two D steps (the cgan default): real (no grad) + detached fake (no grad) each; G step: fake with grad
+    # flowing back into G
+    assert calls == [(False, 6)] * 4 + [(True, 6)]
     calls.clear()
     off = init_state(GANConfig(arch="dcgan", image_size=16, batch_size=6, g_width=4, d_width=4), data.classes)
     train_step(off, data)

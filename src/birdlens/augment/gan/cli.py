@@ -62,7 +62,8 @@ def train(
                                                       "one class = the study's per-species GAN")] = None,
     split: str = "train",
     width: Annotated[int | None, typer.Option(help="network width (default: cgan 32, dcgan 64)")] = None,
-    n_dis: Annotated[int, typer.Option(help="discriminator steps per generator step")] = 1,
+    n_dis: Annotated[int | None, typer.Option(help="discriminator steps per generator step (default: cgan 2, "
+                                               "dcgan 1)")] = None,
     diffaugment: Annotated[str | None, typer.Option(help="DiffAugment policies, '' to disable "
                                                     "(default: cgan color,translation,cutout; dcgan none)")] = None,
     ema_decay: Annotated[float | None, typer.Option(help="EMA decay of G (0 = off; default cgan 0.999)")] = None,

@@ -37,7 +37,7 @@ class GANConfig:
     lr_d: float | None = None
     beta1: float | None = None
     beta2: float = 0.999
-    n_dis: int = 1
+    n_dis: int | None = None
     loss: str | None = None
     diffaugment: str | None = None
     ema_decay: float | None = None
@@ -76,10 +76,13 @@ ARCH_KEYS: tuple[str, ...] = ("arch", "image_size", "z_dim", "g_width", "d_width
 def arch_defaults(arch: str) -> dict[str, Any]:
     if arch == "dcgan":
         # Radford et al. / the study: Adam(2e-4, beta1=0.5), BCE, 64 channels, nothing data-efficient.
-        return {"z_dim": 100, "g_width": 64, "d_width": 64, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
+        return {"z_dim": 100, "g_width": 64, "d_width": 64, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "n_dis": 1,
                 "loss": "bce", "diffaugment": "", "ema_decay": 0.0}
     if arch == "cgan":
-        # SNGAN/BigGAN practice: Adam(2e-4, beta1=0), hinge; widths small enough for a CPU (GPU: 64).
-        return {"z_dim": 128, "g_width": 32, "d_width": 32, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.0,
+        # BigGAN's balance: Adam(beta1=0), D lr 4x G's, two D steps per G step, hinge; widths small enough for
+        # a CPU (GPU: 64). Why: with one D step at equal rates the discriminator went flat on the CPU runs (hinge
+        # loss 2.00 over 4,500 steps, logits sd 0.007 across real images); with these its loss fell from 1.91
+        # to 1.63 within 700 steps and its logits spread (sd 0.40).
+        return {"z_dim": 128, "g_width": 32, "d_width": 32, "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "n_dis": 2,
                 "loss": "hinge", "diffaugment": "color,translation,cutout", "ema_decay": 0.999}
     raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")

@@ -105,7 +105,7 @@ def _real_batch(state: GANState, data: ImageSet) -> tuple[torch.Tensor, torch.Te
 def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
     """``n_dis`` discriminator updates, then one generator update (and the EMA update)."""
     cfg, g = state.cfg, state.rng
-    assert cfg.z_dim is not None and cfg.loss is not None
+    assert cfg.z_dim is not None and cfg.loss is not None and cfg.n_dis is not None
     loss_d_fn, loss_g_fn = LOSSES[cfg.loss]
     policy = cfg.diffaugment or ""
     n_cls, b = len(state.classes), cfg.batch_size
