@@ -30,7 +30,7 @@ from birdlens.augment.gan.data import load_images, resolve_manifest, select, to_
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.features import Lite0Features, extract
 from birdlens.augment.gan.metrics import frechet_distance, kernel_distance
-from birdlens.augment.gan.train import CHECKPOINT, load_generator
+from birdlens.augment.gan.train import CHECKPOINT, LoadedGenerator, load_generator
 from birdlens.utils.atomic import atomic_path, write_json, write_text
 
 
@@ -41,9 +41,7 @@ def snapshots(run: Path) -> list[Path]:
     return files
 
 
-def measure(path: Path, weights: str, real: np.ndarray, labels: torch.Tensor, feats: Lite0Features,
-            seed: int) -> dict:
-    g = load_generator(path, weights=weights)
+def measure(g: LoadedGenerator, real: np.ndarray, labels: torch.Tensor, feats: Lite0Features, seed: int) -> dict:
     assert g.cfg.z_dim is not None
     f_fake = extract(feats, sample_images(g.G, labels, g.cfg.z_dim, seed))
     kid, kid_sd, m = kernel_distance(real, f_fake, 100, 100, seed)
@@ -91,24 +89,27 @@ def main() -> None:
             g = load_generator(f)
             for weights in ("live", "ema") if g.weights == "ema" else ("live",):
                 key = (str(f), weights, f.stat().st_mtime)
-                seen = any((x["run"], x["weights"], x["iteration"]) == (str(run), weights, g.iteration) for x in rows)
-                if key in done or seen:  # the checkpoint usually repeats the last snapshot
+                # another file of the run already measured at this iteration: the checkpoint repeats the last snapshot
+                seen = any((x["run"], x["weights"], x["iteration"]) == (str(run), weights, g.iteration)
+                           and x["file"] != str(f) for x in rows)
+                if key in done or seen:
                     continue
                 if feats is None:
                     feats = Lite0Features()
-                    lg = g
-                    real = load_images(select(resolve_manifest(args.data), lg.cfg.split, lg.classes), lg.cfg.image_size,
-                                       lg.classes)
+                    real = load_images(select(resolve_manifest(args.data), g.cfg.split, g.classes), g.cfg.image_size,
+                                       g.classes)
                     real_f = extract(feats, to_unit(real.images))
                 assert real is not None and real_f is not None
                 t0 = time.perf_counter()
-                r = measure(f, weights, real_f, real.labels, feats, args.seed)
+                r = measure(g if g.weights == weights else load_generator(f, weights=weights), real_f, real.labels,
+                            feats, args.seed)
                 r.update(run=str(run), file=str(f), mtime=f.stat().st_mtime, seconds=round(time.perf_counter() - t0, 1))
                 rows = [x for x in rows if (x["file"], x["weights"]) != (str(f), weights)] + [r]
                 print(f"{run.name:>20} {r['iteration']:>6} {weights:>4}  FD-lite0 {r['FD-lite0']:.1f}", flush=True)
                 write_json(cache_path, {"data": args.data, "seed": args.seed, "rows": rows})
     # one row per (run, weights, iteration): the checkpoint duplicates the last snapshot
-    uniq = {(r["run"], r["weights"], r["iteration"]): r for r in rows if r["run"] in set(args.runs)}
+    wanted = {str(Path(r)) for r in args.runs}  # as the rows spell them ("runs/c/" is "runs/c")
+    uniq = {(r["run"], r["weights"], r["iteration"]): r for r in rows if r["run"] in wanted}
     rows = sorted(uniq.values(), key=lambda r: (r["run"], r["weights"], r["iteration"]))
     lines = [f"# FD-lite0 along the runs ({args.data})", "",
              "Every number: generated images matched per class to the real training images, Lite0 features, "

@@ -109,6 +109,8 @@ def test_diffaugment_probability_applies_each_policy_to_that_share_of_images() -
     out = diff_augment(x, "color", gen=torch.Generator().manual_seed(2), p=0.3)
     same = (out == x).flatten(1).all(dim=1).float().mean().item()
     assert 0.62 < same < 0.78  # 70% of 400 images untouched (binomial sd 2.3%)
+    with pytest.raises(ValueError, match="unknown DiffAugment"):
+        diff_augment(x, "color,rotate", p=0.0)  # a typo fails at once, not when an adaptive p first rises
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 

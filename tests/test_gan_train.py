@@ -226,6 +226,13 @@ def test_cli_train_resume_sample(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert json.loads((out / "gan.json").read_text())["generator"] == "ema"
     assert json.loads((out / "gan.json").read_text())["iterations"] == 3
+    r = runner.invoke(app, ["gan", "evaluate", "--run", str(run), "--data", str(data), "--no-cas", "--weights", "live",
+                            "--out", str(tmp_path / "m.json"), "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["generator"] == "live" and m["iterations_trained"] == 3 and m["n_fake"] == m["n_real"]
+    r = runner.invoke(app, ["gan", "evaluate", "--run", str(tmp_path / "none"), "--data", str(data), "--no-cas"])
+    assert r.exit_code == 2 and "gan train" in r.output
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert files == [f"train/BIRD {c}/gan_{i:04d}.png" for c in range(2) for i in range(3)]
     m = Manifest.from_csv(out / "manifest.csv")
@@ -314,3 +321,7 @@ def test_gan_metrics_report_fd_kid_and_cas(tmp_path: Path) -> None:
     by = {w: gan_metrics(tmp_path / "c", real, feats, weights=w) for w in ("auto", "ema", "live")}
     assert [by[w]["generator"] for w in by] == ["ema", "ema", "live"]
     assert by["auto"]["FD-proj"] == by["ema"]["FD-proj"] != by["live"]["FD-proj"]
+    from birdlens.augment.gan.train import load_generator
+
+    already = gan_metrics(load_generator(tmp_path / "c", weights="live"), real, feats)  # loaded once, e.g. by the CLI
+    assert already["generator"] == "live" and already["FD-proj"] == by["live"]["FD-proj"]

@@ -154,15 +154,16 @@ def evaluate(
     """FD-lite0 / KID-lite0 (overall + per class) against the real train split, and CAS on the test split."""
     from birdlens.augment.gan.data import load_images, resolve_manifest, select
     from birdlens.augment.gan.evaluate import gan_metrics
-    from birdlens.augment.gan.train import load_sampler
+    from birdlens.augment.gan.train import load_generator
     from birdlens.utils.atomic import write_json
 
     _threads(threads)
     try:
-        _, cfg, classes = load_sampler(run, weights=weights)
+        loaded = load_generator(run, weights=weights)
     except (FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    cfg, classes = loaded.cfg, loaded.classes
     manifest = resolve_manifest(data)
     real = load_images(select(manifest, cfg.split, classes), cfg.image_size, classes)
     test = None
@@ -171,7 +172,7 @@ def evaluate(
             if name in manifest.splits:
                 test = load_images(select(manifest, name, classes), cfg.image_size, classes)
                 break
-    rep = gan_metrics(run, real, per_class=per_class, test=test, seed=seed, weights=weights)
+    rep = gan_metrics(loaded, real, per_class=per_class, test=test, seed=seed)
     if inception_weights is not None:
         import torch
 
@@ -179,10 +180,9 @@ def evaluate(
         from birdlens.augment.gan.evaluate import sample_images
         from birdlens.augment.gan.inception import inception_fid
 
-        G, _, _ = load_sampler(run, weights=weights)
         assert cfg.z_dim is not None
         labels = real.labels if per_class is None else torch.arange(len(classes)).repeat_interleave(per_class)
-        fake = to_uint8(sample_images(G, labels, cfg.z_dim, seed))
+        fake = to_uint8(sample_images(loaded.G, labels, cfg.z_dim, seed))
         try:
             rep["FID-inception"] = inception_fid(real.images, fake, inception_weights)
         except (FileNotFoundError, RuntimeError) as e:

@@ -88,6 +88,9 @@ def diff_augment(x: torch.Tensor, policy: Sequence[str] | str = POLICIES,
     With ``p`` < 1 each policy reaches each image with probability ``p`` (``torch.where``: still differentiable).
     """
     names = [q for q in (policy.split(",") if isinstance(policy, str) else policy) if q]
+    unknown = [q for q in names if q not in POLICIES]
+    if unknown:  # checked before p: an adaptive run starts at p = 0 and must not fail only once p rises
+        raise ValueError(f"unknown DiffAugment policy {unknown[0]!r}; choose from {', '.join(POLICIES)}")
     if p <= 0.0:
         return x
     for name in names:
@@ -95,10 +98,8 @@ def diff_augment(x: torch.Tensor, policy: Sequence[str] | str = POLICIES,
             y = rand_color(x, gen)
         elif name == "translation":
             y = rand_translation(x, gen=gen)
-        elif name == "cutout":
-            y = rand_cutout(x, gen=gen)
         else:
-            raise ValueError(f"unknown DiffAugment policy {name!r}; choose from {', '.join(POLICIES)}")
+            y = rand_cutout(x, gen=gen)
         if p < 1.0:
             keep = _rand(x.shape[0], gen, x.device) >= p
             y = torch.where(keep, x, y)

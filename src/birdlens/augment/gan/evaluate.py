@@ -17,7 +17,7 @@ from birdlens.augment.gan.data import ImageSet, to_unit
 from birdlens.augment.gan.features import FeatureFn, Lite0Features, extract
 from birdlens.augment.gan.metrics import distance_report
 from birdlens.augment.gan.probe import fit_probe
-from birdlens.augment.gan.train import generate, load_generator
+from birdlens.augment.gan.train import LoadedGenerator, generate, load_generator
 
 
 def sample_images(G: torch.nn.Module, labels: torch.Tensor, z_dim: int, seed: int = 0) -> torch.Tensor:
@@ -26,11 +26,12 @@ def sample_images(G: torch.nn.Module, labels: torch.Tensor, z_dim: int, seed: in
     return generate(G, labels, torch.randn(len(labels), z_dim, generator=g))
 
 
-def gan_metrics(run: str | os.PathLike[str], real: ImageSet, features: FeatureFn | None = None,
+def gan_metrics(run: str | os.PathLike[str] | LoadedGenerator, real: ImageSet, features: FeatureFn | None = None,
                 per_class: int | None = None, test: ImageSet | None = None, seed: int = 0,
                 kid_subset_size: int = 100, weights: str = "auto") -> dict[str, Any]:
-    """FD-lite0/KID-lite0 of a run (folder, checkpoint or snapshot) against ``real`` (+ CAS on ``test``)."""
-    loaded = load_generator(run, weights=weights)
+    """FD-lite0/KID-lite0 of a run (folder, checkpoint, snapshot, or a generator already loaded from one: then
+    ``weights`` is its own) against ``real`` (+ CAS on ``test``)."""
+    loaded = run if isinstance(run, LoadedGenerator) else load_generator(run, weights=weights)
     G, cfg, classes = loaded.G, loaded.cfg, loaded.classes
     assert cfg.z_dim is not None
     if list(classes) != list(real.classes):

@@ -183,10 +183,16 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: int = GR
 # ------------------------------------------------------------------------------------------- checkpoints
 
 
-def state_to_checkpoint(state: GANState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = {**module_tensors(state.G, "G"), **module_tensors(state.D, "D")}
+def _generator_tensors(state: GANState) -> dict[str, torch.Tensor]:
+    """Live G (``G.*``) and, when there is one, its EMA copy (``EMA.*``): what checkpoints and snapshots share."""
+    tensors = module_tensors(state.G, "G")
     if state.ema is not None:
         tensors.update(module_tensors(state.ema.shadow, "EMA"))
+    return tensors
+
+
+def state_to_checkpoint(state: GANState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {**_generator_tensors(state), **module_tensors(state.D, "D")}
     tg, mg = flatten_optimizer(state.opt_g, "opt_g")
     td, md = flatten_optimizer(state.opt_d, "opt_d")
     tensors.update(tg)
@@ -288,12 +294,9 @@ def load_sampler(run: str | os.PathLike[str], device: str | torch.device = "cpu"
 
 def save_snapshot(state: GANState, path: str | os.PathLike[str]) -> Path:
     """The generators only (live + EMA) at this iteration: small, and readable by :func:`load_generator`."""
-    tensors = module_tensors(state.G, "G")
-    if state.ema is not None:
-        tensors.update(module_tensors(state.ema.shadow, "EMA"))
     meta = {"format": "birdlens-gan-snapshot-1", "iteration": state.iteration, "config": state.cfg.to_dict(),
             "classes": state.classes}
-    return save_checkpoint(path, tensors, meta)
+    return save_checkpoint(path, _generator_tensors(state), meta)
 
 
 # ------------------------------------------------------------------------------------------- the loop
