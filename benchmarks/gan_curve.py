@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", required=True, help="run folders")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (generators and the Lite0 extractor)")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = Path(args.out)
@@ -86,7 +87,7 @@ def main() -> None:
     rows = list(cache["rows"])
     for run in map(Path, args.runs):
         for f in snapshots(run):
-            g = load_generator(f)
+            g = load_generator(f, args.device)
             for weights in ("live", "ema") if g.weights == "ema" else ("live",):
                 key = (str(f), weights, f.stat().st_mtime)
                 # another file of the run already measured at this iteration: the checkpoint repeats the last snapshot
@@ -95,13 +96,13 @@ def main() -> None:
                 if key in done or seen:
                     continue
                 if feats is None:
-                    feats = Lite0Features()
+                    feats = Lite0Features(batch_size=16 if args.device == "cpu" else 100, device=args.device)
                     real = load_images(select(resolve_manifest(args.data), g.cfg.split, g.classes), g.cfg.image_size,
                                        g.classes)
                     real_f = extract(feats, to_unit(real.images))
                 assert real is not None and real_f is not None
                 t0 = time.perf_counter()
-                r = measure(g if g.weights == weights else load_generator(f, weights=weights), real_f, real.labels,
+                r = measure(g if g.weights == weights else load_generator(f, args.device, weights), real_f, real.labels,
                             feats, args.seed)
                 r.update(run=str(run), file=str(f), mtime=f.stat().st_mtime, seconds=round(time.perf_counter() - t0, 1))
                 rows = [x for x in rows if (x["file"], x["weights"]) != (str(f), weights)] + [r]

@@ -282,20 +282,36 @@ def test_ablation_end_to_end_writes_table_and_plot(tmp_path: Path) -> None:
 
 
 def test_gpu_recipe_is_a_valid_config() -> None:
-    from birdlens.augment.gan.cli import _cli_defaults, merge_recipe, train
+    from birdlens.augment.gan.cli import merge_recipe
     from birdlens.augment.gan.models import build_discriminator, build_generator
 
     recipe = Path(__file__).resolve().parents[1] / "configs" / "gan-gpu.yaml"
-    defaults = _cli_defaults(train)
-    given = {k: defaults[k] for k in ("arch", "image_size", "iterations", "seed", "device")}
-    merged = merge_recipe(recipe, given, defaults)
-    assert merged["device"] == "cuda" and merged["image_size"] == 128
-    merged = merge_recipe(recipe, {**given, "iterations": 7}, defaults)  # an explicit flag wins
-    assert merged["iterations"] == 7
+    given = {"arch": "cgan", "image_size": 64, "iterations": 2000, "seed": 0, "device": "cpu", "ema_start": 0}
+    merged = merge_recipe(recipe, given, explicit=set())
+    assert merged["device"] == "cuda" and merged["image_size"] == 128 and merged["iterations"] == 40000
+    merged = merge_recipe(recipe, {**given, "iterations": 7}, explicit={"iterations", "image_size"})
+    assert merged["iterations"] == 7 and merged["image_size"] == 64  # an explicit flag wins, default value or not
+    assert merged["device"] == "cuda" and merged["batch_size"] == 64
     merged.pop("device")
-    cfg = GANConfig.from_dict(merged).resolved()
+    cfg = GANConfig.from_dict({**merged, "image_size": 128}).resolved()
     G, D = build_generator(cfg, 20), build_discriminator(cfg, 20)
     assert G.image_size == D.image_size == 128
+
+
+def test_cli_recipe_flags_given_explicitly_win(tmp_path: Path) -> None:
+    """``--image-size 64 --device cpu`` equal the flags' defaults: comparing values could not see them."""
+    from birdlens.cli import app
+
+    data = _write_folder(tmp_path / "birds")
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "gan-gpu.yaml"
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["gan", "train", "--data", str(data), "--out", str(run), "--config", str(recipe),
+                                 "--image-size", "64", "--device", "cpu", "--iterations", "0", "--width", "4",
+                                 "--quiet"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((run / "config.json").read_text())["config"]
+    assert cfg["image_size"] == 64 and cfg["iterations"] == 0 and cfg["g_width"] == cfg["d_width"] == 4
+    assert cfg["batch_size"] == 64 and cfg["lr_d"] == 4e-4 and cfg["snapshot_every"] == 5000  # from the recipe
 
 
 def test_gan_metrics_report_fd_kid_and_cas(tmp_path: Path) -> None:

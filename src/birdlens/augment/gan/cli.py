@@ -15,18 +15,23 @@ app = typer.Typer(name="gan", help="GAN augmentation: the study's DCGAN, a data-
 _QUIET = typer.Option("--quiet", "-q", help="no progress bar (also BIRDLENS_QUIET=1)")
 
 
-def _cli_defaults(fn: object) -> dict[str, object]:
-    import inspect
-
-    out = {}
-    for name, p in inspect.signature(fn).parameters.items():  # type: ignore[arg-type]
-        out[name] = p.default
-    out["g_width"] = out["d_width"] = out.get("width")
-    return out
+# config keys whose command-line flag has another name
+_FLAG_OF = {"g_width": "width", "d_width": "width", "ada_speed_images": "ada_speed"}
 
 
-def merge_recipe(path: Path, given: dict[str, object], defaults: dict[str, object]) -> dict[str, object]:
-    """YAML recipe values, overridden by every flag whose value differs from its default."""
+def explicit_keys(ctx: typer.Context, keys: object) -> set[str]:
+    """The config keys set on the command line (by click's parameter source, so ``--image-size 64`` counts
+    even though 64 is the flag's default: comparing with the default could not tell it from an omitted flag)."""
+    def given(name: str) -> bool:
+        src = ctx.get_parameter_source(name)  # by name: typer may bring its own copy of click's enum
+        return src is not None and src.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+    return {k for k in keys if given(_FLAG_OF.get(k, k))}  # type: ignore[attr-defined]
+
+
+def merge_recipe(path: Path, given: dict[str, object], explicit: set[str]) -> dict[str, object]:
+    """YAML recipe values, overridden by every flag in ``explicit``; flags the recipe does not set keep the
+    command line's value (its default when omitted)."""
     import yaml
 
     from birdlens.augment.gan.config import GANConfig
@@ -38,7 +43,7 @@ def merge_recipe(path: Path, given: dict[str, object], defaults: dict[str, objec
         raise typer.BadParameter(f"unknown keys in {path}: {unknown}", param_hint="--config")
     merged = dict(recipe)
     for k, v in given.items():
-        if k not in recipe or v != defaults.get(k):
+        if k not in recipe or k in explicit:
             merged[k] = v
     return merged
 
@@ -51,6 +56,7 @@ def _threads(threads: int | None) -> None:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="image folder (split/class/*.jpg), manifest.csv or dataset root")],
     out: Annotated[Path, typer.Option(help="run folder (checkpoints, sample grids)")],
     arch: Annotated[str, typer.Option(help="cgan (default, data-efficient) or dcgan (the study's baseline)")] = "cgan",
@@ -99,7 +105,7 @@ def train(
              "ada_speed_images": ada_speed, "sample_every": sample_every, "checkpoint_every": checkpoint_every,
              "snapshot_every": snapshot_every, "device": device}
     if config is not None:
-        given = merge_recipe(config, given, _cli_defaults(train))
+        given = merge_recipe(config, given, explicit_keys(ctx, given))
     device = given.pop("device")
     cfg = GANConfig.from_dict(given)
     manifest = select(resolve_manifest(data), cfg.split, cfg.classes)
