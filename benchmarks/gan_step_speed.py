@@ -1,0 +1,85 @@
+"""Seconds per generator step of each GAN architecture, alone on the device, and where the time goes.
+
+Why: on a lent H200 the recipe's cgan ran at 0.22 s/step (64 px) while four other runs shared the GPU, which
+says little about what a user with one GPU gets. This times each setting alone on random images (speed does
+not depend on the pixels), then profiles a few cgan steps (top ops by device time, and kernels per step).
+
+    python benchmarks/gan_step_speed.py --device cuda            # ~2 min on one GPU
+    python benchmarks/gan_step_speed.py --device cpu --tiny      # tests the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from birdlens.augment.gan.config import GANConfig
+from birdlens.augment.gan.data import ImageSet
+from birdlens.augment.gan.train import init_state, train_step
+
+
+def timed(cfg: GANConfig, device: str, n_classes: int, warmup: int, steps: int) -> tuple[float, object]:
+    data = ImageSet(torch.randint(0, 256, (840, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8).to(device),
+                    torch.arange(840).remainder(n_classes).to(device), [f"c{i}" for i in range(n_classes)])
+    state = init_state(cfg, data.classes, device)
+    for _ in range(warmup):
+        train_step(state, data)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        train_step(state, data)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / steps, (state, data)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="small nets and few steps (script test on a CPU)")
+    ap.add_argument("--steps", type=int, default=60)
+    args = ap.parse_args()
+    tiny = {"g_width": 4, "d_width": 4, "batch_size": 4} if args.tiny else {}
+    recipe = {"batch_size": 64, "g_width": 64, "d_width": 64, "ema_rampup": 0.05, **tiny}
+    settings = [
+        ("cgan 64px (recipe)", GANConfig(arch="cgan", image_size=32 if args.tiny else 64, **recipe)),
+        ("cgan 64px, no DiffAugment", GANConfig(arch="cgan", image_size=32 if args.tiny else 64, diffaugment="",
+                                                **recipe)),
+        ("cgan 128px (recipe)", GANConfig(arch="cgan", image_size=32 if args.tiny else 128, **recipe)),
+        ("dcgan 64px, batch 64", GANConfig(arch="dcgan", image_size=32 if args.tiny else 64,
+                                           **{"batch_size": 64, **tiny})),
+    ]
+    steps = 3 if args.tiny else args.steps
+    print(f"torch {torch.__version__}, device {args.device}"
+          + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else ""))
+    print("| setting | s/step | steps/s |\n|---|---:|---:|")
+    keep = None
+    for name, cfg in settings:
+        sec, st = timed(cfg, args.device, 20, 2 if args.tiny else 10, steps)
+        keep = keep or st
+        print(f"| {name} | {sec:.4f} | {1 / sec:.1f} |", flush=True)
+    from torch.profiler import ProfilerActivity, profile
+
+    state, data = keep  # type: ignore[misc]
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    n = 5
+    with profile(activities=acts) as prof:
+        for _ in range(n):
+            train_step(state, data)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+    ev = prof.key_averages()
+    sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
+    print(f"\ncgan 64px, {n} steps profiled; top ops by {sort}:")
+    print(ev.table(sort_by=sort, row_limit=15, max_name_column_width=50))
+    if args.device == "cuda":
+        kernels = sum(e.count for e in ev if e.device_type == torch.autograd.DeviceType.CUDA)
+        busy = sum(e.self_device_time_total for e in ev if e.device_type == torch.autograd.DeviceType.CUDA)
+        print(f"kernels per step: {kernels / n:.0f}; GPU busy per step: {busy / n / 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
