@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# One short GPU check of birdlens training: fine-tune EfficientNet-Lite0 (bundled ImageNet weights) for one
-# epoch with AMP (fp16 autocast, precision=16-mixed) on the GPU, then the same steps on the CPU, and print
-# both images/s side by side. Offline: uses the shared bird photos when present, else generates a synthetic
+# One short GPU check of birdlens training: fine-tune EfficientNet-Lite0 (bundled ImageNet weights) for
+# GPU_EPOCHS (3) epochs with AMP (fp16 autocast, precision=16-mixed) on the GPU, then a few steps on the CPU,
+# and print both images/s side by side (the GPU's from its last epoch: the first pays for worker start-up,
+# cuDNN's algorithm search and AMP's warm-up). Offline: uses the shared bird photos when present, else a synthetic
 # 20-class folder of 224 px images (speed does not depend on what the pixels show).
 #
 #   bash benchmarks/gpu_check.sh [DATA_DIR]          # needs a CUDA GPU; ~1-2 minutes
 #
-# Environment: PYTHON (default .venv/bin/python, else python3), CPU_STEPS (default 10), CPU_THREADS (default: all
+# Environment: PYTHON (default .venv/bin/python, else python3), GPU_EPOCHS (default 3), CPU_STEPS (default 10), CPU_THREADS (default: all
 # cores, at most 16), OUT (default a temp dir),
 # GPU_CHECK_DRY=1 runs the "GPU" leg on the CPU for GPU_STEPS steps (default 2) so that the script itself is
 # tested where there is no GPU (tests/test_gpu_check.py); its numbers then mean nothing.
@@ -20,7 +21,7 @@ CPU_STEPS=${CPU_STEPS:-10}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" BIRDLENS_QUIET=1 BIRDLENS_CACHE="$OUT/cache"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi not found"
 
-"$PY" - "$DATA" "$OUT" "$CPU_STEPS" "${GPU_CHECK_DRY:-0}" "${GPU_STEPS:-2}" <<'PYEOF'
+"$PY" - "$DATA" "$OUT" "$CPU_STEPS" "${GPU_CHECK_DRY:-0}" "${GPU_STEPS:-2}" "${GPU_EPOCHS:-3}" <<'PYEOF'
 import csv, os, sys, time
 from pathlib import Path
 import numpy as np
@@ -28,7 +29,7 @@ import torch
 from PIL import Image
 
 data, out, cpu_steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-dry, dry_steps = sys.argv[4] == "1", int(sys.argv[5])
+dry, dry_steps, gpu_epochs = sys.argv[4] == "1", int(sys.argv[5]), int(sys.argv[6])
 if not torch.cuda.is_available() and not dry:
     sys.exit("no CUDA GPU visible to torch: run this on a GPU machine")
 if not data.is_dir():  # synthetic stand-in: 20 classes x (42 train, 9 valid, 9 test), 224 px
@@ -48,16 +49,17 @@ print(f"data: {data}; torch {torch.__version__}; GPU {gpu_name}")
 from birdlens.train import TrainConfig, train  # noqa: E402
 
 
-def run(name, **kw):
+def run(name, epochs=1, **kw):
     t = time.perf_counter()
     # head_init=random: the loop's speed is what is measured, not the linear probe that LP-FT starts from
     cfg = TrainConfig(data=str(data), out=str(out / name), model="efficientnet_lite0", mode="finetune",
-                      epochs=1, head_epochs=0, head_init="random", batch_size=16, augment="light", patience=None,
+                      epochs=epochs, head_epochs=0, head_init="random", batch_size=16, augment="light", patience=None,
                       quiet=True, num_workers=4 if kw.get("accelerator") == "gpu" else 0, **kw)
     r = train(cfg, force=True, evaluate=False)
     with open(r / "log.csv") as f:
-        row = next(csv.DictReader(f))
-    return float(row["images_per_s"]), float(row["seconds"]), time.perf_counter() - t
+        rows = list(csv.DictReader(f))
+    # the last epoch: the first one also pays for worker start-up, cuDNN's algorithm search and AMP's warm-up
+    return ([float(x["images_per_s"]) for x in rows], float(rows[-1]["seconds"]), time.perf_counter() - t)
 
 
 torch.set_num_threads(int(os.environ.get("CPU_THREADS", min(16, os.cpu_count() or 1))))
@@ -65,10 +67,11 @@ if dry:
     g_ips, g_s, g_wall = run("gpu", accelerator="cpu", precision="32-true", limit_train_batches=dry_steps,
                              limit_val_batches=1)
 else:
-    g_ips, g_s, g_wall = run("gpu", accelerator="gpu", devices=1, precision="16-mixed")
-leg = f"{dry_steps} steps on the CPU (dry run)" if dry else "1 epoch, AMP fp16"
-print(f"GPU  fine-tune {leg}: {g_ips:8.1f} images/s (epoch {g_s:.1f} s incl. validation, wall {g_wall:.1f} s)")
+    g_ips, g_s, g_wall = run("gpu", epochs=gpu_epochs, accelerator="gpu", devices=1, precision="16-mixed")
+leg = f"{dry_steps} steps on the CPU (dry run)" if dry else f"{gpu_epochs} epochs, AMP fp16, last epoch"
+print(f"GPU  fine-tune {leg}: {g_ips[-1]:8.1f} images/s (epoch {g_s:.1f} s incl. validation, wall {g_wall:.1f} s; "
+      f"per epoch: {', '.join(f'{v:.1f}' for v in g_ips)})")
 c_ips, c_s, _ = run("cpu", accelerator="cpu", precision="32-true", limit_train_batches=cpu_steps, limit_val_batches=0)
-print(f"CPU  fine-tune {cpu_steps} steps, fp32:     {c_ips:8.1f} images/s ({torch.get_num_threads()} threads)")
-print(f"GPU / CPU: {g_ips / c_ips:.1f}x")
+print(f"CPU  fine-tune {cpu_steps} steps, fp32:     {c_ips[-1]:8.1f} images/s ({torch.get_num_threads()} threads)")
+print(f"GPU / CPU: {g_ips[-1] / c_ips[-1]:.1f}x")
 PYEOF
