@@ -18,7 +18,7 @@
 # their weights and grids.
 #
 # Environment: PY (default .venv/bin/python, else python3), OUT (default a temp dir), TRAIN_SECONDS (300),
-# EVAL_SECONDS (150), SNAP (1000), MAX_POINTS (8), RECIPE128_ITERS (400), DEVICE (cuda),
+# EVAL_SECONDS (150), SNAP (1000), MAX_POINTS (8), RECIPE128_ITERS (400), DEVICE (cuda), SYNTH_PER_CLASS (100),
 # DRY=1: tiny networks on the CPU for a few seconds, to test this script where there is no GPU (numbers
 # then mean nothing).
 set -uo pipefail
@@ -34,10 +34,11 @@ SNAP=${SNAP:-1000}
 MAX_POINTS=${MAX_POINTS:-8}
 RECIPE128_ITERS=${RECIPE128_ITERS:-400}
 DEVICE=${DEVICE:-cuda}
-SIZE=64
+SYNTH_PER_CLASS=${SYNTH_PER_CLASS:-100}
+SIZE=64 THREADS=2 EVAL_THREADS=6
 TINY=()
 if [ "${DRY:-0}" = 1 ]; then
-  DEVICE=cpu SIZE=32
+  DEVICE=cpu SIZE=32 THREADS=1 EVAL_THREADS=1
   TINY=(--width 4 --batch-size 4)
 fi
 WORK=${WORK:-$(mktemp -d /tmp/birdlens_gan_gpu_runs.XXXX)}
@@ -61,7 +62,7 @@ print(f"python {sys.version.split()[0]}; torch {torch.__version__}; timm {timm._
       + (f" ({torch.cuda.get_device_name(0)})" if dev == "cuda" else ""))
 PYEOF
 [ -d "$BIRDS" ] || { echo "no bird photos at $BIRDS (pass the folder as the first argument)"; exit 3; }
-"$PY" -c "from birdlens.data.synth import generate_dataset as g; m = g('$WORK/synth10', classes=10, per_class=100, size=64, seed=0, quiet=True); print('synthetic birds:', len(m.split('train')), 'train images')"
+"$PY" -c "from birdlens.data.synth import generate_dataset as g; m = g('$WORK/synth10', classes=10, per_class=$SYNTH_PER_CLASS, size=64, seed=0, quiet=True); print('synthetic birds:', len(m.split('train')), 'train images')"
 for a in cgan dcgan; do  # two steps of each on the device, so a broken run fails here and not after TRAIN_SECONDS
   "$PY" -c "from birdlens.cli import app; app()" gan train --data "$WORK/synth10" --out "$WORK/smoke-$a" --arch $a \
     --image-size 32 --width 4 --batch-size 4 --iterations 2 --device "$DEVICE" --quiet >"$WORK/smoke-$a.log" 2>&1 \
@@ -74,8 +75,8 @@ stamp "setup done"
 cli() { "$PY" -c "from birdlens.cli import app; app()" "$@"; }
 train() {  # NAME DATA FLAGS...
   local name=$1 data=$2; shift 2
-  OMP_NUM_THREADS=2 timeout "$TRAIN_SECONDS" "$PY" -c "from birdlens.cli import app; app()" gan train \
-    --data "$data" --out "$WORK/$name" --seed 0 --device "$DEVICE" --threads 2 --quiet "$@" >"$WORK/$name.log" 2>&1 &
+  OMP_NUM_THREADS=$THREADS timeout "$TRAIN_SECONDS" "$PY" -c "from birdlens.cli import app; app()" gan train \
+    --data "$data" --out "$WORK/$name" --seed 0 --device "$DEVICE" --threads "$THREADS" --quiet "$@" >"$WORK/$name.log" 2>&1 &
   pids+=($!)
 }
 pids=()
@@ -138,7 +139,7 @@ stamp "summary written"
 cpids=()
 for ds in synth birds; do
   data=$WORK/synth10; [ $ds = birds ] && data=$BIRDS
-  OMP_NUM_THREADS=6 timeout "$EVAL_SECONDS" "$PY" benchmarks/gan_curve.py --data "$data" --device "$DEVICE" \
+  OMP_NUM_THREADS=$EVAL_THREADS timeout "$EVAL_SECONDS" "$PY" benchmarks/gan_curve.py --data "$data" --device "$DEVICE" \
     --runs "$WORK/$ds-cgan" "$WORK/$ds-dcgan" --out "$WORK/curve-$ds" >"$WORK/curve-$ds.log" 2>&1 &
   cpids+=($!)
 done

@@ -1,0 +1,42 @@
+"""``benchmarks/gan_gpu.sh`` runs on a lent GPU, whose minutes are rationed; its dry mode runs the same script end
+to end on the CPU (tiny networks, a few seconds of training) so that a broken script is found here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gan_gpu_script_dry_run(tmp_path: Path) -> None:
+    birds = tmp_path / "birds"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 2)):
+        for c in range(2):
+            d = birds / split / f"BIRD {c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray((rng.random((40, 40, 3)) * 120 + 60 * c).astype(np.uint8)).save(d / f"{i}.png")
+    out = tmp_path / "out"
+    env = {**os.environ, "DRY": "1", "PY": sys.executable, "OUT": str(out), "WORK": str(tmp_path / "work"),
+           "TRAIN_SECONDS": "45", "EVAL_SECONDS": "300", "SNAP": "2", "MAX_POINTS": "1", "RECIPE128_ITERS": "2",
+           "SYNTH_PER_CLASS": "10"}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gan_gpu.sh"), str(birds)], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = (out / "summary.md").read_text()
+    for ds in ("synth", "birds"):
+        assert f"| {ds}-cgan | cgan | live |" in summary and f"| {ds}-dcgan | dcgan | live |" in summary
+        assert (out / f"side_by_side_{ds}.png").stat().st_size > 0 and (out / f"curve_{ds}.png").is_file()
+    assert summary.count("| iteration | cgan (live) | dcgan | ratio |") == 2
+    assert "| birds-cgan128 | 2 |" in summary  # the 128 px recipe run finished its steps
+    assert (out / "gan_gpu.tar.gz").stat().st_size > 0 and (out / "recipe128_iter_000002.png").is_file()
+    assert len(list(out.iterdir())) <= 8  # what a device call brings back
