@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -19,14 +20,14 @@ _QUIET = typer.Option("--quiet", "-q", help="no progress bar (also BIRDLENS_QUIE
 _FLAG_OF = {"g_width": "width", "d_width": "width", "ada_speed_images": "ada_speed"}
 
 
-def explicit_keys(ctx: typer.Context, keys: object) -> set[str]:
+def explicit_keys(ctx: typer.Context, keys: Iterable[str]) -> set[str]:
     """The config keys set on the command line (by click's parameter source, so ``--image-size 64`` counts
     even though 64 is the flag's default: comparing with the default could not tell it from an omitted flag)."""
     def given(name: str) -> bool:
         src = ctx.get_parameter_source(name)  # by name: typer may bring its own copy of click's enum
         return src is not None and src.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
 
-    return {k for k in keys if given(_FLAG_OF.get(k, k))}  # type: ignore[attr-defined]
+    return {k for k in keys if given(_FLAG_OF.get(k, k))}
 
 
 def merge_recipe(path: Path, given: dict[str, object], explicit: set[str]) -> dict[str, object]:
