@@ -72,7 +72,6 @@ rm -rf "$WORK"/smoke-*
 stamp "setup done"
 
 # ---- train, all at once, each for TRAIN_SECONDS at most
-cli() { "$PY" -c "from birdlens.cli import app; app()" "$@"; }
 train() {  # NAME DATA FLAGS...
   local name=$1 data=$2; shift 2
   OMP_NUM_THREADS=$THREADS timeout "$TRAIN_SECONDS" "$PY" -c "from birdlens.cli import app; app()" gan train \
