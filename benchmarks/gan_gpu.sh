@@ -63,8 +63,9 @@ print(f"python {sys.version.split()[0]}; torch {torch.__version__}; timm {timm._
 PYEOF
 [ -d "$BIRDS" ] || { echo "no bird photos at $BIRDS (pass the folder as the first argument)"; exit 3; }
 "$PY" -c "from birdlens.data.synth import generate_dataset as g; m = g('$WORK/synth10', classes=10, per_class=$SYNTH_PER_CLASS, size=64, seed=0, quiet=True); print('synthetic birds:', len(m.split('train')), 'train images')"
+GAN_TRAIN=("$PY" -c "from birdlens.cli import app; app()" gan train)  # an array: timeout runs it too
 for a in cgan dcgan; do  # two steps of each on the device, so a broken run fails here and not after TRAIN_SECONDS
-  "$PY" -c "from birdlens.cli import app; app()" gan train --data "$WORK/synth10" --out "$WORK/smoke-$a" --arch $a \
+  "${GAN_TRAIN[@]}" --data "$WORK/synth10" --out "$WORK/smoke-$a" --arch $a \
     --image-size 32 --width 4 --batch-size 4 --iterations 2 --device "$DEVICE" --quiet >"$WORK/smoke-$a.log" 2>&1 \
     || { tail -n 30 "$WORK/smoke-$a.log"; echo "smoke run of $a failed"; exit 3; }
 done
@@ -74,7 +75,7 @@ stamp "setup done"
 # ---- train, all at once, each for TRAIN_SECONDS at most
 train() {  # NAME DATA FLAGS...
   local name=$1 data=$2; shift 2
-  OMP_NUM_THREADS=$THREADS timeout "$TRAIN_SECONDS" "$PY" -c "from birdlens.cli import app; app()" gan train \
+  OMP_NUM_THREADS=$THREADS timeout "$TRAIN_SECONDS" "${GAN_TRAIN[@]}" \
     --data "$data" --out "$WORK/$name" --seed 0 --device "$DEVICE" --threads "$THREADS" --quiet "$@" >"$WORK/$name.log" 2>&1 &
   pids+=($!)
 }
