@@ -81,6 +81,10 @@ def train(
     ada_target: Annotated[float, typer.Option(help="adaptive DiffAugment: raise its probability while "
                                               "E[sign D(real)] > this (ADA: 0.6; 0 = always on)")] = 0.0,
     ada_speed: Annotated[int, typer.Option(help="real images over which the probability may go from 0 to 1")] = 100_000,
+    lecam_weight: Annotated[float, typer.Option(help="LeCam regulariser on D for little data (Tseng et al. "
+                                                "2021: 0.3 for BigGAN; 0 = off)")] = 0.0,
+    ms_weight: Annotated[float, typer.Option(help="mode-seeking term on G against per-class collapse (MSGAN: 1; "
+                                             "0 = off; needs an even batch)")] = 0.0,
     sample_every: int = 500,
     checkpoint_every: int = 500,
     snapshot_every: Annotated[int, typer.Option(help="also keep the generators every N steps in RUN/snapshots "
@@ -103,7 +107,8 @@ def train(
              "seed": seed, "classes": list(classes) if classes else None, "split": split, "g_width": width,
              "d_width": width, "n_dis": n_dis, "diffaugment": diffaugment, "ema_decay": ema_decay,
              "ema_start": ema_start, "ema_rampup": ema_rampup, "ada_target": ada_target,
-             "ada_speed_images": ada_speed, "sample_every": sample_every, "checkpoint_every": checkpoint_every,
+             "ada_speed_images": ada_speed, "lecam_weight": lecam_weight, "ms_weight": ms_weight,
+             "sample_every": sample_every, "checkpoint_every": checkpoint_every,
              "snapshot_every": snapshot_every, "device": device}
     if config is not None:
         given = merge_recipe(config, given, explicit_keys(ctx, given))

@@ -20,7 +20,10 @@ class GANConfig:
     BigGAN warm-up), see :class:`~birdlens.augment.gan.ema.EMA`; ``snapshot_every``: keep the generators
     every N steps (0 = never) to measure a long run along the way; ``ada_target`` > 0 (ADA: 0.6) makes the
     DiffAugment probability adaptive, starting at 0 (:class:`~birdlens.augment.gan.diffaug.AdaptiveP`),
-    0 keeps it always on.
+    0 keeps it always on. ``lecam_weight`` > 0 adds the LeCam regulariser to the discriminator loss
+    (:class:`~birdlens.augment.gan.losses.LeCam`; the paper: 0.3 for BigGAN, 0.01 for StyleGAN2) with anchors
+    averaged at ``lecam_decay``; ``ms_weight`` > 0 adds the mode-seeking term to the generator loss
+    (:func:`~birdlens.augment.gan.losses.mode_seeking`; MSGAN: 1) and draws the fake labels in pairs.
     """
 
     arch: str = "cgan"
@@ -45,6 +48,9 @@ class GANConfig:
     ema_rampup: float = 0.0
     ada_target: float = 0.0
     ada_speed_images: int = 100_000
+    lecam_weight: float = 0.0
+    lecam_decay: float = 0.99
+    ms_weight: float = 0.0
     flip: bool = True
     sample_every: int = 500
     checkpoint_every: int = 500

@@ -39,7 +39,7 @@ from birdlens.augment.gan.config import ARCH_KEYS, GANConfig
 from birdlens.augment.gan.data import ImageSet, to_unit
 from birdlens.augment.gan.diffaug import AdaptiveP, diff_augment
 from birdlens.augment.gan.ema import EMA
-from birdlens.augment.gan.losses import LOSSES
+from birdlens.augment.gan.losses import LOSSES, LeCam, mode_seeking
 from birdlens.augment.gan.models import build_discriminator, build_generator
 from birdlens.augment.gan.progress import progress_bar
 from birdlens.utils.atomic import atomic_path, write_json
@@ -68,6 +68,7 @@ class GANState:
     iteration: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     ada: AdaptiveP | None = None
+    lecam: LeCam | None = None
 
     @property
     def sampler(self) -> nn.Module:
@@ -77,6 +78,8 @@ class GANState:
 def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = "cpu") -> GANState:
     """Fresh models and optimisers on ``device``, seeded from ``cfg.seed`` (initialised on the CPU)."""
     cfg = cfg.resolved()
+    if cfg.ms_weight > 0 and cfg.batch_size % 2:
+        raise ValueError(f"ms_weight needs an even batch size (pairs of noises per label), got {cfg.batch_size}")
     torch.manual_seed(cfg.seed)
     n = len(classes)
     G, D = build_generator(cfg, n).to(device), build_discriminator(cfg, n).to(device)
@@ -86,7 +89,8 @@ def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = 
     ema = EMA(G, cfg.ema_decay, cfg.ema_rampup) if cfg.ema_decay else None
     rng = torch.Generator().manual_seed(cfg.seed + 12345)  # CPU generator: same draws on any device
     ada = AdaptiveP(cfg.ada_target, cfg.ada_speed_images) if cfg.ada_target > 0 and cfg.diffaugment else None
-    return GANState(cfg, list(classes), G, D, opt_g, opt_d, ema, rng, ada=ada)
+    lecam = LeCam(cfg.lecam_decay) if cfg.lecam_weight > 0 else None
+    return GANState(cfg, list(classes), G, D, opt_g, opt_d, ema, rng, ada=ada, lecam=lecam)
 
 
 # ------------------------------------------------------------------------------------------- the step
@@ -114,24 +118,34 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
     def aug(x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, policy, gen=g, p=state.ada.p if state.ada is not None else 1.0) if policy else x
 
-    fake = yf = None
+    fake = yf = z = None
     for k in range(cfg.n_dis):
         x, y = _real_batch(state, data)
         z = torch.randn(b, cfg.z_dim, generator=g).to(dev)
-        yf = torch.randint(0, n_cls, (b,), generator=g).to(dev)
+        if cfg.ms_weight > 0:  # two noises per label: the mode-seeking term compares the halves
+            yf = torch.randint(0, n_cls, (b // 2,), generator=g).repeat(2).to(dev)
+        else:
+            yf = torch.randint(0, n_cls, (b,), generator=g).to(dev)
         last = k == cfg.n_dis - 1
         with torch.set_grad_enabled(last):  # the last fake batch is reused for the G step
             fake = state.G(z, yf)
         d_real = state.D(aug(x), y)
         d_fake = state.D(aug(fake.detach()), yf)
         loss_d = loss_d_fn(d_real, d_fake)
+        if state.lecam is not None:
+            reg_d = state.lecam(d_real, d_fake)
+            loss_d = loss_d + cfg.lecam_weight * reg_d
         state.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         state.opt_d.step()
         if state.ada is not None:
             state.ada.observe(d_real)
-    assert fake is not None and yf is not None
+    assert fake is not None and yf is not None and z is not None
     loss_g = loss_g_fn(state.D(aug(fake), yf))
+    ms = None
+    if cfg.ms_weight > 0:
+        ms = mode_seeking(fake, z)
+        loss_g = loss_g + cfg.ms_weight * ms
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     state.opt_g.step()
@@ -145,6 +159,10 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
            "d_real": float(d_real.detach().mean()), "d_fake": float(d_fake.detach().mean())}
     if state.ada is not None:
         out["aug_p"] = state.ada.p
+    if state.lecam is not None:
+        out["lecam"] = float(reg_d.detach())
+    if ms is not None:
+        out["ms"] = float(ms.detach())
     return out
 
 
@@ -203,6 +221,8 @@ def state_to_checkpoint(state: GANState) -> tuple[dict[str, torch.Tensor], dict[
             "ema_updates": state.ema.num_updates if state.ema is not None else 0, "history": state.history}
     if state.ada is not None:
         meta["ada"] = state.ada.state_dict()
+    if state.lecam is not None:
+        meta["lecam"] = state.lecam.state_dict()
     return tensors, meta
 
 
@@ -233,6 +253,8 @@ def state_from_checkpoint(path: str | os.PathLike[str], cfg: GANConfig | None = 
     state.rng.set_state(tensors["rng"])
     if state.ada is not None and "ada" in meta:
         state.ada.load_state_dict(meta["ada"])
+    if state.lecam is not None and "lecam" in meta:
+        state.lecam.load_state_dict(meta["lecam"])
     state.iteration = int(meta["iteration"])
     state.history = list(meta.get("history", []))
     return state
