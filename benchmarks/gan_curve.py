@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (generators and the Lite0 extractor)")
+    ap.add_argument("--iterations", type=int, nargs="*", default=None,
+                    help="measure only snapshots at these iterations (e.g. the ones every run reached)")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = Path(args.out)
@@ -88,6 +90,8 @@ def main() -> None:
     for run in map(Path, args.runs):
         for f in snapshots(run):
             g = load_generator(f, args.device)
+            if args.iterations is not None and g.iteration not in args.iterations:
+                continue
             for weights in ("live", "ema") if g.weights == "ema" else ("live",):
                 key = (str(f), weights, f.stat().st_mtime)
                 # another file of the run already measured at this iteration: the checkpoint repeats the last snapshot
@@ -119,19 +123,27 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {Path(r['run']).name} | {r['arch']} | {r['weights']} | {r['iteration']} | {r['FD-lite0']:.1f} "
                      f"| {1e3 * r['KID-lite0']:.0f} ± {1e3 * r['KID-lite0_std']:.0f} |")
+    # per run, not per architecture: several cgan settings may be compared against one dcgan
     fd: dict[tuple[str, str], dict[int, float]] = {}
+    arch_of: dict[str, str] = {}
     for r in rows:
-        fd.setdefault((r["arch"], r["weights"]), {})[r["iteration"]] = r["FD-lite0"]
-    dc = fd.get(("dcgan", "live"), {})
-    for w in ("live", "ema"):  # both, not the better of the two: picking by the test metric would flatter the cgan
-        cg = fd.get(("cgan", w), {})
-        common = sorted(set(cg) & set(dc))
-        if not common:
-            continue
-        lines += ["", f"| iteration | cgan ({w}) | dcgan | ratio | target <= 0.5 |", "|---:|---:|---:|---:|---|"]
-        for it in common:
-            c, d = cg[it], dc[it]
-            lines.append(f"| {it} | {c:.1f} | {d:.1f} | {c / d:.3f} | {'met' if c <= 0.5 * d else 'not met'} |")
+        fd.setdefault((r["run"], r["weights"]), {})[r["iteration"]] = r["FD-lite0"]
+        arch_of[r["run"]] = r["arch"]
+    dcgans = [run for run, a in arch_of.items() if a == "dcgan"]
+    cgans = [run for run, a in arch_of.items() if a == "cgan"]
+    for cgan_run in cgans:
+        for dc_run in dcgans:
+            dc = fd.get((dc_run, "live"), {})
+            for w in ("live", "ema"):  # both, not the better of the two: picking by the test metric would flatter the cgan
+                cg = fd.get((cgan_run, w), {})
+                common = sorted(set(cg) & set(dc))
+                if not common:
+                    continue
+                lines += ["", f"{Path(cgan_run).name} ({w}) vs {Path(dc_run).name}:", "",
+                          f"| iteration | cgan ({w}) | dcgan | ratio | target <= 0.5 |", "|---:|---:|---:|---:|---|"]
+                for it in common:
+                    c, d = cg[it], dc[it]
+                    lines.append(f"| {it} | {c:.1f} | {d:.1f} | {c / d:.3f} | {'met' if c <= 0.5 * d else 'not met'} |")
     write_text(out / "curve.md", "\n".join(lines) + "\n")
     plot(rows, out / "curve.png")
     print("\n".join(lines))

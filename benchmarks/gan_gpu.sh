@@ -99,7 +99,7 @@ for f in "$WORK"/*.log; do echo "--- $(basename "$f"): $(tail -c 400 "$f" | tr '
 
 # ---- summary of each run (from its checkpoint's history) and the snapshots to measure
 "$PY" - "$WORK" "$MAX_POINTS" <<'PYEOF'
-import json, shutil, sys
+import json, sys
 from pathlib import Path
 from birdlens.augment.gan.checkpoint import load_checkpoint
 work, max_points = Path(sys.argv[1]), int(sys.argv[2])
@@ -120,17 +120,7 @@ for ds in ("synth", "birds"):  # measure at most max_points iterations both runs
            for a in ("cgan", "dcgan")}
     common = sorted(its["cgan"] & its["dcgan"])
     keep = set(common[::-1][:: max(1, -(-len(common) // max_points))])
-    for a in ("cgan", "dcgan"):
-        run = work / f"{ds}-{a}"
-        aside = run / "snapshots_unmeasured"
-        aside.mkdir(exist_ok=True)
-        for p in (run / "snapshots").glob("iter_*.safetensors"):
-            if int(p.stem.split("_")[1]) not in keep:
-                for f in (p, p.with_suffix(".json")):
-                    if f.exists():
-                        shutil.move(str(f), aside / f.name)
-        if (run / "checkpoint.safetensors").exists():  # not measured: the other run has no twin of it
-            (run / "checkpoint.safetensors").rename(run / "last_checkpoint.safetensors")
+    (work / f"keep-{ds}.txt").write_text(" ".join(map(str, sorted(keep))) + "\n")  # gan_curve.py --iterations
     print(f"{ds}: common snapshot iterations {common}; measuring {sorted(keep)}")
 PYEOF
 stamp "summary written"
@@ -140,7 +130,8 @@ cpids=()
 for ds in synth birds; do
   data=$WORK/synth10; [ $ds = birds ] && data=$BIRDS
   OMP_NUM_THREADS=$EVAL_THREADS timeout "$EVAL_SECONDS" "$PY" benchmarks/gan_curve.py --data "$data" --device "$DEVICE" \
-    --runs "$WORK/$ds-cgan" "$WORK/$ds-dcgan" --out "$WORK/curve-$ds" >"$WORK/curve-$ds.log" 2>&1 &
+    --runs "$WORK/$ds-cgan" "$WORK/$ds-dcgan" --out "$WORK/curve-$ds" --iterations $(cat "$WORK/keep-$ds.txt") \
+    >"$WORK/curve-$ds.log" 2>&1 &
   cpids+=($!)
 done
 wait "${cpids[@]}"
