@@ -118,7 +118,7 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
     def aug(x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, policy, gen=g, p=state.ada.p if state.ada is not None else 1.0) if policy else x
 
-    fake = yf = z = None
+    fake = yf = z = reg_d = None
     for k in range(cfg.n_dis):
         x, y = _real_batch(state, data)
         z = torch.randn(b, cfg.z_dim, generator=g).to(dev)
@@ -159,7 +159,7 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
            "d_real": float(d_real.detach().mean()), "d_fake": float(d_fake.detach().mean())}
     if state.ada is not None:
         out["aug_p"] = state.ada.p
-    if state.lecam is not None:
+    if reg_d is not None:
         out["lecam"] = float(reg_d.detach())
     if ms is not None:
         out["ms"] = float(ms.detach())
