@@ -46,6 +46,8 @@ def main() -> None:
     recipe = {"batch_size": 64, "g_width": 64, "d_width": 64, "ema_rampup": 0.05, **tiny}
     settings = [
         ("cgan 64px (recipe)", GANConfig(arch="cgan", image_size=32 if args.tiny else 64, **recipe)),
+        ("cgan 64px (recipe), --joint-d", GANConfig(arch="cgan", image_size=32 if args.tiny else 64, joint_d=True,
+                                                    **recipe)),
         ("cgan 64px, no DiffAugment", GANConfig(arch="cgan", image_size=32 if args.tiny else 64, diffaugment="",
                                                 **recipe)),
         ("cgan 128px (recipe)", GANConfig(arch="cgan", image_size=32 if args.tiny else 128, **recipe)),

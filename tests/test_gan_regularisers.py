@@ -100,3 +100,24 @@ def test_lecam_and_mode_seeking_change_training_and_survive_a_resume(tmp_path: P
         train_step(plain, data)
     assert any(not torch.equal(v, plain.G.state_dict()[k]) for k, v in straight.G.state_dict().items()
                if v.is_floating_point())
+
+
+def test_joint_discriminator_pass_halves_the_d_calls_and_refuses_batch_norm() -> None:
+    data = _data()
+    calls = {}
+    for joint in (False, True):
+        cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, seed=1, joint_d=joint)
+        st = init_state(cfg, data.classes)
+        sizes: list[int] = []
+        handle = st.D.register_forward_pre_hook(lambda _m, args, s=sizes: s.append(args[0].shape[0]))
+        try:
+            out = train_step(st, data)
+        finally:
+            handle.remove()
+        calls[joint] = sizes
+        assert all(torch.isfinite(torch.tensor(v)) for v in out.values())
+    assert calls[False] == [4, 4, 4, 4, 4]  # (real, fake) x 2 D updates, then the G step
+    assert calls[True] == [8, 8, 4]
+    with pytest.raises(ValueError, match="batch norm"):
+        init_state(GANConfig(arch="dcgan", image_size=16, batch_size=4, g_width=4, d_width=4, joint_d=True),
+                   data.classes)

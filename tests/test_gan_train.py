@@ -307,11 +307,11 @@ def test_cli_recipe_flags_given_explicitly_win(tmp_path: Path) -> None:
     run = tmp_path / "run"
     r = CliRunner().invoke(app, ["gan", "train", "--data", str(data), "--out", str(run), "--config", str(recipe),
                                  "--image-size", "64", "--device", "cpu", "--iterations", "0", "--width", "4",
-                                 "--lecam-weight", "0.3", "--ms-weight", "1", "--quiet"])
+                                 "--lecam-weight", "0.3", "--ms-weight", "1", "--joint-d", "--quiet"])
     assert r.exit_code == 0, r.output
     cfg = json.loads((run / "config.json").read_text())["config"]
     assert cfg["image_size"] == 64 and cfg["iterations"] == 0 and cfg["g_width"] == cfg["d_width"] == 4
-    assert cfg["lecam_weight"] == 0.3 and cfg["ms_weight"] == 1.0
+    assert cfg["lecam_weight"] == 0.3 and cfg["ms_weight"] == 1.0 and cfg["joint_d"] is True
     assert cfg["batch_size"] == 64 and cfg["lr_d"] == 4e-4 and cfg["snapshot_every"] == 5000  # from the recipe
 
 

@@ -85,6 +85,8 @@ def train(
                                                 "2021: 0.3 for BigGAN; 0 = off)")] = 0.0,
     ms_weight: Annotated[float, typer.Option(help="mode-seeking term on G against per-class collapse (MSGAN: 1; "
                                              "0 = off; needs an even batch)")] = 0.0,
+    joint_d: Annotated[bool, typer.Option("--joint-d", help="one discriminator call over real and fake "
+                                          "together (GPU speed; cgan only)")] = False,
     sample_every: int = 500,
     checkpoint_every: int = 500,
     snapshot_every: Annotated[int, typer.Option(help="also keep the generators every N steps in RUN/snapshots "
@@ -108,6 +110,7 @@ def train(
              "d_width": width, "n_dis": n_dis, "diffaugment": diffaugment, "ema_decay": ema_decay,
              "ema_start": ema_start, "ema_rampup": ema_rampup, "ada_target": ada_target,
              "ada_speed_images": ada_speed, "lecam_weight": lecam_weight, "ms_weight": ms_weight,
+             "joint_d": joint_d,
              "sample_every": sample_every, "checkpoint_every": checkpoint_every,
              "snapshot_every": snapshot_every, "device": device}
     if config is not None:

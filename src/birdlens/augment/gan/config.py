@@ -24,6 +24,7 @@ class GANConfig:
     (:class:`~birdlens.augment.gan.losses.LeCam`; the paper: 0.3 for BigGAN, 0.01 for StyleGAN2) with anchors
     averaged at ``lecam_decay``; ``ms_weight`` > 0 adds the mode-seeking term to the generator loss
     (:func:`~birdlens.augment.gan.losses.mode_seeking`; MSGAN: 1) and draws the fake labels in pairs.
+    ``joint_d``: one discriminator call over real and fake together (GPU speed; not for a D with batch norm).
     """
 
     arch: str = "cgan"
@@ -51,6 +52,7 @@ class GANConfig:
     lecam_weight: float = 0.0
     lecam_decay: float = 0.99
     ms_weight: float = 0.0
+    joint_d: bool = False
     flip: bool = True
     sample_every: int = 500
     checkpoint_every: int = 500
