@@ -19,6 +19,7 @@
 #
 # Environment: PY (default .venv/bin/python, else python3), OUT (default a temp dir), TRAIN_SECONDS (300),
 # EVAL_SECONDS (150), SNAP (1000), MAX_POINTS (8), RECIPE128_ITERS (400), DEVICE (cuda), SYNTH_PER_CLASS (100),
+# CGAN_FLAGS (extra 'gan train' flags for the cgan runs only, e.g. "--joint-d" or "--lecam-weight 0.3"),
 # DRY=1: tiny networks on the CPU for a few seconds, to test this script where there is no GPU (numbers
 # then mean nothing).
 set -uo pipefail
@@ -37,6 +38,7 @@ DEVICE=${DEVICE:-cuda}
 SYNTH_PER_CLASS=${SYNTH_PER_CLASS:-100}
 SIZE=64 THREADS=2 EVAL_THREADS=6
 TINY=()
+read -r -a CGAN_EXTRA <<< "${CGAN_FLAGS:-}"
 if [ "${DRY:-0}" = 1 ]; then
   DEVICE=cpu SIZE=32 THREADS=1 EVAL_THREADS=1
   TINY=(--width 4 --batch-size 4)
@@ -85,11 +87,11 @@ common=(--image-size "$SIZE" --iterations "$BIG" --batch-size 64 --snapshot-ever
         --checkpoint-every "$SNAP")
 for ds in synth birds; do
   data=$WORK/synth10; [ $ds = birds ] && data=$BIRDS
-  train "$ds-cgan" "$data" --config configs/gan-gpu.yaml "${common[@]}" "${TINY[@]}"
+  train "$ds-cgan" "$data" --config configs/gan-gpu.yaml "${common[@]}" "${TINY[@]}" "${CGAN_EXTRA[@]}"
   train "$ds-dcgan" "$data" --arch dcgan "${common[@]}" "${TINY[@]}"
 done
 r128=(--config configs/gan-gpu.yaml --iterations "$RECIPE128_ITERS" --sample-every "$RECIPE128_ITERS"
-      --checkpoint-every "$RECIPE128_ITERS")
+      --checkpoint-every "$RECIPE128_ITERS" "${CGAN_EXTRA[@]}")
 [ "${DRY:-0}" = 1 ] && r128+=(--image-size 32 "${TINY[@]}")
 train birds-cgan128 "$BIRDS" "${r128[@]}"
 stamp "training: ${#pids[@]} runs for at most $TRAIN_SECONDS s"
@@ -158,7 +160,7 @@ for ds in ("synth", "birds"):
 PYEOF
 {
   echo "# benchmarks/gan_gpu.sh"; echo; "$PY" -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
-  echo; echo "TRAIN_SECONDS=$TRAIN_SECONDS SNAP=$SNAP size=$SIZE device=$DEVICE dry=${DRY:-0}"; echo
+  echo; echo "TRAIN_SECONDS=$TRAIN_SECONDS SNAP=$SNAP size=$SIZE device=$DEVICE dry=${DRY:-0} cgan_flags=\"${CGAN_FLAGS:-}\""; echo
   cat "$WORK/summary_runs.md"
   for ds in synth birds; do echo; echo "## $ds"; cat "$WORK/curve-$ds/curve.md" 2>/dev/null || echo "(no curve)"; done
 } >"$OUT/summary.md"

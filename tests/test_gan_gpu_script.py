@@ -3,6 +3,7 @@ to end on the CPU (tiny networks, a few seconds of training) so that a broken sc
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def test_gan_gpu_script_dry_run(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "DRY": "1", "PY": sys.executable, "OUT": str(out), "WORK": str(tmp_path / "work"),
            "TRAIN_SECONDS": "45", "EVAL_SECONDS": "300", "SNAP": "2", "MAX_POINTS": "1", "RECIPE128_ITERS": "2",
-           "SYNTH_PER_CLASS": "10"}
+           "SYNTH_PER_CLASS": "10", "CGAN_FLAGS": "--joint-d --lecam-weight 0.3"}
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gan_gpu.sh"), str(birds)], env=env,
                           capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -40,3 +41,9 @@ def test_gan_gpu_script_dry_run(tmp_path: Path) -> None:
     assert "| birds-cgan128 | 2 |" in summary  # the 128 px recipe run finished its steps
     assert (out / "gan_gpu.tar.gz").stat().st_size > 0 and (out / "recipe128_iter_000002.png").is_file()
     assert len(list(out.iterdir())) <= 8  # what a device call brings back
+    # CGAN_FLAGS reach the cgan runs (both sizes), not the dcgan ones, and the summary says they were used
+    cfg = {run: json.loads((tmp_path / "work" / run / "config.json").read_text())["config"]
+           for run in ("birds-cgan", "birds-cgan128", "birds-dcgan")}
+    assert cfg["birds-cgan"]["joint_d"] and cfg["birds-cgan128"]["lecam_weight"] == 0.3
+    assert not cfg["birds-dcgan"]["joint_d"] and cfg["birds-dcgan"]["lecam_weight"] == 0.0
+    assert 'cgan_flags="--joint-d --lecam-weight 0.3"' in summary
