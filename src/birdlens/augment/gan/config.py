@@ -21,7 +21,7 @@ class GANConfig:
     every N steps (0 = never) to measure a long run along the way; ``ada_target`` > 0 (ADA: 0.6) makes the
     DiffAugment probability adaptive, starting at 0 (:class:`~birdlens.augment.gan.diffaug.AdaptiveP`),
     0 keeps it always on. ``lecam_weight`` > 0 adds the LeCam regulariser to the discriminator loss
-    (:class:`~birdlens.augment.gan.losses.LeCam`; the paper: 0.3 for BigGAN, 0.01 for StyleGAN2) with anchors
+    (:class:`~birdlens.augment.gan.losses.LeCam`; the paper's BigGAN + DiffAugment runs: 0.3) with anchors
     averaged at ``lecam_decay``; ``ms_weight`` > 0 adds the mode-seeking term to the generator loss
     (:func:`~birdlens.augment.gan.losses.mode_seeking`; MSGAN: 1) and draws the fake labels in pairs.
     ``joint_d``: one discriminator call over real and fake together (GPU speed; not for a D with batch norm).
