@@ -1,4 +1,4 @@
-"""Tiny image fixtures for the data-layer tests (built in tmp_path, never the shared photos)."""
+"""Tiny image fixtures for the data-layer and GAN tests (built in tmp_path or memory, never the shared photos)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from birdlens.augment.gan.data import ImageSet
 
 
 def noise_image(seed: int, size: tuple[int, int] = (64, 48), mode: str = "RGB") -> Image.Image:
@@ -86,3 +90,14 @@ def make_cub(root: Path, n_per_class: int = 6) -> Path:
     (root / "train_test_split.txt").write_text("\n".join(split) + "\n")
     (root / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
     return root
+
+
+def tiny_image_set(n: int = 24, size: int = 16, classes: int = 3, seed: int = 0) -> ImageSet:
+    """Random uint8 images with labels cycling over ``classes``: enough for a GAN step or a resume check."""
+    import torch
+
+    from birdlens.augment.gan.data import ImageSet
+
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    return ImageSet(imgs, torch.arange(n) % classes, [f"C{i}" for i in range(classes)])

@@ -6,19 +6,13 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
+from _data_helpers import tiny_image_set
 from birdlens.augment.gan.cgan import ProjectionDiscriminator, ResGenerator
 from birdlens.augment.gan.config import GANConfig
-from birdlens.augment.gan.data import ImageSet
 from birdlens.augment.gan.dcgan import DCGANDiscriminator, DCGANGenerator
 from birdlens.augment.gan.diffaug import diff_augment, rand_cutout, rand_translation
 from birdlens.augment.gan.models import build_discriminator, build_generator
 from birdlens.augment.gan.train import init_state, train_step
-
-
-def _tiny_data(n: int = 24, size: int = 16, classes: int = 3) -> ImageSet:
-    g = torch.Generator().manual_seed(0)
-    imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-    return ImageSet(imgs, torch.arange(n) % classes, [f"C{i}" for i in range(classes)])
 
 
 @pytest.mark.parametrize("arch", ["cgan", "dcgan"])
@@ -49,7 +43,7 @@ def test_dcgan_is_the_studys_shape() -> None:
 
 @pytest.mark.parametrize("arch", ["cgan", "dcgan"])
 def test_class_label_changes_the_output(arch: str) -> None:
-    data = _tiny_data()
+    data = tiny_image_set()
     state = init_state(GANConfig(arch=arch, image_size=16, batch_size=8, g_width=4, d_width=4), data.classes)
     for _ in range(3):  # conditional BN starts class-independent (gain 1, bias 0); a few steps make it conditional
         train_step(state, data)
@@ -167,7 +161,7 @@ def test_diffaugment_is_applied_to_real_and_fake_in_both_steps(monkeypatch: pyte
         return diff_augment(x, policy, gen=gen, p=p)
 
     monkeypatch.setattr(train_mod, "diff_augment", spy)
-    data = _tiny_data()
+    data = tiny_image_set()
     state = init_state(GANConfig(arch="cgan", image_size=16, batch_size=6, g_width=4, d_width=4), data.classes)
     train_step(state, data)
     # two D steps (the cgan default): real (no grad) + detached fake (no grad) each; G step: fake with grad

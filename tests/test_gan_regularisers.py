@@ -7,17 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from _data_helpers import tiny_image_set
 from birdlens.augment.gan.checkpoint import save_checkpoint
 from birdlens.augment.gan.config import GANConfig
-from birdlens.augment.gan.data import ImageSet
 from birdlens.augment.gan.losses import LeCam, mode_seeking
 from birdlens.augment.gan.train import init_state, state_from_checkpoint, state_to_checkpoint, train_step
-
-
-def _data(n: int = 24, size: int = 16, classes: int = 3) -> ImageSet:
-    g = torch.Generator().manual_seed(0)
-    imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-    return ImageSet(imgs, torch.arange(n) % classes, [f"C{i}" for i in range(classes)])
 
 
 def test_lecam_matches_hand_computed_values_and_gradients() -> None:
@@ -53,7 +47,7 @@ def test_mode_seeking_is_the_inverse_image_to_noise_distance_ratio() -> None:
 
 
 def test_mode_seeking_draws_fake_labels_in_pairs_and_needs_an_even_batch() -> None:
-    data = _data()
+    data = tiny_image_set()
     cfg = GANConfig(arch="cgan", image_size=16, batch_size=6, g_width=4, d_width=4, seed=1, ms_weight=1.0)
     st = init_state(cfg, data.classes)
     seen: list[torch.Tensor] = []
@@ -72,7 +66,7 @@ def test_mode_seeking_draws_fake_labels_in_pairs_and_needs_an_even_batch() -> No
 
 
 def test_lecam_and_mode_seeking_change_training_and_survive_a_resume(tmp_path: Path) -> None:
-    data = _data()
+    data = tiny_image_set()
     base = dict(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, seed=3)
     cfg = GANConfig(**base, lecam_weight=0.3, ms_weight=1.0)
 
@@ -103,7 +97,7 @@ def test_lecam_and_mode_seeking_change_training_and_survive_a_resume(tmp_path: P
 
 
 def test_joint_discriminator_pass_halves_the_d_calls_and_refuses_batch_norm() -> None:
-    data = _data()
+    data = tiny_image_set()
     calls = {}
     for joint in (False, True):
         cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, seed=1, joint_d=joint)

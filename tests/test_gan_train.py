@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors import safe_open
 from typer.testing import CliRunner
 
+from _data_helpers import tiny_image_set
 from birdlens.augment.gan.ablation import (
     AblationConfig,
     run_ablation,
@@ -19,7 +20,6 @@ from birdlens.augment.gan.ablation import (
     summarise,
 )
 from birdlens.augment.gan.config import GANConfig
-from birdlens.augment.gan.data import ImageSet
 from birdlens.augment.gan.train import (
     CHECKPOINT,
     GANState,
@@ -32,12 +32,6 @@ from birdlens.data.manifest import Manifest
 from birdlens.evaluate.metrics import t_interval
 
 
-def _data(n: int = 24, size: int = 16, classes: int = 3, seed: int = 0) -> ImageSet:
-    g = torch.Generator().manual_seed(seed)
-    imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-    return ImageSet(imgs, torch.arange(n) % classes, [f"C{i}" for i in range(classes)])
-
-
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
@@ -45,7 +39,7 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("arch", ["cgan", "dcgan"])
 def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, arch: str) -> None:
-    data = _data()
+    data = tiny_image_set()
     k = 3
     cfg = dict(arch=arch, image_size=16, batch_size=4, g_width=4, d_width=4, seed=5, sample_every=2,
                checkpoint_every=2, log_every=1)
@@ -71,7 +65,7 @@ def test_adaptive_augmentation_state_survives_a_resume(tmp_path: Path) -> None:
     from birdlens.augment.gan.checkpoint import save_checkpoint
     from birdlens.augment.gan.train import state_from_checkpoint, state_to_checkpoint, train_step
 
-    data = _data()
+    data = tiny_image_set()
     cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, seed=2, ada_target=0.6,
                     ada_speed_images=64)
 
@@ -101,7 +95,7 @@ def test_adaptive_augmentation_state_survives_a_resume(tmp_path: Path) -> None:
 def test_ema_start_samples_the_live_generator_until_the_average_begins() -> None:
     from birdlens.augment.gan.train import train_step
 
-    data = _data()
+    data = tiny_image_set()
     cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, seed=1, ema_start=3,
                     ema_decay=0.999).resolved()
     state = init_state(cfg, data.classes)
@@ -152,7 +146,7 @@ def test_snapshots_keep_both_generators_and_weights_choose_between_them(tmp_path
     from birdlens.augment.gan.evaluate import sample_images
     from birdlens.augment.gan.train import load_generator
 
-    data = _data()
+    data = tiny_image_set()
     cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=4, snapshot_every=2,
                     checkpoint_every=4)
     res = train_gan(cfg, data, tmp_path / "r", quiet=True)
@@ -181,7 +175,7 @@ def test_snapshots_keep_both_generators_and_weights_choose_between_them(tmp_path
 
 
 def test_existing_run_is_not_overwritten_and_resume_checks_the_networks(tmp_path: Path) -> None:
-    data = _data()
+    data = tiny_image_set()
     cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=1)
     train_gan(cfg, data, tmp_path / "r", quiet=True)
     with pytest.raises(RunExistsError):
@@ -259,7 +253,7 @@ def test_interval_and_verdict_statistics() -> None:
 
 def test_ablation_end_to_end_writes_table_and_plot(tmp_path: Path) -> None:
     """Tiny and fast: a fixed random projection stands in for Lite0 (the real run uses Lite0)."""
-    train, test = _data(n=30, seed=1), _data(n=12, seed=2)
+    train, test = tiny_image_set(n=30, seed=1), tiny_image_set(n=12, seed=2)
     proj = torch.randn(3 * 16 * 16, 8, generator=torch.Generator().manual_seed(0))
 
     def feats(x: torch.Tensor) -> torch.Tensor:
@@ -318,7 +312,7 @@ def test_cli_recipe_flags_given_explicitly_win(tmp_path: Path) -> None:
 def test_gan_metrics_report_fd_kid_and_cas(tmp_path: Path) -> None:
     from birdlens.augment.gan.evaluate import gan_metrics
 
-    real, test = _data(n=18, seed=3), _data(n=9, seed=4)
+    real, test = tiny_image_set(n=18, seed=3), tiny_image_set(n=9, seed=4)
     train_gan(GANConfig(arch="dcgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=2), real,
               tmp_path / "run", quiet=True)
     proj = torch.randn(3 * 16 * 16, 6, generator=torch.Generator().manual_seed(0))
