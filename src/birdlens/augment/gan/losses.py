@@ -55,8 +55,10 @@ class LeCam:
         return value if anchor is None else self.decay * anchor + (1.0 - self.decay) * value
 
     def __call__(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        self.anchor_real = self._ema(self.anchor_real, float(real.detach().mean()))
-        self.anchor_fake = self._ema(self.anchor_fake, float(fake.detach().mean()))
+        # one device-to-host copy for both means: this runs in every D update, and each copy waits for the GPU
+        mean_real, mean_fake = torch.stack([real.detach().mean(), fake.detach().mean()]).tolist()
+        self.anchor_real = self._ema(self.anchor_real, mean_real)
+        self.anchor_fake = self._ema(self.anchor_fake, mean_fake)
         return (F.relu(real - self.anchor_fake).pow(2).mean()
                 + F.relu(self.anchor_real - fake).pow(2).mean())
 
