@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from birdlens.augment.gan.checkpoint import load_meta
 from birdlens.augment.gan.data import load_images, resolve_manifest, select, to_unit
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.features import Lite0Features, extract
@@ -89,9 +90,9 @@ def main() -> None:
     rows = list(cache["rows"])
     for run in map(Path, args.runs):
         for f in snapshots(run):
+            if args.iterations is not None and int(load_meta(f).get("iteration", 0)) not in args.iterations:
+                continue  # decided from the header: a skipped checkpoint is never loaded
             g = load_generator(f, args.device)
-            if args.iterations is not None and g.iteration not in args.iterations:
-                continue
             for weights in ("live", "ema") if g.weights == "ema" else ("live",):
                 key = (str(f), weights, f.stat().st_mtime)
                 # another file of the run already measured at this iteration: the checkpoint repeats the last snapshot

@@ -72,3 +72,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         header = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     return tensors, json.loads(header.get("birdlens", "{}"))
+
+
+def load_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON metadata alone (the safetensors header): no tensor is read, so asking a big checkpoint its
+    iteration costs nothing."""
+    with safe_open(os.fspath(path), framework="pt") as f:
+        header = f.metadata() or {}
+    return json.loads(header.get("birdlens", "{}"))

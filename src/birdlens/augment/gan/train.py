@@ -30,6 +30,7 @@ from torchvision.utils import save_image
 from birdlens.augment.gan.checkpoint import (
     flatten_optimizer,
     load_checkpoint,
+    load_meta,
     module_state,
     module_tensors,
     save_checkpoint,
@@ -282,7 +283,7 @@ def checkpoint_iteration(run: str | os.PathLike[str]) -> int:
     path = Path(run) / CHECKPOINT
     if not path.exists():
         return 0
-    return int(load_checkpoint(path)[1].get("iteration", 0))
+    return int(load_meta(path).get("iteration", 0))
 
 
 WEIGHTS: tuple[str, ...] = ("auto", "ema", "live")
