@@ -18,8 +18,12 @@
 # their weights and grids.
 #
 # Environment: PY (default .venv/bin/python, else python3), OUT (default a temp dir), TRAIN_SECONDS (300),
-# EVAL_SECONDS (150), SNAP (1000), MAX_POINTS (8), RECIPE128_ITERS (400), DEVICE (cuda), SYNTH_PER_CLASS (100),
-# CGAN_FLAGS (extra 'gan train' flags for the cgan runs only, e.g. "--joint-d" or "--lecam-weight 0.3"),
+# EVAL_SECONDS (150), SNAP (1000), MAX_POINTS (8), RECIPE128_ITERS (400; 0 skips that run), DEVICE (cuda),
+# SYNTH_PER_CLASS (100), CGAN_FLAGS (extra 'gan train' flags for the cgan runs only, e.g. "--joint-d" or
+# "--lecam-weight 0.3"), SEEDS_SYNTH / SEEDS_BIRDS ("0"; e.g. "0 1 2": one cgan and one dcgan per seed, named
+# synth-cgan, synth-cgan-s1, ...; gan_curve.py then adds a table across the seeds), DCGAN_ITERS (no cap; the dcgan
+# runs 10x faster than the cgan, so a cap leaves the GPU to the cgan runs once the dcgan has passed them),
+# SPEED_STEPS (0; N > 0 first times N steps of the recipe and of --joint-d alone, benchmarks/gan_step_speed.py),
 # DRY=1: tiny networks on the CPU for a few seconds, to test this script where there is no GPU (numbers
 # then mean nothing).
 set -uo pipefail
@@ -34,6 +38,10 @@ EVAL_SECONDS=${EVAL_SECONDS:-150}
 SNAP=${SNAP:-1000}
 MAX_POINTS=${MAX_POINTS:-8}
 RECIPE128_ITERS=${RECIPE128_ITERS:-400}
+SEEDS_SYNTH=${SEEDS_SYNTH:-0}
+SEEDS_BIRDS=${SEEDS_BIRDS:-0}
+DCGAN_ITERS=${DCGAN_ITERS:-}
+SPEED_STEPS=${SPEED_STEPS:-0}
 DEVICE=${DEVICE:-cuda}
 SYNTH_PER_CLASS=${SYNTH_PER_CLASS:-100}
 SIZE=64 THREADS=2 EVAL_THREADS=6
@@ -74,26 +82,42 @@ done
 rm -rf "$WORK"/smoke-*
 stamp "setup done"
 
+# ---- the step alone on the device (before the runs share it): does --joint-d pay, how many kernels per step
+if [ "$SPEED_STEPS" -gt 0 ]; then
+  speed=(--device "$DEVICE" --steps "$SPEED_STEPS" --only "64px (recipe)")
+  [ "${DRY:-0}" = 1 ] && speed+=(--tiny)
+  OMP_NUM_THREADS=$THREADS "$PY" benchmarks/gan_step_speed.py "${speed[@]}" >"$WORK/speed.txt" 2>"$WORK/speed.err" \
+    || echo "gan_step_speed.py failed (the runs go on)"
+  sed -n "1,/^$/p" "$WORK/speed.txt"
+  stamp "step speed timed"
+fi
+
 # ---- train, all at once, each for TRAIN_SECONDS at most
-train() {  # NAME DATA FLAGS...
-  local name=$1 data=$2; shift 2
-  OMP_NUM_THREADS=$THREADS timeout "$TRAIN_SECONDS" "${GAN_TRAIN[@]}" \
-    --data "$data" --out "$WORK/$name" --seed 0 --device "$DEVICE" --threads "$THREADS" --quiet "$@" >"$WORK/$name.log" 2>&1 &
+train() {  # NAME DATA SEED FLAGS...
+  local name=$1 data=$2 seed=$3; shift 3
+  OMP_NUM_THREADS=$THREADS timeout "$TRAIN_SECONDS" "${GAN_TRAIN[@]}" --data "$data" --out "$WORK/$name" \
+    --seed "$seed" --device "$DEVICE" --threads "$THREADS" --quiet "$@" >"$WORK/$name.log" 2>&1 &
   pids+=($!)
 }
 pids=()
 BIG=10000000
 common=(--image-size "$SIZE" --iterations "$BIG" --batch-size 64 --snapshot-every "$SNAP" --sample-every "$SNAP"
         --checkpoint-every "$SNAP")
+dc_cap=(); [ -n "$DCGAN_ITERS" ] && dc_cap=(--iterations "$DCGAN_ITERS")
 for ds in synth birds; do
-  data=$WORK/synth10; [ $ds = birds ] && data=$BIRDS
-  train "$ds-cgan" "$data" --config configs/gan-gpu.yaml "${common[@]}" "${TINY[@]}" "${CGAN_EXTRA[@]}"
-  train "$ds-dcgan" "$data" --arch dcgan "${common[@]}" "${TINY[@]}"
+  data=$WORK/synth10 seeds=$SEEDS_SYNTH; [ $ds = birds ] && data=$BIRDS seeds=$SEEDS_BIRDS
+  for seed in $seeds; do
+    sfx=""; [ "$seed" != 0 ] && sfx="-s$seed"
+    train "$ds-cgan$sfx" "$data" "$seed" --config configs/gan-gpu.yaml "${common[@]}" "${TINY[@]}" "${CGAN_EXTRA[@]}"
+    train "$ds-dcgan$sfx" "$data" "$seed" --arch dcgan "${common[@]}" "${dc_cap[@]}" "${TINY[@]}"
+  done
 done
-r128=(--config configs/gan-gpu.yaml --iterations "$RECIPE128_ITERS" --sample-every "$RECIPE128_ITERS"
-      --checkpoint-every "$RECIPE128_ITERS" "${CGAN_EXTRA[@]}")
-[ "${DRY:-0}" = 1 ] && r128+=(--image-size 32 "${TINY[@]}")
-train birds-cgan128 "$BIRDS" "${r128[@]}"
+if [ "$RECIPE128_ITERS" -gt 0 ]; then
+  r128=(--config configs/gan-gpu.yaml --iterations "$RECIPE128_ITERS" --sample-every "$RECIPE128_ITERS"
+        --checkpoint-every "$RECIPE128_ITERS" "${CGAN_EXTRA[@]}")
+  [ "${DRY:-0}" = 1 ] && r128+=(--image-size 32 "${TINY[@]}")
+  train birds-cgan128 "$BIRDS" 0 "${r128[@]}"
+fi
 stamp "training: ${#pids[@]} runs for at most $TRAIN_SECONDS s"
 wait "${pids[@]}"  # not a bare wait: that would also wait for the tee above
 stamp "training stopped"
@@ -117,10 +141,11 @@ for run in sorted(p for p in work.iterdir() if (p / "checkpoint.safetensors").ex
     (run / "history.json").write_text(json.dumps(h))
 (work / "summary_runs.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
-for ds in ("synth", "birds"):  # measure at most max_points iterations both runs reached, evenly spread, the last one kept
-    its = {a: {int(p.stem.split("_")[1]) for p in (work / f"{ds}-{a}" / "snapshots").glob("iter_*.safetensors")}
-           for a in ("cgan", "dcgan")}
-    common = sorted(its["cgan"] & its["dcgan"])
+for ds in ("synth", "birds"):  # measure at most max_points iterations every run reached, evenly spread, the last kept
+    runs = [p for p in work.glob(f"{ds}-*gan*") if p.is_dir() and p.name != "birds-cgan128"]
+    its = [{int(p.stem.split("_")[1]) for p in (run / "snapshots").glob("iter_*.safetensors")} for run in runs]
+    common = sorted(set.intersection(*its)) if its else []
+    (work / f"runs-{ds}.txt").write_text(" ".join(str(r) for r in sorted(runs)) + "\n")
     keep = set(common[::-1][:: max(1, -(-len(common) // max_points))])
     (work / f"keep-{ds}.txt").write_text(" ".join(map(str, sorted(keep))) + "\n")  # gan_curve.py --iterations
     print(f"{ds}: common snapshot iterations {common}; measuring {sorted(keep)}")
@@ -132,7 +157,7 @@ cpids=()
 for ds in synth birds; do
   data=$WORK/synth10; [ $ds = birds ] && data=$BIRDS
   OMP_NUM_THREADS=$EVAL_THREADS timeout "$EVAL_SECONDS" "$PY" benchmarks/gan_curve.py --data "$data" --device "$DEVICE" \
-    --runs "$WORK/$ds-cgan" "$WORK/$ds-dcgan" --out "$WORK/curve-$ds" --iterations $(cat "$WORK/keep-$ds.txt") \
+    --runs $(cat "$WORK/runs-$ds.txt") --out "$WORK/curve-$ds" --iterations $(cat "$WORK/keep-$ds.txt") \
     >"$WORK/curve-$ds.log" 2>&1 &
   cpids+=($!)
 done
@@ -160,7 +185,9 @@ for ds in ("synth", "birds"):
 PYEOF
 {
   echo "# benchmarks/gan_gpu.sh"; echo; "$PY" -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
-  echo; echo "TRAIN_SECONDS=$TRAIN_SECONDS SNAP=$SNAP size=$SIZE device=$DEVICE dry=${DRY:-0} cgan_flags=\"${CGAN_FLAGS:-}\""; echo
+  echo; echo "TRAIN_SECONDS=$TRAIN_SECONDS SNAP=$SNAP size=$SIZE device=$DEVICE dry=${DRY:-0} cgan_flags=\"${CGAN_FLAGS:-}\"" \
+    "seeds_synth=\"$SEEDS_SYNTH\" seeds_birds=\"$SEEDS_BIRDS\" dcgan_iters=${DCGAN_ITERS:-none}"; echo
+  [ -f "$WORK/speed.txt" ] && { echo "## the step alone (gan_step_speed.py)"; echo; sed -n "1,/^$/p" "$WORK/speed.txt"; }
   cat "$WORK/summary_runs.md"
   for ds in synth birds; do echo; echo "## $ds"; cat "$WORK/curve-$ds/curve.md" 2>/dev/null || echo "(no curve)"; done
 } >"$OUT/summary.md"

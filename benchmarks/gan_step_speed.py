@@ -36,11 +36,25 @@ def timed(cfg: GANConfig, device: str, n_classes: int, warmup: int, steps: int) 
     return (time.perf_counter() - t) / steps, (state, data)
 
 
+def kernel_count(state: object, data: ImageSet, n: int = 3) -> tuple[float, float]:
+    """CUDA kernels launched per step, and the GPU's busy time per step (ms), over ``n`` profiled steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            train_step(state, data)  # type: ignore[arg-type]
+        torch.cuda.synchronize()
+    ev = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(e.count for e in ev) / n, sum(e.self_device_time_total for e in ev) / n / 1e3
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="small nets and few steps (script test on a CPU)")
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="time only the settings whose name holds one of these strings (e.g. recipe joint-d)")
     args = ap.parse_args()
     tiny = {"g_width": 4, "d_width": 4, "batch_size": 4} if args.tiny else {}
     recipe = {"batch_size": 64, "g_width": 64, "d_width": 64, "ema_rampup": 0.05, **tiny}
@@ -54,15 +68,20 @@ def main() -> None:
         ("dcgan 64px, batch 64", GANConfig(arch="dcgan", image_size=32 if args.tiny else 64,
                                            **{"batch_size": 64, **tiny})),
     ]
+    if args.only:
+        settings = [(n, c) for n, c in settings if any(o in n for o in args.only)]
+        if not settings:
+            ap.error(f"no setting matches {args.only}")
     steps = 3 if args.tiny else args.steps
     print(f"torch {torch.__version__}, device {args.device}"
           + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else ""))
-    print("| setting | s/step | steps/s |\n|---|---:|---:|")
-    keep = None
+    print("| setting | s/step | steps/s | kernels per step | GPU busy per step |\n|---|---:|---:|---:|---:|")
+    keep, first = None, settings[0][0]
     for name, cfg in settings:
         sec, st = timed(cfg, args.device, 20, 2 if args.tiny else 10, steps)
         keep = keep or st
-        print(f"| {name} | {sec:.4f} | {1 / sec:.1f} |", flush=True)
+        k = "{:.0f} | {:.1f} ms".format(*kernel_count(*st)) if args.device == "cuda" else "- | -"
+        print(f"| {name} | {sec:.4f} | {1 / sec:.1f} | {k} |", flush=True)
     from torch.profiler import ProfilerActivity, profile
 
     state, data = keep  # type: ignore[misc]
@@ -75,7 +94,7 @@ def main() -> None:
             torch.cuda.synchronize()
     ev = prof.key_averages()
     sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
-    print(f"\ncgan 64px, {n} steps profiled; top ops by {sort}:")
+    print(f"\n{first}, {n} steps profiled; top ops by {sort}:")
     print(ev.table(sort_by=sort, row_limit=15, max_name_column_width=50))
     if args.device == "cuda":
         kernels = sum(e.count for e in ev if e.device_type == torch.autograd.DeviceType.CUDA)

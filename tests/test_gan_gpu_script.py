@@ -29,7 +29,8 @@ def test_gan_gpu_script_dry_run(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "DRY": "1", "PY": sys.executable, "OUT": str(out), "WORK": str(tmp_path / "work"),
            "TRAIN_SECONDS": "45", "EVAL_SECONDS": "300", "SNAP": "2", "MAX_POINTS": "1", "RECIPE128_ITERS": "2",
-           "SYNTH_PER_CLASS": "10", "CGAN_FLAGS": "--joint-d --lecam-weight 0.3"}
+           "SYNTH_PER_CLASS": "10", "CGAN_FLAGS": "--joint-d --lecam-weight 0.3", "SEEDS_BIRDS": "0 1",
+           "DCGAN_ITERS": "4", "SPEED_STEPS": "1"}
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gan_gpu.sh"), str(birds)], env=env,
                           capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -37,7 +38,12 @@ def test_gan_gpu_script_dry_run(tmp_path: Path) -> None:
     for ds in ("synth", "birds"):
         assert f"| {ds}-cgan | cgan | live |" in summary and f"| {ds}-dcgan | dcgan | live |" in summary
         assert (out / f"side_by_side_{ds}.png").stat().st_size > 0 and (out / f"curve_{ds}.png").is_file()
-    assert summary.count("| iteration | cgan (live) | dcgan | ratio |") == 2
+    # two seeds on the birds: each cgan against the dcgan of its own seed only, and a table across the seeds
+    assert summary.count("| iteration | cgan (live) | dcgan | ratio |") == 3
+    assert "birds-cgan-s1 (live) vs birds-dcgan-s1:" in summary and "birds-cgan (live) vs birds-dcgan-s1" not in summary
+    assert summary.count("| iteration | cgan (live), mean | dcgan, mean | ratio of the means | per-seed ratios |") == 1
+    assert "| birds-dcgan | 4 |" in summary and "| birds-dcgan-s1 | 4 |" in summary  # DCGAN_ITERS caps them
+    assert "| cgan 64px (recipe), --joint-d |" in summary  # SPEED_STEPS timed the step alone first
     assert "| birds-cgan128 | 2 |" in summary  # the 128 px recipe run finished its steps
     assert (out / "gan_gpu.tar.gz").stat().st_size > 0 and (out / "recipe128_iter_000002.png").is_file()
     assert len(list(out.iterdir())) <= 8  # what a device call brings back

@@ -336,3 +336,31 @@ def test_gan_metrics_report_fd_kid_and_cas(tmp_path: Path) -> None:
 
     already = gan_metrics(load_generator(tmp_path / "c", weights="live"), real, feats)  # loaded once, e.g. by the CLI
     assert already["generator"] == "live" and already["FD-proj"] == by["live"]["FD-proj"]
+
+
+def test_ema_update_equals_a_per_parameter_lerp_and_copies_the_buffers() -> None:
+    """The multi-tensor update (one kernel on a GPU) is the same arithmetic as the plain loop, bit for bit."""
+    import copy
+
+    from birdlens.augment.gan.ema import EMA
+    from birdlens.augment.gan.train import train_step
+
+    data = tiny_image_set()
+    cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, seed=2).resolved()
+    state = init_state(cfg, data.classes)
+    ema = EMA(state.G, decay=0.9)
+    train_step(state, data)  # the live G (and its BN / spectral-norm buffers) moved away from the shadow
+    expected = copy.deepcopy(ema.shadow)
+    d = min(0.9, (1 + 1) / (10 + 1))  # BigGAN's warm-up at the first update (num_updates is 1 when it is read)
+    with torch.no_grad():
+        for s, p in zip(expected.parameters(), state.G.parameters(), strict=True):
+            s.lerp_(p, 1.0 - d)
+    ema.update(state.G)
+    got, want, live = ema.shadow.state_dict(), expected.state_dict(), state.G.state_dict()
+    params = {n for n, _ in ema.shadow.named_parameters()}
+    assert params and all(torch.equal(got[n], want[n]) for n in params)
+    buffers = [n for n, _ in ema.shadow.named_buffers()]
+    assert buffers and all(torch.equal(got[n], live[n]) for n in buffers)
+    assert any(not torch.equal(got[n], live[n]) for n in params)  # averaged, not copied
+    with pytest.raises(ValueError, match="parameters"):
+        ema.update(torch.nn.Linear(1, 1))
