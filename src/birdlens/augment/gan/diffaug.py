@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import torch
 
+from birdlens.augment.gan.transfer import to_device
+
 POLICIES: tuple[str, ...] = ("color", "translation", "cutout")
 
 
@@ -35,11 +37,11 @@ def _gen_device(gen: torch.Generator | None, device: torch.device) -> torch.devi
 
 
 def _rand(n: int, gen: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    return torch.rand(n, 1, 1, 1, generator=gen, device=_gen_device(gen, device)).to(device)
+    return to_device(torch.rand(n, 1, 1, 1, generator=gen, device=_gen_device(gen, device)), device)
 
 
 def _randint(low: int, high: int, n: int, gen: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    return torch.randint(low, high, (n, 1, 1), generator=gen, device=_gen_device(gen, device)).to(device)
+    return to_device(torch.randint(low, high, (n, 1, 1), generator=gen, device=_gen_device(gen, device)), device)
 
 
 def rand_color(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
