@@ -24,6 +24,8 @@
 # synth-cgan, synth-cgan-s1, ...; gan_curve.py then adds a table across the seeds), DCGAN_ITERS (no cap; the dcgan
 # runs 10x faster than the cgan, so a cap leaves the GPU to the cgan runs once the dcgan has passed them),
 # SPEED_STEPS (0; N > 0 first times N steps of the recipe and of --joint-d alone, benchmarks/gan_step_speed.py),
+# DATASETS ("synth birds"; one of them leaves the GPU to fewer runs: the cgan alone ran 0.087 s/step on an H200,
+# three sharing it 0.19),
 # DRY=1: tiny networks on the CPU for a few seconds, to test this script where there is no GPU (numbers
 # then mean nothing).
 set -uo pipefail
@@ -42,6 +44,8 @@ SEEDS_SYNTH=${SEEDS_SYNTH:-0}
 SEEDS_BIRDS=${SEEDS_BIRDS:-0}
 DCGAN_ITERS=${DCGAN_ITERS:-}
 SPEED_STEPS=${SPEED_STEPS:-0}
+DATASETS=${DATASETS:-synth birds}
+for ds in $DATASETS; do [ "$ds" = synth ] || [ "$ds" = birds ] || { echo "DATASETS: synth and/or birds, not '$ds'"; exit 2; }; done
 DEVICE=${DEVICE:-cuda}
 SYNTH_PER_CLASS=${SYNTH_PER_CLASS:-100}
 SIZE=64 THREADS=2 EVAL_THREADS=6
@@ -104,7 +108,7 @@ BIG=10000000
 common=(--image-size "$SIZE" --iterations "$BIG" --batch-size 64 --snapshot-every "$SNAP" --sample-every "$SNAP"
         --checkpoint-every "$SNAP")
 dc_cap=(); [ -n "$DCGAN_ITERS" ] && dc_cap=(--iterations "$DCGAN_ITERS")
-for ds in synth birds; do
+for ds in $DATASETS; do
   data=$WORK/synth10 seeds=$SEEDS_SYNTH; [ $ds = birds ] && data=$BIRDS seeds=$SEEDS_BIRDS
   for seed in $seeds; do
     sfx=""; [ "$seed" != 0 ] && sfx="-s$seed"
@@ -124,7 +128,7 @@ stamp "training stopped"
 for f in "$WORK"/*.log; do echo "--- $(basename "$f"): $(tail -c 400 "$f" | tr '\r' '\n' | tail -n 2)"; done
 
 # ---- summary of each run (from its checkpoint's history) and the snapshots to measure
-"$PY" - "$WORK" "$MAX_POINTS" <<'PYEOF'
+"$PY" - "$WORK" "$MAX_POINTS" "$DATASETS" <<'PYEOF'
 import json, sys
 from pathlib import Path
 from birdlens.augment.gan.checkpoint import load_checkpoint
@@ -141,7 +145,7 @@ for run in sorted(p for p in work.iterdir() if (p / "checkpoint.safetensors").ex
     (run / "history.json").write_text(json.dumps(h))
 (work / "summary_runs.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
-for ds in ("synth", "birds"):  # measure at most max_points iterations every run reached, evenly spread, the last kept
+for ds in sys.argv[3].split():  # measure at most max_points iterations every run reached, evenly spread, the last kept
     runs = [p for p in work.glob(f"{ds}-*gan*") if p.is_dir() and p.name != "birds-cgan128"]
     its = [{int(p.stem.split("_")[1]) for p in (run / "snapshots").glob("iter_*.safetensors")} for run in runs]
     common = sorted(set.intersection(*its)) if its else []
@@ -154,7 +158,7 @@ stamp "summary written"
 
 # ---- FD-lite0 / KID-lite0 along the runs, both datasets at once
 cpids=()
-for ds in synth birds; do
+for ds in $DATASETS; do
   data=$WORK/synth10; [ $ds = birds ] && data=$BIRDS
   OMP_NUM_THREADS=$EVAL_THREADS timeout "$EVAL_SECONDS" "$PY" benchmarks/gan_curve.py --data "$data" --device "$DEVICE" \
     --runs $(cat "$WORK/runs-$ds.txt") --out "$WORK/curve-$ds" --iterations $(cat "$WORK/keep-$ds.txt") \
@@ -163,18 +167,18 @@ for ds in synth birds; do
 done
 wait "${cpids[@]}"
 stamp "curves measured"
-for ds in synth birds; do
+for ds in $DATASETS; do
   echo "=== $ds"; cat "$WORK/curve-$ds/curve.md" 2>/dev/null || tail -n 20 "$WORK/curve-$ds.log"
 done
 
 # ---- sample grids side by side at the last iteration both runs reached
-"$PY" - "$WORK" "$OUT" <<'PYEOF'
+"$PY" - "$WORK" "$OUT" "$DATASETS" <<'PYEOF'
 import sys
 from pathlib import Path
 sys.path.insert(0, "benchmarks")
 from gan_compare import side_by_side
 work, out = Path(sys.argv[1]), Path(sys.argv[2])
-for ds in ("synth", "birds"):
+for ds in sys.argv[3].split():
     grids = {a: {p.name: p for p in (work / f"{ds}-{a}" / "samples").glob("iter_*.png")} for a in ("dcgan", "cgan")}
     common = sorted(set(grids["dcgan"]) & set(grids["cgan"]))
     if common:
@@ -189,9 +193,9 @@ PYEOF
     "seeds_synth=\"$SEEDS_SYNTH\" seeds_birds=\"$SEEDS_BIRDS\" dcgan_iters=${DCGAN_ITERS:-none}"; echo
   [ -f "$WORK/speed.txt" ] && { echo "## the step alone (gan_step_speed.py)"; echo; sed -n "1,/^$/p" "$WORK/speed.txt"; }
   cat "$WORK/summary_runs.md"
-  for ds in synth birds; do echo; echo "## $ds"; cat "$WORK/curve-$ds/curve.md" 2>/dev/null || echo "(no curve)"; done
+  for ds in $DATASETS; do echo; echo "## $ds"; cat "$WORK/curve-$ds/curve.md" 2>/dev/null || echo "(no curve)"; done
 } >"$OUT/summary.md"
-for ds in synth birds; do cp "$WORK/curve-$ds/curve.png" "$OUT/curve_$ds.png" 2>/dev/null; done
+for ds in $DATASETS; do cp "$WORK/curve-$ds/curve.png" "$OUT/curve_$ds.png" 2>/dev/null; done
 last128=$(ls "$WORK"/birds-cgan128/samples/*.png 2>/dev/null | tail -n 1)
 [ -n "$last128" ] && cp "$last128" "$OUT/recipe128_$(basename "$last128")"
 # the runs without weights or sample grids (the grids that matter are side by side above)

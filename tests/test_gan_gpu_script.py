@@ -53,3 +53,12 @@ def test_gan_gpu_script_dry_run(tmp_path: Path) -> None:
     assert cfg["birds-cgan"]["joint_d"] and cfg["birds-cgan128"]["lecam_weight"] == 0.3
     assert not cfg["birds-dcgan"]["joint_d"] and cfg["birds-dcgan"]["lecam_weight"] == 0.0
     assert 'cgan_flags="--joint-d --lecam-weight 0.3"' in summary
+
+
+def test_gan_gpu_script_refuses_an_unknown_dataset_before_any_work(tmp_path: Path) -> None:
+    env = {**os.environ, "DRY": "1", "PY": sys.executable, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "w"),
+           "DATASETS": "birds fish"}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gan_gpu.sh"), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "not 'fish'" in proc.stdout + proc.stderr
+    assert not (tmp_path / "w").exists()  # nothing was set up
