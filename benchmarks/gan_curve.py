@@ -51,6 +51,13 @@ def measure(g: LoadedGenerator, real: np.ndarray, labels: torch.Tensor, feats: L
             "seed": g.cfg.seed}
 
 
+def _seed_from_file(path: str) -> int | None:
+    try:
+        return int(load_meta(path)["config"]["seed"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def seed_summary(pairs: list[tuple[str, str]], fd: dict[tuple[str, str], dict[int, float]],
                  seed_of: dict[str, int | None]) -> list[str]:
     """Across seeds: at each iteration every same-seed pair reached, the mean FD of each arm and the ratio of the
@@ -161,7 +168,7 @@ def main() -> None:
     for r in rows:
         fd.setdefault((r["run"], r["weights"]), {})[r["iteration"]] = r["FD-lite0"]
         arch_of[r["run"]] = r["arch"]
-        seed_of[r["run"]] = r.get("seed")  # rows measured before seeds were recorded have none
+        seed_of[r["run"]] = r.get("seed", _seed_from_file(r["file"]))  # older rows did not record it
     dcgans = [run for run, a in arch_of.items() if a == "dcgan"]
     cgans = [run for run, a in arch_of.items() if a == "cgan"]
     # the claim compares runs of the same seed: with seeds known, only those pairs (no cross-seed tables)

@@ -62,3 +62,23 @@ def test_gan_gpu_script_refuses_an_unknown_dataset_before_any_work(tmp_path: Pat
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "not 'fish'" in proc.stdout + proc.stderr
     assert not (tmp_path / "w").exists()  # nothing was set up
+
+
+def test_curve_table_across_seeds_pairs_each_cgan_with_the_dcgan_of_its_seed() -> None:
+    """Hand-computed: seed 0 cgan 100 vs dcgan 250 (0.4), seed 1 cgan 150 vs dcgan 250 (0.6); mean 125 / 250."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from gan_curve import seed_summary
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    fd = {("c0", "live"): {500: 100.0, 1000: 90.0}, ("d0", "live"): {500: 250.0, 1000: 200.0},
+          ("c1", "live"): {500: 150.0}, ("d1", "live"): {500: 250.0, 1000: 220.0}}
+    seeds = {"c0": 0, "d0": 0, "c1": 1, "d1": 1}
+    lines = seed_summary([("c0", "d0"), ("c1", "d1")], fd, seeds)
+    rows = [ln for ln in lines if ln.startswith("| 500") or ln.startswith("| 1000")]
+    assert rows == ["| 500 | 125.0 | 250.0 | 0.500 | 0.400, 0.600 | met by some seeds |"]  # 1000: seed 1 lacks it
+    assert "Across seeds (0, 1;" in "\n".join(lines)
+    # one pair, unknown seeds, or two cgan settings of one seed: no table (the per-pair tables say it)
+    assert seed_summary([("c0", "d0")], fd, seeds) == []
+    assert seed_summary([("c0", "d0"), ("c1", "d1")], fd, {**seeds, "c1": None}) == []
+    assert seed_summary([("c0", "d0"), ("c1", "d0")], fd, {**seeds, "c1": 0}) == []
