@@ -168,7 +168,8 @@ def main() -> None:
     for r in rows:
         fd.setdefault((r["run"], r["weights"]), {})[r["iteration"]] = r["FD-lite0"]
         arch_of[r["run"]] = r["arch"]
-        seed_of[r["run"]] = r.get("seed", _seed_from_file(r["file"]))  # older rows did not record it
+        if seed_of.get(r["run"]) is None:  # older rows did not record it: read once per run, from the header
+            seed_of[r["run"]] = r["seed"] if "seed" in r else _seed_from_file(r["file"])
     dcgans = [run for run, a in arch_of.items() if a == "dcgan"]
     cgans = [run for run, a in arch_of.items() if a == "cgan"]
     # the claim compares runs of the same seed: with seeds known, only those pairs (no cross-seed tables)
