@@ -131,12 +131,12 @@ for f in "$WORK"/*.log; do echo "--- $(basename "$f"): $(tail -c 400 "$f" | tr '
 "$PY" - "$WORK" "$MAX_POINTS" "$DATASETS" <<'PYEOF'
 import json, sys
 from pathlib import Path
-from birdlens.augment.gan.checkpoint import load_checkpoint
+from birdlens.augment.gan.checkpoint import load_meta
 work, max_points = Path(sys.argv[1]), int(sys.argv[2])
 lines = ["| run | steps (last checkpoint) | s/step (mean of the last 100) | D loss, first -> last 100 steps |",
          "|---|---:|---:|---|"]
 for run in sorted(p for p in work.iterdir() if (p / "checkpoint.safetensors").exists()):
-    _, meta = load_checkpoint(run / "checkpoint.safetensors")
+    meta = load_meta(run / "checkpoint.safetensors")  # the header: no weights read
     h = meta.get("history", [])
     sec = sum(r["sec_per_it"] for r in h[-10:]) / max(1, len(h[-10:]))
     d = [r["loss_d"] for r in h]
