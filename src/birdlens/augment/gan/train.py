@@ -84,7 +84,9 @@ def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = 
         raise ValueError(f"ms_weight needs an even batch size (pairs of noises per label), got {cfg.batch_size}")
     torch.manual_seed(cfg.seed)
     n = len(classes)
-    G, D = build_generator(cfg, n).to(device), build_discriminator(cfg, n).to(device)
+    fmt = memory_format(device)
+    G = build_generator(cfg, n).to(device, memory_format=fmt)
+    D = build_discriminator(cfg, n).to(device, memory_format=fmt)
     assert cfg.lr_g is not None and cfg.lr_d is not None and cfg.beta1 is not None
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
@@ -103,6 +105,18 @@ def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
+def memory_format(device: str | torch.device) -> torch.memory_format:
+    """Channels-last on the CPU, where oneDNN's convolutions skip a reorder per call; unchanged elsewhere.
+
+    Measured on this 2-core CPU (1 thread, 64 px, batch 16, random images): the default cgan (width 16) step
+    1.09-1.16 s in NCHW, 0.79-0.83 s with the networks and the real batch channels-last (1.4x; the step is 43
+    GFLOP, now ~50 GFLOP/s, three quarters of it convolutions). The dcgan (width 32) is 0.23 s either way. On CUDA
+    it is left as it was: not measured there, and the GPU step is bound by kernel launches, not convolutions.
+    Only the memory layout changes, so a run differs from an NCHW one by float rounding alone.
+    """
+    return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
+
+
 def _real_batch(state: GANState, data: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
     b, g = state.cfg.batch_size, state.rng
     idx = to_device(torch.randint(0, len(data), (b,), generator=g), data.images.device)
@@ -110,7 +124,7 @@ def _real_batch(state: GANState, data: ImageSet) -> tuple[torch.Tensor, torch.Te
     if state.cfg.flip:
         flip = to_device(torch.rand(b, generator=g) < 0.5, x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x, data.labels[idx]
+    return x.contiguous(memory_format=memory_format(x.device)), data.labels[idx]
 
 
 def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
@@ -324,7 +338,8 @@ def load_generator(run: str | os.PathLike[str], device: str | torch.device = "cp
     use = "ema" if (weights == "ema" or (weights == "auto" and has_ema)) else "live"
     G = build_generator(cfg, len(meta["classes"]))
     G.load_state_dict(module_state(tensors, "EMA" if use == "ema" else "G"))
-    return LoadedGenerator(G.to(device).eval(), cfg, list(meta["classes"]), use, int(meta.get("iteration", 0)))
+    G = G.to(device, memory_format=memory_format(device))  # the trainer's layout: the same samples as in training
+    return LoadedGenerator(G.eval(), cfg, list(meta["classes"]), use, int(meta.get("iteration", 0)))
 
 
 def load_sampler(run: str | os.PathLike[str], device: str | torch.device = "cpu",
