@@ -6,23 +6,29 @@ not depend on the pixels), then profiles a few cgan steps (top ops by device tim
 
     python benchmarks/gan_step_speed.py --device cuda            # ~2 min on one GPU
     python benchmarks/gan_step_speed.py --device cpu --tiny      # tests the script
+    OMP_NUM_THREADS=1 python benchmarks/gan_step_speed.py --device cpu --layouts   # channels-last vs NCHW, ~3 min
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 
 from birdlens.augment.gan.config import GANConfig
 from birdlens.augment.gan.data import ImageSet
-from birdlens.augment.gan.train import init_state, train_step
+from birdlens.augment.gan.train import init_state, memory_format, train_step
+
+
+def random_images(cfg: GANConfig, device: str, n_classes: int) -> ImageSet:
+    return ImageSet(torch.randint(0, 256, (840, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8).to(device),
+                    torch.arange(840).remainder(n_classes).to(device), [f"c{i}" for i in range(n_classes)])
 
 
 def timed(cfg: GANConfig, device: str, n_classes: int, warmup: int, steps: int) -> tuple[float, object]:
-    data = ImageSet(torch.randint(0, 256, (840, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8).to(device),
-                    torch.arange(840).remainder(n_classes).to(device), [f"c{i}" for i in range(n_classes)])
+    data = random_images(cfg, device, n_classes)
     state = init_state(cfg, data.classes, device)
     for _ in range(warmup):
         train_step(state, data)
@@ -48,6 +54,43 @@ def kernel_count(state: object, data: ImageSet, n: int = 3) -> tuple[float, floa
     return sum(e.count for e in ev) / n, sum(e.self_device_time_total for e in ev) / n / 1e3
 
 
+def compare_layouts(device: str, tiny: bool, steps: int, rounds: int) -> None:
+    """The CPU budget's settings in the trainer's memory layout vs plain NCHW, in alternating rounds.
+
+    Both states start from the same seed, so they run the same steps; alternating spreads a change in the
+    machine's load over both. The ratio is the median of the per-round ratios (NCHW time / trainer's time).
+    """
+    size, small = (32, {"g_width": 4, "d_width": 4, "batch_size": 4}) if tiny else (64, {})
+    cfgs = [GANConfig(arch="cgan", image_size=size, **{"batch_size": 16, "g_width": 16, "d_width": 16, **small},
+                      ema_rampup=0.05),
+            GANConfig(arch="dcgan", image_size=size, **{"batch_size": 16, "g_width": 32, "d_width": 32, **small})]
+    settings = [(f"{c.arch} {c.image_size}px, width {c.g_width}, batch {c.batch_size}", c) for c in cfgs]
+    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} thread(s), {rounds} rounds of "
+          f"{steps} steps; trainer's layout: {memory_format(device)}")
+    print("| setting | trainer's layout s/step | NCHW s/step | NCHW / trainer's (median) |\n|---|---:|---:|---:|")
+    for name, cfg in settings:
+        data = random_images(cfg, device, 20)
+        fast, plain = init_state(cfg, data.classes, device), init_state(cfg, data.classes, device)
+        plain.set_layout(torch.contiguous_format)
+        times: dict[str, list[float]] = {"fast": [], "plain": []}
+        for _ in range(2):  # warm-up: oneDNN picks its kernels on the first calls
+            train_step(fast, data)
+            train_step(plain, data)
+        for _ in range(rounds):
+            for key, st in (("fast", fast), ("plain", plain)):
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                for _ in range(steps):
+                    train_step(st, data)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times[key].append((time.perf_counter() - t) / steps)
+        ratio = statistics.median(p / f for f, p in zip(times["fast"], times["plain"], strict=True))
+        fast_s, plain_s = (" / ".join(f"{x:.3f}" for x in times[k]) for k in ("fast", "plain"))
+        print(f"| {name} | {fast_s} | {plain_s} | {ratio:.2f}x |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -55,7 +98,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--only", nargs="*", default=None,
                     help="time only the settings whose name holds one of these strings (e.g. recipe joint-d)")
+    ap.add_argument("--layouts", action="store_true",
+                    help="only compare the trainer's memory layout with NCHW on the CPU budget's settings")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds for --layouts")
     args = ap.parse_args()
+    if args.layouts:
+        compare_layouts(args.device, args.tiny, 2 if args.tiny else min(args.steps, 8), args.rounds)
+        return
     tiny = {"g_width": 4, "d_width": 4, "batch_size": 4} if args.tiny else {}
     recipe = {"batch_size": 64, "g_width": 64, "d_width": 64, "ema_rampup": 0.05, **tiny}
     settings = [

@@ -82,3 +82,17 @@ def test_curve_table_across_seeds_pairs_each_cgan_with_the_dcgan_of_its_seed() -
     assert seed_summary([("c0", "d0")], fd, seeds) == []
     assert seed_summary([("c0", "d0"), ("c1", "d1")], fd, {**seeds, "c1": None}) == []
     assert seed_summary([("c0", "d0"), ("c1", "d0")], fd, {**seeds, "c1": 0}) == []
+
+
+def test_gan_step_speed_compares_layouts_on_the_cpu() -> None:
+    """``gan_step_speed.py --layouts`` backs the README's channels-last number; its tiny mode must keep running."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gan_step_speed.py"), "--device", "cpu",
+                           "--tiny", "--layouts", "--rounds", "2"], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| cgan", "| dcgan"))]
+    assert [r.split(",")[0] for r in rows] == ["| cgan 32px", "| dcgan 32px"]
+    for r in rows:  # two rounds per layout, and a ratio
+        fast, plain, ratio = (c.strip() for c in r.split("|")[2:5])
+        assert len(fast.split(" / ")) == len(plain.split(" / ")) == 2 and float(ratio.rstrip("x")) > 0

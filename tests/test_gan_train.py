@@ -184,9 +184,9 @@ def test_channels_last_on_the_cpu_changes_the_layout_not_the_numbers() -> None:
     fast, plain = init_state(cfg, data.classes), init_state(cfg, data.classes)
     conv = fast.G.blocks[0].conv1.parametrizations.weight.original
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
-    plain.G.to(memory_format=torch.contiguous_format)
-    plain.D.to(memory_format=torch.contiguous_format)
+    plain.set_layout(torch.contiguous_format)  # what the trainer did before (and still does on CUDA)
     assert plain.G.blocks[0].conv1.parametrizations.weight.original.is_contiguous()
+    assert plain.ema is not None and plain.ema.shadow.blocks[0].conv1.parametrizations.weight.original.is_contiguous()
     for _ in range(3):
         a, b = train_step(fast, data), train_step(plain, data)
         assert a == pytest.approx(b, rel=1e-4, abs=1e-5)

@@ -71,10 +71,17 @@ class GANState:
     history: list[dict[str, float]] = field(default_factory=list)
     ada: AdaptiveP | None = None
     lecam: LeCam | None = None
+    layout: torch.memory_format = torch.contiguous_format  # of G, D, the EMA copy and the real batches
 
     @property
     def sampler(self) -> nn.Module:
         return self.ema.shadow if self.ema is not None else self.G
+
+    def set_layout(self, fmt: torch.memory_format) -> None:
+        """Move every network (and from now on each real batch) to ``fmt``; the values stay as they are."""
+        for m in (self.G, self.D, *((self.ema.shadow,) if self.ema is not None else ())):
+            m.to(memory_format=fmt)
+        self.layout = fmt
 
 
 def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = "cpu") -> GANState:
@@ -84,9 +91,7 @@ def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = 
         raise ValueError(f"ms_weight needs an even batch size (pairs of noises per label), got {cfg.batch_size}")
     torch.manual_seed(cfg.seed)
     n = len(classes)
-    fmt = memory_format(device)
-    G = build_generator(cfg, n).to(device, memory_format=fmt)
-    D = build_discriminator(cfg, n).to(device, memory_format=fmt)
+    G, D = build_generator(cfg, n).to(device), build_discriminator(cfg, n).to(device)
     assert cfg.lr_g is not None and cfg.lr_d is not None and cfg.beta1 is not None
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
@@ -97,7 +102,9 @@ def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = 
         raise ValueError(f"joint_d: {cfg.arch}'s discriminator has batch norm, which would mix real and fake "
                          "statistics in one batch; keep separate passes for it")
     lecam = LeCam(cfg.lecam_decay) if cfg.lecam_weight > 0 else None
-    return GANState(cfg, list(classes), G, D, opt_g, opt_d, ema, rng, ada=ada, lecam=lecam)
+    state = GANState(cfg, list(classes), G, D, opt_g, opt_d, ema, rng, ada=ada, lecam=lecam)
+    state.set_layout(memory_format(device))
+    return state
 
 
 # ------------------------------------------------------------------------------------------- the step
@@ -124,7 +131,7 @@ def _real_batch(state: GANState, data: ImageSet) -> tuple[torch.Tensor, torch.Te
     if state.cfg.flip:
         flip = to_device(torch.rand(b, generator=g) < 0.5, x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x.contiguous(memory_format=memory_format(x.device)), data.labels[idx]
+    return x.contiguous(memory_format=state.layout), data.labels[idx]
 
 
 def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
