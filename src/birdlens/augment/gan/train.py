@@ -115,10 +115,11 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm
 def memory_format(device: str | torch.device) -> torch.memory_format:
     """Channels-last on the CPU, where oneDNN's convolutions skip a reorder per call; unchanged elsewhere.
 
-    Measured on this 2-core CPU (1 thread, 64 px, batch 16, random images): the default cgan (width 16) step
-    1.09-1.16 s in NCHW, 0.79-0.83 s with the networks and the real batch channels-last (1.4x; the step is 43
-    GFLOP, now ~50 GFLOP/s, three quarters of it convolutions). The dcgan (width 32) is 0.23 s either way. On CUDA
-    it is left as it was: not measured there, and the GPU step is bound by kernel launches, not convolutions.
+    Measured on this 2-core CPU (1 thread, 64 px, batch 16, random images, the other core busy with a GAN run;
+    ``benchmarks/gan_step_speed.py --layouts``, 3 alternating rounds of 8 steps): the default cgan (width 16)
+    1.06-1.43 s/step channels-last vs 1.62-1.80 s NCHW, **1.50x** (the step is 43 GFLOP, three quarters of its
+    time in convolutions); the dcgan (width 32) 1.05x. On CUDA it is left as it was: not measured there, and the
+    GPU step is bound by kernel launches, not by convolutions.
     Only the memory layout changes, so a run differs from an NCHW one by float rounding alone.
     """
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
