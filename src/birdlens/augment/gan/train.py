@@ -141,7 +141,7 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
     With ``joint_d`` the discriminator scores real and fake in one call: the same losses with half the D calls,
     meant for a GPU, where launching kernels bounds the cgan step. It cuts them from 4,654 to 3,312 per step, but
     the time only by 0.99-1.18x on an H200 (0.087 vs 0.088 s on one machine, 0.095 vs 0.111 on another); on the
-    2-core CPU (width 16, batch 16) no gain showed either (1.33-1.35 s/step joint vs 1.15-1.34 separate). Spectral
+    2-core CPU (width 16, batch 16, NCHW) no gain showed either (1.33-1.35 s/step joint vs 1.15-1.34 separate). Spectral
     norm's power iteration runs once per D update instead of twice, and DiffAugment draws in another order, so it
     is opt-in: it changes the numbers every measured run was trained with.
     """
