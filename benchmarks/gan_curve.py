@@ -30,9 +30,11 @@ from birdlens.augment.gan.checkpoint import load_meta
 from birdlens.augment.gan.data import load_images, resolve_manifest, select, to_unit
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.features import Lite0Features, extract
-from birdlens.augment.gan.metrics import frechet_distance, kernel_distance
+from birdlens.augment.gan.metrics import frechet_distance, kernel_distance, precision_recall_density_coverage
 from birdlens.augment.gan.train import CHECKPOINT, LoadedGenerator, load_generator
 from birdlens.utils.atomic import atomic_path, write_json, write_text
+
+PRDC_K = 5  # nearest neighbours for precision, recall and coverage (Naeem et al. 2020 use 5)
 
 
 def snapshots(run: Path) -> list[Path]:
@@ -46,9 +48,11 @@ def measure(g: LoadedGenerator, real: np.ndarray, labels: torch.Tensor, feats: L
     assert g.cfg.z_dim is not None
     f_fake = extract(feats, sample_images(g.G, labels, g.cfg.z_dim, seed))
     kid, kid_sd, m = kernel_distance(real, f_fake, 100, 100, seed)
+    prdc = precision_recall_density_coverage(real, f_fake, PRDC_K)
     return {"arch": g.cfg.arch, "iteration": g.iteration, "weights": g.weights, "FD-lite0": frechet_distance(real, f_fake),
             "KID-lite0": kid, "KID-lite0_std": kid_sd, "kid_subset_size": m, "n_real": len(real), "n_fake": len(f_fake),
-            "seed": g.cfg.seed}
+            "seed": g.cfg.seed, **{f"{k}-lite0": prdc[k] for k in ("precision", "recall", "density", "coverage")},
+            "prdc_k": PRDC_K}
 
 
 def _seed_from_file(path: str) -> int | None:
@@ -122,7 +126,8 @@ def main() -> None:
     out = Path(args.out)
     cache_path = out / "curve.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"rows": []}
-    done = {(r["file"], r["weights"], r["mtime"]) for r in cache["rows"]}
+    # rows cached before coverage was measured are measured again (FD comes out the same, up to float rounding)
+    done = {(r["file"], r["weights"], r["mtime"]) for r in cache["rows"] if "coverage-lite0" in r}
     feats, real_f, real = None, None, None
     rows = list(cache["rows"])
     for run in map(Path, args.runs):
@@ -156,11 +161,15 @@ def main() -> None:
     rows = sorted(uniq.values(), key=lambda r: (r["run"], r["weights"], r["iteration"]))
     lines = [f"# FD-lite0 along the runs ({args.data})", "",
              "Every number: generated images matched per class to the real training images, Lite0 features, "
-             f"noise seed {args.seed}. KID-lite0 x1e3 (mean ± std over 100 subsets of 100).", "",
-             "| run | arch | weights | iteration | FD-lite0 | KID-lite0 x1e3 |", "|---|---|---|---:|---:|---:|"]
+             f"noise seed {args.seed}. KID-lite0 x1e3 (mean ± std over 100 subsets of 100). Precision, recall and "
+             f"coverage (k = {PRDC_K} nearest neighbours, Lite0 features; 1 is ideal): fidelity, and diversity, which "
+             "FD mixes into one number; '-' where a row was measured before they were.", "",
+             "| run | arch | weights | iteration | FD-lite0 | KID-lite0 x1e3 | precision | recall | coverage |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        knn = " | ".join(f"{r[f'{m}-lite0']:.2f}" if f"{m}-lite0" in r else "-" for m in ("precision", "recall", "coverage"))
         lines.append(f"| {Path(r['run']).name} | {r['arch']} | {r['weights']} | {r['iteration']} | {r['FD-lite0']:.1f} "
-                     f"| {1e3 * r['KID-lite0']:.0f} ± {1e3 * r['KID-lite0_std']:.0f} |")
+                     f"| {1e3 * r['KID-lite0']:.0f} ± {1e3 * r['KID-lite0_std']:.0f} | {knn} |")
     # per run, not per architecture: several cgan settings may be compared against one dcgan
     fd: dict[tuple[str, str], dict[int, float]] = {}
     arch_of: dict[str, str] = {}

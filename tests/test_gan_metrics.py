@@ -9,7 +9,13 @@ import pytest
 import scipy.linalg
 import torch
 
-from birdlens.augment.gan.metrics import distance_report, frechet_distance, kernel_distance, mmd2_unbiased
+from birdlens.augment.gan.metrics import (
+    distance_report,
+    frechet_distance,
+    kernel_distance,
+    mmd2_unbiased,
+    precision_recall_density_coverage,
+)
 
 
 def _fd_scipy(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,6 +76,37 @@ def test_distance_report_names_the_feature_space_and_states_sample_sizes() -> No
     assert rep["per_class"]["A"]["n_real"] == 20 and rep["per_class"]["B"]["n_fake"] == 30
     assert rep["per_class"]["A"]["kid_subset_size"] == 20
     assert "not comparable" in rep["note"]
+    # the k-NN metrics overall and per class (20 and 30 images > k = 5), named after the feature space
+    assert {"precision-lite0", "recall-lite0", "density-lite0", "coverage-lite0"} <= set(rep) and rep["prdc_k"] == 5
+    assert 0.0 <= rep["per_class"]["B"]["coverage-lite0"] <= 1.0
+    tiny = distance_report(real[:8], np.arange(8) % 2, fake[:8], np.arange(8) % 2, ["A", "B"], kid_subsets=2).to_dict()
+    assert "coverage-lite0" in tiny and "coverage-lite0" not in tiny["per_class"]["A"]  # 4 per class: not > k
+
+
+def test_precision_recall_density_coverage_by_hand() -> None:
+    """1-D toy, k = 1. Real 0, 1, 2, 3 (k-NN radius 1 each); fakes 0.5, 2.9, 10 (radii 2.4, 2.4, 7.1)."""
+    real, fake = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([[0.5], [2.9], [10.0]])
+    m = precision_recall_density_coverage(real, fake, k=1)
+    assert m["precision"] == pytest.approx(2 / 3)  # 10 is in no real ball
+    assert m["recall"] == pytest.approx(1.0)  # every real lies in some fake's ball (3 only in 2.9's and 10's)
+    assert m["density"] == pytest.approx((2 + 2 + 0) / 3)  # 0.5 in the balls of 0 and 1, 2.9 in those of 2 and 3
+    assert m["coverage"] == pytest.approx(1.0)  # each real has a fake within 1
+    # collapse: three copies of one image. It sits in real 0's ball, so its fidelity is perfect, and covers 1 of 4
+    collapsed = precision_recall_density_coverage(real, np.zeros((3, 1)), k=1)
+    assert (collapsed["precision"], collapsed["recall"], collapsed["coverage"]) == (1.0, 0.0, 0.25)
+    with pytest.raises(ValueError, match="more than 5"):
+        precision_recall_density_coverage(real, fake, k=5)
+
+
+def test_precision_recall_density_coverage_match_the_authors_prdc_package() -> None:
+    from prdc import compute_prdc
+
+    rng = np.random.default_rng(7)
+    real = rng.normal(size=(120, 16)).astype(np.float32)
+    for fake in (rng.normal(0.3, 1.2, size=(90, 16)).astype(np.float32), real[:60] + 0.05):
+        ours, theirs = precision_recall_density_coverage(real, fake, k=5), compute_prdc(real, fake, nearest_k=5)
+        for name in ("precision", "recall", "density", "coverage"):
+            assert ours[name] == pytest.approx(float(theirs[name]), abs=1e-12), name
 
 
 def test_lite0_features_are_pooled_1280d() -> None:

@@ -166,7 +166,8 @@ def evaluate(
     weights: Annotated[str, typer.Option(help="auto (EMA when the run has one), ema or live")] = "auto",
     threads: int | None = None,
 ) -> None:
-    """FD-lite0 / KID-lite0 (overall + per class) against the real train split, and CAS on the test split."""
+    """FD-lite0 / KID-lite0 and precision / recall / density / coverage (overall + per class) against the real
+    train split, and CAS on the test split."""
     from birdlens.augment.gan.data import load_images, resolve_manifest, select
     from birdlens.augment.gan.evaluate import gan_metrics
     from birdlens.augment.gan.train import load_generator
