@@ -1,4 +1,5 @@
-"""Feature-space distances between real and generated images: Fréchet distance and kernel inception distance.
+"""Feature-space distances between real and generated images: Fréchet distance, kernel inception distance and
+the k-NN fidelity and diversity measures (precision, recall, density, coverage).
 
 The formulas are the standard ones (Heusel et al. 2017; Bińkowski et al. 2018); the feature space is whatever
 extractor the caller uses, which is why results carry the extractor's name (``FD-lite0``, ``KID-lite0``):
@@ -12,8 +13,9 @@ extractor the caller uses, which is why results carry the extractor's name (``FD
 * precision / recall (Kynkäänniemi et al. 2019) and density / coverage (Naeem et al. 2020) from k-nearest-
   neighbour balls, as in the authors' ``prdc`` package (tested against it). Why: FD folds fidelity and
   diversity into one number. On the shared birds the study's DCGAN collapsed to one image per class by 4,500
-  CPU steps and its FD-lite0 stayed near 220, which reads as "worse", not as "collapsed". Coverage says it: the
-  share of real images with a generated image inside their k-NN ball, which falls when a class has one mode.
+  CPU steps while its FD-lite0 stayed near 220, which reads as "worse", not as "collapsed". Recall says it:
+  0.00 for the dcgan at 1,500 to 6,000 steps against 0.21-0.48 for the cgan. Precision and coverage were low
+  for both (at most 0.13): at 64 px neither arm's images lie among the real ones in Lite0 space.
 """
 
 from __future__ import annotations
