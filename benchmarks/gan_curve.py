@@ -55,6 +55,24 @@ def measure(g: LoadedGenerator, real: np.ndarray, labels: torch.Tensor, feats: L
             "prdc_k": PRDC_K}
 
 
+def real_reference(data: str, split: str, classes: list[str], size: int, feats: Lite0Features,
+                   real_f: np.ndarray) -> dict | None:
+    """The held-out real photos (valid, test) against the training ones: what a perfect generator would score.
+
+    None when the data have no held-out split or too few images there for the k-NN measures.
+    """
+    m = resolve_manifest(data)
+    held = [s for s in ("valid", "test") if s in m.splits and s != split]
+    if not held:
+        return None
+    f = np.concatenate([extract(feats, to_unit(load_images(select(m, s, classes), size, classes).images)) for s in held])
+    if len(f) <= PRDC_K:
+        return None
+    prdc = precision_recall_density_coverage(real_f, f, PRDC_K)
+    return {"splits": held, "n_real": len(real_f), "n_held_out": len(f), "FD-lite0": frechet_distance(real_f, f),
+            **{f"{k}-lite0": prdc[k] for k in ("precision", "recall", "density", "coverage")}}
+
+
 def _seed_from_file(path: str) -> int | None:
     try:
         return int(load_meta(path)["config"]["seed"])
@@ -147,6 +165,9 @@ def main() -> None:
                     real = load_images(select(resolve_manifest(args.data), g.cfg.split, g.classes), g.cfg.image_size,
                                        g.classes)
                     real_f = extract(feats, to_unit(real.images))
+                    if "reference" not in cache:
+                        cache["reference"] = real_reference(args.data, g.cfg.split, g.classes, g.cfg.image_size, feats,
+                                                            real_f)
                 assert real is not None and real_f is not None
                 t0 = time.perf_counter()
                 r = measure(g if g.weights == weights else load_generator(f, args.device, weights), real_f, real.labels,
@@ -154,7 +175,8 @@ def main() -> None:
                 r.update(run=str(run), file=str(f), mtime=f.stat().st_mtime, seconds=round(time.perf_counter() - t0, 1))
                 rows = [x for x in rows if (x["file"], x["weights"]) != (str(f), weights)] + [r]
                 print(f"{run.name:>20} {r['iteration']:>6} {weights:>4}  FD-lite0 {r['FD-lite0']:.1f}", flush=True)
-                write_json(cache_path, {"data": args.data, "seed": args.seed, "rows": rows})
+                write_json(cache_path, {"data": args.data, "seed": args.seed, "rows": rows,
+                                        "reference": cache.get("reference")})
     # one row per (run, weights, iteration): the checkpoint duplicates the last snapshot
     wanted = {str(Path(r)) for r in args.runs}  # as the rows spell them ("runs/c/" is "runs/c")
     uniq = {(r["run"], r["weights"], r["iteration"]): r for r in rows if r["run"] in wanted}
@@ -166,6 +188,12 @@ def main() -> None:
              "FD mixes into one number; '-' where a row was measured before they were.", "",
              "| run | arch | weights | iteration | FD-lite0 | KID-lite0 x1e3 | precision | recall | coverage |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    ref = cache.get("reference")
+    if ref:  # the yardstick, before the rows
+        lines[4:4] = [f"Real reference: the held-out photos ({' + '.join(ref['splits'])}, {ref['n_held_out']}) against the "
+                      f"{ref['n_real']} training ones score FD-lite0 {ref['FD-lite0']:.1f}, precision "
+                      f"{ref['precision-lite0']:.2f}, recall {ref['recall-lite0']:.2f}, coverage "
+                      f"{ref['coverage-lite0']:.2f} (a generator can at best match these, at its own sample size).", ""]
     for r in rows:
         knn = " | ".join(f"{r[f'{m}-lite0']:.2f}" if f"{m}-lite0" in r else "-" for m in ("precision", "recall", "coverage"))
         lines.append(f"| {Path(r['run']).name} | {r['arch']} | {r['weights']} | {r['iteration']} | {r['FD-lite0']:.1f} "

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_gan_gpu_script_dry_run(tmp_path: Path) -> None:
     birds = tmp_path / "birds"
     rng = np.random.default_rng(0)
-    for split, n in (("train", 6), ("test", 2)):
+    for split, n in (("train", 6), ("test", 3)):  # 6 held-out images: more than gan_curve's k = 5
         for c in range(2):
             d = birds / split / f"BIRD {c}"
             d.mkdir(parents=True)
@@ -43,6 +43,9 @@ def test_gan_gpu_script_dry_run(tmp_path: Path) -> None:
     assert "birds-cgan-s1 (live) vs birds-dcgan-s1:" in summary and "birds-cgan (live) vs birds-dcgan-s1" not in summary
     assert summary.count("| iteration | cgan (live), mean | dcgan, mean | ratio of the means | per-seed ratios |") == 1
     assert "| birds-dcgan | 4 |" in summary and "| birds-dcgan-s1 | 4 |" in summary  # DCGAN_ITERS caps them
+    # fidelity and diversity next to FD, and the held-out real photos as their yardstick (birds: 6 vs 12 images)
+    assert summary.count("| FD-lite0 | KID-lite0 x1e3 | precision | recall | coverage |") == 2
+    assert "Real reference: the held-out photos (test, 6) against the 12 training ones" in summary
     assert "| cgan 64px (recipe), --joint-d |" in summary  # SPEED_STEPS timed the step alone first
     assert "| birds-cgan128 | 2 |" in summary  # the 128 px recipe run finished its steps
     assert (out / "gan_gpu.tar.gz").stat().st_size > 0 and (out / "recipe128_iter_000002.png").is_file()
