@@ -19,7 +19,7 @@ import torch
 
 from birdlens.augment.gan.config import GANConfig
 from birdlens.augment.gan.data import ImageSet
-from birdlens.augment.gan.train import init_state, memory_format, train_step
+from birdlens.augment.gan.train import GANState, init_state, memory_format, train_step
 
 
 def random_images(cfg: GANConfig, device: str, n_classes: int) -> ImageSet:
@@ -27,19 +27,25 @@ def random_images(cfg: GANConfig, device: str, n_classes: int) -> ImageSet:
                     torch.arange(840).remainder(n_classes).to(device), [f"c{i}" for i in range(n_classes)])
 
 
+def seconds_per_step(state: GANState, data: ImageSet, steps: int) -> float:
+    """Wall time of ``steps`` training steps / steps (the GPU's queue drained before and after)."""
+    cuda = data.images.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        train_step(state, data)
+    if cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / steps
+
+
 def timed(cfg: GANConfig, device: str, n_classes: int, warmup: int, steps: int) -> tuple[float, object]:
     data = random_images(cfg, device, n_classes)
     state = init_state(cfg, data.classes, device)
     for _ in range(warmup):
         train_step(state, data)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        train_step(state, data)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / steps, (state, data)
+    return seconds_per_step(state, data, steps), (state, data)
 
 
 def kernel_count(state: object, data: ImageSet, n: int = 3) -> tuple[float, float]:
@@ -78,14 +84,7 @@ def compare_layouts(device: str, tiny: bool, steps: int, rounds: int) -> None:
             train_step(plain, data)
         for _ in range(rounds):
             for key, st in (("fast", fast), ("plain", plain)):
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                t = time.perf_counter()
-                for _ in range(steps):
-                    train_step(st, data)
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                times[key].append((time.perf_counter() - t) / steps)
+                times[key].append(seconds_per_step(st, data, steps))
         ratio = statistics.median(p / f for f, p in zip(times["fast"], times["plain"], strict=True))
         fast_s, plain_s = (" / ".join(f"{x:.3f}" for x in times[k]) for k in ("fast", "plain"))
         print(f"| {name} | {fast_s} | {plain_s} | {ratio:.2f}x |", flush=True)
