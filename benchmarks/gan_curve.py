@@ -57,7 +57,10 @@ def measure(g: LoadedGenerator, real: np.ndarray, labels: torch.Tensor, feats: L
 
 def real_reference(data: str, split: str, classes: list[str], size: int, feats: Lite0Features,
                    real_f: np.ndarray) -> dict | None:
-    """The held-out real photos (valid, test) against the training ones: what a perfect generator would score.
+    """The held-out real photos (valid, test) against the training ones: what new photos of the species score.
+
+    The yardstick for the rows: a generator near it makes images as close to the training set as unseen real
+    photos are (one far below its FD would be copying the training images).
 
     None when the data have no held-out split or too few images there for the k-NN measures.
     """
@@ -193,7 +196,7 @@ def main() -> None:
         lines[4:4] = [f"Real reference: the held-out photos ({' + '.join(ref['splits'])}, {ref['n_held_out']}) against the "
                       f"{ref['n_real']} training ones score FD-lite0 {ref['FD-lite0']:.1f}, precision "
                       f"{ref['precision-lite0']:.2f}, recall {ref['recall-lite0']:.2f}, coverage "
-                      f"{ref['coverage-lite0']:.2f} (a generator can at best match these, at its own sample size).", ""]
+                      f"{ref['coverage-lite0']:.2f}: what unseen real photos score (FD depends on the sample sizes).", ""]
     for r in rows:
         knn = " | ".join(f"{r[f'{m}-lite0']:.2f}" if f"{m}-lite0" in r else "-" for m in ("precision", "recall", "coverage"))
         lines.append(f"| {Path(r['run']).name} | {r['arch']} | {r['weights']} | {r['iteration']} | {r['FD-lite0']:.1f} "
