@@ -30,7 +30,12 @@ from birdlens.augment.gan.checkpoint import load_meta
 from birdlens.augment.gan.data import load_images, resolve_manifest, select, to_unit
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.features import Lite0Features, extract
-from birdlens.augment.gan.metrics import frechet_distance, kernel_distance, precision_recall_density_coverage
+from birdlens.augment.gan.metrics import (
+    frechet_distance,
+    kernel_distance,
+    prdc_keys,
+    precision_recall_density_coverage,
+)
 from birdlens.augment.gan.train import CHECKPOINT, LoadedGenerator, load_generator
 from birdlens.utils.atomic import atomic_path, write_json, write_text
 
@@ -51,8 +56,7 @@ def measure(g: LoadedGenerator, real: np.ndarray, labels: torch.Tensor, feats: L
     prdc = precision_recall_density_coverage(real, f_fake, PRDC_K)
     return {"arch": g.cfg.arch, "iteration": g.iteration, "weights": g.weights, "FD-lite0": frechet_distance(real, f_fake),
             "KID-lite0": kid, "KID-lite0_std": kid_sd, "kid_subset_size": m, "n_real": len(real), "n_fake": len(f_fake),
-            "seed": g.cfg.seed, **{f"{k}-lite0": prdc[k] for k in ("precision", "recall", "density", "coverage")},
-            "prdc_k": PRDC_K}
+            "seed": g.cfg.seed, **prdc_keys(prdc, "lite0")}
 
 
 def real_reference(data: str, split: str, classes: list[str], size: int, feats: Lite0Features,
@@ -73,7 +77,7 @@ def real_reference(data: str, split: str, classes: list[str], size: int, feats: 
         return None
     prdc = precision_recall_density_coverage(real_f, f, PRDC_K)
     return {"splits": held, "n_real": len(real_f), "n_held_out": len(f), "FD-lite0": frechet_distance(real_f, f),
-            **{f"{k}-lite0": prdc[k] for k in ("precision", "recall", "density", "coverage")}}
+            **prdc_keys(prdc, "lite0")}
 
 
 def _seed_from_file(path: str) -> int | None:

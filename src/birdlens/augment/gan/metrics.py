@@ -124,15 +124,15 @@ class DistanceReport:
             "n_real": d["n_real"], "n_fake": d["n_fake"], "per_class": {},
             "note": f"FD-{f}/KID-{f} use EfficientNet-{f.capitalize()} features; not comparable with Inception FID/KID.",
         }
-        out.update(_prdc_keys(self.prdc, f))
+        out.update(prdc_keys(self.prdc, f))
         for c, v in self.per_class.items():
             out["per_class"][c] = {f"FD-{f}": v["fd"], f"KID-{f}": v["kid_mean"], f"KID-{f}_std": v["kid_std"],
                                    "kid_subset_size": v["kid_subset_size"], "n_real": v["n_real"], "n_fake": v["n_fake"],
-                                   **_prdc_keys(v.get("prdc"), f)}  # type: ignore[arg-type]
+                                   **prdc_keys(v.get("prdc"), f)}  # type: ignore[arg-type]
         return out
 
 
-def _prdc_keys(prdc: dict[str, float] | None, features: str) -> dict[str, float]:
+def prdc_keys(prdc: dict[str, float] | None, features: str) -> dict[str, float]:
     """``precision-lite0`` ... ``coverage-lite0`` and ``prdc_k`` (named after the feature space, as FD is)."""
     if prdc is None:
         return {}
