@@ -37,6 +37,7 @@ from birdlens.augment.gan.metrics import (
     precision_recall_density_coverage,
 )
 from birdlens.augment.gan.train import CHECKPOINT, LoadedGenerator, load_generator
+from birdlens.data.manifest import Manifest
 from birdlens.utils.atomic import atomic_path, write_json, write_text
 
 PRDC_K = 5  # nearest neighbours for precision, recall and coverage (Naeem et al. 2020 use 5)
@@ -59,7 +60,7 @@ def measure(g: LoadedGenerator, real: np.ndarray, labels: torch.Tensor, feats: L
             "seed": g.cfg.seed, **prdc_keys(prdc, "lite0")}
 
 
-def real_reference(data: str, split: str, classes: list[str], size: int, feats: Lite0Features,
+def real_reference(m: Manifest, split: str, classes: list[str], size: int, feats: Lite0Features,
                    real_f: np.ndarray) -> dict | None:
     """The held-out real photos (valid, test) against the training ones: what new photos of the species score.
 
@@ -68,7 +69,6 @@ def real_reference(data: str, split: str, classes: list[str], size: int, feats: 
 
     None when the data have no held-out split or too few images there for the k-NN measures.
     """
-    m = resolve_manifest(data)
     held = [s for s in ("valid", "test") if s in m.splits and s != split]
     if not held:
         return None
@@ -169,11 +169,11 @@ def main() -> None:
                     continue
                 if feats is None:
                     feats = Lite0Features(batch_size=16 if args.device == "cpu" else 100, device=args.device)
-                    real = load_images(select(resolve_manifest(args.data), g.cfg.split, g.classes), g.cfg.image_size,
-                                       g.classes)
+                    manifest = resolve_manifest(args.data)  # once: it scans the dataset folder
+                    real = load_images(select(manifest, g.cfg.split, g.classes), g.cfg.image_size, g.classes)
                     real_f = extract(feats, to_unit(real.images))
                     if "reference" not in cache:
-                        cache["reference"] = real_reference(args.data, g.cfg.split, g.classes, g.cfg.image_size, feats,
+                        cache["reference"] = real_reference(manifest, g.cfg.split, g.classes, g.cfg.image_size, feats,
                                                             real_f)
                 assert real is not None and real_f is not None
                 t0 = time.perf_counter()
