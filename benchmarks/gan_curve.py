@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -151,9 +152,14 @@ def main() -> None:
     out = Path(args.out)
     cache_path = out / "curve.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"rows": []}
+    if cache["rows"] and (Path(cache.get("data", args.data)).resolve() != Path(args.data).resolve()
+                          or cache.get("seed", args.seed) != args.seed):
+        sys.exit(f"error: {cache_path} holds rows measured against {cache.get('data')} with noise seed "
+                 f"{cache.get('seed')}; measure --data {args.data} --seed {args.seed} into another --out")
     # rows cached before coverage was measured are measured again (FD comes out the same, up to float rounding)
     done = {(r["file"], r["weights"], r["mtime"]) for r in cache["rows"] if "coverage-lite0" in r}
     feats, real_f, real = None, None, None
+    real_of: tuple[str, list[str], int] | None = None  # split, classes and size of the real set loaded
     rows = list(cache["rows"])
     for run in map(Path, args.runs):
         for f in snapshots(run):
@@ -171,11 +177,15 @@ def main() -> None:
                     feats = Lite0Features(batch_size=16 if args.device == "cpu" else 100, device=args.device)
                     manifest = resolve_manifest(args.data)  # once: it scans the dataset folder
                     real = load_images(select(manifest, g.cfg.split, g.classes), g.cfg.image_size, g.classes)
+                    real_of = (g.cfg.split, g.classes, g.cfg.image_size)
                     real_f = extract(feats, to_unit(real.images))
                     if "reference" not in cache:
                         cache["reference"] = real_reference(manifest, g.cfg.split, g.classes, g.cfg.image_size, feats,
                                                             real_f)
                 assert real is not None and real_f is not None
+                if (g.cfg.split, g.classes, g.cfg.image_size) != real_of:  # one real set per invocation
+                    sys.exit(f"error: {f} was trained on (split, classes, size) {(g.cfg.split, g.classes, g.cfg.image_size)}"
+                             f", not the {real_of} of the runs before it; measure it with its own --out")
                 t0 = time.perf_counter()
                 r = measure(g if g.weights == weights else load_generator(f, args.device, weights), real_f, real.labels,
                             feats, args.seed)

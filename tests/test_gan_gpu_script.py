@@ -99,3 +99,16 @@ def test_gan_step_speed_compares_layouts_on_the_cpu() -> None:
     for r in rows:  # two rounds per layout, and a ratio
         fast, plain, ratio = (c.strip() for c in r.split("|")[2:5])
         assert len(fast.split(" / ")) == len(plain.split(" / ")) == 2 and float(ratio.rstrip("x")) > 0
+
+
+def test_gan_curve_refuses_to_mix_rows_of_another_dataset_or_noise_seed(tmp_path: Path) -> None:
+    """Cached rows are keyed by file: measured against other real images they would be mixed in silently."""
+    out = tmp_path / "curve"
+    out.mkdir()
+    (out / "curve.json").write_text(json.dumps({"data": str(tmp_path / "other"), "seed": 0, "rows": [{"file": "x"}]}))
+    cmd = [sys.executable, str(REPO / "benchmarks" / "gan_curve.py"), "--runs", str(tmp_path / "run"),
+           "--out", str(out)]
+    for extra, says in ((["--data", str(tmp_path / "birds")], "measured against"),
+                        (["--data", str(tmp_path / "other"), "--seed", "1"], "noise seed 0")):
+        proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 1 and says in proc.stderr and "another --out" in proc.stderr, proc.stderr[-2000:]

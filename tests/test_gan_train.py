@@ -391,3 +391,126 @@ def test_ema_update_equals_a_per_parameter_lerp_and_copies_the_buffers() -> None
     assert any(not torch.equal(got[n], live[n]) for n in params)  # averaged, not copied
     with pytest.raises(ValueError, match="parameters"):
         ema.update(torch.nn.Linear(1, 1))
+
+
+def test_cli_resume_keeps_the_runs_own_settings_and_says_what_a_flag_changes(tmp_path: Path) -> None:
+    """A flag left out on --resume must not fall back to its default (the run's rampup, LeCam, D steps stay)."""
+    from birdlens.cli import app
+
+    data = _write_folder(tmp_path / "birds")
+    run = tmp_path / "run"
+    runner = CliRunner()
+    r = runner.invoke(app, ["gan", "train", "--data", str(data), "--out", str(run), "--image-size", "16",
+                            "--batch-size", "4", "--width", "4", "--iterations", "2", "--ema-rampup", "0.05",
+                            "--lecam-weight", "0.3", "--n-dis", "1", "--seed", "3", "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["gan", "train", "--data", str(data), "--out", str(run), "--iterations", "3", "--resume",
+                            "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "note:" not in r.output  # nothing was changed explicitly
+    cfg = load_sampler(run)[1]
+    assert (cfg.iterations, cfg.image_size, cfg.batch_size, cfg.g_width, cfg.seed) == (3, 16, 4, 4, 3)
+    assert (cfg.ema_rampup, cfg.lecam_weight, cfg.n_dis) == (0.05, 0.3, 1)
+    r = runner.invoke(app, ["gan", "train", "--data", str(data), "--out", str(run), "--iterations", "4", "--resume",
+                            "--n-dis", "2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "resuming with n_dis = 2 (the checkpoint was trained with 1)" in r.output
+    assert load_sampler(run)[1].n_dis == 2 and load_sampler(run)[1].lecam_weight == 0.3
+
+
+def test_zero_intervals_mean_at_the_end_only_and_force_clears_the_old_run(tmp_path: Path) -> None:
+    data = tiny_image_set()
+    small = {"arch": "cgan", "image_size": 16, "batch_size": 4, "g_width": 4, "d_width": 4}
+    run = tmp_path / "r"
+    train_gan(GANConfig(**small, iterations=2, sample_every=1, checkpoint_every=1, snapshot_every=1), data, run,
+              quiet=True)
+    assert len(list(run.glob("samples/iter_*.png"))) == 2 and len(list(run.glob("snapshots/iter_*"))) == 4
+    (run / "notes.txt").write_text("mine")
+    train_gan(GANConfig(**small, iterations=3, sample_every=0, checkpoint_every=0), data, run, force=True, quiet=True)
+    assert [p.name for p in run.glob("samples/*.png")] == ["iter_000003.png"]  # the old grids are gone
+    assert not list(run.glob("snapshots/*")) and (run / "notes.txt").read_text() == "mine"
+    assert json.loads((run / "checkpoint.json").read_text())["iteration"] == 3
+    for bad in ({"sample_every": -1}, {"batch_size": 0}, {"log_every": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            GANConfig(**{**small, **bad}).resolved()
+
+
+def test_sample_refuses_a_folder_that_is_not_empty_unless_forced(tmp_path: Path) -> None:
+    from birdlens.cli import app
+
+    run = tmp_path / "r"
+    train_gan(GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, iterations=1),
+              tiny_image_set(), run, quiet=True)
+    out = tmp_path / "real"
+    (out / "train" / "C0").mkdir(parents=True)
+    (out / "manifest.csv").write_text("path,label,split\n")  # a real dataset's manifest must not be replaced
+    runner = CliRunner()
+    r = runner.invoke(app, ["gan", "sample", "--run", str(run), "--per-class", "3", "--out", str(out), "--quiet"])
+    assert r.exit_code == 2 and "not empty" in r.output and "Traceback" not in r.output
+    assert (out / "manifest.csv").read_text() == "path,label,split\n"
+    r = runner.invoke(app, ["gan", "sample", "--run", str(run), "--per-class", "3", "--out", str(out), "--force",
+                            "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["gan", "sample", "--run", str(run), "--per-class", "2", "--out", str(out), "--force",
+                            "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert len(list(out.rglob("gan_*.png"))) == 6  # 3 classes x 2: the third image of each class went
+    assert len(Manifest.from_csv(out / "manifest.csv")) == 6
+
+
+def test_cli_bad_data_is_an_error_message_and_cas_skips_classes_without_test_images(tmp_path: Path) -> None:
+    import shutil
+
+    from birdlens.cli import app
+
+    data = _write_folder(tmp_path / "birds")
+    run = tmp_path / "run"
+    runner = CliRunner()
+    base = ["gan", "train", "--out", str(run), "--image-size", "16", "--batch-size", "4", "--width", "4",
+            "--iterations", "1", "--quiet"]
+    for args, says in (([*base, "--data", str(tmp_path / "missing")], "missing"),
+                       ([*base, "--data", str(data), "--classes", "NO SUCH BIRD"], "NO SUCH BIRD"),
+                       ([*base, "--data", str(data), "--sample-every", "-1"], "sample_every")):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and "error:" in r.output and says in r.output, r.output
+        assert not (run / "checkpoint.safetensors").exists()
+    r = runner.invoke(app, [*base, "--data", str(data)])
+    assert r.exit_code == 0, r.output
+    shutil.rmtree(data / "test" / "BIRD 1")
+    m_path = tmp_path / "m.json"
+    r = runner.invoke(app, ["gan", "evaluate", "--run", str(run), "--data", str(data), "--out", str(m_path),
+                            "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "CAS leaves out 1 of 2 classes with no test images: ['BIRD 1']" in r.output
+    assert json.loads(m_path.read_text())["cas"]["n_test_real"] == 3
+    r = runner.invoke(app, ["gan", "evaluate", "--run", str(run), "--data", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output
+
+
+def test_ablation_reuses_a_kept_gan_only_when_it_is_the_one_asked_for(tmp_path: Path) -> None:
+    from birdlens.augment.gan.ablation import reuse_action
+
+    data = tiny_image_set()
+    small = {"arch": "cgan", "image_size": 16, "batch_size": 4, "g_width": 4, "d_width": 4, "seed": 1}
+    run = tmp_path / "r"
+    assert reuse_action(run, GANConfig(**small, iterations=2), data.classes) == "trained"
+    train_gan(GANConfig(**small, iterations=2), data, run, quiet=True)
+    assert reuse_action(run, GANConfig(**small, iterations=2, sample_every=7), data.classes) == "reused"
+    assert reuse_action(run, GANConfig(**small, iterations=3), data.classes) == "resumed"
+    assert reuse_action(run, GANConfig(**small, iterations=1), data.classes) == "trained"  # trained longer
+    assert reuse_action(run, GANConfig(**{**small, "g_width": 8, "d_width": 8}, iterations=2), data.classes) == "trained"
+    assert reuse_action(run, GANConfig(**{**small, "seed": 2}, iterations=2), data.classes) == "trained"
+    assert reuse_action(run, GANConfig(**{**small, "arch": "dcgan"}, iterations=2), data.classes) == "trained"
+    assert reuse_action(run, GANConfig(**small, iterations=2), ["A", "B", "C"]) == "trained"
+
+
+def test_init_state_is_seeded_without_resetting_the_callers_generator() -> None:
+    from birdlens.augment.gan.train import init_state
+
+    cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, seed=5)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a, b = init_state(cfg, ["A", "B"]), init_state(cfg, ["A", "B"])
+    assert torch.equal(torch.random.get_rng_state(), before)
+    for (name, p), q in zip(a.G.state_dict().items(), b.G.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name  # the same seed, the same weights (spectral norm's u included)

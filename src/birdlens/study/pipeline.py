@@ -97,7 +97,7 @@ def gan_stage(ctx: StageContext) -> dict[str, Any]:
                     checkpoint_every=max(25, g["iterations"] // 4))
     run = ctx.dir / "run"
     result = train_gan(cfg, train_set, run, resume=ctx.resume, force=True, quiet=_quiet())
-    samples = write_samples(run, ctx.dir / "samples", g["per_class"], seed=seed, quiet=_quiet())
+    samples = write_samples(run, ctx.dir / "samples", g["per_class"], seed=seed, quiet=_quiet(), force=True)
     metrics = gan_metrics(run, train_set, seed=seed)
     write_json(ctx.dir / "fd.json", metrics)
     # real images + GAN samples (train split only), for models with use_gan: true

@@ -27,13 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from birdlens.augment.gan.checkpoint import load_meta
 from birdlens.augment.gan.config import GANConfig
 from birdlens.augment.gan.data import ImageSet, to_unit
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.features import FeatureFn, extract
 from birdlens.augment.gan.probe import fit_probe
 from birdlens.augment.gan.progress import is_quiet
-from birdlens.augment.gan.train import checkpoint_iteration, load_sampler, train_gan
+from birdlens.augment.gan.train import CHECKPOINT, load_sampler, train_gan
 from birdlens.evaluate.metrics import t_interval
 from birdlens.utils.atomic import atomic_path, write_json, write_text
 
@@ -102,6 +103,34 @@ def summarise(acc: dict[int, dict[str, list[float]]]) -> dict[str, Any]:
     return out
 
 
+# config keys that may differ between a kept GAN run and the one asked for (how often it wrote things)
+_SCHEDULE_KEYS = ("iterations", "sample_every", "checkpoint_every", "snapshot_every", "log_every")
+
+
+def reuse_action(run: Path, cfg: GANConfig, classes: list[str]) -> str:
+    """``reused`` (the kept run is this GAN, finished), ``resumed`` (the same GAN, fewer steps) or ``trained``
+    (none, or one trained otherwise: another arch, width, seed, classes or more steps, which is restarted).
+
+    Why: ablation folders are rerun with other flags; a GAN reused because it merely had enough steps would
+    be reported under settings it was not trained with.
+    """
+    ckpt = run / CHECKPOINT
+    if not ckpt.exists():
+        return "trained"
+    try:
+        meta = load_meta(ckpt)
+        saved = GANConfig.from_dict(meta["config"]).resolved().to_dict()
+    except (OSError, KeyError, ValueError, TypeError):
+        return "trained"
+    wanted = cfg.resolved().to_dict()
+    same = meta.get("classes") == list(classes) and all(
+        saved[k] == wanted[k] for k in wanted if k not in _SCHEDULE_KEYS)
+    done = int(meta.get("iteration", 0))
+    if not same or done > cfg.iterations:
+        return "trained"
+    return "reused" if done == cfg.iterations else "resumed"
+
+
 def run_ablation(train: ImageSet, test: ImageSet, features: FeatureFn, out: str | os.PathLike[str],
                  cfg: AblationConfig | None = None, quiet: bool | None = None,
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -123,11 +152,10 @@ def run_ablation(train: ImageSet, test: ImageSet, features: FeatureFn, out: str 
             sub = ImageSet(train.images[idx], train.labels[idx], train.classes)
             gan_cfg = GANConfig.from_dict({**cfg.gan.to_dict(), "seed": seed, "image_size": train.images.shape[-1]})
             run = out / "gans" / f"budget{budget}_seed{seed}"
-            done = checkpoint_iteration(run) >= gan_cfg.iterations
-            say(f"budget {budget}/class, seed {seed}: GAN {'reused' if done else 'training'} ({gan_cfg.arch}, "
-                f"{gan_cfg.iterations} it)")
-            if not done:
-                train_gan(gan_cfg, sub, run, resume=True, quiet=quiet)
+            action = reuse_action(run, gan_cfg, sub.classes)
+            say(f"budget {budget}/class, seed {seed}: GAN {action} ({gan_cfg.arch}, {gan_cfg.iterations} it)")
+            if action != "reused":
+                train_gan(gan_cfg, sub, run, resume=action == "resumed", force=True, quiet=quiet)
             G, gcfg, _ = load_sampler(run)
             assert gcfg.z_dim is not None
             n_gan = cfg.gan_per_class or budget

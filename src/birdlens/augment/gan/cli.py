@@ -49,6 +49,36 @@ def merge_recipe(path: Path, given: dict[str, object], explicit: set[str]) -> di
     return merged
 
 
+# what may change when a run is continued without a note: how long, and how often it writes
+_SCHEDULE = {"iterations", "sample_every", "checkpoint_every", "snapshot_every", "device"}
+
+
+def resume_settings(saved: dict[str, object], given: dict[str, object],
+                    explicit: set[str]) -> tuple[dict[str, object], dict[str, tuple[object, object]]]:
+    """Settings for ``--resume``: the checkpoint's (all of them, also those without a flag), except the ones set
+    explicitly, which win; and those explicit ones that change a training setting (``key: (checkpoint's, now)``),
+    so the user is told.
+
+    Why: a flag left out must not fall back to its default on resume (a run trained with ``--ema-rampup
+    0.05`` would quietly go on without it); a flag given means the user wants it.
+    """
+    merged = {**saved, **{k: v for k, v in given.items() if k in explicit or k not in saved}}
+    changed = {k: (saved[k], merged[k]) for k in explicit
+               if k in saved and k not in _SCHEDULE and merged[k] is not None and saved[k] != merged[k]}
+    return merged, changed
+
+
+def _error(message: object) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _recipe_keys(path: Path) -> set[str]:
+    import yaml
+
+    return set(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+
+
 def _threads(threads: int | None) -> None:
     import torch
 
@@ -87,12 +117,14 @@ def train(
                                              "0 = off; needs an even batch)")] = 0.0,
     joint_d: Annotated[bool, typer.Option("--joint-d", help="one discriminator call over real and fake "
                                           "together (GPU speed; cgan only)")] = False,
-    sample_every: int = 500,
-    checkpoint_every: int = 500,
+    sample_every: Annotated[int, typer.Option(help="sample grid every N steps (0 = at the end only)")] = 500,
+    checkpoint_every: Annotated[int, typer.Option(help="checkpoint every N steps (0 = at the end only)")] = 500,
     snapshot_every: Annotated[int, typer.Option(help="also keep the generators every N steps in RUN/snapshots "
                                                 "(0 = never), to measure FD along the run")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out")] = False,
-    force: Annotated[bool, typer.Option("--force", help="overwrite an existing run in --out")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out with its own settings "
+                                         "(flags given explicitly override them)")] = False,
+    force: Annotated[bool, typer.Option("--force", help="restart: delete the run in --out (checkpoint, grids, "
+                                        "snapshots) and train from scratch")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML recipe (e.g. configs/gan-gpu.yaml); flags given "
@@ -100,9 +132,10 @@ def train(
     quiet: Annotated[bool, _QUIET] = False,
 ) -> None:
     """Train a class-conditional GAN on the train split; sample grids every --sample-every iterations."""
+    from birdlens.augment.gan.checkpoint import load_meta
     from birdlens.augment.gan.config import GANConfig
     from birdlens.augment.gan.data import load_images, resolve_manifest, select
-    from birdlens.augment.gan.train import RunExistsError, train_gan
+    from birdlens.augment.gan.train import CHECKPOINT, RunExistsError, train_gan
 
     _threads(threads)
     given = {"arch": arch, "image_size": image_size, "iterations": iterations, "batch_size": batch_size,
@@ -113,18 +146,27 @@ def train(
              "joint_d": joint_d,
              "sample_every": sample_every, "checkpoint_every": checkpoint_every,
              "snapshot_every": snapshot_every, "device": device}
+    explicit = explicit_keys(ctx, given)
     if config is not None:
-        given = merge_recipe(config, given, explicit_keys(ctx, given))
+        given = merge_recipe(config, given, explicit)
+        explicit |= _recipe_keys(config)  # a recipe named on resume is meant, like a flag
+    if resume and (out / CHECKPOINT).exists():
+        try:
+            saved = load_meta(out / CHECKPOINT)["config"]
+        except (OSError, KeyError, ValueError) as e:
+            raise _error(f"cannot read the checkpoint in {out} ({e}); --force restarts the run") from None
+        given, changed = resume_settings(saved, given, explicit)
+        for k, (was, now) in sorted(changed.items()):
+            typer.echo(f"note: resuming with {k} = {now!r} (the checkpoint was trained with {was!r})", err=True)
     device = given.pop("device")
-    cfg = GANConfig.from_dict(given)
-    manifest = select(resolve_manifest(data), cfg.split, cfg.classes)
-    images = load_images(manifest, cfg.image_size)
     try:
+        cfg = GANConfig.from_dict(given)
+        manifest = select(resolve_manifest(data), cfg.split, cfg.classes)
+        images = load_images(manifest, cfg.image_size)
         res = train_gan(cfg, images, out, resume=resume, force=force, quiet=quiet,
                         extra_meta={"data": str(data)}, device=device)
     except (RunExistsError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise _error(e) from None
     last = res.state.history[-1] if res.state.history else {}
     typer.echo(f"{cfg.arch}: {res.state.iteration} iterations in {out} ({res.seconds:.0f} s); "
                f"loss_d {last.get('loss_d', float('nan')):.3f} loss_g {last.get('loss_g', float('nan')):.3f}")
@@ -140,16 +182,18 @@ def sample(
     seed: int = 0,
     classes: Annotated[list[str] | None, typer.Option(help="only these classes (repeatable)")] = None,
     weights: Annotated[str, typer.Option(help="auto (EMA when the run has one), ema or live")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="write into a folder that is not empty, replacing "
+                                        "its GAN images and manifest.csv")] = False,
     quiet: Annotated[bool, _QUIET] = False,
 ) -> None:
     """Write generated images in split-folder layout, ready to be mixed into training."""
     from birdlens.augment.gan.sample import write_samples
 
     try:
-        m = write_samples(run, out, per_class, seed=seed, classes=classes, quiet=quiet, weights=weights)
-    except (FileNotFoundError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        m = write_samples(run, out, per_class, seed=seed, classes=classes, quiet=quiet, weights=weights,
+                          force=force)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        raise _error(e) from None
     typer.echo(f"wrote {len(m)} images of {len(m.classes)} classes to {out} (manifest: {out / 'manifest.csv'})")
 
 
@@ -176,18 +220,24 @@ def evaluate(
     _threads(threads)
     try:
         loaded = load_generator(run, weights=weights)
+        cfg, classes = loaded.cfg, loaded.classes
+        manifest = resolve_manifest(data)
+        real = load_images(select(manifest, cfg.split, classes), cfg.image_size, classes)
     except (FileNotFoundError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    cfg, classes = loaded.cfg, loaded.classes
-    manifest = resolve_manifest(data)
-    real = load_images(select(manifest, cfg.split, classes), cfg.image_size, classes)
+        raise _error(e) from None
     test = None
     if cas:
-        for name in ("test", "valid"):
-            if name in manifest.splits:
-                test = load_images(select(manifest, name, classes), cfg.image_size, classes)
-                break
+        name = next((s for s in ("test", "valid") if s in manifest.splits), None)
+        held = select(manifest, name) if name else None
+        present = [c for c in classes if held is not None and c in held.classes]
+        if present:  # CAS tests on the classes the split has; the classifier still knows all of them
+            test = load_images(select(manifest, name, present), cfg.image_size, classes)
+        missing = [c for c in classes if c not in present]
+        if missing and name:
+            typer.echo(f"note: CAS leaves out {len(missing)} of {len(classes)} classes with no {name} images: "
+                       f"{missing}", err=True)
+        elif not name:
+            typer.echo("note: no CAS: the data have no test or valid split", err=True)
     rep = gan_metrics(loaded, real, per_class=per_class, test=test, seed=seed)
     if inception_weights is not None:
         import torch
@@ -233,12 +283,15 @@ def ablation(
     from birdlens.augment.gan.features import Lite0Features
 
     _threads(threads)
-    manifest = resolve_manifest(data)
-    train_m = select(manifest, "train", classes)
-    names = train_m.classes
-    test_split = "test" if "test" in manifest.splits else "valid"
-    train_set = load_images(train_m, image_size, names)
-    test_set = load_images(select(manifest, test_split, classes), image_size, names)
+    try:
+        manifest = resolve_manifest(data)
+        train_m = select(manifest, "train", classes)
+        names = train_m.classes
+        test_split = "test" if "test" in manifest.splits else "valid"
+        train_set = load_images(train_m, image_size, names)
+        test_set = load_images(select(manifest, test_split, names), image_size, names)
+    except (FileNotFoundError, ValueError) as e:
+        raise _error(e) from None
     cfg = AblationConfig(
         budgets=[int(b) for b in budgets.split(",")], seeds=[int(s) for s in seeds.split(",")],
         classic_copies=classic_copies, gan_per_class=gan_per_class,

@@ -25,6 +25,7 @@ class GANConfig:
     averaged at ``lecam_decay``; ``ms_weight`` > 0 adds the mode-seeking term to the generator loss
     (:func:`~birdlens.augment.gan.losses.mode_seeking`; MSGAN: 1) and draws the fake labels in pairs.
     ``joint_d``: one discriminator call over real and fake together (GPU speed; not for a D with batch norm).
+    ``sample_every`` / ``checkpoint_every`` 0: a grid / checkpoint at the last step only.
     """
 
     arch: str = "cgan"
@@ -64,6 +65,12 @@ class GANConfig:
         """A copy with every ``None`` replaced by the architecture's default."""
         if self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; choose from {', '.join(ARCHS)}")
+        for name in ("batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("iterations", "sample_every", "checkpoint_every", "snapshot_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         defaults = arch_defaults(self.arch)
         changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **changes)

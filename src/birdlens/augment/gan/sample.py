@@ -24,8 +24,12 @@ from birdlens.utils.atomic import atomic_path, write_json
 
 def write_samples(run: str | os.PathLike[str], out: str | os.PathLike[str], per_class: int, *, seed: int = 0,
                   classes: Sequence[str] | None = None, split: str = "train", batch_size: int = 64,
-                  quiet: bool | None = None, weights: str = "auto") -> Manifest:
-    """Generate ``per_class`` images for every class of the run (or ``classes``) and write them + manifest.csv."""
+                  quiet: bool | None = None, weights: str = "auto", force: bool = False) -> Manifest:
+    """Generate ``per_class`` images for every class of the run (or ``classes``) and write them + manifest.csv.
+
+    A folder that is not empty is refused unless ``force``: it may be a real dataset, whose ``manifest.csv``
+    would be replaced. With ``force`` the old ``gan_*.png`` go first, so a smaller ``per_class`` leaves none behind.
+    """
     loaded = load_generator(run, weights=weights)
     G, cfg, run_classes = loaded.G, loaded.cfg, loaded.classes
     assert cfg.z_dim is not None
@@ -34,6 +38,12 @@ def write_samples(run: str | os.PathLike[str], out: str | os.PathLike[str], per_
     if unknown:
         raise ValueError(f"the GAN was not trained on {unknown}; it knows {run_classes}")
     out = Path(out)
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"{out} is not empty: write the samples to a new folder (and mix the manifests), "
+                                  "or pass --force to replace the GAN images there")
+        for old in out.glob(f"{split}/*/gan_*.png"):
+            old.unlink()
     records: list[Record] = []
     with progress_bar(len(wanted), "sampling", quiet=quiet) as bar:
         for n_done, name in enumerate(wanted, 1):

@@ -89,9 +89,10 @@ def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = 
     cfg = cfg.resolved()
     if cfg.ms_weight > 0 and cfg.batch_size % 2:
         raise ValueError(f"ms_weight needs an even batch size (pairs of noises per label), got {cfg.batch_size}")
-    torch.manual_seed(cfg.seed)
     n = len(classes)
-    G, D = build_generator(cfg, n).to(device), build_discriminator(cfg, n).to(device)
+    with torch.random.fork_rng(devices=[]):  # seeded weights without resetting the caller's global generator
+        torch.manual_seed(cfg.seed)
+        G, D = build_generator(cfg, n).to(device), build_discriminator(cfg, n).to(device)
     assert cfg.lr_g is not None and cfg.lr_d is not None and cfg.beta1 is not None
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
@@ -394,6 +395,8 @@ def train_gan(cfg: GANConfig, data: ImageSet, out: str | os.PathLike[str] | None
         if ckpt is not None and ckpt.exists() and not force:
             raise RunExistsError(f"{run_dir} already holds a GAN run: pass --resume to continue or --force to restart")
         state = init_state(cfg, data.classes, device)
+        if run_dir is not None and force:
+            clear_run(run_dir)
     data = ImageSet(data.images.to(device), data.labels.to(device), data.classes)
     if run_dir is not None:
         from birdlens.utils.env import environment_info
@@ -420,14 +423,30 @@ def train_gan(cfg: GANConfig, data: ImageSet, out: str | os.PathLike[str] | None
                 state.history.append(row)
                 acc, n_acc = {}, 0
                 bar.update(it, f"D {row['loss_d']:.3f}  G {row['loss_g']:.3f}")
-            if run_dir is not None and (it % cfg.sample_every == 0 or it == cfg.iterations):
+            if run_dir is not None and _due(it, cfg.sample_every, cfg.iterations):
                 grids.append(save_grid(generate(state.sampler, grid_labels, grid_z),
                                        run_dir / "samples" / f"iter_{it:06d}.png"))
             if run_dir is not None and cfg.snapshot_every and it % cfg.snapshot_every == 0:
                 save_snapshot(state, run_dir / "snapshots" / f"iter_{it:06d}.safetensors")
-            if run_dir is not None and (it % cfg.checkpoint_every == 0 or it == cfg.iterations):
+            if run_dir is not None and _due(it, cfg.checkpoint_every, cfg.iterations):
                 save_checkpoint(ckpt, *state_to_checkpoint(state))  # type: ignore[arg-type]
     return TrainResult(state, run_dir, time.perf_counter() - t0, grids)
+
+
+def _due(it: int, every: int, last: int) -> bool:
+    """At the last step always, else every ``every`` steps (0 = never)."""
+    return it == last or (every > 0 and it % every == 0)
+
+
+def clear_run(run_dir: str | os.PathLike[str]) -> None:
+    """Remove what a run wrote (checkpoint, grids, snapshots) and nothing else, so a restarted run in the same
+    folder cannot be mixed with the old one's files (``gan_curve.py`` measures every snapshot it finds)."""
+    run_dir = Path(run_dir)
+    stale = [run_dir / CHECKPOINT, (run_dir / CHECKPOINT).with_suffix(".json"),
+             *run_dir.glob("samples/iter_*.png"), *run_dir.glob("snapshots/iter_*.safetensors"),
+             *run_dir.glob("snapshots/iter_*.json")]
+    for f in stale:
+        f.unlink(missing_ok=True)
 
 
 def read_config(run: str | os.PathLike[str]) -> dict[str, Any]:
