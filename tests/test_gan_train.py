@@ -514,3 +514,32 @@ def test_init_state_is_seeded_without_resetting_the_callers_generator() -> None:
     assert torch.equal(torch.random.get_rng_state(), before)
     for (name, p), q in zip(a.G.state_dict().items(), b.G.state_dict().values(), strict=True):
         assert torch.equal(p, q), name  # the same seed, the same weights (spectral norm's u included)
+
+
+def test_an_interrupted_run_resumed_writes_the_same_loss_history(tmp_path: Path, monkeypatch) -> None:
+    """Killed between two log rows: the losses summed so far are in the checkpoint, so row 4 averages 4 steps."""
+    import birdlens.augment.gan.train as train_mod
+
+    data = tiny_image_set()
+    cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, seed=2, iterations=6,
+                    sample_every=0, checkpoint_every=3, log_every=4)
+    straight = train_gan(cfg, data, tmp_path / "straight", quiet=True).state.history
+    real_step, calls = train_mod.train_step, []
+
+    def dies_at_step_4(state, batch):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step(state, batch)
+
+    monkeypatch.setattr(train_mod, "train_step", dies_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(cfg, data, tmp_path / "split", quiet=True)
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+    resumed = train_gan(cfg, data, tmp_path / "split", resume=True, quiet=True).state.history
+
+    def losses(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [{k: v for k, v in r.items() if k != "sec_per_it"} for r in rows]
+
+    assert [r["iteration"] for r in straight] == [4, 6]
+    assert losses(resumed) == losses(straight)

@@ -69,6 +69,10 @@ class GANState:
     rng: torch.Generator
     iteration: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    # losses summed since the last history row, and over how many steps: checkpointed, so a resume between two
+    # rows writes the same row as the uninterrupted run
+    pending: dict[str, float] = field(default_factory=dict)
+    n_pending: int = 0
     ada: AdaptiveP | None = None
     lecam: LeCam | None = None
     layout: torch.memory_format = torch.contiguous_format  # of G, D, the EMA copy and the real batches
@@ -261,7 +265,8 @@ def state_to_checkpoint(state: GANState) -> tuple[dict[str, torch.Tensor], dict[
     tensors["rng"] = state.rng.get_state().clone()
     meta = {"format": "birdlens-gan-1", "iteration": state.iteration, "config": state.cfg.to_dict(),
             "classes": state.classes, "opt_g": mg, "opt_d": md,
-            "ema_updates": state.ema.num_updates if state.ema is not None else 0, "history": state.history}
+            "ema_updates": state.ema.num_updates if state.ema is not None else 0, "history": state.history,
+            "pending": {"sums": state.pending, "steps": state.n_pending}}
     if state.ada is not None:
         meta["ada"] = state.ada.state_dict()
     if state.lecam is not None:
@@ -300,6 +305,8 @@ def state_from_checkpoint(path: str | os.PathLike[str], cfg: GANConfig | None = 
         state.lecam.load_state_dict(meta["lecam"])
     state.iteration = int(meta["iteration"])
     state.history = list(meta.get("history", []))
+    pending = meta.get("pending", {})
+    state.pending, state.n_pending = dict(pending.get("sums", {})), int(pending.get("steps", 0))
     return state
 
 
@@ -407,21 +414,19 @@ def train_gan(cfg: GANConfig, data: ImageSet, out: str | os.PathLike[str] | None
     grid_labels, grid_z = fixed_grid_inputs(cfg, len(data.classes))
     grids: list[Path] = []
     t0 = time.perf_counter()
-    acc: dict[str, float] = {}
-    n_acc = 0
     with progress_bar(cfg.iterations, f"{cfg.arch} {cfg.image_size}px", start=state.iteration, quiet=quiet) as bar:
         while state.iteration < cfg.iterations:
             t_step = time.perf_counter()
             losses = train_step(state, data)
             losses["sec_per_it"] = time.perf_counter() - t_step
             for k, v in losses.items():
-                acc[k] = acc.get(k, 0.0) + v
-            n_acc += 1
+                state.pending[k] = state.pending.get(k, 0.0) + v
+            state.n_pending += 1
             it = state.iteration
             if it % cfg.log_every == 0 or it == cfg.iterations:
-                row = {"iteration": it, **{k: v / n_acc for k, v in acc.items()}}
+                row = {"iteration": it, **{k: v / state.n_pending for k, v in state.pending.items()}}
                 state.history.append(row)
-                acc, n_acc = {}, 0
+                state.pending, state.n_pending = {}, 0
                 bar.update(it, f"D {row['loss_d']:.3f}  G {row['loss_g']:.3f}")
             if run_dir is not None and _due(it, cfg.sample_every, cfg.iterations):
                 grids.append(save_grid(generate(state.sampler, grid_labels, grid_z),
