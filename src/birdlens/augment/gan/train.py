@@ -30,7 +30,6 @@ from torchvision.utils import save_image
 from birdlens.augment.gan.checkpoint import (
     flatten_optimizer,
     load_checkpoint,
-    load_meta,
     module_state,
     module_tensors,
     save_checkpoint,
@@ -308,14 +307,6 @@ def state_from_checkpoint(path: str | os.PathLike[str], cfg: GANConfig | None = 
     pending = meta.get("pending", {})
     state.pending, state.n_pending = dict(pending.get("sums", {})), int(pending.get("steps", 0))
     return state
-
-
-def checkpoint_iteration(run: str | os.PathLike[str]) -> int:
-    """Iterations a run's checkpoint has completed (0 when there is none)."""
-    path = Path(run) / CHECKPOINT
-    if not path.exists():
-        return 0
-    return int(load_meta(path).get("iteration", 0))
 
 
 WEIGHTS: tuple[str, ...] = ("auto", "ema", "live")
