@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from birdlens.augment.gan.checkpoint import load_meta
-from birdlens.augment.gan.config import GANConfig
+from birdlens.augment.gan.config import SCHEDULE_KEYS, GANConfig
 from birdlens.augment.gan.data import ImageSet, to_unit
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.features import FeatureFn, extract
@@ -103,10 +103,6 @@ def summarise(acc: dict[int, dict[str, list[float]]]) -> dict[str, Any]:
     return out
 
 
-# config keys that may differ between a kept GAN run and the one asked for (how often it wrote things)
-_SCHEDULE_KEYS = ("iterations", "sample_every", "checkpoint_every", "snapshot_every", "log_every")
-
-
 def reuse_action(run: Path, cfg: GANConfig, classes: list[str]) -> str:
     """``reused`` (the kept run is this GAN, finished), ``resumed`` (the same GAN, fewer steps) or ``trained``
     (none, or one trained otherwise: another arch, width, seed, classes or more steps, which is restarted).
@@ -124,7 +120,7 @@ def reuse_action(run: Path, cfg: GANConfig, classes: list[str]) -> str:
         return "trained"
     wanted = cfg.resolved().to_dict()
     same = meta.get("classes") == list(classes) and all(
-        saved[k] == wanted[k] for k in wanted if k not in _SCHEDULE_KEYS)
+        saved[k] == wanted[k] for k in wanted if k not in SCHEDULE_KEYS)
     done = int(meta.get("iteration", 0))
     if not same or done > cfg.iterations:
         return "trained"

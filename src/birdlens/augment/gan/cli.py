@@ -49,10 +49,6 @@ def merge_recipe(path: Path, given: dict[str, object], explicit: set[str]) -> di
     return merged
 
 
-# what may change when a run is continued without a note: how long, and how often it writes
-_SCHEDULE = {"iterations", "sample_every", "checkpoint_every", "snapshot_every", "device"}
-
-
 def resume_settings(saved: dict[str, object], given: dict[str, object],
                     explicit: set[str]) -> tuple[dict[str, object], dict[str, tuple[object, object]]]:
     """Settings for ``--resume``: the checkpoint's (all of them, also those without a flag), except the ones set
@@ -62,9 +58,11 @@ def resume_settings(saved: dict[str, object], given: dict[str, object],
     Why: a flag left out must not fall back to its default on resume (a run trained with ``--ema-rampup
     0.05`` would quietly go on without it); a flag given means the user wants it.
     """
+    from birdlens.augment.gan.config import SCHEDULE_KEYS
+
     merged = {**saved, **{k: v for k, v in given.items() if k in explicit or k not in saved}}
     changed = {k: (saved[k], merged[k]) for k in explicit
-               if k in saved and k not in _SCHEDULE and merged[k] is not None and saved[k] != merged[k]}
+               if k in saved and k not in SCHEDULE_KEYS and merged[k] is not None and saved[k] != merged[k]}
     return merged, changed
 
 
@@ -228,8 +226,8 @@ def evaluate(
     test = None
     if cas:
         name = next((s for s in ("test", "valid") if s in manifest.splits), None)
-        held = select(manifest, name) if name else None
-        present = [c for c in classes if held is not None and c in held.classes]
+        held = set(select(manifest, name).classes) if name else set()  # once: Manifest.classes scans every record
+        present = [c for c in classes if c in held]
         if present:  # CAS tests on the classes the split has; the classifier still knows all of them
             test = load_images(select(manifest, name, present), cfg.image_size, classes)
         missing = [c for c in classes if c not in present]

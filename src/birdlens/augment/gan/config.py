@@ -86,6 +86,9 @@ class GANConfig:
 
 # What must match between a checkpoint and a resumed run (iterations, intervals may change).
 ARCH_KEYS: tuple[str, ...] = ("arch", "image_size", "z_dim", "g_width", "d_width", "classes")
+# How long a run goes and how often it writes: the settings that may differ between a kept run and the same GAN
+# asked for again (resume without a note, ablation reuse); every other one changes what is trained.
+SCHEDULE_KEYS: tuple[str, ...] = ("iterations", "sample_every", "checkpoint_every", "snapshot_every", "log_every")
 
 
 def arch_defaults(arch: str) -> dict[str, Any]:
