@@ -7,12 +7,12 @@ import torch
 from torch.nn.utils import parametrize
 
 from _data_helpers import tiny_image_set
-from birdlens.augment.gan.cgan import ProjectionDiscriminator, ResGenerator
+from birdlens.augment.gan.cgan import NoiseInjection, ProjectionDiscriminator, ResGenerator, noise_source
 from birdlens.augment.gan.config import GANConfig
 from birdlens.augment.gan.dcgan import DCGANDiscriminator, DCGANGenerator
 from birdlens.augment.gan.diffaug import diff_augment, rand_cutout, rand_translation
 from birdlens.augment.gan.models import build_discriminator, build_generator
-from birdlens.augment.gan.train import init_state, train_step
+from birdlens.augment.gan.train import generate, init_state, train_step
 
 
 @pytest.mark.parametrize("arch", ["cgan", "dcgan"])
@@ -171,3 +171,57 @@ def test_diffaugment_is_applied_to_real_and_fake_in_both_steps(monkeypatch: pyte
     off = init_state(GANConfig(arch="dcgan", image_size=16, batch_size=6, g_width=4, d_width=4), data.classes)
     train_step(off, data)
     assert calls == []  # the study's baseline has no DiffAugment
+
+
+def test_noise_inputs_add_a_scaled_map_per_image_and_follow_their_source() -> None:
+    """h + scale[c] * n with one map per image; zero scale (the start) leaves the generator as it was."""
+    inj = NoiseInjection(2)
+    h = torch.zeros(3, 2, 4, 5)
+    with torch.no_grad():
+        inj.scale.copy_(torch.tensor([0.5, -2.0]))
+    with noise_source(torch.Generator().manual_seed(7)):
+        out = inj(h)
+    n = torch.randn(3, 1, 4, 5, generator=torch.Generator().manual_seed(7))  # by hand
+    assert torch.allclose(out[:, 0:1], 0.5 * n) and torch.allclose(out[:, 1:2], -2.0 * n)
+
+    torch.manual_seed(0)
+    plain = ResGenerator(3, 16, width=4)
+    torch.manual_seed(0)
+    noisy = ResGenerator(3, 16, width=4, noise=True)  # the same draws for every other weight
+    assert sum(isinstance(m, NoiseInjection) for m in noisy.modules()) == 2 * len(noisy.blocks)
+    assert not any(isinstance(m, NoiseInjection) for m in plain.modules())
+    noisy.load_state_dict(plain.state_dict(), strict=False)
+    z, y = torch.randn(4, 128), torch.tensor([0, 1, 2, 0])
+    plain.eval(), noisy.eval()
+    with torch.no_grad():
+        assert torch.allclose(noisy(z, y), plain(z, y), atol=1e-6)  # scales start at 0
+        for m in noisy.modules():
+            if isinstance(m, NoiseInjection):
+                m.scale.fill_(0.3)
+        with noise_source(torch.Generator().manual_seed(1)):
+            a = noisy(z, y)
+        with noise_source(torch.Generator().manual_seed(1)):
+            b = noisy(z, y)
+        with noise_source(torch.Generator().manual_seed(2)):
+            c = noisy(z, y)
+    assert torch.equal(a, b) and (a - c).abs().max() > 1e-3  # the same z, another noise: another image
+    # sampling is reproducible: generate() draws the noise inputs from a fixed seed
+    assert torch.equal(generate(noisy, y, z), generate(noisy, y, z))
+    with pytest.raises(ValueError, match="cgan option"):
+        GANConfig(arch="dcgan", noise_inputs=True).resolved()
+
+
+def test_noise_inputs_learn_and_are_drawn_from_the_trainers_rng() -> None:
+    data = tiny_image_set()
+    cfg = GANConfig(image_size=16, batch_size=4, g_width=4, d_width=4, noise_inputs=True, seed=3)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123 + len(runs))  # another global RNG state must not change the run
+        state = init_state(cfg, data.classes)
+        for _ in range(3):
+            train_step(state, data)
+        runs.append(state)
+    scales = [m.scale for m in runs[0].G.modules() if isinstance(m, NoiseInjection)]
+    assert any(s.abs().max() > 0 for s in scales)  # the generator learns to use them
+    for (k, a), b in zip(runs[0].G.state_dict().items(), runs[1].G.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k

@@ -37,12 +37,12 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
         return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
 
 
-@pytest.mark.parametrize("arch", ["cgan", "dcgan"])
-def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, arch: str) -> None:
+@pytest.mark.parametrize(("arch", "noise"), [("cgan", False), ("dcgan", False), ("cgan", True)])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, arch: str, noise: bool) -> None:
     data = tiny_image_set()
     k = 3
     cfg = dict(arch=arch, image_size=16, batch_size=4, g_width=4, d_width=4, seed=5, sample_every=2,
-               checkpoint_every=2, log_every=1)
+               checkpoint_every=2, log_every=1, noise_inputs=noise)
     train_gan(GANConfig(iterations=2 * k, **cfg), data, tmp_path / "straight", quiet=True)
     train_gan(GANConfig(iterations=k, **cfg), data, tmp_path / "split", quiet=True)
     res = train_gan(GANConfig(iterations=2 * k, **cfg), data, tmp_path / "split", resume=True, quiet=True)

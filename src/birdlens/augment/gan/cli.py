@@ -115,6 +115,8 @@ def train(
                                              "0 = off; needs an even batch)")] = 0.0,
     joint_d: Annotated[bool, typer.Option("--joint-d", help="one discriminator call over real and fake "
                                           "together (GPU speed; cgan only)")] = False,
+    noise_inputs: Annotated[bool, typer.Option("--noise-inputs", help="per-pixel noise inputs in the generator "
+                                               "(StyleGAN; sharper texture; cgan only)")] = False,
     sample_every: Annotated[int, typer.Option(help="sample grid every N steps (0 = at the end only)")] = 500,
     checkpoint_every: Annotated[int, typer.Option(help="checkpoint every N steps (0 = at the end only)")] = 500,
     snapshot_every: Annotated[int, typer.Option(help="also keep the generators every N steps in RUN/snapshots "
@@ -141,7 +143,7 @@ def train(
              "d_width": width, "n_dis": n_dis, "diffaugment": diffaugment, "ema_decay": ema_decay,
              "ema_start": ema_start, "ema_rampup": ema_rampup, "ada_target": ada_target,
              "ada_speed_images": ada_speed, "lecam_weight": lecam_weight, "ms_weight": ms_weight,
-             "joint_d": joint_d,
+             "joint_d": joint_d, "noise_inputs": noise_inputs,
              "sample_every": sample_every, "checkpoint_every": checkpoint_every,
              "snapshot_every": snapshot_every, "device": device}
     explicit = explicit_keys(ctx, given)

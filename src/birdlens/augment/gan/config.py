@@ -24,6 +24,7 @@ class GANConfig:
     (:class:`~birdlens.augment.gan.losses.LeCam`; the paper's BigGAN + DiffAugment runs: 0.3) with anchors
     averaged at ``lecam_decay``; ``ms_weight`` > 0 adds the mode-seeking term to the generator loss
     (:func:`~birdlens.augment.gan.losses.mode_seeking`; MSGAN: 1) and draws the fake labels in pairs.
+    ``noise_inputs``: per-pixel noise inputs in the cgan's generator (StyleGAN; see ``cgan.py``).
     ``joint_d``: one discriminator call over real and fake together (GPU speed; not for a D with batch norm).
     ``sample_every`` / ``checkpoint_every`` 0: a grid / checkpoint at the last step only.
     """
@@ -54,6 +55,7 @@ class GANConfig:
     lecam_decay: float = 0.99
     ms_weight: float = 0.0
     joint_d: bool = False
+    noise_inputs: bool = False
     flip: bool = True
     sample_every: int = 500
     checkpoint_every: int = 500
@@ -71,6 +73,8 @@ class GANConfig:
         for name in ("iterations", "sample_every", "checkpoint_every", "snapshot_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.noise_inputs and self.arch != "cgan":
+            raise ValueError(f"noise_inputs is a cgan option; the {self.arch} has none")
         defaults = arch_defaults(self.arch)
         changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return dataclasses.replace(self, **changes)
@@ -85,7 +89,7 @@ class GANConfig:
 
 
 # What must match between a checkpoint and a resumed run (iterations, intervals may change).
-ARCH_KEYS: tuple[str, ...] = ("arch", "image_size", "z_dim", "g_width", "d_width", "classes")
+ARCH_KEYS: tuple[str, ...] = ("arch", "image_size", "z_dim", "g_width", "d_width", "classes", "noise_inputs")
 # How long a run goes and how often it writes: the settings that may differ between a kept run and the same GAN
 # asked for again (resume without a note, ablation reuse); every other one changes what is trained.
 SCHEDULE_KEYS: tuple[str, ...] = ("iterations", "sample_every", "checkpoint_every", "snapshot_every", "log_every")

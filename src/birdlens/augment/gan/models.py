@@ -14,7 +14,7 @@ def build_generator(cfg: GANConfig, num_classes: int) -> nn.Module:
     assert c.z_dim is not None and c.g_width is not None
     if c.arch == "dcgan":
         return DCGANGenerator(num_classes, c.image_size, z_dim=c.z_dim, width=c.g_width)
-    return ResGenerator(num_classes, c.image_size, z_dim=c.z_dim, width=c.g_width)
+    return ResGenerator(num_classes, c.image_size, z_dim=c.z_dim, width=c.g_width, noise=c.noise_inputs)
 
 
 def build_discriminator(cfg: GANConfig, num_classes: int) -> nn.Module:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
+from birdlens.augment.gan.cgan import noise_source
 from birdlens.augment.gan.checkpoint import (
     flatten_optimizer,
     load_checkpoint,
@@ -48,6 +49,7 @@ from birdlens.utils.atomic import atomic_path, write_json
 CHECKPOINT = "checkpoint.safetensors"
 GRID_COLUMNS = 8
 GRID_MAX_ROWS = 20
+SAMPLE_NOISE_SEED = 2019  # the noise inputs' seed when sampling (generators with noise inputs only)
 
 
 class RunExistsError(FileExistsError):
@@ -168,7 +170,7 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
         else:
             yf = to_device(torch.randint(0, n_cls, (b,), generator=g), dev)
         last = k == cfg.n_dis - 1
-        with torch.set_grad_enabled(last):  # the last fake batch is reused for the G step
+        with torch.set_grad_enabled(last), noise_source(g):  # the last fake batch is reused for the G step
             fake = state.G(z, yf)
         if cfg.joint_d:  # half the D calls (as BigGAN); init_state refuses it where batch norm would mix the halves
             logits = state.D(aug(torch.cat([x, fake.detach()])), torch.cat([y, yf]))
@@ -217,13 +219,17 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
 
 @torch.no_grad()
 def generate(G: nn.Module, labels: torch.Tensor, z: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Images in [-1, 1] for ``labels`` from noise ``z`` (eval mode: BN running stats; restores the mode)."""
+    """Images in [-1, 1] for ``labels`` from noise ``z`` (eval mode: BN running stats; restores the mode).
+
+    A generator with noise inputs draws them from a fixed seed here, so the same call gives the same images.
+    """
     was_training = G.training
     G.eval()
     dev = next(G.parameters()).device
     try:
-        out = [G(z[i:i + batch_size].to(dev), labels[i:i + batch_size].to(dev)).cpu()
-               for i in range(0, len(labels), batch_size)]
+        with noise_source(torch.Generator().manual_seed(SAMPLE_NOISE_SEED)):
+            out = [G(z[i:i + batch_size].to(dev), labels[i:i + batch_size].to(dev)).cpu()
+                   for i in range(0, len(labels), batch_size)]
     finally:
         G.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 3, G.image_size, G.image_size)
