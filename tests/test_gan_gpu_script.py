@@ -112,3 +112,30 @@ def test_gan_curve_refuses_to_mix_rows_of_another_dataset_or_noise_seed(tmp_path
                         (["--data", str(tmp_path / "other"), "--seed", "1"], "noise seed 0")):
         proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=120, check=False)
         assert proc.returncode == 1 and says in proc.stderr and "another --out" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_fd_calibration_degradations_keep_the_images_and_blur_more_with_sigma() -> None:
+    """The README reads GAN FD-lite0 values against these transforms; each must do what its name says."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("fd_calibration", REPO / "benchmarks" / "fd_calibration.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    t = mod.degradations(seed=0)
+    assert torch.equal(t["identity (sanity: 0)"](x), x)
+
+    def roughness(y: torch.Tensor) -> float:  # mean absolute difference of neighbouring pixels
+        return float((y[..., 1:] - y[..., :-1]).abs().mean())
+
+    blurs = [t[f"blur sigma {s} px"](x) for s in ("0.5", "0.8", "1.2", "2")]
+    rough = [roughness(b) for b in blurs]
+    assert rough == sorted(rough, reverse=True) and rough[0] < roughness(x)
+    for name, fn in t.items():
+        y = fn(x)
+        assert y.shape == x.shape and float(y.min()) >= -1 and float(y.max()) <= 1, name
+    noisy = t["noise sd 0.2"](torch.zeros(1, 3, 64, 64))
+    assert float(noisy.std()) == pytest.approx(0.2, rel=0.05)
