@@ -10,10 +10,11 @@ Why each piece (all standard, chosen because the data are tiny, tens of images p
 * **projection discriminator** (Miyato & Koyama 2018): logit = psi(h) + <embed(y), h>, the conditioning that
   works best for class-conditional GANs;
 * optional **per-pixel noise inputs** (StyleGAN, Karras et al. 2019; ``noise=True``): a learned per-channel
-  scale (initially 0) times a fresh noise map after each generator convolution. Why: without them every pixel is a
-  smooth function of ``z`` and the images come out blurred; FD-lite0 punishes that hard (blurring the real
-  synthetic birds by sigma 0.8 px alone costs FD 72, sigma 1.2 costs 131), and noise is the cheap way for a
-  small generator to draw grain and fine texture;
+  scale (initially 0) times a fresh noise map after each generator convolution, so that a small generator can
+  draw grain and fine texture instead of a smooth function of ``z``. Why it is there: the cgan's samples are
+  blurred and FD-lite0 punishes blur hard (the real synthetic birds blurred by sigma 0.8 px score FD 72, by 1.2 px
+  139: ``benchmarks/fd_calibration.py``). Why it is off: on the synthetic birds it led by 11% at 1,500 steps and by
+  nothing at 4,500 (README, session 10);
 * **hinge loss** (``losses.py``), **EMA** of the generator weights for sampling (``ema.py``) and DiffAugment
   (``diffaug.py``) are wired in by the trainer.
 
