@@ -154,3 +154,13 @@ def test_findings_claim_a_difference_only_when_the_intervals_separate() -> None:
     deletion = next(t for t in text if "deletion" in t)
     assert "shap ranks first (0.120)" in deletion and "lime is second" in deletion
     assert "intervals do not overlap" in deletion
+
+
+def test_report_figures_skip_a_killed_writes_temp_file(tmp_path):
+    """A SIGKILL during an atomic write left `.confusion_test_normalized.png.XXXX.png` (empty) in a model's figures;
+    the report embedded it as a broken image."""
+    from birdlens.study.report_stage import _figs
+
+    (tmp_path / "confusion_test_normalized.png").write_bytes(b"png")
+    (tmp_path / ".confusion_test_normalized.png.1426poqv.png").write_bytes(b"")
+    assert _figs(tmp_path, "*confusion*normalized*.png") == [tmp_path / "confusion_test_normalized.png"]

@@ -19,9 +19,11 @@ def _esc(x: Any) -> str:
 
 
 def _figs(folder: Path, *patterns: str) -> list[Path]:
+    """Figures matching ``patterns``, without hidden files. Why: a stage killed mid-write leaves its atomic
+    temp file (``.NAME.XXXX.png``, empty or partial) beside the figure, and pathlib's ``*`` matches it."""
     out: list[Path] = []
     for pat in patterns:
-        out += [p for p in sorted(folder.glob(pat)) if p not in out]
+        out += [p for p in sorted(folder.glob(pat)) if p not in out and not p.name.startswith(".")]
     return out
 
 
