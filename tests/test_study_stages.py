@@ -164,3 +164,12 @@ def test_report_figures_skip_a_killed_writes_temp_file(tmp_path):
     (tmp_path / "confusion_test_normalized.png").write_bytes(b"png")
     (tmp_path / ".confusion_test_normalized.png.1426poqv.png").write_bytes(b"")
     assert _figs(tmp_path, "*confusion*normalized*.png") == [tmp_path / "confusion_test_normalized.png"]
+
+
+def test_finished_stages_skip_a_killed_writes_temp_marker(tmp_path):
+    from birdlens.study.stages import MARKERS, finished_stages
+
+    (tmp_path / MARKERS).mkdir()
+    (tmp_path / MARKERS / "data.json").write_text('{"seconds": 1.0}')
+    (tmp_path / MARKERS / ".model__cnn.json.ab12.json").write_text('{"seconds": 2.0}')  # complete, not renamed
+    assert finished_stages(tmp_path) == {"data": {"seconds": 1.0}}

@@ -172,7 +172,7 @@ def finished_stages(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Markers of finished stages (name -> marker), for the report's timing footer."""
     out = {}
     for p in sorted((Path(run_dir) / MARKERS).glob("*.json")):
-        if p.stem.endswith((".running", ".failed")):
+        if p.stem.endswith((".running", ".failed")) or p.name.startswith("."):  # "." : a killed write's temp
             continue
         data = _read(p)
         if data:
