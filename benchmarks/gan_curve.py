@@ -5,7 +5,7 @@ and a short CPU budget says little about where the curves go. Train with snapsho
 copy the checkpoint), then measure them all against the same real images with one feature extractor:
 
     birdlens gan train --data D --out runs/c --arch cgan  --width 16 --batch-size 16 --iterations 20000 \
-        --snapshot-every 1500 --ema-rampup 0.05
+        --snapshot-every 1500
     birdlens gan train --data D --out runs/d --arch dcgan --width 32 --batch-size 16 --iterations 20000 \
         --snapshot-every 1500
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gan_curve.py --data D --runs runs/c runs/d --out runs/curve

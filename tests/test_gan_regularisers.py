@@ -87,8 +87,10 @@ def test_lecam_and_mode_seeking_change_training_and_survive_a_resume(tmp_path: P
         assert torch.equal(v, split.D.state_dict()[k]), k
     for k, v in straight.G.state_dict().items():
         assert torch.equal(v, split.G.state_dict()[k]), k
-    # off by default, and on they change what is learned
-    plain = init_state(GANConfig(**base), data.classes)
+    # off when 0 (the cgan's default LeCam is 0.3, the dcgan's 0), and on they change what is learned
+    assert init_state(GANConfig(**base), data.classes).lecam is not None
+    assert init_state(GANConfig(**{**base, "arch": "dcgan"}), data.classes).lecam is None
+    plain = init_state(GANConfig(**base, lecam_weight=0.0), data.classes)
     assert plain.lecam is None
     for _ in range(4):
         train_step(plain, data)
@@ -115,3 +117,22 @@ def test_joint_discriminator_pass_halves_the_d_calls_and_refuses_batch_norm() ->
     with pytest.raises(ValueError, match="batch norm"):
         init_state(GANConfig(arch="dcgan", image_size=16, batch_size=4, g_width=4, d_width=4, joint_d=True),
                    data.classes)
+
+
+def test_a_run_saved_before_a_default_changed_resumes_with_what_it_trained_with(tmp_path: Path) -> None:
+    """The cgan's LeCam (0.3) and EMA ramp-up (0.05) became defaults after runs were kept without the keys."""
+    from birdlens.augment.gan.checkpoint import load_meta
+
+    data = tiny_image_set()
+    cfg = GANConfig(arch="cgan", image_size=16, batch_size=4, g_width=4, d_width=4, seed=3)
+    assert (cfg.resolved().lecam_weight, cfg.resolved().ema_rampup) == (0.3, 0.05)
+    state = init_state(cfg, data.classes)
+    train_step(state, data)
+    tensors, meta = state_to_checkpoint(state)
+    for key in ("lecam_weight", "ema_rampup"):
+        del meta["config"][key]
+    meta.pop("lecam", None)
+    save_checkpoint(tmp_path / "old.safetensors", tensors, meta)
+    old = state_from_checkpoint(tmp_path / "old.safetensors")
+    assert old.lecam is None and (old.cfg.lecam_weight, old.cfg.ema_rampup) == (0.0, 0.0)
+    assert "lecam_weight" not in load_meta(tmp_path / "old.safetensors")["config"]

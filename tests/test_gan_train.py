@@ -401,8 +401,8 @@ def test_cli_resume_keeps_the_runs_own_settings_and_says_what_a_flag_changes(tmp
     run = tmp_path / "run"
     runner = CliRunner()
     r = runner.invoke(app, ["gan", "train", "--data", str(data), "--out", str(run), "--image-size", "16",
-                            "--batch-size", "4", "--width", "4", "--iterations", "2", "--ema-rampup", "0.05",
-                            "--lecam-weight", "0.3", "--n-dis", "1", "--seed", "3", "--quiet"])
+                            "--batch-size", "4", "--width", "4", "--iterations", "2", "--ema-rampup", "0.1",
+                            "--lecam-weight", "0", "--n-dis", "1", "--seed", "3", "--quiet"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["gan", "train", "--data", str(data), "--out", str(run), "--iterations", "3", "--resume",
                             "--quiet"])
@@ -410,12 +410,12 @@ def test_cli_resume_keeps_the_runs_own_settings_and_says_what_a_flag_changes(tmp
     assert "note:" not in r.output  # nothing was changed explicitly
     cfg = load_sampler(run)[1]
     assert (cfg.iterations, cfg.image_size, cfg.batch_size, cfg.g_width, cfg.seed) == (3, 16, 4, 4, 3)
-    assert (cfg.ema_rampup, cfg.lecam_weight, cfg.n_dis) == (0.05, 0.3, 1)
+    assert (cfg.ema_rampup, cfg.lecam_weight, cfg.n_dis) == (0.1, 0.0, 1)  # not the defaults 0.05, 0.3, 2
     r = runner.invoke(app, ["gan", "train", "--data", str(data), "--out", str(run), "--iterations", "4", "--resume",
                             "--n-dis", "2", "--quiet"])
     assert r.exit_code == 0, r.output
     assert "resuming with n_dis = 2 (the checkpoint was trained with 1)" in r.output
-    assert load_sampler(run)[1].n_dis == 2 and load_sampler(run)[1].lecam_weight == 0.3
+    assert load_sampler(run)[1].n_dis == 2 and load_sampler(run)[1].lecam_weight == 0.0
 
 
 def test_zero_intervals_mean_at_the_end_only_and_force_clears_the_old_run(tmp_path: Path) -> None:

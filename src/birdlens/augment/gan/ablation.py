@@ -115,7 +115,7 @@ def reuse_action(run: Path, cfg: GANConfig, classes: list[str]) -> str:
         return "trained"
     try:
         meta = load_meta(ckpt)
-        saved = GANConfig.from_dict(meta["config"]).resolved().to_dict()
+        saved = GANConfig.from_saved(meta["config"]).resolved().to_dict()
     except (OSError, KeyError, ValueError, TypeError):
         return "trained"
     wanted = cfg.resolved().to_dict()

@@ -104,13 +104,14 @@ def train(
     ema_decay: Annotated[float | None, typer.Option(help="EMA decay of G (0 = off; default cgan 0.999)")] = None,
     ema_start: Annotated[int, typer.Option(help="generator steps before the EMA starts (the live G is sampled "
                                            "until then; BigGAN: 20000)")] = 0,
-    ema_rampup: Annotated[float, typer.Option(help="cap the EMA's half-life at this fraction of its updates "
-                                              "(StyleGAN2-ADA: 0.05; 0 = BigGAN warm-up)")] = 0.0,
+    ema_rampup: Annotated[float | None, typer.Option(help="cap the EMA's half-life at this fraction of its "
+                                                     "updates (default cgan 0.05, as StyleGAN2-ADA; 0 = BigGAN "
+                                                     "warm-up)")] = None,
     ada_target: Annotated[float, typer.Option(help="adaptive DiffAugment: raise its probability while "
                                               "E[sign D(real)] > this (ADA: 0.6; 0 = always on)")] = 0.0,
     ada_speed: Annotated[int, typer.Option(help="real images over which the probability may go from 0 to 1")] = 100_000,
-    lecam_weight: Annotated[float, typer.Option(help="LeCam regulariser on D for little data (Tseng et al. "
-                                                "2021: 0.3 for BigGAN; 0 = off)")] = 0.0,
+    lecam_weight: Annotated[float | None, typer.Option(help="LeCam regulariser on D for little data (Tseng et "
+                                                       "al. 2021; default cgan 0.3, dcgan 0 = off)")] = None,
     ms_weight: Annotated[float, typer.Option(help="mode-seeking term on G against per-class collapse (MSGAN: 1; "
                                              "0 = off; needs an even batch)")] = 0.0,
     joint_d: Annotated[bool, typer.Option("--joint-d", help="one discriminator call over real and fake "
@@ -133,7 +134,7 @@ def train(
 ) -> None:
     """Train a class-conditional GAN on the train split; sample grids every --sample-every iterations."""
     from birdlens.augment.gan.checkpoint import load_meta
-    from birdlens.augment.gan.config import GANConfig
+    from birdlens.augment.gan.config import SAVED_BEFORE, GANConfig
     from birdlens.augment.gan.data import load_images, resolve_manifest, select
     from birdlens.augment.gan.train import CHECKPOINT, RunExistsError, train_gan
 
@@ -152,7 +153,7 @@ def train(
         explicit |= _recipe_keys(config)  # a recipe named on resume is meant, like a flag
     if resume and (out / CHECKPOINT).exists():
         try:
-            saved = load_meta(out / CHECKPOINT)["config"]
+            saved = {**SAVED_BEFORE, **load_meta(out / CHECKPOINT)["config"]}
         except (OSError, KeyError, ValueError) as e:
             raise _error(f"cannot read the checkpoint in {out} ({e}); --force restarts the run") from None
         given, changed = resume_settings(saved, given, explicit)

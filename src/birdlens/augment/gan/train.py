@@ -99,6 +99,7 @@ def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = 
         torch.manual_seed(cfg.seed)
         G, D = build_generator(cfg, n).to(device), build_discriminator(cfg, n).to(device)
     assert cfg.lr_g is not None and cfg.lr_d is not None and cfg.beta1 is not None
+    assert cfg.lecam_weight is not None and cfg.ema_rampup is not None
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     ema = EMA(G, cfg.ema_decay, cfg.ema_rampup) if cfg.ema_decay else None
@@ -283,7 +284,7 @@ def state_from_checkpoint(path: str | os.PathLike[str], cfg: GANConfig | None = 
                           device: str | torch.device = "cpu") -> GANState:
     """Rebuild a :class:`GANState` from a checkpoint; ``cfg`` may change the schedule, not the networks."""
     tensors, meta = load_checkpoint(path)
-    saved = GANConfig.from_dict(meta["config"]).resolved()
+    saved = GANConfig.from_saved(meta["config"]).resolved()
     if cfg is not None:
         cfg = cfg.resolved()
         clash = {k: (getattr(saved, k), getattr(cfg, k)) for k in ARCH_KEYS if getattr(saved, k) != getattr(cfg, k)}
@@ -344,7 +345,7 @@ def load_generator(run: str | os.PathLike[str], device: str | torch.device = "cp
     if not path.exists():
         raise FileNotFoundError(f"no GAN checkpoint at {path}: train one with 'birdlens gan train'")
     tensors, meta = load_checkpoint(path)
-    cfg = GANConfig.from_dict(meta["config"]).resolved()
+    cfg = GANConfig.from_saved(meta["config"]).resolved()
     has_ema = any(k.startswith("EMA.") for k in tensors)
     if weights == "ema" and not has_ema:
         raise ValueError(f"{path} has no EMA generator (ema_decay was 0); use weights 'live' or 'auto'")
