@@ -418,6 +418,30 @@ def test_cli_resume_keeps_the_runs_own_settings_and_says_what_a_flag_changes(tmp
     assert load_sampler(run)[1].n_dis == 2 and load_sampler(run)[1].lecam_weight == 0.0
 
 
+def test_cli_resume_of_a_run_saved_before_lecam_was_the_default_keeps_it_off(tmp_path: Path) -> None:
+    """A checkpoint without the lecam_weight / ema_rampup keys trained without them: resume must not add them."""
+    from birdlens.augment.gan.checkpoint import load_checkpoint, save_checkpoint
+    from birdlens.augment.gan.train import CHECKPOINT
+    from birdlens.cli import app
+
+    data = _write_folder(tmp_path / "birds")
+    run = tmp_path / "run"
+    runner = CliRunner()
+    common = ["gan", "train", "--data", str(data), "--out", str(run), "--quiet"]
+    r = runner.invoke(app, [*common, "--image-size", "16", "--batch-size", "4", "--width", "4", "--iterations", "2",
+                            "--lecam-weight", "0", "--ema-rampup", "0"])
+    assert r.exit_code == 0, r.output
+    tensors, meta = load_checkpoint(run / CHECKPOINT)
+    for key in ("lecam_weight", "ema_rampup"):  # as written before the keys existed
+        del meta["config"][key]
+    save_checkpoint(run / CHECKPOINT, tensors, meta)
+    r = runner.invoke(app, [*common, "--iterations", "3", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "note:" not in r.output
+    cfg = load_sampler(run)[1]
+    assert cfg.iterations == 3 and (cfg.lecam_weight, cfg.ema_rampup) == (0.0, 0.0)
+
+
 def test_zero_intervals_mean_at_the_end_only_and_force_clears_the_old_run(tmp_path: Path) -> None:
     data = tiny_image_set()
     small = {"arch": "cgan", "image_size": 16, "batch_size": 4, "g_width": 4, "d_width": 4}
