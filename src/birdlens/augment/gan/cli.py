@@ -134,7 +134,7 @@ def train(
 ) -> None:
     """Train a class-conditional GAN on the train split; sample grids every --sample-every iterations."""
     from birdlens.augment.gan.checkpoint import load_meta
-    from birdlens.augment.gan.config import SAVED_BEFORE, GANConfig
+    from birdlens.augment.gan.config import GANConfig, saved_settings
     from birdlens.augment.gan.data import load_images, resolve_manifest, select
     from birdlens.augment.gan.train import CHECKPOINT, RunExistsError, train_gan
 
@@ -153,7 +153,7 @@ def train(
         explicit |= _recipe_keys(config)  # a recipe named on resume is meant, like a flag
     if resume and (out / CHECKPOINT).exists():
         try:
-            saved = {**SAVED_BEFORE, **load_meta(out / CHECKPOINT)["config"]}
+            saved = saved_settings(load_meta(out / CHECKPOINT)["config"])
         except (OSError, KeyError, ValueError) as e:
             raise _error(f"cannot read the checkpoint in {out} ({e}); --force restarts the run") from None
         given, changed = resume_settings(saved, given, explicit)

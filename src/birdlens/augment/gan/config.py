@@ -17,13 +17,13 @@ class GANConfig:
     ``diffaugment`` is a comma list of DiffAugment policies (``""`` = off); ``ema_decay`` 0 = no EMA;
     ``ema_start``: generator steps before the average starts (until then the live weights are sampled);
     ``ema_rampup``: the average's half-life is at most this fraction of its updates (StyleGAN2-ADA and the
-    cgan: 0.05; 0 = the BigGAN warm-up), see :class:`~birdlens.augment.gan.ema.EMA`; ``snapshot_every``: keep the generators
-    every N steps (0 = never) to measure a long run along the way; ``ada_target`` > 0 (ADA: 0.6) makes the
+    cgan: 0.05; 0 = the BigGAN warm-up), see :class:`~birdlens.augment.gan.ema.EMA`; ``snapshot_every``: keep
+    the generators every N steps (0 = never) to measure a long run along the way; ``ada_target`` > 0 (ADA: 0.6) makes the
     DiffAugment probability adaptive, starting at 0 (:class:`~birdlens.augment.gan.diffaug.AdaptiveP`),
     0 keeps it always on. ``lecam_weight`` > 0 adds the LeCam regulariser to the discriminator loss
     (:class:`~birdlens.augment.gan.losses.LeCam`; the paper's BigGAN + DiffAugment runs and the cgan: 0.3; the
-    dcgan: 0) with anchors averaged at ``lecam_decay``; ``ms_weight`` > 0 adds the mode-seeking term to the generator loss
-    (:func:`~birdlens.augment.gan.losses.mode_seeking`; MSGAN: 1) and draws the fake labels in pairs.
+    dcgan: 0) with anchors averaged at ``lecam_decay``; ``ms_weight`` > 0 adds the mode-seeking term to the
+    generator loss (:func:`~birdlens.augment.gan.losses.mode_seeking`; MSGAN: 1) and draws the fake labels in pairs.
     ``noise_inputs``: per-pixel noise inputs in the cgan's generator (StyleGAN; see ``cgan.py``).
     ``joint_d``: one discriminator call over real and fake together (GPU speed; not for a D with batch norm).
     ``sample_every`` / ``checkpoint_every`` 0: a grid / checkpoint at the last step only.
@@ -89,13 +89,18 @@ class GANConfig:
 
     @classmethod
     def from_saved(cls, d: dict[str, Any]) -> GANConfig:
-        """The config of a kept run. Why not :meth:`from_dict`: a run saved before a setting existed trained
-        without it, so a key it lacks takes the value it had then (:data:`SAVED_BEFORE`), not today's default."""
-        return cls.from_dict({**SAVED_BEFORE, **d})
+        """The config of a kept run (see :func:`saved_settings`)."""
+        return cls.from_dict(saved_settings(d))
 
 
 # Settings added after runs were kept, with the value those runs trained with (today's cgan default differs).
 SAVED_BEFORE: dict[str, Any] = {"ema_rampup": 0.0, "lecam_weight": 0.0}
+
+
+def saved_settings(d: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config dict as that run trained. Why not today's defaults: a run saved before a setting
+    existed trained without it, so a key it lacks takes the value it had then (:data:`SAVED_BEFORE`)."""
+    return {**SAVED_BEFORE, **d}
 # What must match between a checkpoint and a resumed run (iterations, intervals may change).
 ARCH_KEYS: tuple[str, ...] = ("arch", "image_size", "z_dim", "g_width", "d_width", "classes", "noise_inputs")
 # How long a run goes and how often it writes: the settings that may differ between a kept run and the same GAN
