@@ -173,3 +173,15 @@ def test_finished_stages_skip_a_killed_writes_temp_marker(tmp_path):
     (tmp_path / MARKERS / "data.json").write_text('{"seconds": 1.0}')
     (tmp_path / MARKERS / ".model__cnn.json.ab12.json").write_text('{"seconds": 2.0}')  # complete, not renamed
     assert finished_stages(tmp_path) == {"data": {"seconds": 1.0}}
+
+
+def test_the_temp_file_atomic_path_writes_is_what_the_globs_skip(tmp_path):
+    """The skip above is tied to the writer's own naming, not to a name typed into a test."""
+    from birdlens.study.report_stage import _figs
+    from birdlens.utils.atomic import atomic_path, is_leftover
+
+    with atomic_path(tmp_path / "confusion_test.png", suffix=".png") as tmp:
+        tmp.write_bytes(b"")
+        assert tmp.exists() and is_leftover(tmp) and _figs(tmp_path, "*.png") == []
+    assert not is_leftover(tmp_path / "confusion_test.png")
+    assert _figs(tmp_path, "*.png") == [tmp_path / "confusion_test.png"]

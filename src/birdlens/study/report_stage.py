@@ -11,6 +11,7 @@ import yaml
 
 from birdlens.study.report import embed_image, figures_html, html_table, write_report
 from birdlens.study.stages import StageContext, finished_stages
+from birdlens.utils.atomic import is_leftover
 from birdlens.utils.env import environment_info
 
 
@@ -19,11 +20,10 @@ def _esc(x: Any) -> str:
 
 
 def _figs(folder: Path, *patterns: str) -> list[Path]:
-    """Figures matching ``patterns``, without hidden files. Why: a stage killed mid-write leaves its atomic
-    temp file (``.NAME.XXXX.png``, empty or partial) beside the figure, and pathlib's ``*`` matches it."""
+    """Figures matching ``patterns``, without the temp file a stage killed mid-write leaves beside a figure."""
     out: list[Path] = []
     for pat in patterns:
-        out += [p for p in sorted(folder.glob(pat)) if p not in out and not p.name.startswith(".")]
+        out += [p for p in sorted(folder.glob(pat)) if p not in out and not is_leftover(p)]
     return out
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from birdlens.utils.atomic import write_json
+from birdlens.utils.atomic import is_leftover, write_json
 
 MARKERS = ".stages"
 # Bump when a stage's on-disk format changes so that old caches are not trusted.
@@ -172,7 +172,7 @@ def finished_stages(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Markers of finished stages (name -> marker), for the report's timing footer."""
     out = {}
     for p in sorted((Path(run_dir) / MARKERS).glob("*.json")):
-        if p.stem.endswith((".running", ".failed")) or p.name.startswith("."):  # "." : a killed write's temp
+        if p.stem.endswith((".running", ".failed")) or is_leftover(p):
             continue
         data = _read(p)
         if data:

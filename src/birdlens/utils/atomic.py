@@ -14,6 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+TEMP_PREFIX = "."  # temp files are hidden: a write killed before its rename leaves ``.TARGET.XXXX`` behind
+
+
+def is_leftover(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` may be a temp file of :func:`atomic_path` (empty or partial if its write was killed).
+
+    Why: ``Path.glob("*")`` matches hidden files, so a folder globbed for outputs must skip these itself.
+    """
+    return Path(path).name.startswith(TEMP_PREFIX)
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
@@ -23,7 +33,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
