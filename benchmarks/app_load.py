@@ -41,9 +41,20 @@ def default_run() -> Path:
     from birdlens.train.config import TrainConfig
 
     print(f"training a Lite0 probe on 4 species of {SHARED} -> {run} (once)", flush=True)
-    return train(TrainConfig(data=str(SHARED), out=str(run), model="efficientnet_lite0", mode="probe", top=4,
-                             per_class=16, quiet=True, feature_cache=str(OUT / "features")),
-                 evaluate=False, force=True)
+    return train(
+        TrainConfig(
+            data=str(SHARED),
+            out=str(run),
+            model="efficientnet_lite0",
+            mode="probe",
+            top=4,
+            per_class=16,
+            quiet=True,
+            feature_cache=str(OUT / "features"),
+        ),
+        evaluate=False,
+        force=True,
+    )
 
 
 def free_port() -> int:
@@ -53,8 +64,20 @@ def free_port() -> int:
 
 
 def start_server(run: Path, port: int, threads: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "birdlens.cli", "serve", "--run", str(run), "--host", "127.0.0.1",
-           "--port", str(port), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "birdlens.cli",
+        "serve",
+        "--run",
+        str(run),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -76,8 +99,11 @@ def answer(resp: httpx.Response) -> tuple[list[int], list[float], dict[str, floa
 
 
 def same(a: tuple, b: tuple) -> bool:
-    return a[0] == b[0] and all(abs(x - y) <= 1e-6 for x, y in zip(a[1], b[1], strict=True)) and all(
-        abs(a[2][k] - b[2][k]) <= 1e-6 for k in a[2])
+    return (
+        a[0] == b[0]
+        and all(abs(x - y) <= 1e-6 for x, y in zip(a[1], b[1], strict=True))
+        and all(abs(a[2][k] - b[2][k]) <= 1e-6 for k in a[2])
+    )
 
 
 def main() -> int:
@@ -108,7 +134,9 @@ def main() -> int:
                 r = c.post("/api/predict", files={"image": ("photo.jpg", data, "image/jpeg")})
                 r.raise_for_status()
                 expected.append(answer(r))
-        accuracy = sum(classes[e[0][0]] == label for e, (_, label) in zip(expected, blobs, strict=True)) / len(blobs)
+        accuracy = sum(
+            classes[e[0][0]] == label for e, (_, label) in zip(expected, blobs, strict=True)
+        ) / len(blobs)
 
         latencies: list[float] = []
         queued: list[float] = []
@@ -158,18 +186,32 @@ def main() -> int:
             proc.kill()
     load_after = os.getloadavg()
 
-    q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) >= 2 else [latencies[0]] * 99
-    print(f"run: {run}  ({len(classes)} classes; the served model is right on {accuracy:.1%} of the "
-          f"{len(blobs)} valid+test photos sent)")
-    print(f"{args.requests} POST /api/predict (top-5 + Grad-CAM), {args.clients} concurrent clients, loopback, "
-          f"server torch threads {args.threads}")
-    print(f"latency  p50 {1000 * q[49]:.0f} ms   p95 {1000 * q[94]:.0f} ms   p99 {1000 * q[98]:.0f} ms   "
-          f"max {1000 * max(latencies):.0f} ms")
+    q = (
+        statistics.quantiles(latencies, n=100, method="inclusive")
+        if len(latencies) >= 2
+        else [latencies[0]] * 99
+    )
+    print(
+        f"run: {run}  ({len(classes)} classes; the served model is right on {accuracy:.1%} of the "
+        f"{len(blobs)} valid+test photos sent)"
+    )
+    print(
+        f"{args.requests} POST /api/predict (top-5 + Grad-CAM), {args.clients} concurrent clients, loopback, "
+        f"server torch threads {args.threads}"
+    )
+    print(
+        f"latency  p50 {1000 * q[49]:.0f} ms   p95 {1000 * q[94]:.0f} ms   p99 {1000 * q[98]:.0f} ms   "
+        f"max {1000 * max(latencies):.0f} ms"
+    )
     if queued:
-        print(f"server side: queue wait median {1000 * statistics.median(queued):.0f} ms, model work (forward + "
-              f"Grad-CAM + PNGs) median {1000 * statistics.median(model_s):.0f} ms")
+        print(
+            f"server side: queue wait median {1000 * statistics.median(queued):.0f} ms, model work (forward + "
+            f"Grad-CAM + PNGs) median {1000 * statistics.median(model_s):.0f} ms"
+        )
     print(f"throughput {len(latencies) / wall:.1f} req/s over {wall:.1f} s")
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores; > 2 means contended)")
+    print(
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores; > 2 means contended)"
+    )
     ok = not failures and len(latencies) == args.requests
     print(f"errors / wrong answers: {len(failures)}" + ("" if ok else "  <-- FAIL"))
     for f in failures[:10]:

@@ -53,8 +53,10 @@ def main() -> int:
     load0 = os.getloadavg()
     m = discover(args.path).manifest
     n = len(m)
-    print(f"data: {args.path} ({n} images, {len(m.classes)} classes); cpu_count={os.cpu_count()}; "
-          f"load average at start {load0[0]:.2f}")
+    print(
+        f"data: {args.path} ({n} images, {len(m.classes)} classes); cpu_count={os.cpu_count()}; "
+        f"load average at start {load0[0]:.2f}"
+    )
     results: dict[str, list[float]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="birdlens-bench-"))
     try:
@@ -72,11 +74,14 @@ def main() -> int:
             plain = ImageDataset(m, size=224)
             cached = ImageDataset(m, size=224, cache=ImageCache(tmp / f"arrays{r}"))
             results.setdefault("dataset item, decode JPEG", []).append(
-                _rate(n, lambda ds=plain: [ds[i] for i in range(len(ds))]))  # type: ignore[misc]
+                _rate(n, lambda ds=plain: [ds[i] for i in range(len(ds))])
+            )  # type: ignore[misc]
             results.setdefault("dataset item, cache fill (1st epoch)", []).append(
-                _rate(n, lambda ds=cached: [ds[i] for i in range(len(ds))]))  # type: ignore[misc]
+                _rate(n, lambda ds=cached: [ds[i] for i in range(len(ds))])
+            )  # type: ignore[misc]
             results.setdefault("dataset item, warm cache (mmap)", []).append(
-                _rate(n, lambda ds=cached: [ds[i] for i in range(len(ds))]))  # type: ignore[misc]
+                _rate(n, lambda ds=cached: [ds[i] for i in range(len(ds))])
+            )  # type: ignore[misc]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

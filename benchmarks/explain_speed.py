@@ -114,13 +114,21 @@ def main() -> None:
     ap.add_argument("--image")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--lime-batch", type=int, help="our LIME's batch_size (default: the library default)")
-    ap.add_argument("--reps", type=int, default=2, help="alternating runs of ours and the library's (best kept)")
+    ap.add_argument(
+        "--reps", type=int, default=2, help="alternating runs of ours and the library's (best kept)"
+    )
     ap.add_argument("--quick", action="store_true", help="smaller budgets (a smoke run, not the targets)")
     ap.add_argument("--skip-lib", action="store_true", help="skip the slow reference LIME/SHAP runs")
     ap.add_argument("--only", default="gradcam,ig,lime,shap", help="sections to run")
-    ap.add_argument("--bf16-budget", type=int, nargs=2, default=(200, 100), metavar=("LIME", "SHAP"),
-                    help="budgets of the bf16-vs-fp32 agreement runs (bf16 is emulated, slow, on CPUs "
-                         "without avx512_bf16/AMX)")
+    ap.add_argument(
+        "--bf16-budget",
+        type=int,
+        nargs=2,
+        default=(200, 100),
+        metavar=("LIME", "SHAP"),
+        help="budgets of the bf16-vs-fp32 agreement runs (bf16 is emulated, slow, on CPUs "
+        "without avx512_bf16/AMX)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("BIRDLENS_QUIET", "1")
@@ -133,7 +141,9 @@ def main() -> None:
     model = create_model("efficientnet_lite0", pretrained=True).eval().to(memory_format=torch.channels_last)
     img = load_image(args.image)
     x1 = ((torch.from_numpy(img).permute(2, 0, 1)[None] - 0.5) / 0.5).contiguous()
-    x16 = x1.expand(16, -1, -1, -1).contiguous() + 0.01 * torch.randn(16, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    x16 = x1.expand(16, -1, -1, -1).contiguous() + 0.01 * torch.randn(
+        16, 3, 224, 224, generator=torch.Generator().manual_seed(0)
+    )
     clock = ModelClock()
     n_lime, n_shap, n_ig = (200, 100, 50) if args.quick else (1000, 500, 50)
     norm = {"mean": [0.5] * 3, "std": [0.5] * 3}
@@ -146,10 +156,14 @@ def main() -> None:
     fold_rate, fold_b = best_throughput(fast_model, x1)
     bf16_rate, bf16_b = best_throughput(model, x1, batch_sizes=(4, 10), bf16=True, reps=2)
     print(f"threads={args.threads}  load average before: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
-    print(f"forward throughput now: fp32 {fp32_rate:.1f} img/s (batch {fp32_b}), bf16 {bf16_rate:.1f} img/s "
-          f"(batch {bf16_b}), channels_last, inference_mode")
-    print(f"BatchNorm-folded copy ({folded.folded} conv/BN pairs, max |diff| {folded.max_abs_diff:.2g}): "
-          f"{fold_rate:.1f} img/s (batch {fold_b}), {fold_rate / fp32_rate:.2f}x the plain model\n")
+    print(
+        f"forward throughput now: fp32 {fp32_rate:.1f} img/s (batch {fp32_b}), bf16 {bf16_rate:.1f} img/s "
+        f"(batch {bf16_b}), channels_last, inference_mode"
+    )
+    print(
+        f"BatchNorm-folded copy ({folded.folded} conv/BN pairs, max |diff| {folded.max_abs_diff:.2g}): "
+        f"{fold_rate:.1f} img/s (batch {fold_b}), {fold_rate / fp32_rate:.2f}x the plain model\n"
+    )
     rows = []
 
     def fmt(v, f):
@@ -158,12 +172,15 @@ def main() -> None:
     def line(name, ours, lib, evals, rate, model_s, note):
         floor = evals / rate if evals and rate else None
         own = None if model_s is None else 100 * (ours - model_s) / ours
-        return (f"{name:<34} {ours:8.3f} {fmt(lib, '%8.3f'):>8} {fmt(lib and lib / ours, '%7.2f'):>7} "
-                f"{fmt(floor, '%8.3f'):>8} {fmt(floor and ours / floor, '%6.2f'):>6} "
-                f"{fmt(own, '%5.1f'):>5}  {note}")
+        return (
+            f"{name:<34} {ours:8.3f} {fmt(lib, '%8.3f'):>8} {fmt(lib and lib / ours, '%7.2f'):>7} "
+            f"{fmt(floor, '%8.3f'):>8} {fmt(floor and ours / floor, '%6.2f'):>6} "
+            f"{fmt(own, '%5.1f'):>5}  {note}"
+        )
 
-    header = (f"{'method':<34} {'ours s':>8} {'lib s':>8} {'speedup':>7} {'floor s':>8} {'x floor':>6} "
-              f"{'own %':>5}")
+    header = (
+        f"{'method':<34} {'ours s':>8} {'lib s':>8} {'speedup':>7} {'floor s':>8} {'x floor':>6} {'own %':>5}"
+    )
     print(header, flush=True)
 
     def row(name, ours, lib, evals=None, precision="fp32", model_s=None, note=""):
@@ -189,14 +206,21 @@ def main() -> None:
                 model(xf)
 
         with pgc.GradCAM(model=model, target_layers=[model.bn2]) as cam:
-            t = interleaved({
-                "ours": lambda x=x: ours.explain(x),
-                "pgc": lambda x=x, cam=cam, tg=tg: cam(input_tensor=x, targets=tg),
-                "captum": lambda x=x, lgc=lgc, t=exp.target: lgc.attribute(x, target=t),
-                "forward": forward,
-            }, reps=4 if x.shape[0] == 1 else 3)
-        row(name + " vs pytorch-grad-cam", t["ours"], t["pgc"],
-            note=f"(ours / one inference forward of the batch = {t['ours'] / t['forward']:.2f})")
+            t = interleaved(
+                {
+                    "ours": lambda x=x: ours.explain(x),
+                    "pgc": lambda x=x, cam=cam, tg=tg: cam(input_tensor=x, targets=tg),
+                    "captum": lambda x=x, lgc=lgc, t=exp.target: lgc.attribute(x, target=t),
+                    "forward": forward,
+                },
+                reps=4 if x.shape[0] == 1 else 3,
+            )
+        row(
+            name + " vs pytorch-grad-cam",
+            t["ours"],
+            t["pgc"],
+            note=f"(ours / one inference forward of the batch = {t['ours'] / t['forward']:.2f})",
+        )
         row(name + " vs captum LayerGradCam", t["ours"], t["captum"])
 
     # ---- IG ------------------------------------------------------------------------------------------
@@ -206,14 +230,22 @@ def main() -> None:
         ig = make_explainer("ig", model, steps=n_ig, **norm)
         black = torch.full_like(x1, -1.0)
         exp = ig.explain(x1)
-        t = interleaved({
-            "ours": lambda: ig.explain(x1),
-            "captum": lambda: IntegratedGradients(model).attribute(x1, baselines=black, target=exp.target,
-                                                                   n_steps=n_ig),
-        }, reps=2)
-        row(f"ig ({n_ig} steps) vs captum", t["ours"], t["captum"],
+        t = interleaved(
+            {
+                "ours": lambda: ig.explain(x1),
+                "captum": lambda: IntegratedGradients(model).attribute(
+                    x1, baselines=black, target=exp.target, n_steps=n_ig
+                ),
+            },
+            reps=2,
+        )
+        row(
+            f"ig ({n_ig} steps) vs captum",
+            t["ours"],
+            t["captum"],
             note=f"(completeness error {float(exp.scores['completeness_error'][0]):.3g} of a logit gap of "
-                 f"{float(exp.scores['logit'][0] - exp.scores['baseline_logit'][0]):.3g})")
+            f"{float(exp.scores['logit'][0] - exp.scores['baseline_logit'][0]):.3g})",
+        )
 
     def refresh_floor() -> None:
         # the CPU is shared: keep the best throughput seen in this run, re-measured next to each method
@@ -236,9 +268,16 @@ def main() -> None:
         else:
             a, b = fp.maps[0].numpy(), bf.maps[0].numpy()
         sa, sb = top_k_set(a, seg), top_k_set(b, seg)
-        row(f"{method} ({budget} {budget_key}) bf16", t_bf, None, clock.images, "bf16", clock.seconds,
+        row(
+            f"{method} ({budget} {budget_key}) bf16",
+            t_bf,
+            None,
+            clock.images,
+            "bf16",
+            clock.seconds,
             note=f"(top-5 superpixels same as fp32: {sa == sb}, Jaccard {len(sa & sb) / len(sa | sb):.2f}, "
-                 f"map r={np.corrcoef(a.ravel(), b.ravel())[0, 1]:.4f})")
+            f"map r={np.corrcoef(a.ravel(), b.ravel())[0, 1]:.4f})",
+        )
 
     def ours_vs_lib(run_ours, run_lib):
         """Best of ``--reps`` runs of ours and the library's, alternated so a load change hits both alike;
@@ -276,11 +315,19 @@ def main() -> None:
 
             def run_lib():
                 return LimeImageExplainer(random_state=0).explain_instance(
-                    img, classifier_fn, num_samples=n_lime, random_seed=0)
+                    img, classifier_fn, num_samples=n_lime, random_seed=0
+                )
 
         t_ours, ev, ms, t_lib = ours_vs_lib(run_ours, run_lib)
-        row(f"lime ({n_lime} samples) fp32", t_ours, t_lib, ev, "folded", ms,
-            note=f"(x plain-model floor {t_ours / (ev / fp32_rate):.2f})")
+        row(
+            f"lime ({n_lime} samples) fp32",
+            t_ours,
+            t_lib,
+            ev,
+            "folded",
+            ms,
+            note=f"(x plain-model floor {t_ours / (ev / fp32_rate):.2f})",
+        )
         bf16_agreement("lime", "num_samples", args.bf16_budget[0])
 
     # ---- SHAP ----------------------------------------------------------------------------------------
@@ -305,14 +352,23 @@ def main() -> None:
                 return explainer(img[None], max_evals=n_shap, outputs=top1, silent=True)
 
         t_ours, ev, ms, t_lib = ours_vs_lib(lambda: shap_ours.explain(x1), run_lib)
-        row(f"shap ({n_shap} evals) fp32", t_ours, t_lib, ev, "folded", ms,
-            note=f"(x plain-model floor {t_ours / (ev / fp32_rate):.2f})")
+        row(
+            f"shap ({n_shap} evals) fp32",
+            t_ours,
+            t_lib,
+            ev,
+            "folded",
+            ms,
+            note=f"(x plain-model floor {t_ours / (ev / fp32_rate):.2f})",
+        )
         bf16_agreement("shap", "max_evals", args.bf16_budget[1])
 
     refresh_floor()
-    print(f"\nfinal table; forward floor = evals / best throughput over the whole run: fp32 {fp32_rate:.1f} img/s, "
-          f"bf16 {bf16_rate:.1f} img/s, BatchNorm-folded fp32 {fold_rate:.1f} img/s (channels_last, inference_mode, "
-          f"batch 4-16); LIME/SHAP rows use the folded floor: the model they actually run")
+    print(
+        f"\nfinal table; forward floor = evals / best throughput over the whole run: fp32 {fp32_rate:.1f} img/s, "
+        f"bf16 {bf16_rate:.1f} img/s, BatchNorm-folded fp32 {fold_rate:.1f} img/s (channels_last, inference_mode, "
+        f"batch 4-16); LIME/SHAP rows use the folded floor: the model they actually run"
+    )
     print(header)
     for name, ours, lib, evals, precision, model_s, note in rows:
         rate = {"fp32": fp32_rate, "bf16": bf16_rate, "folded": fold_rate}[precision]

@@ -93,10 +93,15 @@ def main() -> None:
             if seed >= 1:
                 print(f"  after {seed + 1} seeds ({time.perf_counter() - t0:.0f} s):", flush=True)
                 for sampler, budgets in samplers.items():
-                    js = [np.mean([jaccard(p, q) for p, q in itertools.combinations(tops[(sampler, b)], 2)])
-                          for b in budgets]
-                    print(f"    {sampler:>10} " + " ".join(f"{b}:{j:.3f}" for b, j in zip(budgets, js, strict=True)),
-                          flush=True)
+                    js = [
+                        np.mean([jaccard(p, q) for p, q in itertools.combinations(tops[(sampler, b)], 2)])
+                        for b in budgets
+                    ]
+                    print(
+                        f"    {sampler:>10} "
+                        + " ".join(f"{b}:{j:.3f}" for b, j in zip(budgets, js, strict=True)),
+                        flush=True,
+                    )
         for (sampler, b), sets in tops.items():
             pairs = [jaccard(p, q) for p, q in itertools.combinations(sets, 2)]
             lime_j.setdefault((sampler, b), []).append(float(np.mean(pairs)))
@@ -105,13 +110,18 @@ def main() -> None:
             memo: dict[tuple, float] = {}
             for b in sorted(SHAP_BUDGETS, reverse=True):
                 shap = make_explainer("shap", model, max_evals=b)
-                shap._values = memoised(shap._values, memo)  # smaller budgets replay a prefix of the same masks
+                shap._values = memoised(
+                    shap._values, memo
+                )  # smaller budgets replay a prefix of the same masks
                 m = shap.explain(x, target=target).maps[0].numpy()
                 per = np.bincount(seg.ravel(), weights=m.ravel(), minlength=n)
                 if ref is None:
                     ref = top5(per)
                 shap_j.setdefault(b, []).append(jaccard(top5(per), ref))
-        print(f"  {f.parent.name}/{f.name}: {n} superpixels, {time.perf_counter() - t0:.0f} s so far", flush=True)
+        print(
+            f"  {f.parent.name}/{f.name}: {n} superpixels, {time.perf_counter() - t0:.0f} s so far",
+            flush=True,
+        )
 
     print("\nLIME: mean pairwise Jaccard of the top-5 superpixels across seeds (1 = identical sets)")
     print(f"{'num_samples':>12} " + " ".join(f"{b:>7}" for b in BUDGETS))
@@ -122,14 +132,20 @@ def main() -> None:
     for sampler in ("uniform", "antithetic"):
         ok = [b for b in BUDGETS if (sampler, b) in lime_j and np.mean(lime_j[(sampler, b)]) >= ref]
         if ok:
-            print(f"  {sampler}: reaches lime's 1000-sample stability ({ref:.3f}) at {min(ok)} samples "
-                  f"-> {1000 / min(ok):.1f}x fewer evaluations")
+            print(
+                f"  {sampler}: reaches lime's 1000-sample stability ({ref:.3f}) at {min(ok)} samples "
+                f"-> {1000 / min(ok):.1f}x fewer evaluations"
+            )
     if shap_j:
-        print("\nSHAP: Jaccard of the top-5 regions vs the answer at max_evals=500 (seed-to-seed Jaccard is 1.000)")
+        print(
+            "\nSHAP: Jaccard of the top-5 regions vs the answer at max_evals=500 (seed-to-seed Jaccard is 1.000)"
+        )
         print(f"{'max_evals':>12} " + " ".join(f"{b:>7}" for b in SHAP_BUDGETS))
         print(f"{'vs 500':>12} " + " ".join(f"{np.mean(shap_j[b]):7.3f}" for b in SHAP_BUDGETS))
-    print(f"\n{len(files)} image(s), {args.seeds} seeds, {time.perf_counter() - t0:.0f} s; load average after: "
-          + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    print(
+        f"\n{len(files)} image(s), {args.seeds} seeds, {time.perf_counter() - t0:.0f} s; load average after: "
+        + " ".join(f"{v:.2f}" for v in os.getloadavg())
+    )
 
 
 if __name__ == "__main__":

@@ -38,17 +38,31 @@ def degradations(seed: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]
         return lambda x: TF.gaussian_blur(x, kernel_size=2 * round(3 * sigma) + 1, sigma=sigma)
 
     def resize(factor: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda x: F.interpolate(F.interpolate(x, scale_factor=1 / factor, mode="area"), size=x.shape[-2:],
-                                       mode="bilinear", align_corners=False)
+        return lambda x: F.interpolate(
+            F.interpolate(x, scale_factor=1 / factor, mode="area"),
+            size=x.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
 
-    return {"identity (sanity: 0)": lambda x: x, "noise sd 0.05": noise(0.05), "noise sd 0.2": noise(0.2),
-            "blur sigma 0.5 px": blur(0.5), "blur sigma 0.8 px": blur(0.8), "blur sigma 1.2 px": blur(1.2),
-            "blur sigma 2 px": blur(2.0), "2x down, bilinear up": resize(2), "4x down, bilinear up": resize(4)}
+    return {
+        "identity (sanity: 0)": lambda x: x,
+        "noise sd 0.05": noise(0.05),
+        "noise sd 0.2": noise(0.2),
+        "blur sigma 0.5 px": blur(0.5),
+        "blur sigma 0.8 px": blur(0.8),
+        "blur sigma 1.2 px": blur(1.2),
+        "blur sigma 2 px": blur(2.0),
+        "2x down, bilinear up": resize(2),
+        "4x down, bilinear up": resize(4),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=None, help="dataset (default: the synthetic birds, 10 classes x 70 train)")
+    ap.add_argument(
+        "--data", default=None, help="dataset (default: the synthetic birds, 10 classes x 70 train)"
+    )
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -44,24 +44,43 @@ def main() -> None:
 
         data = out / "synthetic-data"
         if not (data / "manifest.csv").exists():
-            generate_dataset(data, classes=args.classes, per_class=100, size=64, seed=0, quiet=True, workers=1)
+            generate_dataset(
+                data, classes=args.classes, per_class=100, size=64, seed=0, quiet=True, workers=1
+            )
     manifest = resolve_manifest(data)
     train_m = select(manifest, "train")
     names = train_m.classes
     train = load_images(train_m, args.image_size, names)
-    test = load_images(select(manifest, "test" if "test" in manifest.splits else "valid"), args.image_size, names)
+    test = load_images(
+        select(manifest, "test" if "test" in manifest.splits else "valid"), args.image_size, names
+    )
     cfg = AblationConfig(
-        budgets=[int(b) for b in args.budgets.split(",")], seeds=[int(s) for s in args.seeds.split(",")],
+        budgets=[int(b) for b in args.budgets.split(",")],
+        seeds=[int(s) for s in args.seeds.split(",")],
         classic_copies=args.classic_copies,
-        gan=GANConfig(arch="cgan", image_size=args.image_size, iterations=args.gan_iterations,
-                      batch_size=args.gan_batch_size, g_width=args.gan_width, d_width=args.gan_width,
-                      sample_every=max(args.gan_iterations // 2, 1), checkpoint_every=max(args.gan_iterations // 3, 1)),
+        gan=GANConfig(
+            arch="cgan",
+            image_size=args.image_size,
+            iterations=args.gan_iterations,
+            batch_size=args.gan_batch_size,
+            g_width=args.gan_width,
+            d_width=args.gan_width,
+            sample_every=max(args.gan_iterations // 2, 1),
+            checkpoint_every=max(args.gan_iterations // 3, 1),
+        ),
     )
     t0, load0 = time.perf_counter(), os.getloadavg()
     result = run_ablation(train, test, Lite0Features(), out, cfg, quiet=True, log=print)
-    write_json(out / "machine.json", {"seconds": round(time.perf_counter() - t0, 1), "load_average_start": load0,
-                                      "load_average_end": os.getloadavg(), "threads": torch.get_num_threads(),
-                                      "data": str(data)})
+    write_json(
+        out / "machine.json",
+        {
+            "seconds": round(time.perf_counter() - t0, 1),
+            "load_average_start": load0,
+            "load_average_end": os.getloadavg(),
+            "threads": torch.get_num_threads(),
+            "data": str(data),
+        },
+    )
     print(markdown_table(result))
 
 

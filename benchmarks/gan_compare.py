@@ -57,7 +57,9 @@ def main() -> None:
     ap.add_argument("--dcgan-width", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--archs", default="dcgan,cgan")
-    ap.add_argument("--ema-start", type=int, default=0, help="cgan: steps before its EMA starts (0 = from the first)")
+    ap.add_argument(
+        "--ema-start", type=int, default=0, help="cgan: steps before its EMA starts (0 = from the first)"
+    )
     ap.add_argument("--classes", nargs="*")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -67,8 +69,13 @@ def main() -> None:
 
         data_dir = out / "synthetic-data"
         if not (data_dir / "manifest.csv").exists():
-            generate_dataset(data_dir, classes=args.synthetic, per_class=args.per_class, size=max(args.image_size, 64),
-                             seed=args.seed)
+            generate_dataset(
+                data_dir,
+                classes=args.synthetic,
+                per_class=args.per_class,
+                size=max(args.image_size, 64),
+                seed=args.seed,
+            )
         source = f"synthetic birds ({args.synthetic} classes, seed {args.seed})"
         manifest = resolve_manifest(data_dir)
     else:
@@ -81,13 +88,25 @@ def main() -> None:
     grids, titles = [], []
     for arch in args.archs.split(","):
         width = args.cgan_width if arch == "cgan" else args.dcgan_width
-        cfg = GANConfig(arch=arch, image_size=args.image_size, iterations=args.iterations, batch_size=args.batch_size,
-                        seed=args.seed, g_width=width, d_width=width, classes=args.classes,
-                        ema_start=args.ema_start if arch == "cgan" else 0,
-                        sample_every=max(args.iterations // 4, 1), checkpoint_every=max(args.iterations // 4, 1))
+        cfg = GANConfig(
+            arch=arch,
+            image_size=args.image_size,
+            iterations=args.iterations,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            g_width=width,
+            d_width=width,
+            classes=args.classes,
+            ema_start=args.ema_start if arch == "cgan" else 0,
+            sample_every=max(args.iterations // 4, 1),
+            checkpoint_every=max(args.iterations // 4, 1),
+        )
         t0 = time.perf_counter()
         res = train_gan(cfg, real, out / arch, force=True)
-        results[arch] = {"train_seconds": round(time.perf_counter() - t0, 1), "config": res.state.cfg.to_dict()}
+        results[arch] = {
+            "train_seconds": round(time.perf_counter() - t0, 1),
+            "config": res.state.cfg.to_dict(),
+        }
         grids.append(res.grids[-1])
         titles.append(f"{arch}  {args.iterations} it  seed {args.seed}")
     feats = Lite0Features()
@@ -95,10 +114,17 @@ def main() -> None:
         t0 = time.perf_counter()
         results[arch]["metrics"] = gan_metrics(out / arch, real, feats, seed=args.seed)
         results[arch]["metric_seconds"] = round(time.perf_counter() - t0, 1)
-    summary: dict = {"data": source, "image_size": args.image_size, "iterations": args.iterations,
-                     "batch_size": args.batch_size, "seed": args.seed, "n_real": len(real),
-                     "load_average_at_start": load_avg_start, "load_average_at_end": os.getloadavg(),
-                     "runs": results}
+    summary: dict = {
+        "data": source,
+        "image_size": args.image_size,
+        "iterations": args.iterations,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "n_real": len(real),
+        "load_average_at_start": load_avg_start,
+        "load_average_at_end": os.getloadavg(),
+        "runs": results,
+    }
     if "dcgan" in results and "cgan" in results:
         fd_d = results["dcgan"]["metrics"]["FD-lite0"]
         fd_c = results["cgan"]["metrics"]["FD-lite0"]
@@ -106,17 +132,27 @@ def main() -> None:
         summary["target_met_cgan_le_half_dcgan"] = bool(fd_c <= 0.5 * fd_d)
     side_by_side(grids, titles, out / "side_by_side.png")
     write_json(out / "compare.json", summary)
-    lines = [f"# dcgan vs cgan on {source}", "",
-             f"{args.image_size} px, {args.iterations} iterations, batch {args.batch_size}, seed {args.seed}; "
-             f"reference: {len(real)} real training images, same number generated per class.", "",
-             "| arch | FD-lite0 | KID-lite0 (x1e3, mean ± std) | KID subset | train s |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"# dcgan vs cgan on {source}",
+        "",
+        f"{args.image_size} px, {args.iterations} iterations, batch {args.batch_size}, seed {args.seed}; "
+        f"reference: {len(real)} real training images, same number generated per class.",
+        "",
+        "| arch | FD-lite0 | KID-lite0 (x1e3, mean ± std) | KID subset | train s |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for arch, r in results.items():
         m = r["metrics"]
-        lines.append(f"| {arch} | {m['FD-lite0']:.2f} | {1e3 * m['KID-lite0']:.2f} ± {1e3 * m['KID-lite0_std']:.2f} "
-                     f"| {m['kid_subset_size']} | {r['train_seconds']} |")
+        lines.append(
+            f"| {arch} | {m['FD-lite0']:.2f} | {1e3 * m['KID-lite0']:.2f} ± {1e3 * m['KID-lite0_std']:.2f} "
+            f"| {m['kid_subset_size']} | {r['train_seconds']} |"
+        )
     if "fd_ratio_cgan_over_dcgan" in summary:
-        lines += ["", f"FD-lite0 ratio cgan/dcgan: {summary['fd_ratio_cgan_over_dcgan']:.3f} "
-                  f"(target <= 0.5: {'met' if summary['target_met_cgan_le_half_dcgan'] else 'NOT met'})"]
+        lines += [
+            "",
+            f"FD-lite0 ratio cgan/dcgan: {summary['fd_ratio_cgan_over_dcgan']:.3f} "
+            f"(target <= 0.5: {'met' if summary['target_met_cgan_le_half_dcgan'] else 'NOT met'})",
+        ]
     write_text(out / "compare.md", "\n".join(lines) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
     print("\n".join(lines))

@@ -23,8 +23,11 @@ from birdlens.augment.gan.train import GANState, init_state, memory_format, trai
 
 
 def random_images(cfg: GANConfig, device: str, n_classes: int) -> ImageSet:
-    return ImageSet(torch.randint(0, 256, (840, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8).to(device),
-                    torch.arange(840).remainder(n_classes).to(device), [f"c{i}" for i in range(n_classes)])
+    return ImageSet(
+        torch.randint(0, 256, (840, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8).to(device),
+        torch.arange(840).remainder(n_classes).to(device),
+        [f"c{i}" for i in range(n_classes)],
+    )
 
 
 def seconds_per_step(state: GANState, data: ImageSet, steps: int) -> float:
@@ -67,13 +70,23 @@ def compare_layouts(device: str, tiny: bool, steps: int, rounds: int) -> None:
     machine's load over both. The ratio is the median of the per-round ratios (NCHW time / trainer's time).
     """
     size, small = (32, {"g_width": 4, "d_width": 4, "batch_size": 4}) if tiny else (64, {})
-    cfgs = [GANConfig(arch="cgan", image_size=size, **{"batch_size": 16, "g_width": 16, "d_width": 16, **small},
-                      ema_rampup=0.05),
-            GANConfig(arch="dcgan", image_size=size, **{"batch_size": 16, "g_width": 32, "d_width": 32, **small})]
+    cfgs = [
+        GANConfig(
+            arch="cgan",
+            image_size=size,
+            **{"batch_size": 16, "g_width": 16, "d_width": 16, **small},
+            ema_rampup=0.05,
+        ),
+        GANConfig(arch="dcgan", image_size=size, **{"batch_size": 16, "g_width": 32, "d_width": 32, **small}),
+    ]
     settings = [(f"{c.arch} {c.image_size}px, width {c.g_width}, batch {c.batch_size}", c) for c in cfgs]
-    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} thread(s), {rounds} rounds of "
-          f"{steps} steps; trainer's layout: {memory_format(device)}")
-    print("| setting | trainer's layout s/step | NCHW s/step | NCHW / trainer's (median) |\n|---|---:|---:|---:|")
+    print(
+        f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} thread(s), {rounds} rounds of "
+        f"{steps} steps; trainer's layout: {memory_format(device)}"
+    )
+    print(
+        "| setting | trainer's layout s/step | NCHW s/step | NCHW / trainer's (median) |\n|---|---:|---:|---:|"
+    )
     for name, cfg in settings:
         data = random_images(cfg, device, 20)
         fast, plain = init_state(cfg, data.classes, device), init_state(cfg, data.classes, device)
@@ -95,10 +108,17 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="small nets and few steps (script test on a CPU)")
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--only", nargs="*", default=None,
-                    help="time only the settings whose name holds one of these strings (e.g. recipe joint-d)")
-    ap.add_argument("--layouts", action="store_true",
-                    help="only compare the trainer's memory layout with NCHW on the CPU budget's settings")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="time only the settings whose name holds one of these strings (e.g. recipe joint-d)",
+    )
+    ap.add_argument(
+        "--layouts",
+        action="store_true",
+        help="only compare the trainer's memory layout with NCHW on the CPU budget's settings",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds for --layouts")
     args = ap.parse_args()
     if args.layouts:
@@ -108,21 +128,29 @@ def main() -> None:
     recipe = {"batch_size": 64, "g_width": 64, "d_width": 64, "ema_rampup": 0.05, **tiny}
     settings = [
         ("cgan 64px (recipe)", GANConfig(arch="cgan", image_size=32 if args.tiny else 64, **recipe)),
-        ("cgan 64px (recipe), --joint-d", GANConfig(arch="cgan", image_size=32 if args.tiny else 64, joint_d=True,
-                                                    **recipe)),
-        ("cgan 64px, no DiffAugment", GANConfig(arch="cgan", image_size=32 if args.tiny else 64, diffaugment="",
-                                                **recipe)),
+        (
+            "cgan 64px (recipe), --joint-d",
+            GANConfig(arch="cgan", image_size=32 if args.tiny else 64, joint_d=True, **recipe),
+        ),
+        (
+            "cgan 64px, no DiffAugment",
+            GANConfig(arch="cgan", image_size=32 if args.tiny else 64, diffaugment="", **recipe),
+        ),
         ("cgan 128px (recipe)", GANConfig(arch="cgan", image_size=32 if args.tiny else 128, **recipe)),
-        ("dcgan 64px, batch 64", GANConfig(arch="dcgan", image_size=32 if args.tiny else 64,
-                                           **{"batch_size": 64, **tiny})),
+        (
+            "dcgan 64px, batch 64",
+            GANConfig(arch="dcgan", image_size=32 if args.tiny else 64, **{"batch_size": 64, **tiny}),
+        ),
     ]
     if args.only:
         settings = [(n, c) for n, c in settings if any(o in n for o in args.only)]
         if not settings:
             ap.error(f"no setting matches {args.only}")
     steps = 3 if args.tiny else args.steps
-    print(f"torch {torch.__version__}, device {args.device}"
-          + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else ""))
+    print(
+        f"torch {torch.__version__}, device {args.device}"
+        + (f" ({torch.cuda.get_device_name(0)})" if args.device == "cuda" else "")
+    )
     print("| setting | s/step | steps/s | kernels per step | GPU busy per step |\n|---|---:|---:|---:|---:|")
     keep, first = None, settings[0][0]
     for name, cfg in settings:
@@ -143,7 +171,9 @@ def main() -> None:
     ev = prof.key_averages()
     sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
     print(f"\n{first}, {n} steps profiled; top ops by {sort}:")
-    print(ev.table(sort_by=sort, row_limit=15, max_name_column_width=50))  # kernels per step: in the table above
+    print(
+        ev.table(sort_by=sort, row_limit=15, max_name_column_width=50)
+    )  # kernels per step: in the table above
 
 
 if __name__ == "__main__":

@@ -30,8 +30,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     load0 = os.getloadavg()
-    result: dict[str, object] = {"n": args.n, "size": args.size, "cpu_count": os.cpu_count(),
-                                 "loadavg_before": load0}
+    result: dict[str, object] = {
+        "n": args.n,
+        "size": args.size,
+        "cpu_count": os.cpu_count(),
+        "loadavg_before": load0,
+    }
 
     cats = class_catalog(10, 0)
     specs = [sample_spec(cats[i % 10], np.random.default_rng(i)) for i in range(min(args.n, 200))]
@@ -40,21 +44,26 @@ def main() -> None:
         render_bird(s, args.size)
     dt = time.perf_counter() - t
     result["render_only_images_per_s"] = round(len(specs) / dt, 1)
-    print(f"render only (1 process, no PNG): {len(specs) / dt:.1f} images/s ({1000 * dt / len(specs):.1f} ms each)")
+    print(
+        f"render only (1 process, no PNG): {len(specs) / dt:.1f} images/s ({1000 * dt / len(specs):.1f} ms each)"
+    )
 
     per_class = max(1, args.n // 10)
     for w in (int(x) for x in args.workers.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            m = generate_dataset(Path(tmp) / "ds", classes=10, per_class=per_class, size=args.size, quiet=True,
-                                 workers=w)
+            m = generate_dataset(
+                Path(tmp) / "ds", classes=10, per_class=per_class, size=args.size, quiet=True, workers=w
+            )
             dt = time.perf_counter() - t
         result[f"generate_workers_{w}_images_per_s"] = round(len(m) / dt, 1)
         result[f"generate_workers_{w}_seconds"] = round(dt, 2)
         print(f"generate_dataset, {w} worker(s): {len(m)} images in {dt:.1f} s = {len(m) / dt:.1f} images/s")
     result["loadavg_after"] = os.getloadavg()
-    print(f"load average before {load0[0]:.2f}, after {result['loadavg_after'][0]:.2f} "  # type: ignore[index]
-          f"(on {os.cpu_count()} cores)")
+    print(
+        f"load average before {load0[0]:.2f}, after {result['loadavg_after'][0]:.2f} "  # type: ignore[index]
+        f"(on {os.cpu_count()} cores)"
+    )
     if args.json:
         write_json(args.json, result)
         print(json.dumps(result))

@@ -61,22 +61,44 @@ def _meta(run: Path) -> dict[str, Any]:
 
 def _row(name: str, run: Path, wall: float) -> dict[str, Any]:
     m, meta = _metrics(run), _meta(run)
-    return {"name": name, "run": str(run), "test_accuracy": m["accuracy"], "ci95": m["accuracy_ci95"],
-            "macro_f1": m["macro_f1"], "ece": m["ece"], "n": m["n"], "wall_seconds": wall,
-            "train_seconds": meta.get("train_seconds"), "load": _load()}
+    return {
+        "name": name,
+        "run": str(run),
+        "test_accuracy": m["accuracy"],
+        "ci95": m["accuracy_ci95"],
+        "macro_f1": m["macro_f1"],
+        "ece": m["ece"],
+        "n": m["n"],
+        "wall_seconds": wall,
+        "train_seconds": meta.get("train_seconds"),
+        "load": _load(),
+    }
 
 
 def section_probe(data: str, out: Path, cache: str) -> list[dict[str, Any]]:
     rows = []
     for solver in ("lbfgs", "sklearn"):
         t = time.perf_counter()
-        run = train(TrainConfig(data=data, out=str(out / f"probe_{solver}"), model="efficientnet_lite0",
-                                mode="probe", probe_solver=solver, feature_cache=cache), force=True)
+        run = train(
+            TrainConfig(
+                data=data,
+                out=str(out / f"probe_{solver}"),
+                model="efficientnet_lite0",
+                mode="probe",
+                probe_solver=solver,
+                feature_cache=cache,
+            ),
+            force=True,
+        )
         wall = time.perf_counter() - t
         r = _row(f"lite0 probe ({solver})", run, wall)
         p = _meta(run)["probe"]
-        r.update(extract_seconds=p["extract_seconds"], fit_seconds=p["fit_seconds"], c=p["c"],
-                 cache=p["feature_cache"]["train"])
+        r.update(
+            extract_seconds=p["extract_seconds"],
+            fit_seconds=p["fit_seconds"],
+            c=p["c"],
+            cache=p["feature_cache"]["train"],
+        )
         rows.append(r)
         print(json.dumps(r), flush=True)
     rows.append(plain_sklearn_reference(data, out, cache))
@@ -95,8 +117,14 @@ def plain_sklearn_reference(data: str, out: Path, cache: str) -> dict[str, Any]:
     from birdlens.train.data import prepare_data
     from birdlens.train.probe import probe_features
 
-    cfg = TrainConfig(data=data, out=str(out / "unused"), model="efficientnet_lite0", mode="probe",
-                      feature_cache=cache, quiet=True)
+    cfg = TrainConfig(
+        data=data,
+        out=str(out / "unused"),
+        model="efficientnet_lite0",
+        mode="probe",
+        feature_cache=cache,
+        quiet=True,
+    )
     rd = prepare_data(data, quiet=True)
     model = create_model(cfg.model, num_classes=len(rd.classes))
     info = get_model_info(model)
@@ -110,15 +138,30 @@ def plain_sklearn_reference(data: str, out: Path, cache: str) -> dict[str, Any]:
     clf = LogisticRegression(max_iter=5000).fit(xtr, ytr)
     fit_s = time.perf_counter() - t
     k = int((clf.predict(xte) == yte).sum())
-    return {"name": "plain sklearn LogisticRegression() on the same features", "test_accuracy": k / len(yte),
-            "ci95": list(wilson_interval(k, len(yte))), "n": len(yte), "fit_seconds": fit_s,
-            "feature_seconds_from_cache": feat_s, "load": _load()}
+    return {
+        "name": "plain sklearn LogisticRegression() on the same features",
+        "test_accuracy": k / len(yte),
+        "ci95": list(wilson_interval(k, len(yte))),
+        "n": len(yte),
+        "fit_seconds": fit_s,
+        "feature_seconds_from_cache": feat_s,
+        "load": _load(),
+    }
 
 
 def section_finetune(data: str, out: Path, cache: str, epochs: int) -> list[dict[str, Any]]:
     t = time.perf_counter()
-    run = train(TrainConfig(data=data, out=str(out / "finetune_lite0"), model="efficientnet_lite0",
-                            mode="finetune", epochs=epochs, feature_cache=cache), force=True)
+    run = train(
+        TrainConfig(
+            data=data,
+            out=str(out / "finetune_lite0"),
+            model="efficientnet_lite0",
+            mode="finetune",
+            epochs=epochs,
+            feature_cache=cache,
+        ),
+        force=True,
+    )
     r = _row(f"lite0 finetune ({epochs} epochs, defaults: LP-FT, frozen BN)", run, time.perf_counter() - t)
     r["probe_init"] = _meta(run).get("probe_init")
     r["log"] = (run / "log.csv").read_text()
@@ -126,24 +169,48 @@ def section_finetune(data: str, out: Path, cache: str, epochs: int) -> list[dict
     return [r]
 
 
-def section_cnn(data: str, out: Path, epochs: int, seeds: list[int], image_cache: str,
-                size: int = 64, augments: tuple[str, ...] = ("none", "keras-paper")) -> list[dict[str, Any]]:
+def section_cnn(
+    data: str,
+    out: Path,
+    epochs: int,
+    seeds: list[int],
+    image_cache: str,
+    size: int = 64,
+    augments: tuple[str, ...] = ("none", "keras-paper"),
+) -> list[dict[str, Any]]:
     rows = []
     for augment in augments:
         for seed in seeds:
             t = time.perf_counter()
-            run = train(TrainConfig(data=data, out=str(out / f"cnn_{augment}_s{seed}"), model="simple_cnn",
-                                    mode="finetune", augment=augment, image_size=size, epochs=epochs, seed=seed,
-                                    batch_size=32, patience=None, warmup_epochs=0, image_cache=image_cache),
-                        force=True)
+            run = train(
+                TrainConfig(
+                    data=data,
+                    out=str(out / f"cnn_{augment}_s{seed}"),
+                    model="simple_cnn",
+                    mode="finetune",
+                    augment=augment,
+                    image_size=size,
+                    epochs=epochs,
+                    seed=seed,
+                    batch_size=32,
+                    patience=None,
+                    warmup_epochs=0,
+                    image_cache=image_cache,
+                ),
+                force=True,
+            )
             r = _row(f"simple_cnn {size}px {epochs} ep {augment} seed {seed}", run, time.perf_counter() - t)
-            r.update(augment=augment, seed=seed, image_size=size, epochs=epochs, valid=_meta(run).get("valid"))
+            r.update(
+                augment=augment, seed=seed, image_size=size, epochs=epochs, valid=_meta(run).get("valid")
+            )
             rows.append(r)
             print(json.dumps(r), flush=True)
     for augment in augments:
         accs = [r["test_accuracy"] for r in rows if r["augment"] == augment]
-        print(f"simple_cnn {size}px {epochs} epochs {augment}: mean test accuracy {statistics.mean(accs):.3f} "
-              f"over seeds {seeds}: {[round(a, 3) for a in accs]}")
+        print(
+            f"simple_cnn {size}px {epochs} epochs {augment}: mean test accuracy {statistics.mean(accs):.3f} "
+            f"over seeds {seeds}: {[round(a, 3) for a in accs]}"
+        )
     return rows
 
 
@@ -160,18 +227,28 @@ def summarise_cnn(result_files: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"runs": len(rows), "presets": {}}
     for aug, accs in sorted(by.items()):
         m, lo, hi = t_interval(list(accs.values()))
-        out["presets"][aug] = {"seeds": sorted(accs), "test_accuracy": [accs[s] for s in sorted(accs)],
-                               "mean": m, "ci95": [lo, hi]}
-        print(f"{aug:12s} seeds {sorted(accs)}: {[round(accs[s], 3) for s in sorted(accs)]} "
-              f"mean {m:.3f} [{lo:.3f}, {hi:.3f}]")
+        out["presets"][aug] = {
+            "seeds": sorted(accs),
+            "test_accuracy": [accs[s] for s in sorted(accs)],
+            "mean": m,
+            "ci95": [lo, hi],
+        }
+        print(
+            f"{aug:12s} seeds {sorted(accs)}: {[round(accs[s], 3) for s in sorted(accs)]} "
+            f"mean {m:.3f} [{lo:.3f}, {hi:.3f}]"
+        )
     if {"none", "keras-paper"} <= by.keys():
         seeds = sorted(by["none"].keys() & by["keras-paper"].keys())
         diffs = [by["keras-paper"][s] - by["none"][s] for s in seeds]
         m, lo, hi = t_interval(diffs)
         out["keras_minus_none"] = {"seeds": seeds, "diffs": diffs, "mean": m, "ci95": [lo, hi]}
-        verdict = "keras-paper beats none" if lo > 0 else "none beats keras-paper" if hi < 0 else "no evidence"
-        print(f"keras-paper - none, paired by seed {seeds}: {[round(d, 3) for d in diffs]} "
-              f"mean {m:+.3f} [{lo:+.3f}, {hi:+.3f}] -> {verdict}")
+        verdict = (
+            "keras-paper beats none" if lo > 0 else "none beats keras-paper" if hi < 0 else "no evidence"
+        )
+        print(
+            f"keras-paper - none, paired by seed {seeds}: {[round(d, 3) for d in diffs]} "
+            f"mean {m:+.3f} [{lo:+.3f}, {hi:+.3f}] -> {verdict}"
+        )
     return out
 
 
@@ -184,11 +261,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cnn-epochs", type=int, default=120)
     ap.add_argument("--cnn-size", type=int, default=64, help="simple_cnn input size in px")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--augments", nargs="+", default=["none", "keras-paper"],
-                    help="simple_cnn augmentation presets to compare (run them in two processes to use 2 cores)")
-    ap.add_argument("--image-cache", default=None, help="decoded-image cache folder (default: OUT/image_cache)")
-    ap.add_argument("--summarise", nargs="+", metavar="RESULTS_JSON",
-                    help="only pool the simple_cnn rows of these results.json files and compare the presets")
+    ap.add_argument(
+        "--augments",
+        nargs="+",
+        default=["none", "keras-paper"],
+        help="simple_cnn augmentation presets to compare (run them in two processes to use 2 cores)",
+    )
+    ap.add_argument(
+        "--image-cache", default=None, help="decoded-image cache folder (default: OUT/image_cache)"
+    )
+    ap.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="only pool the simple_cnn rows of these results.json files and compare the presets",
+    )
     args = ap.parse_args(argv)
     if args.summarise:
         summary = summarise_cnn(args.summarise)
@@ -205,9 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     if "finetune" in parts:
         results["finetune"] = section_finetune(args.data, out, cache, args.finetune_epochs)
     if "cnn" in parts:
-        results["cnn"] = section_cnn(args.data, out, args.cnn_epochs, args.seeds,
-                                     args.image_cache or str(out / "image_cache"), size=args.cnn_size,
-                                     augments=tuple(args.augments))
+        results["cnn"] = section_cnn(
+            args.data,
+            out,
+            args.cnn_epochs,
+            args.seeds,
+            args.image_cache or str(out / "image_cache"),
+            size=args.cnn_size,
+            augments=tuple(args.augments),
+        )
     results["end"] = _load()
     write_json(out / "results.json", results)
     print(results["end"])

@@ -43,9 +43,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--group", type=int, default=2, help="images per interleaved measurement")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-fold", action="store_true",
-                    help="score with the model as is (default: the BatchNorm-folded copy explain-eval uses; "
-                         "both sides of the ratio always use the same model)")
+    ap.add_argument(
+        "--no-fold",
+        action="store_true",
+        help="score with the model as is (default: the BatchNorm-folded copy explain-eval uses; "
+        "both sides of the ratio always use the same model)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -78,7 +81,9 @@ def main() -> None:
     for s in range(0, b, args.group):
         sl = slice(s, min(s + args.group, b))
         t0 = time.perf_counter()
-        perturbation_curves(model, x[sl], maps[sl], targets[sl], n_steps=args.steps, batch_size=args.batch_size)
+        perturbation_curves(
+            model, x[sl], maps[sl], targets[sl], n_steps=args.steps, batch_size=args.batch_size
+        )
         t_metric += time.perf_counter() - t0
         n_eval = (sl.stop - sl.start) * n_points * 2
         evals += n_eval
@@ -90,16 +95,23 @@ def main() -> None:
                 model(fwd_batch[:k])
                 done += k
         t_forward += time.perf_counter() - t0
-        print(f"  images {sl.start}-{sl.stop - 1}: metric {t_metric:7.1f} s, forward {t_forward:7.1f} s "
-              f"(running ratio {t_metric / t_forward:.3f})", flush=True)
+        print(
+            f"  images {sl.start}-{sl.stop - 1}: metric {t_metric:7.1f} s, forward {t_forward:7.1f} s "
+            f"(running ratio {t_metric / t_forward:.3f})",
+            flush=True,
+        )
 
     load1 = os.getloadavg()
-    print(f"model {args.model}, {b} images {h}x{w}, {args.steps} steps -> {n_points} points x 2 curves "
-          f"= {evals} evaluations, batch {args.batch_size}, {torch.get_num_threads()} thread(s); {fold_note}")
+    print(
+        f"model {args.model}, {b} images {h}x{w}, {args.steps} steps -> {n_points} points x 2 curves "
+        f"= {evals} evaluations, batch {args.batch_size}, {torch.get_num_threads()} thread(s); {fold_note}"
+    )
     print(f"deletion+insertion: {t_metric:.1f} s ({evals / t_metric:.1f} evals/s)")
     print(f"pure forward, same evaluations: {t_forward:.1f} s ({evals / t_forward:.1f} evals/s)")
     print(f"ratio metric / forward = {t_metric / t_forward:.3f}  (target <= 1.2)")
-    print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f} (2 cores; > 1 means neighbours were busy)")
+    print(
+        f"load average before {load0[0]:.2f}, after {load1[0]:.2f} (2 cores; > 1 means neighbours were busy)"
+    )
 
 
 if __name__ == "__main__":

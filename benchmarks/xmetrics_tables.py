@@ -37,8 +37,11 @@ def markdown(results: dict[str, Any], title: str) -> str:
     summary = results["methods"]
     ranking = rank_methods(summary)
     metrics = _metric_order(ranking)
-    head = "| method | " + " | ".join(
-        f"{m} {Direction(metric_info(m)['direction']).arrow}" for m in metrics) + " |"
+    head = (
+        "| method | "
+        + " | ".join(f"{m} {Direction(metric_info(m)['direction']).arrow}" for m in metrics)
+        + " |"
+    )
     lines = [f"### {title}", "", head, "|" + "---|" * (len(metrics) + 1)]
     for meth in summary:
         cells = []
@@ -53,20 +56,31 @@ def markdown(results: dict[str, Any], title: str) -> str:
     lines.append("")
     for m in metrics:
         tr = results.get("top_resolved", {}).get(m)
-        note = "" if tr is None else (" (best vs #2 resolved)" if tr["resolved"] else " (best and #2 overlap)")
-        lines.append(f"- {m} {Direction(metric_info(m)['direction']).arrow}: " + " > ".join(ranking[m]) + note)
+        note = (
+            "" if tr is None else (" (best vs #2 resolved)" if tr["resolved"] else " (best and #2 overlap)")
+        )
+        lines.append(
+            f"- {m} {Direction(metric_info(m)['direction']).arrow}: " + " > ".join(ranking[m]) + note
+        )
     verdicts = results["sanity"]["verdicts"]
-    lines.append(f"- sanity check (fail if |rho| after full randomisation > {results['sanity']['threshold']}): "
-                 + ", ".join(f"{k}: {v}" for k, v in verdicts.items()))
+    lines.append(
+        f"- sanity check (fail if |rho| after full randomisation > {results['sanity']['threshold']}): "
+        + ", ".join(f"{k}: {v}" for k, v in verdicts.items())
+    )
     s = results["sample"]
-    lines.append(f"- n = {results['data']['n']} images ({results['data']['split']} split), target = "
-                 f"{s['target']}, model accuracy on the sample {s['accuracy']:.3f}, mean target prob "
-                 f"{s['mean_target_prob']:.3f}; sanity n = {results['sanity']['n']}; settings: "
-                 + json.dumps({k: results["settings"][k] for k in
-                               ("n_steps", "sanity_points", "stability_n", "method_params")}))
-    lines.append("- explain seconds per image: " + ", ".join(
-        f"{k} {v:.2f}" for k, v in results["seconds_per_image"].items())
-        + f"; total {results['seconds_total']:.0f} s")
+    lines.append(
+        f"- n = {results['data']['n']} images ({results['data']['split']} split), target = "
+        f"{s['target']}, model accuracy on the sample {s['accuracy']:.3f}, mean target prob "
+        f"{s['mean_target_prob']:.3f}; sanity n = {results['sanity']['n']}; settings: "
+        + json.dumps(
+            {k: results["settings"][k] for k in ("n_steps", "sanity_points", "stability_n", "method_params")}
+        )
+    )
+    lines.append(
+        "- explain seconds per image: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in results["seconds_per_image"].items())
+        + f"; total {results['seconds_total']:.0f} s"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -78,7 +92,9 @@ def train_probe(out: Path) -> Path:
     return out
 
 
-def make_synth_run(out: Path, classes: int, per_class: int, size: int, epochs: int, seed: int) -> tuple[Path, Path]:
+def make_synth_run(
+    out: Path, classes: int, per_class: int, size: int, epochs: int, seed: int
+) -> tuple[Path, Path]:
     """Generate synthetic birds and train the paper's simple CNN on them with a plain loop (fast on a busy
     CPU: images are decoded once), saved as a birdlens run (``best.safetensors`` + ``meta.json``)."""
     from torch import nn
@@ -97,8 +113,9 @@ def make_synth_run(out: Path, classes: int, per_class: int, size: int, epochs: i
     from birdlens.data import load_manifest
 
     man = load_manifest(data / "manifest.csv")
-    dc = DataConfig(input_size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear",
-                    crop_pct=1.0)
+    dc = DataConfig(
+        input_size=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0
+    )
     tf = eval_transform(dc)
     idx = man.class_to_idx
 
@@ -131,15 +148,38 @@ def make_synth_run(out: Path, classes: int, per_class: int, size: int, epochs: i
             best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     save_weights(model, run / "best.safetensors")
-    write_json(run / "meta.json", {"model": "simple_cnn", "classes": man.classes, "num_classes": len(idx),
-                                   "data_config": dc.to_dict(), "image_size": size,
-                                   "cam_layer": "features.2.act", "mode": "finetune (plain loop)",
-                                   "epochs": epochs, "valid": {"accuracy": best}, "data": str(data)})
+    write_json(
+        run / "meta.json",
+        {
+            "model": "simple_cnn",
+            "classes": man.classes,
+            "num_classes": len(idx),
+            "data_config": dc.to_dict(),
+            "image_size": size,
+            "cam_layer": "features.2.act",
+            "mode": "finetune (plain loop)",
+            "epochs": epochs,
+            "valid": {"accuracy": best},
+            "data": str(data),
+        },
+    )
     return run, data / "manifest.csv"
 
 
-def run_one(label: str, run: Path, data: Path, out: Path, n: int, steps: int, params: dict[str, Any],
-            sanity_n: int, stability_n: int, methods: list[str], seed: int, sanity_points: int) -> str:
+def run_one(
+    label: str,
+    run: Path,
+    data: Path,
+    out: Path,
+    n: int,
+    steps: int,
+    params: dict[str, Any],
+    sanity_n: int,
+    stability_n: int,
+    methods: list[str],
+    seed: int,
+    sanity_points: int,
+) -> str:
     from birdlens.data import load_manifest
     from birdlens.explain.metrics.evaluate import evaluate_explanations
     from birdlens.train.checkpoint import load_trained
@@ -147,9 +187,20 @@ def run_one(label: str, run: Path, data: Path, out: Path, n: int, steps: int, pa
     trained = load_trained(run)
     manifest = load_manifest(data)
     t0 = time.perf_counter()
-    res = evaluate_explanations(trained, manifest, methods, n=n, out_dir=out, seed=seed, n_steps=steps,
-                                sanity_n=sanity_n, stability_n=stability_n, method_params=params,
-                                sanity_points=sanity_points, print_table=True)
+    res = evaluate_explanations(
+        trained,
+        manifest,
+        methods,
+        n=n,
+        out_dir=out,
+        seed=seed,
+        n_steps=steps,
+        sanity_n=sanity_n,
+        stability_n=stability_n,
+        method_params=params,
+        sanity_points=sanity_points,
+        print_table=True,
+    )
     md = markdown(res, f"{label}: {trained.model_name} ({run}), data {data}")
     (out / "tables.md").write_text(md, encoding="utf-8")
     print(md, flush=True)
@@ -191,20 +242,55 @@ def main() -> None:
     if args.which in ("synth", "both"):
         synth_run, synth_data = args.synth_run, args.synth_data
         if synth_run is None or synth_data is None:
-            synth_run, synth_data = make_synth_run(args.out, args.synth_classes, args.synth_per_class,
-                                                   args.synth_size, args.synth_epochs, args.seed)
+            synth_run, synth_data = make_synth_run(
+                args.out,
+                args.synth_classes,
+                args.synth_per_class,
+                args.synth_size,
+                args.synth_epochs,
+                args.seed,
+            )
         # SHAP's default blur kernel (128 px) is sized for 224 px inputs: scale it to the synthetic size
         synth_params = {"shap": {"blur_kernel": max(3, round(128 * args.synth_size / 224))}}
-        out.append(run_one("synthetic birds", synth_run, synth_data, args.out / "synth",
-                           args.synth_n, args.synth_steps, synth_params, args.synth_sanity_n, args.synth_stability_n,
-                           methods, args.seed, args.synth_sanity_points))
+        out.append(
+            run_one(
+                "synthetic birds",
+                synth_run,
+                synth_data,
+                args.out / "synth",
+                args.synth_n,
+                args.synth_steps,
+                synth_params,
+                args.synth_sanity_n,
+                args.synth_stability_n,
+                methods,
+                args.seed,
+                args.synth_sanity_points,
+            )
+        )
     if args.which in ("real", "both"):
         run = args.real_run or train_probe(args.out / "lite0_probe")
-        params = {"lime": {"num_samples": args.real_lime}, "shap": {"max_evals": args.real_shap},
-                  "ig": {"steps": args.real_ig}}
-        out.append(run_one("real photos", run, args.real_data, args.out / "real", args.real_n, args.real_steps,
-                           params, args.real_sanity_n, args.real_stability_n, methods, args.seed,
-                           args.real_sanity_points))
+        params = {
+            "lime": {"num_samples": args.real_lime},
+            "shap": {"max_evals": args.real_shap},
+            "ig": {"steps": args.real_ig},
+        }
+        out.append(
+            run_one(
+                "real photos",
+                run,
+                args.real_data,
+                args.out / "real",
+                args.real_n,
+                args.real_steps,
+                params,
+                args.real_sanity_n,
+                args.real_stability_n,
+                methods,
+                args.seed,
+                args.real_sanity_points,
+            )
+        )
     print(f"load average at the end: {os.getloadavg()}")
     (args.out / "tables.md").write_text("\n".join(out), encoding="utf-8")
 

@@ -32,8 +32,13 @@ def save_image(path: Path, seed: int, size: tuple[int, int] = (64, 48), fmt: str
     return path
 
 
-def make_split_tree(root: Path, classes: dict[str, dict[str, int]], size: tuple[int, int] = (64, 48),
-                    split_dirs: dict[str, str] | None = None, seed0: int = 0) -> Path:
+def make_split_tree(
+    root: Path,
+    classes: dict[str, dict[str, int]],
+    size: tuple[int, int] = (64, 48),
+    split_dirs: dict[str, str] | None = None,
+    seed0: int = 0,
+) -> Path:
     """root/<split dir>/<class>/<i>.jpg; ``classes``: name -> split -> count."""
     split_dirs = split_dirs or {"train": "train", "valid": "valid", "test": "test"}
     seed = seed0
@@ -45,7 +50,9 @@ def make_split_tree(root: Path, classes: dict[str, dict[str, int]], size: tuple[
     return root
 
 
-def make_class_tree(root: Path, classes: dict[str, int], size: tuple[int, int] = (64, 48), seed0: int = 1000) -> Path:
+def make_class_tree(
+    root: Path, classes: dict[str, int], size: tuple[int, int] = (64, 48), seed0: int = 1000
+) -> Path:
     seed = seed0
     for cls, n in classes.items():
         for i in range(n):
@@ -56,8 +63,11 @@ def make_class_tree(root: Path, classes: dict[str, int], size: tuple[int, int] =
 
 def forged_png(width: int, height: int) -> bytes:
     """A tiny PNG whose header *declares* ``width`` x ``height``: a decompression bomb that costs nothing to make."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
     idat = zlib.compress(b"\x00" * 64)

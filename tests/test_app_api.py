@@ -56,9 +56,19 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             d.mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(noisy(colour, seed=1000 * k + 100 * len(split) + i)).save(d / f"{i}.png")
-    return train(TrainConfig(data=str(root / "data"), out=str(root / "run"), model="simple_cnn", mode="probe",
-                             pretrained=False, image_size=96, quiet=True, feature_cache=str(root / "cache")),
-                 evaluate=False)
+    return train(
+        TrainConfig(
+            data=str(root / "data"),
+            out=str(root / "run"),
+            model="simple_cnn",
+            mode="probe",
+            pretrained=False,
+            image_size=96,
+            quiet=True,
+            feature_cache=str(root / "cache"),
+        ),
+        evaluate=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +77,9 @@ def client(tiny_run: Path):
         yield c
 
 
-def post_image(client: TestClient, data: bytes, url: str = "/api/predict", filename: str = "photo.png",
-               **form: str):
+def post_image(
+    client: TestClient, data: bytes, url: str = "/api/predict", filename: str = "photo.png", **form: str
+):
     return client.post(url, files={"image": (filename, data, "application/octet-stream")}, data=form or None)
 
 
@@ -80,7 +91,14 @@ def test_health_info_openapi_and_no_cdn_docs(client: TestClient, tiny_run: Path)
     assert info["classes"] == sorted(COLOURS) and info["image_size"] == 96
     assert info["max_upload_bytes"] == DEFAULT_MAX_UPLOAD_BYTES == 10 * 1024 * 1024
     schema = client.get("/openapi.json").json()
-    for path in ("/api/predict", "/api/explain", "/healthz", "/api/examples", "/api/tasks", "/api/tasks/{task_id}"):
+    for path in (
+        "/api/predict",
+        "/api/explain",
+        "/healthz",
+        "/api/examples",
+        "/api/tasks",
+        "/api/tasks/{task_id}",
+    ):
         assert path in schema["paths"], path
     body = schema["paths"]["/api/predict"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body
@@ -112,7 +130,11 @@ def test_predict_top5_and_gradcam(client: TestClient, label: str) -> None:
     probs = [s["prob"] for s in p["top"]]
     assert len(probs) == 3 and probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-4
     ev = p["gradcam"]
-    assert ev["method"] == "gradcam" and ev["target_label"] == label and ev["params"]["layer"] == "features.2.act"
+    assert (
+        ev["method"] == "gradcam"
+        and ev["target_label"] == label
+        and ev["params"]["layer"] == "features.2.act"
+    )
     assert ev["stats"]["shape"] == [96, 96] and 0 <= ev["stats"]["min"] <= ev["stats"]["max"] <= 1.0 + 1e-6
     for key in ("overlay_png",):
         assert ev[key].startswith("data:image/png;base64,")
@@ -193,19 +215,22 @@ def _bomb_png() -> bytes:
     """A valid small PNG whose header claims 30000 x 30000 pixels (900 Mpx): never decoded."""
     data = bytearray(encode(np.zeros((8, 8, 3), np.uint8)))
     ihdr = data.index(b"IHDR")
-    data[ihdr + 4: ihdr + 12] = struct.pack(">II", 30000, 30000)
-    crc = zlib.crc32(bytes(data[ihdr: ihdr + 17])) & 0xFFFFFFFF
-    data[ihdr + 17: ihdr + 21] = struct.pack(">I", crc)
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", 30000, 30000)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
     return bytes(data)
 
 
-@pytest.mark.parametrize(("name", "payload", "reason"), [
-    ("text", b"hello, I am not a picture\n" * 20, "not an image"),
-    ("empty", b"", "empty"),
-    ("truncated", encode(noisy((90, 90, 90), seed=1), "JPEG", quality=90)[:1500], "truncated"),
-    ("bomb", _bomb_png(), "decompression bomb"),
-    ("html", b"<html><script>alert(1)</script></html>", "not an image"),
-])
+@pytest.mark.parametrize(
+    ("name", "payload", "reason"),
+    [
+        ("text", b"hello, I am not a picture\n" * 20, "not an image"),
+        ("empty", b"", "empty"),
+        ("truncated", encode(noisy((90, 90, 90), seed=1), "JPEG", quality=90)[:1500], "truncated"),
+        ("bomb", _bomb_png(), "decompression bomb"),
+        ("html", b"<html><script>alert(1)</script></html>", "not an image"),
+    ],
+)
 def test_bad_images_get_400_with_a_reason(client: TestClient, name: str, payload: bytes, reason: str) -> None:
     for url in ("/api/predict", "/api/explain", "/api/tasks"):
         r = post_image(client, payload, url=url)
@@ -230,13 +255,19 @@ def test_upload_over_the_limit_is_413(client: TestClient) -> None:
     boundary = "birdlensboundary"
 
     def chunks():
-        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n"
-               "Content-Type: image/jpeg\r\n\r\n").encode()
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
         for _ in range(11):
             yield b"\0" * (1024 * 1024)
         yield f"\r\n--{boundary}--\r\n".encode()
 
-    r = client.post("/api/predict", content=chunks(), headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    r = client.post(
+        "/api/predict",
+        content=chunks(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert r.status_code == 413, r.text
     assert client.get("/healthz").status_code == 200  # and the server still answers
 
@@ -263,7 +294,13 @@ def test_body_limit_middleware_rejects_by_header_without_reading() -> None:
 
 def test_client_filenames_are_never_paths(client: TestClient, tmp_path: Path) -> None:
     target = tmp_path / "evil.png"
-    for name in (str(target), "../../../../" + str(target).lstrip("/"), "a\x00b.png", "..", "ünïcode 名前.png"):
+    for name in (
+        str(target),
+        "../../../../" + str(target).lstrip("/"),
+        "a\x00b.png",
+        "..",
+        "ünïcode 名前.png",
+    ):
         r = post_image(client, encode(noisy(COLOURS["BLUE BIRD"], seed=9)), filename=name)
         assert r.status_code == 200, (name, r.text)
         assert r.json()["top"][0]["label"] == "BLUE BIRD"
@@ -286,8 +323,15 @@ def test_explain_requests_are_capped_to_the_budget(tiny_run: Path) -> None:
     svc = ModelService.from_run(tiny_run, budget=Budget(shap_max_evals=40, lime_max_samples=30))
     with TestClient(create_app(svc)) as c:
         img = encode(noisy(COLOURS["RED BIRD"], seed=11))
-        r = post_image(c, img, url="/api/explain", method="shap", params='{"max_evals": 999999}', target="2",
-                       include_map="true")
+        r = post_image(
+            c,
+            img,
+            url="/api/explain",
+            method="shap",
+            params='{"max_evals": 999999}',
+            target="2",
+            include_map="true",
+        )
         assert r.status_code == 200, r.text
         ev = r.json()
         assert ev["params"]["max_evals"] == 40 and "capped to 40" in ev["notes"][0] and ev["target"] == 2
@@ -297,15 +341,18 @@ def test_explain_requests_are_capped_to_the_budget(tiny_run: Path) -> None:
         assert r.status_code == 200 and r.json()["params"]["num_samples"] == 30
 
 
-@pytest.mark.parametrize(("form", "msg"), [
-    ({"method": "nope"}, "unknown method"),
-    ({"method": "lime", "params": "{not json"}, "JSON object"),
-    ({"method": "lime", "params": "[1, 2]"}, "JSON object"),
-    ({"method": "lime", "params": '{"num_samples": -3}'}, ">= 1"),
-    ({"method": "lime", "params": '{"mean": 0.5}'}, "set by the server"),
-    ({"method": "lime", "params": '{"num_samples": 20, "bogus_option": 1}'}, "bogus_option"),
-    ({"method": "gradcam", "target": "17"}, "class index"),
-])
+@pytest.mark.parametrize(
+    ("form", "msg"),
+    [
+        ({"method": "nope"}, "unknown method"),
+        ({"method": "lime", "params": "{not json"}, "JSON object"),
+        ({"method": "lime", "params": "[1, 2]"}, "JSON object"),
+        ({"method": "lime", "params": '{"num_samples": -3}'}, ">= 1"),
+        ({"method": "lime", "params": '{"mean": 0.5}'}, "set by the server"),
+        ({"method": "lime", "params": '{"num_samples": 20, "bogus_option": 1}'}, "bogus_option"),
+        ({"method": "gradcam", "target": "17"}, "class index"),
+    ],
+)
 def test_explain_bad_parameters_get_400(client: TestClient, form: dict[str, str], msg: str) -> None:
     r = post_image(client, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", **form)
     assert r.status_code == 400, r.text
@@ -315,10 +362,17 @@ def test_explain_bad_parameters_get_400(client: TestClient, form: dict[str, str]
 def test_heavy_method_stops_at_the_time_budget(tiny_run: Path) -> None:
     svc = ModelService.from_run(tiny_run, budget=Budget(timeout_s=1e-9))
     with TestClient(create_app(svc)) as c:
-        r = post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", method="lime",
-                       params='{"num_samples": 2000}')
+        r = post_image(
+            c,
+            encode(noisy(COLOURS["RED BIRD"], seed=2)),
+            url="/api/explain",
+            method="lime",
+            params='{"num_samples": 2000}',
+        )
         assert r.status_code == 504 and "budget" in r.json()["detail"]
-        assert post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2))).status_code == 200  # model free again
+        assert (
+            post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2))).status_code == 200
+        )  # model free again
 
 
 def test_a_full_queue_answers_503(tiny_run: Path) -> None:
@@ -329,7 +383,9 @@ def test_a_full_queue_answers_503(tiny_run: Path) -> None:
 
 def test_tasks_report_progress_and_can_be_cancelled(client: TestClient) -> None:
     img = encode(noisy(COLOURS["GREEN BIRD"], seed=4))
-    r = post_image(client, img, url="/api/tasks", method="lime", params='{"num_samples": 120, "batch_size": 8}')
+    r = post_image(
+        client, img, url="/api/tasks", method="lime", params='{"num_samples": 120, "batch_size": 8}'
+    )
     assert r.status_code == 202, r.text
     tid = r.json()["id"]
     seen: list[float] = []
@@ -344,7 +400,9 @@ def test_tasks_report_progress_and_can_be_cancelled(client: TestClient) -> None:
     assert s["result"]["method"] == "lime" and s["result"]["target_label"] == "GREEN BIRD"
 
     # a long task, cancelled: it stops at its next model forward
-    r = post_image(client, img, url="/api/tasks", method="lime", params='{"num_samples": 2000, "batch_size": 4}')
+    r = post_image(
+        client, img, url="/api/tasks", method="lime", params='{"num_samples": 2000, "batch_size": 4}'
+    )
     tid = r.json()["id"]
     assert client.delete(f"/api/tasks/{tid}").status_code == 200
     for _ in range(2000):
@@ -358,7 +416,9 @@ def test_tasks_report_progress_and_can_be_cancelled(client: TestClient) -> None:
 
 def test_concurrent_requests_get_their_own_answers(client: TestClient) -> None:
     images = [encode(noisy(COLOURS[label], seed=50 + i)) for i, label in enumerate(sorted(COLOURS) * 4)]
-    images += [encode(np.random.default_rng(s).integers(0, 256, (96, 96, 3), dtype=np.uint8)) for s in range(4)]
+    images += [
+        encode(np.random.default_rng(s).integers(0, 256, (96, 96, 3), dtype=np.uint8)) for s in range(4)
+    ]
     serial = [post_image(client, img).json() for img in images]
 
     def call(i: int) -> tuple[int, dict]:
@@ -404,7 +464,9 @@ def test_serve_cli_binds_loopback_by_default(tiny_run: Path, monkeypatch: pytest
     res = CliRunner().invoke(app, ["serve", "--run", str(tiny_run), "--port", "8123"])
     assert res.exit_code == 0, res.output
     assert calls[0]["host"] == "127.0.0.1" and calls[0]["port"] == 8123
-    res = CliRunner().invoke(app, ["serve", "--run", str(tiny_run), "--host", "0.0.0.0", "--max-upload-mb", "1"])
+    res = CliRunner().invoke(
+        app, ["serve", "--run", str(tiny_run), "--host", "0.0.0.0", "--max-upload-mb", "1"]
+    )
     assert res.exit_code == 0 and calls[1]["host"] == "0.0.0.0"
     with TestClient(calls[1]["app"]) as c:
         assert c.get("/api/info").json()["max_upload_bytes"] == 1024 * 1024

@@ -24,8 +24,15 @@ uvicorn = pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = os.environ.get("BIRDLENS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 LEAD_SCREENSHOT = Path("/tmp/birdlens-app.png")
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
@@ -44,8 +51,16 @@ def lite_run(shared_birds: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from birdlens.train.config import TrainConfig
 
     root = tmp_path_factory.mktemp("app_lite0")
-    cfg = TrainConfig(data=str(shared_birds), out=str(root / "run"), model="efficientnet_lite0", mode="probe",
-                      top=4, per_class=16, quiet=True, feature_cache=str(root / "features"))
+    cfg = TrainConfig(
+        data=str(shared_birds),
+        out=str(root / "run"),
+        model="efficientnet_lite0",
+        mode="probe",
+        top=4,
+        per_class=16,
+        quiet=True,
+        feature_cache=str(root / "features"),
+    )
     return train(cfg, evaluate=False)
 
 
@@ -99,8 +114,12 @@ def page(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip(msg)
     with sync_api.sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1360, "height": 900}, device_scale_factor=1,
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1360, "height": 900},
+            device_scale_factor=1,
         )
         try:
             yield ctx.pages[0] if ctx.pages else ctx.new_page()
@@ -112,13 +131,17 @@ def decoded(page, selector: str) -> bool:
     return page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0")
 
 
-def test_upload_predict_and_explain_in_a_real_browser(page, server_url: str, photo: tuple[Path, str],
-                                                       tmp_path: Path, lite_run: Path) -> None:
+def test_upload_predict_and_explain_in_a_real_browser(
+    page, server_url: str, photo: tuple[Path, str], tmp_path: Path, lite_run: Path
+) -> None:
     path, label = photo
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     external: list[str] = []
-    page.on("request", lambda r: None if r.url.startswith((server_url, "data:", "blob:")) else external.append(r.url))
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith((server_url, "data:", "blob:")) else external.append(r.url),
+    )
 
     page.goto(server_url + "/")
     page.wait_for_selector("#model-info .chip.run")
@@ -130,8 +153,11 @@ def test_upload_predict_and_explain_in_a_real_browser(page, server_url: str, pho
 
     page.set_input_files("#file", str(path))
     page.wait_for_selector("#top5 li.sp")
-    page.wait_for_function("() => { const i = document.querySelector('#panel-gradcam .frame img');"
-                           " return i && !i.hidden && i.complete && i.naturalWidth > 0; }", timeout=60_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#panel-gradcam .frame img');"
+        " return i && !i.hidden && i.complete && i.naturalWidth > 0; }",
+        timeout=60_000,
+    )
     labels = page.locator("#top5 li.sp .label").all_inner_texts()
     assert len(labels) == 4  # a 4-species model shows all four
     assert labels[0] == pretty(label)
@@ -145,8 +171,11 @@ def test_upload_predict_and_explain_in_a_real_browser(page, server_url: str, pho
         page.fill(f"{panel} .budget", budget)
         page.click(f"{panel} .run")
         page.wait_for_selector(f"{panel} .busy", state="visible", timeout=5_000)
-        page.wait_for_function(f"() => {{ const i = document.querySelector('{panel} .frame img');"
-                               " return i && !i.hidden && i.complete && i.naturalWidth > 0; }", timeout=90_000)
+        page.wait_for_function(
+            f"() => {{ const i = document.querySelector('{panel} .frame img');"
+            " return i && !i.hidden && i.complete && i.naturalWidth > 0; }",
+            timeout=90_000,
+        )
         assert page.is_hidden(f"{panel} .busy")
         assert budget in page.inner_text(f"{panel} .meta")
 
@@ -164,7 +193,9 @@ def test_upload_predict_and_explain_in_a_real_browser(page, server_url: str, pho
     assert "not an image" in page.inner_text("#error")
     assert page.locator("#top5 li.sp").count() == 0
     # over the upload limit: said at once, without sending the bytes
-    page.set_input_files("#file", {"name": "huge.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * (11 * 1024 * 1024)})
+    page.set_input_files(
+        "#file", {"name": "huge.jpg", "mimeType": "image/jpeg", "buffer": b"\xff" * (11 * 1024 * 1024)}
+    )
     page.wait_for_function("() => document.querySelector('#error').textContent.includes('too large')")
 
     # an example thumbnail from the test split goes through the same upload path and shows its label
@@ -177,14 +208,20 @@ def test_upload_predict_and_explain_in_a_real_browser(page, server_url: str, pho
     assert page.is_hidden("#error")
 
     # clicking another species shows the Grad-CAM evidence for that species instead
-    page.wait_for_function("() => { const i = document.querySelector('#panel-gradcam .frame img');"
-                           " return i && !i.hidden && i.naturalWidth > 0; }", timeout=60_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#panel-gradcam .frame img');"
+        " return i && !i.hidden && i.naturalWidth > 0; }",
+        timeout=60_000,
+    )
     second = page.locator("#top5 li.sp").nth(1)
     second_label = second.locator(".label").inner_text()
     second.click()
     page.wait_for_function(f"() => document.querySelector('#target-label').textContent === {second_label!r}")
-    page.wait_for_function("() => { const i = document.querySelector('#panel-gradcam .frame img');"
-                           " return i && !i.hidden && i.naturalWidth > 0; }", timeout=60_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#panel-gradcam .frame img');"
+        " return i && !i.hidden && i.naturalWidth > 0; }",
+        timeout=60_000,
+    )
     assert "selected" in (second.get_attribute("class") or "")
     assert not errors, errors
     assert not external, f"the page fetched outside the server: {external}"

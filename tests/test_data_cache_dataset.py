@@ -82,8 +82,9 @@ def test_two_processes_fill_one_cache_safely(tmp_path: Path) -> None:
 
 
 def test_image_dataset_items_targets_transform_and_cache(tmp_path: Path) -> None:
-    root = make_split_tree(tmp_path / "ds", {"A": {"train": 3, "test": 1}, "B": {"train": 2, "test": 1}},
-                           size=(70, 50))
+    root = make_split_tree(
+        tmp_path / "ds", {"A": {"train": 3, "test": 1}, "B": {"train": 2, "test": 1}}, size=(70, 50)
+    )
     m = load_manifest(root)
     test_only = m.split("test").filter(labels=["B"])
     ds = ImageDataset(test_only, class_to_idx=m.class_to_idx)
@@ -93,8 +94,12 @@ def test_image_dataset_items_targets_transform_and_cache(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="class_to_idx lacks"):
         ImageDataset(m, class_to_idx={"A": 0})
 
-    cached = ImageDataset(m.split("train"), cache=tmp_path / "cache", size=32,
-                          transform=v2.Compose([v2.RandomHorizontalFlip(p=1.0), v2.ToDtype(torch.float32, scale=True)]))
+    cached = ImageDataset(
+        m.split("train"),
+        cache=tmp_path / "cache",
+        size=32,
+        transform=v2.Compose([v2.RandomHorizontalFlip(p=1.0), v2.ToDtype(torch.float32, scale=True)]),
+    )
     x, _ = cached[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and float(x.max()) <= 1.0
     plain = ImageDataset(m.split("train"), size=32)
@@ -129,7 +134,9 @@ def test_validation_reuses_cached_verdicts(tmp_path: Path) -> None:
     first = validate_manifest(m, cache=tmp_path / "cache")
     again = validate_manifest(m, cache=tmp_path / "cache")
     assert (first.from_cache, again.from_cache) == (0, 6)
-    assert again.infos == first.infos and [s.reason for s in again.skipped] == [s.reason for s in first.skipped]
+    assert again.infos == first.infos and [s.reason for s in again.skipped] == [
+        s.reason for s in first.skipped
+    ]
     # limits are re-checked against the cached size: a stricter minimum rejects them without a decode
     strict = validate_manifest(m, ImageLimits(min_side=50), cache=tmp_path / "cache")
     reasons = sorted(s.reason.split(" (")[0] for s in strict.skipped)

@@ -100,13 +100,18 @@ def test_cub_download_resumes_after_an_interruption(tmp_path: Path, server: tupl
     state.payload = _fake_cub_archive(tmp_path)
     md5 = hashlib.md5(state.payload).hexdigest()
     state.cut_after = 120_000
-    with pytest.raises(DownloadError, match=r"interrupted after 0\.1 of 0\.3 MB: run the same command again to resume\.$"):
+    with pytest.raises(
+        DownloadError, match=r"interrupted after 0\.1 of 0\.3 MB: run the same command again to resume\.$"
+    ):
         download_cub200(tmp_path / "out", url=url, md5=md5, progress=False)
     part = tmp_path / "out" / "CUB_200_2011.tgz.part"
     assert part.stat().st_size == 120_000
     root = download_cub200(tmp_path / "out", url=url, md5=md5, progress=False)
     assert state.ranges == [None, "bytes=120000-"]  # the second request asked only for the rest
-    assert not part.exists() and hashlib.md5((tmp_path / "out" / "CUB_200_2011.tgz").read_bytes()).hexdigest() == md5
+    assert (
+        not part.exists()
+        and hashlib.md5((tmp_path / "out" / "CUB_200_2011.tgz").read_bytes()).hexdigest() == md5
+    )
     d = discover(tmp_path / "out")
     assert root.name == "CUB_200_2011" and d.layout == "cub" and len(d.manifest) == 6
     # already there: nothing is fetched again
@@ -114,7 +119,9 @@ def test_cub_download_resumes_after_an_interruption(tmp_path: Path, server: tupl
     assert len(state.ranges) == 2
 
 
-def test_checksum_mismatch_is_reported_and_the_file_removed(tmp_path: Path, server: tuple[str, _State]) -> None:
+def test_checksum_mismatch_is_reported_and_the_file_removed(
+    tmp_path: Path, server: tuple[str, _State]
+) -> None:
     url, state = server
     state.payload = b"not the real archive" * 100
     with pytest.raises(DownloadError, match=r"checksum mismatch.*expected md5 0{32}"):
@@ -125,8 +132,10 @@ def test_checksum_mismatch_is_reported_and_the_file_removed(tmp_path: Path, serv
 
     from birdlens.data.cli import data_app
 
-    res = CliRunner().invoke(data_app, ["download", "cub200", "--out", str(tmp_path / "cli"), "--url", url,
-                                   "--md5", "0" * 32, "--quiet"])
+    res = CliRunner().invoke(
+        data_app,
+        ["download", "cub200", "--out", str(tmp_path / "cli"), "--url", url, "--md5", "0" * 32, "--quiet"],
+    )
     assert res.exit_code == 2 and "checksum mismatch" in res.output and "Traceback" not in res.output
 
 
@@ -157,7 +166,9 @@ def test_offline_fails_fast_with_one_sentence(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(DownloadError) as e:
         download_cub200(tmp_path / "out", url=f"http://127.0.0.1:{port}/x.tgz", progress=False)
     assert time.perf_counter() - t0 < 20
-    assert str(e.value).startswith("download failed: 127.0.0.1 refused the connection") and "\n" not in str(e.value)
+    assert str(e.value).startswith("download failed: 127.0.0.1 refused the connection") and "\n" not in str(
+        e.value
+    )
 
     # a server that accepts but never answers: the short timeout ends it after exactly one attempt
     silent = socket.socket()
@@ -177,7 +188,9 @@ def test_offline_fails_fast_with_one_sentence(tmp_path: Path, monkeypatch: pytes
     try:
         t0 = time.perf_counter()
         with pytest.raises(DownloadError, match="did not answer in time"):
-            download_file(f"http://127.0.0.1:{silent.getsockname()[1]}/x", tmp_path / "x", timeout=0.5, progress=False)
+            download_file(
+                f"http://127.0.0.1:{silent.getsockname()[1]}/x", tmp_path / "x", timeout=0.5, progress=False
+            )
         assert time.perf_counter() - t0 < 20
         deadline = time.perf_counter() + 5  # let the accept thread catch up with every queued connection
         while time.perf_counter() < deadline and not accepted:

@@ -33,7 +33,9 @@ def _roundtrip(img: Image.Image, tmp_path: Path, name: str, fmt: str = "PNG", **
     return out
 
 
-@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "CMYK", "YCbCr", "I", "F", "I;16", "LA", "RGBA", "PA", "La", "RGBa"])
+@pytest.mark.parametrize(
+    "mode", ["1", "L", "P", "RGB", "CMYK", "YCbCr", "I", "F", "I;16", "LA", "RGBA", "PA", "La", "RGBa"]
+)
 def test_every_mode_becomes_rgb_of_same_size(mode: str) -> None:
     base = Image.new("RGB", (40, 30), (200, 100, 50))
     img = base.convert(mode) if mode not in ("I;16", "PA", "La", "RGBa") else None
@@ -79,8 +81,9 @@ def test_high_bit_depth_scaling(tmp_path: Path) -> None:
 
 def test_cmyk_jpeg_and_one_bit(tmp_path: Path) -> None:
     cmyk = Image.new("CMYK", (40, 40), (0, 255, 255, 0))  # pure red in naive CMYK
-    assert tuple(np.asarray(_roundtrip(cmyk, tmp_path, "c.jpg", "JPEG", quality=95))[20, 20]) == pytest.approx(
-        (255, 0, 0), abs=6)
+    assert tuple(
+        np.asarray(_roundtrip(cmyk, tmp_path, "c.jpg", "JPEG", quality=95))[20, 20]
+    ) == pytest.approx((255, 0, 0), abs=6)
     one = Image.new("1", (40, 40), 1)
     assert tuple(np.asarray(_roundtrip(one, tmp_path, "one.png"))[0, 0]) == (255, 255, 255)
 
@@ -141,15 +144,26 @@ def _bad_corpus(folder: Path) -> dict[str, str]:
     (folder / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)
     return {
         "IMG_0001.HEIC": "unsupported format .heic",
-        "empty.jpg": "empty", "truncated.jpg": "truncated", "truncated.png": "truncated",
-        "text.jpg": "not an image", "folder.jpg": "directory", "dangling.jpg": "dangling",
-        "loop.jpg": "loop", "tiny.png": "too small", "skinny.png": "aspect ratio", "bomb.png": "bomb",
+        "empty.jpg": "empty",
+        "truncated.jpg": "truncated",
+        "truncated.png": "truncated",
+        "text.jpg": "not an image",
+        "folder.jpg": "directory",
+        "dangling.jpg": "dangling",
+        "loop.jpg": "loop",
+        "tiny.png": "too small",
+        "skinny.png": "aspect ratio",
+        "bomb.png": "bomb",
     }
 
 
-def test_bad_files_are_skipped_with_reasons_and_good_ones_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root = make_split_tree(tmp_path / "ds", {"ROBIN": {"train": 3, "valid": 1, "test": 1},
-                                             "WREN": {"train": 3, "valid": 1, "test": 1}})
+def test_bad_files_are_skipped_with_reasons_and_good_ones_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_split_tree(
+        tmp_path / "ds",
+        {"ROBIN": {"train": 3, "valid": 1, "test": 1}, "WREN": {"train": 3, "valid": 1, "test": 1}},
+    )
     folder = root / "train" / "ROBIN"
     expected = _bad_corpus(folder)
     # good files with awkward names, and files that must be ignored silently

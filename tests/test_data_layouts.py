@@ -17,10 +17,14 @@ def _split_counts(m: Manifest) -> dict[str, int]:
 
 
 def test_split_folders_with_aliases_spelling_and_missing_class(tmp_path: Path) -> None:
-    root = make_split_tree(tmp_path, {
-        "PARAKETT AUKLET": {"train": 3, "valid": 1, "test": 1},
-        "robin ": {"train": 3, "valid": 1},  # missing from test, lower case, trailing space
-    }, split_dirs={"train": "train", "valid": "val", "test": "TEST"})
+    root = make_split_tree(
+        tmp_path,
+        {
+            "PARAKETT AUKLET": {"train": 3, "valid": 1, "test": 1},
+            "robin ": {"train": 3, "valid": 1},  # missing from test, lower case, trailing space
+        },
+        split_dirs={"train": "train", "valid": "val", "test": "TEST"},
+    )
     # the Kaggle double space in one split only
     (root / "val" / "PARAKETT AUKLET").rename(root / "val" / "PARAKETT  AUKLET")
     save_image(root / "masks" / "x" / "m.png", 1)  # a non-split top-level folder is ignored
@@ -33,7 +37,9 @@ def test_split_folders_with_aliases_spelling_and_missing_class(tmp_path: Path) -
     assert "'PARAKETT AUKLET' is spelled differently" in notes and "'PARAKETT  AUKLET'" in notes
     assert "'ROBIN' is missing from test" in notes
     assert "masks" in notes
-    assert d.missing_from_splits() == [{"class": "ROBIN", "present_in": ["train", "valid"], "missing_from": ["test"]}]
+    assert d.missing_from_splits() == [
+        {"class": "ROBIN", "present_in": ["train", "valid"], "missing_from": ["test"]}
+    ]
 
 
 def test_class_folders_get_a_seeded_stratified_split(tmp_path: Path) -> None:
@@ -67,8 +73,13 @@ def test_cub_root_with_boxes_and_carved_valid(tmp_path: Path) -> None:
 
 
 def test_csv_manifests_kaggle_columns_no_split_and_bad_rows(tmp_path: Path) -> None:
-    make_split_tree(tmp_path, {"ABBOTTS BABBLER": {"train": 2, "valid": 1, "test": 1},
-                               "ALBATROSS": {"train": 2, "valid": 1, "test": 1}})
+    make_split_tree(
+        tmp_path,
+        {
+            "ABBOTTS BABBLER": {"train": 2, "valid": 1, "test": 1},
+            "ALBATROSS": {"train": 2, "valid": 1, "test": 1},
+        },
+    )
     rows = ["class id,filepaths,labels,data set,scientific name"]
     for p in sorted(tmp_path.glob("*/*/*.jpg")):
         rows.append(f"0,{p.relative_to(tmp_path).as_posix()},{p.parent.name},{p.parts[-3]},x")
@@ -78,13 +89,21 @@ def test_csv_manifests_kaggle_columns_no_split_and_bad_rows(tmp_path: Path) -> N
     d = discover(tmp_path / "birds.csv")
     assert d.layout == "csv"
     assert _split_counts(d.manifest) == {"train": 4, "valid": 2, "test": 2}
-    assert {s.reason.split(" (")[0] for s in d.skipped} == {"CSV row without a path or a label", "unknown split 'holdout'"}
+    assert {s.reason.split(" (")[0] for s in d.skipped} == {
+        "CSV row without a path or a label",
+        "unknown split 'holdout'",
+    }
     # path,label only: a split is made; UTF-8 BOM and upper-case headers accepted
-    plain = ["\ufeffPath,Label"] + [f"{r.path.relative_to(tmp_path)},{r.label}".replace("/", "\\")
-                                    for r in d.manifest]  # Windows separators too
+    plain = ["\ufeffPath,Label"] + [
+        f"{r.path.relative_to(tmp_path)},{r.label}".replace("/", "\\") for r in d.manifest
+    ]  # Windows separators too
     (tmp_path / "plain.csv").write_text("\n".join(plain) + "\n", encoding="utf-8")
     d2 = discover(tmp_path / "plain.csv")
-    assert len(d2.manifest) == 8 and all(r.split for r in d2.manifest) and all(r.path.is_file() for r in d2.manifest)
+    assert (
+        len(d2.manifest) == 8
+        and all(r.split for r in d2.manifest)
+        and all(r.path.is_file() for r in d2.manifest)
+    )
     assert any("no split given" in n for n in d2.notes)
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(LayoutError, match="no recognised path and label columns"):
@@ -96,7 +115,8 @@ def test_folder_with_birdlens_manifest_csv_keeps_masks_and_boxes(tmp_path: Path)
     img2 = save_image(tmp_path / "test" / "B" / "2.png", 2)
     mask = save_image(tmp_path / "masks" / "train" / "A" / "1.png", 3)
     Manifest([Record(img, "A", "train", (1, 2, 3, 4), mask), Record(img2, "B", "test")], tmp_path).to_csv(
-        tmp_path / "manifest.csv")
+        tmp_path / "manifest.csv"
+    )
     d = discover(tmp_path)
     assert d.layout == "csv"
     assert d.manifest[0].mask == mask and d.manifest[0].box == (1, 2, 3, 4)
@@ -125,11 +145,14 @@ def test_shared_bird_photos_are_found_exactly(shared_birds: Path) -> None:
     from birdlens.data.layouts import read_split_folders
 
     folders = read_split_folders(shared_birds)
-    assert sorted((r.path.resolve(), r.label, r.split) for r in folders.manifest) == \
-        sorted((r.path.resolve(), r.label, r.split) for r in d.manifest)
+    assert sorted((r.path.resolve(), r.label, r.split) for r in folders.manifest) == sorted(
+        (r.path.resolve(), r.label, r.split) for r in d.manifest
+    )
 
 
-def test_manifest_csv_outside_the_data_folder_reads_back_from_any_directory(tmp_path: Path, monkeypatch) -> None:
+def test_manifest_csv_outside_the_data_folder_reads_back_from_any_directory(
+    tmp_path: Path, monkeypatch
+) -> None:
     # a run directory's manifest with images given by a path relative to the working directory
     # (`birdlens train --data ../shared/...`): the images must be found again from the run directory
     save_image(tmp_path / "data" / "train" / "A" / "1.png", 1)

@@ -27,13 +27,32 @@ def _run(*args: str) -> tuple[int, str]:
 
 
 def test_prepare_selects_resizes_and_writes_a_readable_dataset(tmp_path: Path) -> None:
-    src = make_split_tree(tmp_path / "src", {
-        "BIG": {"train": 8, "valid": 2, "test": 2}, "MID": {"train": 6, "valid": 2, "test": 2},
-        "SMALL": {"train": 3, "valid": 1, "test": 1}}, size=(90, 60))
+    src = make_split_tree(
+        tmp_path / "src",
+        {
+            "BIG": {"train": 8, "valid": 2, "test": 2},
+            "MID": {"train": 6, "valid": 2, "test": 2},
+            "SMALL": {"train": 3, "valid": 1, "test": 1},
+        },
+        size=(90, 60),
+    )
     (src / "train" / "BIG" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     shutil.copy(src / "train/MID/000.jpg", src / "test/MID/leak.jpg")
-    code, out = _run("prepare", str(src), "--top", "2", "--per-class", "10", "--seed", "0", "--size", "48",
-                     "--dedupe", "--out", str(tmp_path / "out"))
+    code, out = _run(
+        "prepare",
+        str(src),
+        "--top",
+        "2",
+        "--per-class",
+        "10",
+        "--seed",
+        "0",
+        "--size",
+        "48",
+        "--dedupe",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert code == 0, out
     assert "wrote 20 images of 2 classes" in out
     d = discover(tmp_path / "out")
@@ -50,7 +69,9 @@ def test_prepare_selects_resizes_and_writes_a_readable_dataset(tmp_path: Path) -
     # refuses to overwrite, then --force replaces
     code, out = _run("prepare", str(src), "--out", str(tmp_path / "out"))
     assert code == 2 and "not empty" in out and "--force" in out
-    code, _ = _run("prepare", str(src), "--top", "3", "--size", "32", "--out", str(tmp_path / "out"), "--force")
+    code, _ = _run(
+        "prepare", str(src), "--top", "3", "--size", "32", "--out", str(tmp_path / "out"), "--force"
+    )
     assert code == 0 and len(discover(tmp_path / "out").manifest.classes) == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp folders left
     with pytest.raises(OutputExists, match="inside the source"):
@@ -87,8 +108,9 @@ def test_prepare_keeps_masks_aligned(tmp_path: Path) -> None:
 
 
 def test_inspect_json_and_exit_codes(tmp_path: Path) -> None:
-    src = make_split_tree(tmp_path / "src", {"A": {"train": 2, "valid": 1, "test": 1},
-                                             "B": {"train": 2, "valid": 1, "test": 1}})
+    src = make_split_tree(
+        tmp_path / "src", {"A": {"train": 2, "valid": 1, "test": 1}, "B": {"train": 2, "valid": 1, "test": 1}}
+    )
     (src / "train" / "A" / "empty.png").write_bytes(b"")
     code, out = _run("inspect", str(src), "--json", str(tmp_path / "r.json"), "--quiet")
     assert code == 0, out
@@ -118,7 +140,11 @@ def test_inspect_shared_birds(shared_birds: Path, tmp_path: Path) -> None:
     code, out = _run("inspect", str(shared_birds), "--json", str(tmp_path / "r.json"), "--quiet")
     assert code == 0, out
     rep = json.loads((tmp_path / "r.json").read_text())
-    assert rep["n_images"] == 1200 and rep["n_classes"] == 20 and rep["splits"] == {"train": 840, "valid": 180, "test": 180}
+    assert (
+        rep["n_images"] == 1200
+        and rep["n_classes"] == 20
+        and rep["splits"] == {"train": 840, "valid": 180, "test": 180}
+    )
     assert rep["skipped"] == [] and rep["leaks"] == []  # the README's duplicate checks agree
 
 

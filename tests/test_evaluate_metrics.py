@@ -53,7 +53,9 @@ def test_ece_hand_example() -> None:
     bins = reliability_bins(conf, correct, n_bins=10)
     assert [b["count"] for b in bins] == [0, 0, 0, 0, 0, 2, 0, 0, 2, 0]
     # perfectly calibrated: 3 of 4 right at confidence 0.75
-    assert expected_calibration_error(np.full(4, 0.75), np.array([1, 1, 1, 0])) == pytest.approx(0.0, abs=1e-12)
+    assert expected_calibration_error(np.full(4, 0.75), np.array([1, 1, 1, 0])) == pytest.approx(
+        0.0, abs=1e-12
+    )
 
 
 def test_top_k_and_confusions() -> None:

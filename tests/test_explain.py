@@ -99,7 +99,9 @@ def test_ig_completeness_on_nonlinear_net_and_baselines() -> None:
     for baseline in ("black", "blurred", "mean"):
         exp = make_explainer("ig", model, steps=64, baseline=baseline, **NORM).explain(x)
         gap = float(exp.scores["logit"][0] - exp.scores["baseline_logit"][0])
-        assert abs(float(exp.maps.sum()) - gap) == pytest.approx(float(exp.scores["completeness_error"][0]), abs=1e-4)
+        assert abs(float(exp.maps.sum()) - gap) == pytest.approx(
+            float(exp.scores["completeness_error"][0]), abs=1e-4
+        )
         assert float(exp.scores["relative_completeness_error"][0]) < 1e-2
 
 
@@ -280,7 +282,9 @@ def test_registry_layer_used_when_model_name_known() -> None:
         pytest.skip("birdlens.models registry not available yet")
     info = models.get_model_info("tf_efficientnet_lite0")
     model = models.create_model("tf_efficientnet_lite0", num_classes=3, pretrained=False)
-    exp = make_explainer("gradcam", model, model_name="tf_efficientnet_lite0").explain(torch.randn(1, 3, 64, 64))
+    exp = make_explainer("gradcam", model, model_name="tf_efficientnet_lite0").explain(
+        torch.randn(1, 3, 64, 64)
+    )
     assert exp.params["layer"] == info.cam_layer and exp.params["layer_choice"] == "registry"
 
 

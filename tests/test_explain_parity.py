@@ -59,7 +59,9 @@ def vgg_images() -> torch.Tensor:
     return torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear") * 2 - 1
 
 
-def _grad_cam_reference(cls_name: str, model: nn.Module, layer: nn.Module, x: torch.Tensor, target: list[int]):
+def _grad_cam_reference(
+    cls_name: str, model: nn.Module, layer: nn.Module, x: torch.Tensor, target: list[int]
+):
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -93,11 +95,21 @@ def test_ig_equals_captum(quadrature: str) -> None:
     model = SmallVGG().eval()
     x = vgg_images()
     ours = make_explainer(
-        "ig", model, steps=12, quadrature=quadrature, baseline="black", internal_batch_size=5, mean=[0.5] * 3,
+        "ig",
+        model,
+        steps=12,
+        quadrature=quadrature,
+        baseline="black",
+        internal_batch_size=5,
+        mean=[0.5] * 3,
         std=[0.5] * 3,
     ).explain(x)
     ref, delta = IntegratedGradients(model).attribute(
-        x, baselines=torch.full_like(x, -1.0), target=ours.target, n_steps=12, method=quadrature,
+        x,
+        baselines=torch.full_like(x, -1.0),
+        target=ours.target,
+        n_steps=12,
+        method=quadrature,
         return_convergence_delta=True,
     )
     torch.testing.assert_close(ours.scores["attributions"], ref.detach(), atol=1e-6, rtol=1e-4)

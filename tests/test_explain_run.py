@@ -30,9 +30,17 @@ def tiny_trained() -> SimpleNamespace:
         nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, stride=2, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
     )  # fmt: skip
-    dc = DataConfig(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0)
-    return SimpleNamespace(model=model, classes=["finch", "wren", "jay"], data_config=dc, model_name="tiny",
-                           cam_layer="2", meta={})
+    dc = DataConfig(
+        input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0
+    )
+    return SimpleNamespace(
+        model=model,
+        classes=["finch", "wren", "jay"],
+        data_config=dc,
+        model_name="tiny",
+        cam_layer="2",
+        meta={},
+    )
 
 
 def photos(tmp_path: Path) -> list:
@@ -46,13 +54,24 @@ def photos(tmp_path: Path) -> list:
 
 def test_explain_images_writes_everything(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    man = explain_images(tiny_trained(), photos(tmp_path), ["gradcam", "lime", "shap", "ig"], out,
-                         labels=[None, 2], seed=3, method_params=PARAMS, quiet=True)
+    man = explain_images(
+        tiny_trained(),
+        photos(tmp_path),
+        ["gradcam", "lime", "shap", "ig"],
+        out,
+        labels=[None, 2],
+        seed=3,
+        method_params=PARAMS,
+        quiet=True,
+    )
     assert (out / "panel.png").is_file() and (out / "manifest.json").is_file()
     disk = json.loads((out / "manifest.json").read_text())
     assert disk["seed"] == 3 and disk["images"] == json.loads(json.dumps(man["images"]))
     assert disk["methods"]["gradcam"]["params"]["layer"] == "2"
-    assert disk["methods"]["lime"]["params"]["seed"] == 3 and disk["methods"]["lime"]["params"]["num_samples"] == 30
+    assert (
+        disk["methods"]["lime"]["params"]["seed"] == 3
+        and disk["methods"]["lime"]["params"]["num_samples"] == 30
+    )
     assert disk["methods"]["shap"]["seconds_per_image"] > 0
     assert disk["environment"]["packages"]["torch"]
     first, second = disk["images"]
@@ -76,7 +95,17 @@ def test_cli_explain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best": tiny_trained())
     src = photos(tmp_path)[0]
     out = tmp_path / "cli"
-    args = ["explain", "--run", str(tmp_path), "--methods", "gradcam,random", src, "--out", str(out), "--quiet"]
+    args = [
+        "explain",
+        "--run",
+        str(tmp_path),
+        "--methods",
+        "gradcam,random",
+        src,
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert (out / "manifest.json").is_file() and (out / "random").is_dir()

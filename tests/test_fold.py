@@ -83,7 +83,11 @@ def test_fold_lite0_matches_and_lime_is_unchanged() -> None:
 
     model = create_model("efficientnet_lite0", pretrained=True).eval()
     g = torch.Generator().manual_seed(0)
-    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(96, 96), mode="bilinear") * 2 - 1
+    x = (
+        torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(96, 96), mode="bilinear")
+        * 2
+        - 1
+    )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     res = fold_batchnorm(model, x)
     assert res.folded > 40  # every conv in Lite0 is followed by a BatchNorm

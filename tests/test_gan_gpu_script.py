@@ -25,14 +25,35 @@ def test_gan_gpu_script_dry_run(tmp_path: Path) -> None:
             d = birds / split / f"BIRD {c}"
             d.mkdir(parents=True)
             for i in range(n):
-                Image.fromarray((rng.random((40, 40, 3)) * 120 + 60 * c).astype(np.uint8)).save(d / f"{i}.png")
+                Image.fromarray((rng.random((40, 40, 3)) * 120 + 60 * c).astype(np.uint8)).save(
+                    d / f"{i}.png"
+                )
     out = tmp_path / "out"
-    env = {**os.environ, "DRY": "1", "PY": sys.executable, "OUT": str(out), "WORK": str(tmp_path / "work"),
-           "TRAIN_SECONDS": "45", "EVAL_SECONDS": "300", "SNAP": "2", "MAX_POINTS": "1", "RECIPE128_ITERS": "2",
-           "SYNTH_PER_CLASS": "10", "CGAN_FLAGS": "--joint-d --lecam-weight 0.3", "SEEDS_BIRDS": "0 1",
-           "DCGAN_ITERS": "4", "SPEED_STEPS": "1"}
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gan_gpu.sh"), str(birds)], env=env,
-                          capture_output=True, text=True, timeout=900, check=False)
+    env = {
+        **os.environ,
+        "DRY": "1",
+        "PY": sys.executable,
+        "OUT": str(out),
+        "WORK": str(tmp_path / "work"),
+        "TRAIN_SECONDS": "45",
+        "EVAL_SECONDS": "300",
+        "SNAP": "2",
+        "MAX_POINTS": "1",
+        "RECIPE128_ITERS": "2",
+        "SYNTH_PER_CLASS": "10",
+        "CGAN_FLAGS": "--joint-d --lecam-weight 0.3",
+        "SEEDS_BIRDS": "0 1",
+        "DCGAN_ITERS": "4",
+        "SPEED_STEPS": "1",
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gan_gpu.sh"), str(birds)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = (out / "summary.md").read_text()
     for ds in ("synth", "birds"):
@@ -40,8 +61,16 @@ def test_gan_gpu_script_dry_run(tmp_path: Path) -> None:
         assert (out / f"side_by_side_{ds}.png").stat().st_size > 0 and (out / f"curve_{ds}.png").is_file()
     # two seeds on the birds: each cgan against the dcgan of its own seed only, and a table across the seeds
     assert summary.count("| iteration | cgan (live) | dcgan | ratio |") == 3
-    assert "birds-cgan-s1 (live) vs birds-dcgan-s1:" in summary and "birds-cgan (live) vs birds-dcgan-s1" not in summary
-    assert summary.count("| iteration | cgan (live), mean | dcgan, mean | ratio of the means | per-seed ratios |") == 1
+    assert (
+        "birds-cgan-s1 (live) vs birds-dcgan-s1:" in summary
+        and "birds-cgan (live) vs birds-dcgan-s1" not in summary
+    )
+    assert (
+        summary.count(
+            "| iteration | cgan (live), mean | dcgan, mean | ratio of the means | per-seed ratios |"
+        )
+        == 1
+    )
     assert "| birds-dcgan | 4 |" in summary and "| birds-dcgan-s1 | 4 |" in summary  # DCGAN_ITERS caps them
     # fidelity and diversity next to FD, and the held-out real photos as their yardstick (birds: 6 vs 12 images)
     assert summary.count("| FD-lite0 | KID-lite0 x1e3 | precision | recall | coverage |") == 2
@@ -51,18 +80,32 @@ def test_gan_gpu_script_dry_run(tmp_path: Path) -> None:
     assert (out / "gan_gpu.tar.gz").stat().st_size > 0 and (out / "recipe128_iter_000002.png").is_file()
     assert len(list(out.iterdir())) <= 8  # what a device call brings back
     # CGAN_FLAGS reach the cgan runs (both sizes), not the dcgan ones, and the summary says they were used
-    cfg = {run: json.loads((tmp_path / "work" / run / "config.json").read_text())["config"]
-           for run in ("birds-cgan", "birds-cgan128", "birds-dcgan")}
+    cfg = {
+        run: json.loads((tmp_path / "work" / run / "config.json").read_text())["config"]
+        for run in ("birds-cgan", "birds-cgan128", "birds-dcgan")
+    }
     assert cfg["birds-cgan"]["joint_d"] and cfg["birds-cgan128"]["lecam_weight"] == 0.3
     assert not cfg["birds-dcgan"]["joint_d"] and cfg["birds-dcgan"]["lecam_weight"] == 0.0
     assert 'cgan_flags="--joint-d --lecam-weight 0.3"' in summary
 
 
 def test_gan_gpu_script_refuses_an_unknown_dataset_before_any_work(tmp_path: Path) -> None:
-    env = {**os.environ, "DRY": "1", "PY": sys.executable, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "w"),
-           "DATASETS": "birds fish"}
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gan_gpu.sh"), str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        **os.environ,
+        "DRY": "1",
+        "PY": sys.executable,
+        "OUT": str(tmp_path / "out"),
+        "WORK": str(tmp_path / "w"),
+        "DATASETS": "birds fish",
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gan_gpu.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2 and "not 'fish'" in proc.stdout + proc.stderr
     assert not (tmp_path / "w").exists()  # nothing was set up
 
@@ -74,12 +117,18 @@ def test_curve_table_across_seeds_pairs_each_cgan_with_the_dcgan_of_its_seed() -
         from gan_curve import seed_summary
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    fd = {("c0", "live"): {500: 100.0, 1000: 90.0}, ("d0", "live"): {500: 250.0, 1000: 200.0},
-          ("c1", "live"): {500: 150.0}, ("d1", "live"): {500: 250.0, 1000: 220.0}}
+    fd = {
+        ("c0", "live"): {500: 100.0, 1000: 90.0},
+        ("d0", "live"): {500: 250.0, 1000: 200.0},
+        ("c1", "live"): {500: 150.0},
+        ("d1", "live"): {500: 250.0, 1000: 220.0},
+    }
     seeds = {"c0": 0, "d0": 0, "c1": 1, "d1": 1}
     lines = seed_summary([("c0", "d0"), ("c1", "d1")], fd, seeds)
     rows = [ln for ln in lines if ln.startswith("| 500") or ln.startswith("| 1000")]
-    assert rows == ["| 500 | 125.0 | 250.0 | 0.500 | 0.400, 0.600 | met by some seeds |"]  # 1000: seed 1 lacks it
+    assert rows == [
+        "| 500 | 125.0 | 250.0 | 0.500 | 0.400, 0.600 | met by some seeds |"
+    ]  # 1000: seed 1 lacks it
     assert "Across seeds (0, 1;" in "\n".join(lines)
     # one pair, unknown seeds, or two cgan settings of one seed: no table (the per-pair tables say it)
     assert seed_summary([("c0", "d0")], fd, seeds) == []
@@ -90,9 +139,23 @@ def test_curve_table_across_seeds_pairs_each_cgan_with_the_dcgan_of_its_seed() -
 def test_gan_step_speed_compares_layouts_on_the_cpu() -> None:
     """``gan_step_speed.py --layouts`` backs the README's channels-last number; its tiny mode must keep running."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gan_step_speed.py"), "--device", "cpu",
-                           "--tiny", "--layouts", "--rounds", "2"], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "gan_step_speed.py"),
+            "--device",
+            "cpu",
+            "--tiny",
+            "--layouts",
+            "--rounds",
+            "2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith(("| cgan", "| dcgan"))]
     assert [r.split(",")[0] for r in rows] == ["| cgan 32px", "| dcgan 32px"]
@@ -105,13 +168,25 @@ def test_gan_curve_refuses_to_mix_rows_of_another_dataset_or_noise_seed(tmp_path
     """Cached rows are keyed by file: measured against other real images they would be mixed in silently."""
     out = tmp_path / "curve"
     out.mkdir()
-    (out / "curve.json").write_text(json.dumps({"data": str(tmp_path / "other"), "seed": 0, "rows": [{"file": "x"}]}))
-    cmd = [sys.executable, str(REPO / "benchmarks" / "gan_curve.py"), "--runs", str(tmp_path / "run"),
-           "--out", str(out)]
-    for extra, says in ((["--data", str(tmp_path / "birds")], "measured against"),
-                        (["--data", str(tmp_path / "other"), "--seed", "1"], "noise seed 0")):
+    (out / "curve.json").write_text(
+        json.dumps({"data": str(tmp_path / "other"), "seed": 0, "rows": [{"file": "x"}]})
+    )
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "gan_curve.py"),
+        "--runs",
+        str(tmp_path / "run"),
+        "--out",
+        str(out),
+    ]
+    for extra, says in (
+        (["--data", str(tmp_path / "birds")], "measured against"),
+        (["--data", str(tmp_path / "other"), "--seed", "1"], "noise seed 0"),
+    ):
         proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=120, check=False)
-        assert proc.returncode == 1 and says in proc.stderr and "another --out" in proc.stderr, proc.stderr[-2000:]
+        assert proc.returncode == 1 and says in proc.stderr and "another --out" in proc.stderr, proc.stderr[
+            -2000:
+        ]
 
 
 def test_fd_calibration_degradations_keep_the_images_and_blur_more_with_sigma() -> None:

@@ -61,7 +61,9 @@ def test_kid_is_unbiased_where_the_biased_estimate_is_not() -> None:
 
 def test_kid_subset_is_capped_by_the_sample_sizes() -> None:
     rng = np.random.default_rng(3)
-    _mean, _std, m = kernel_distance(rng.normal(size=(30, 4)), rng.normal(size=(80, 4)), subset_size=100, n_subsets=5)
+    _mean, _std, m = kernel_distance(
+        rng.normal(size=(30, 4)), rng.normal(size=(80, 4)), subset_size=100, n_subsets=5
+    )
     assert m == 30
     with pytest.raises(ValueError):
         kernel_distance(rng.normal(size=(1, 4)), rng.normal(size=(5, 4)))
@@ -70,16 +72,22 @@ def test_kid_subset_is_capped_by_the_sample_sizes() -> None:
 def test_distance_report_names_the_feature_space_and_states_sample_sizes() -> None:
     rng = np.random.default_rng(4)
     real, fake = rng.normal(size=(40, 6)), rng.normal(size=(60, 6))
-    rep = distance_report(real, np.arange(40) % 2, fake, np.arange(60) % 2, ["A", "B"], kid_subsets=5).to_dict()
+    rep = distance_report(
+        real, np.arange(40) % 2, fake, np.arange(60) % 2, ["A", "B"], kid_subsets=5
+    ).to_dict()
     assert {"FD-lite0", "KID-lite0", "KID-lite0_std", "n_real", "n_fake", "kid_subset_size"} <= set(rep)
     assert rep["n_real"] == 40 and rep["n_fake"] == 60 and rep["kid_subset_size"] == 40
     assert rep["per_class"]["A"]["n_real"] == 20 and rep["per_class"]["B"]["n_fake"] == 30
     assert rep["per_class"]["A"]["kid_subset_size"] == 20
     assert "not comparable" in rep["note"]
     # the k-NN metrics overall and per class (20 and 30 images > k = 5), named after the feature space
-    assert {"precision-lite0", "recall-lite0", "density-lite0", "coverage-lite0"} <= set(rep) and rep["prdc_k"] == 5
+    assert {"precision-lite0", "recall-lite0", "density-lite0", "coverage-lite0"} <= set(rep) and rep[
+        "prdc_k"
+    ] == 5
     assert 0.0 <= rep["per_class"]["B"]["coverage-lite0"] <= 1.0
-    tiny = distance_report(real[:8], np.arange(8) % 2, fake[:8], np.arange(8) % 2, ["A", "B"], kid_subsets=2).to_dict()
+    tiny = distance_report(
+        real[:8], np.arange(8) % 2, fake[:8], np.arange(8) % 2, ["A", "B"], kid_subsets=2
+    ).to_dict()
     assert "coverage-lite0" in tiny and "coverage-lite0" not in tiny["per_class"]["A"]  # 4 per class: not > k
 
 
@@ -89,7 +97,9 @@ def test_precision_recall_density_coverage_by_hand() -> None:
     m = precision_recall_density_coverage(real, fake, k=1)
     assert m["precision"] == pytest.approx(2 / 3)  # 10 is in no real ball
     assert m["recall"] == pytest.approx(1.0)  # every real lies in some fake's ball (3 only in 2.9's and 10's)
-    assert m["density"] == pytest.approx((2 + 2 + 0) / 3)  # 0.5 in the balls of 0 and 1, 2.9 in those of 2 and 3
+    assert m["density"] == pytest.approx(
+        (2 + 2 + 0) / 3
+    )  # 0.5 in the balls of 0 and 1, 2.9 in those of 2 and 3
     assert m["coverage"] == pytest.approx(1.0)  # each real has a fake within 1
     # collapse: three copies of one image. It sits in real 0's ball, so its fidelity is perfect, and covers 1 of 4
     collapsed = precision_recall_density_coverage(real, np.zeros((3, 1)), k=1)
@@ -104,7 +114,10 @@ def test_precision_recall_density_coverage_match_the_authors_prdc_package() -> N
     rng = np.random.default_rng(7)
     real = rng.normal(size=(120, 16)).astype(np.float32)
     for fake in (rng.normal(0.3, 1.2, size=(90, 16)).astype(np.float32), real[:60] + 0.05):
-        ours, theirs = precision_recall_density_coverage(real, fake, k=5), compute_prdc(real, fake, nearest_k=5)
+        ours, theirs = (
+            precision_recall_density_coverage(real, fake, k=5),
+            compute_prdc(real, fake, nearest_k=5),
+        )
         for name in ("precision", "recall", "density", "coverage"):
             assert ours[name] == pytest.approx(float(theirs[name]), abs=1e-12), name
 

@@ -45,7 +45,9 @@ def test_dcgan_is_the_studys_shape() -> None:
 def test_class_label_changes_the_output(arch: str) -> None:
     data = tiny_image_set()
     state = init_state(GANConfig(arch=arch, image_size=16, batch_size=8, g_width=4, d_width=4), data.classes)
-    for _ in range(3):  # conditional BN starts class-independent (gain 1, bias 0); a few steps make it conditional
+    for _ in range(
+        3
+    ):  # conditional BN starts class-independent (gain 1, bias 0); a few steps make it conditional
         train_step(state, data)
     G = state.sampler.eval()
     z = torch.randn(1, state.cfg.z_dim).repeat(3, 1)
@@ -76,7 +78,9 @@ def test_spectral_norm_is_active_in_both_cgan_networks() -> None:
             w = m.weight.detach().reshape(m.weight.shape[0], -1)
             assert torch.linalg.matrix_norm(w, ord=2) == pytest.approx(1.0, abs=0.05)
     orig = D.linear.parametrizations.weight.original.detach()
-    assert torch.linalg.matrix_norm(orig, ord=2) != pytest.approx(1.0, abs=0.05)  # the raw weight is not normalised
+    assert torch.linalg.matrix_norm(orig, ord=2) != pytest.approx(
+        1.0, abs=0.05
+    )  # the raw weight is not normalised
     assert not any(parametrize.is_parametrized(m) for m in DCGANDiscriminator(3, 16, width=4).modules())
 
 
@@ -99,7 +103,9 @@ def test_diffaugment_probability_applies_each_policy_to_that_share_of_images() -
     x = torch.randn(400, 3, 8, 8, requires_grad=True)
     assert diff_augment(x, gen=torch.Generator().manual_seed(0), p=0.0) is x  # p = 0: untouched, no draws
     full = diff_augment(x.detach(), gen=torch.Generator().manual_seed(1), p=1.0)
-    assert torch.equal(full, diff_augment(x.detach(), gen=torch.Generator().manual_seed(1)))  # p = 1: as before
+    assert torch.equal(
+        full, diff_augment(x.detach(), gen=torch.Generator().manual_seed(1))
+    )  # p = 1: as before
     out = diff_augment(x, "color", gen=torch.Generator().manual_seed(2), p=0.3)
     same = (out == x).flatten(1).all(dim=1).float().mean().item()
     assert 0.62 < same < 0.78  # 70% of 400 images untouched (binomial sd 2.3%)
@@ -162,7 +168,9 @@ def test_diffaugment_is_applied_to_real_and_fake_in_both_steps(monkeypatch: pyte
 
     monkeypatch.setattr(train_mod, "diff_augment", spy)
     data = tiny_image_set()
-    state = init_state(GANConfig(arch="cgan", image_size=16, batch_size=6, g_width=4, d_width=4), data.classes)
+    state = init_state(
+        GANConfig(arch="cgan", image_size=16, batch_size=6, g_width=4, d_width=4), data.classes
+    )
     train_step(state, data)
     # two D steps (the cgan default): real (no grad) + detached fake (no grad) each; G step: fake with grad
     # flowing back into G

@@ -61,8 +61,10 @@ def test_mode_seeking_draws_fake_labels_in_pairs_and_needs_an_even_batch() -> No
         assert torch.equal(y[:3], y[3:])
     assert out["ms"] > 0
     with pytest.raises(ValueError, match="even batch"):
-        init_state(GANConfig(arch="cgan", image_size=16, batch_size=5, g_width=4, d_width=4, ms_weight=1.0),
-                   data.classes)
+        init_state(
+            GANConfig(arch="cgan", image_size=16, batch_size=5, g_width=4, d_width=4, ms_weight=1.0),
+            data.classes,
+        )
 
 
 def test_lecam_and_mode_seeking_change_training_and_survive_a_resume(tmp_path: Path) -> None:
@@ -94,8 +96,11 @@ def test_lecam_and_mode_seeking_change_training_and_survive_a_resume(tmp_path: P
     assert plain.lecam is None
     for _ in range(4):
         train_step(plain, data)
-    assert any(not torch.equal(v, plain.G.state_dict()[k]) for k, v in straight.G.state_dict().items()
-               if v.is_floating_point())
+    assert any(
+        not torch.equal(v, plain.G.state_dict()[k])
+        for k, v in straight.G.state_dict().items()
+        if v.is_floating_point()
+    )
 
 
 def test_joint_discriminator_pass_halves_the_d_calls_and_refuses_batch_norm() -> None:
@@ -115,8 +120,10 @@ def test_joint_discriminator_pass_halves_the_d_calls_and_refuses_batch_norm() ->
     assert calls[False] == [4, 4, 4, 4, 4]  # (real, fake) x 2 D updates, then the G step
     assert calls[True] == [8, 8, 4]
     with pytest.raises(ValueError, match="batch norm"):
-        init_state(GANConfig(arch="dcgan", image_size=16, batch_size=4, g_width=4, d_width=4, joint_d=True),
-                   data.classes)
+        init_state(
+            GANConfig(arch="dcgan", image_size=16, batch_size=4, g_width=4, d_width=4, joint_d=True),
+            data.classes,
+        )
 
 
 def test_a_run_saved_before_a_default_changed_resumes_with_what_it_trained_with(tmp_path: Path) -> None:

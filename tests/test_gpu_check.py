@@ -15,15 +15,30 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_script_dry_run(tmp_path: Path) -> None:
-    env = {**os.environ, "GPU_CHECK_DRY": "1", "GPU_STEPS": "1", "CPU_STEPS": "1", "CPU_THREADS": "1",
-           "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    env = {
+        **os.environ,
+        "GPU_CHECK_DRY": "1",
+        "GPU_STEPS": "1",
+        "CPU_STEPS": "1",
+        "CPU_THREADS": "1",
+        "PYTHON": sys.executable,
+        "OUT": str(tmp_path),
+    }
     # a folder that does not exist: the script makes its synthetic 20-class stand-in
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(tmp_path / "absent")],
-                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(tmp_path / "absent")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "GPU_CHECK_DRY=1" in out
-    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith(("GPU ", "CPU ")) and "images/s" in ln}
+    lines = {
+        ln.split()[0]: ln for ln in out.splitlines() if ln.startswith(("GPU ", "CPU ")) and "images/s" in ln
+    }
     for leg in ("GPU", "CPU"):
         ips = float(lines[leg].split(":")[1].split("images/s")[0])
         assert ips > 0, lines[leg]
@@ -37,7 +52,13 @@ def test_gpu_check_refuses_without_gpu(tmp_path: Path) -> None:
         pytest.skip("a GPU is visible: the script runs instead of refusing")
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
     env.pop("GPU_CHECK_DRY", None)
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(tmp_path / "absent")],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(tmp_path / "absent")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode != 0
     assert "no CUDA GPU visible" in proc.stderr

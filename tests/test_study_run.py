@@ -32,8 +32,12 @@ def study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("study")
     out = tmp / "run"
     env = _env(tmp)
-    proc = subprocess.Popen([sys.executable, "-m", "birdlens.cli", "run", str(CONFIG), "--out", str(out), "--quiet"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "birdlens.cli", "run", str(CONFIG), "--out", str(out), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     marker = out / ".stages" / "model__cnn-none.json"
     deadline = time.time() + 600
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
@@ -46,7 +50,13 @@ def study(tmp_path_factory):
     os.environ.update({k: env[k] for k in ("BIRDLENS_CACHE", "HF_HUB_OFFLINE")})
     cfg = load_study_config(CONFIG)
     report, results = run_study(cfg, out, resume=True, quiet=True)
-    return {"out": out, "cfg": cfg, "report": report, "results": {r.name: r for r in results}, "killed": killed}
+    return {
+        "out": out,
+        "cfg": cfg,
+        "report": report,
+        "results": {r.name: r for r in results},
+        "killed": killed,
+    }
 
 
 def test_resume_after_kill_keeps_finished_stages(study):
@@ -105,9 +115,17 @@ def test_report_in_a_real_browser(study, tmp_path):
             pytest.fail("Debian chromium is missing (.ci/run installs it)")
         pytest.skip("Debian chromium not installed")
     with pw.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=str(chromium),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -115,7 +133,9 @@ def test_report_in_a_real_browser(study, tmp_path):
         page.goto(Path(study["report"]).resolve().as_uri())
         page.wait_for_load_state("load")
         n_images = page.evaluate("document.images.length")
-        broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+        broken = page.evaluate(
+            "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length"
+        )
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()

@@ -18,6 +18,7 @@ def _pipeline(calls: list[str], cfg: dict, fail: str | None = None):
                 raise RuntimeError("boom")
             (ctx.dir / "out.txt").write_text(f"{name} resume={ctx.resume} inputs={sorted(ctx.inputs)}")
             return {"value": ctx.config.get("v"), "resume": ctx.resume}
+
         return fn
 
     return [
@@ -135,17 +136,30 @@ def test_findings_claim_a_difference_only_when_the_intervals_separate() -> None:
     from birdlens.study.report_stage import _findings
 
     def row(name, model, mode, augment, acc, ci):
-        return {"name": name, "model": model, "mode": mode, "augment": augment, "accuracy": acc,
-                "ci95": f"[{ci[0]:.3f}, {ci[1]:.3f}]", "ci95_values": ci}  # as _model_rows builds them
+        return {
+            "name": name,
+            "model": model,
+            "mode": mode,
+            "augment": augment,
+            "accuracy": acc,
+            "ci95": f"[{ci[0]:.3f}, {ci[1]:.3f}]",
+            "ci95_values": ci,
+        }  # as _model_rows builds them
 
-    rows = [row("cnn-none", "simple_cnn", "scratch", "none", 0.250, [0.16, 0.36]),
-            row("cnn-keras", "simple_cnn", "scratch", "keras-paper", 0.264, [0.18, 0.38]),
-            row("lite0", "efficientnet_lite0", "probe", "none", 0.903, [0.81, 0.95])]
-    xeval = {"lite0": {"methods": {
-        "shap": {"deletion": {"mean": 0.12, "ci95": [0.07, 0.18], "higher_is_better": False}},
-        "lime": {"deletion": {"mean": 0.28, "ci95": [0.19, 0.37], "higher_is_better": False}},
-        "ig": {"deletion": {"mean": 0.30, "ci95": [0.10, 0.40], "higher_is_better": False}},
-    }}}
+    rows = [
+        row("cnn-none", "simple_cnn", "scratch", "none", 0.250, [0.16, 0.36]),
+        row("cnn-keras", "simple_cnn", "scratch", "keras-paper", 0.264, [0.18, 0.38]),
+        row("lite0", "efficientnet_lite0", "probe", "none", 0.903, [0.81, 0.95]),
+    ]
+    xeval = {
+        "lite0": {
+            "methods": {
+                "shap": {"deletion": {"mean": 0.12, "ci95": [0.07, 0.18], "higher_is_better": False}},
+                "lime": {"deletion": {"mean": 0.28, "ci95": [0.19, 0.37], "higher_is_better": False}},
+                "ig": {"deletion": {"mean": 0.30, "ci95": [0.10, 0.40], "higher_is_better": False}},
+            }
+        }
+    }
     text = _findings(rows, xeval)
     aug = next(t for t in text if t.startswith("Augmentation"))
     assert "not clearly better" in aug and " beats " not in aug
@@ -171,7 +185,9 @@ def test_finished_stages_skip_a_killed_writes_temp_marker(tmp_path):
 
     (tmp_path / MARKERS).mkdir()
     (tmp_path / MARKERS / "data.json").write_text('{"seconds": 1.0}')
-    (tmp_path / MARKERS / ".model__cnn.json.ab12.json").write_text('{"seconds": 2.0}')  # complete, not renamed
+    (tmp_path / MARKERS / ".model__cnn.json.ab12.json").write_text(
+        '{"seconds": 2.0}'
+    )  # complete, not renamed
     assert finished_stages(tmp_path) == {"data": {"seconds": 1.0}}
 
 

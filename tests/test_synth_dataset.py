@@ -48,8 +48,9 @@ def test_layout_and_manifest(dataset: tuple[Path, Manifest]) -> None:
         for name in names:
             assert len(list((out / split / name).glob("*.png"))) == {"train": 5}.get(split, 1)
     again = Manifest.from_csv(out / "manifest.csv")
-    assert [(r.path.resolve(), r.label, r.split, r.mask.resolve(), r.box) for r in again] == \
-        [(r.path.resolve(), r.label, r.split, r.mask.resolve(), r.box) for r in manifest]
+    assert [(r.path.resolve(), r.label, r.split, r.mask.resolve(), r.box) for r in again] == [
+        (r.path.resolve(), r.label, r.split, r.mask.resolve(), r.box) for r in manifest
+    ]
     for r in again:
         assert r.path.is_file() and r.mask is not None and r.mask.is_file()
         with Image.open(r.path) as im:
@@ -67,7 +68,7 @@ def test_files_on_disk_are_the_rendered_specs(dataset: tuple[Path, Manifest]) ->
     specs = load_specs(out)
     assert len(specs) == len(manifest)
     for r in list(manifest)[::4]:
-        spec = load_spec(out, r.path)                       # absolute path
+        spec = load_spec(out, r.path)  # absolute path
         assert spec == load_spec(out, r.path.relative_to(out))  # or relative to the dataset
         assert spec.class_name == r.label
         img, mask = render_bird(spec, 64)
@@ -152,8 +153,20 @@ def test_cli_and_contact_sheet(tmp_path: Path) -> None:
     app.command("noop")(lambda: None)  # a second command keeps "synth" a sub-command, as under `data`
     runner = CliRunner()
     out = tmp_path / "cli"
-    args = ["synth", "--out", str(out), "--classes", "2", "--per-class", "3", "--size", "48", "--quiet",
-            "--sheet", str(tmp_path / "sheet.png")]
+    args = [
+        "synth",
+        "--out",
+        str(out),
+        "--classes",
+        "2",
+        "--per-class",
+        "3",
+        "--size",
+        "48",
+        "--quiet",
+        "--sheet",
+        str(tmp_path / "sheet.png"),
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "wrote 6 images of 2 classes" in res.output

@@ -33,7 +33,7 @@ def test_catalog_names_unique_readable_and_parts_separate_every_pair() -> None:
     assert len(set(names)) == 40
     assert all(n == n.upper() and "  " not in n for n in names)
     for i, a in enumerate(cats):
-        for b in cats[i + 1:]:
+        for b in cats[i + 1 :]:
             diff = a.differing_parts(b)
             assert diff == b.differing_parts(a)
             # body colour alone never separates two classes: >= 2 other parts differ
@@ -152,10 +152,10 @@ def test_removing_a_part_changes_only_its_footprint(part: str) -> None:
         cut, mask_cut = render_bird(spec, 160, remove=part)
         foot = part_footprint(spec, 160, part)
         changed = (full != cut).any(axis=-1)
-        assert not (changed & ~foot).any()                        # nothing outside the footprint changes
+        assert not (changed & ~foot).any()  # nothing outside the footprint changes
         assert (mask_cut == mask)[~foot].all()
-        assert not (mask_cut == PART_IDS[part]).any()             # the part is gone from the mask
-        assert foot[mask == PART_IDS[part]].all()                 # the mask lies inside the footprint
+        assert not (mask_cut == PART_IDS[part]).any()  # the part is gone from the mask
+        assert foot[mask == PART_IDS[part]].all()  # the mask lies inside the footprint
         if (mask == PART_IDS[part]).any():
             # where the part was seen, the picture changes (background or the part beneath shows)
             assert changed[mask == PART_IDS[part]].mean() > 0.9, (part, spec.class_name)
@@ -193,8 +193,11 @@ def test_unknown_part_is_refused() -> None:
 
 def test_differing_parts_reports_changed_attribute_parts() -> None:
     a = class_catalog(1, 0)[0].attributes
-    b = dict(a, beak_colour="BLACK" if a["beak_colour"] != "BLACK" else "YELLOW",
-             tail_shape="LONG" if a["tail_shape"] != "LONG" else "FAN")
+    b = dict(
+        a,
+        beak_colour="BLACK" if a["beak_colour"] != "BLACK" else "YELLOW",
+        tail_shape="LONG" if a["tail_shape"] != "LONG" else "FAN",
+    )
     assert differing_parts(a, b) == ("beak", "tail")
 
 

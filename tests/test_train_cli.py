@@ -20,16 +20,33 @@ def probe_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cli")
     data = make_image_folder(root / "birds")
     out = root / "run"
-    res = runner.invoke(app, ["train", "--data", str(data), "--model", "simple_cnn", "--mode", "probe",
-                              "--image-size", "32", "--out", str(out), "--quiet"],
-                        env={"BIRDLENS_CACHE": str(root / "cache")})
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--model",
+            "simple_cnn",
+            "--mode",
+            "probe",
+            "--image-size",
+            "32",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env={"BIRDLENS_CACHE": str(root / "cache")},
+    )
     assert res.exit_code == 0, res.output
     assert "test accuracy" in res.output
     return out
 
 
 def test_train_refuses_existing_run_without_force(probe_run: Path) -> None:
-    res = runner.invoke(app, ["train", "--data", "unused", "--model", "simple_cnn", "--out", str(probe_run), "-q"])
+    res = runner.invoke(
+        app, ["train", "--data", "unused", "--model", "simple_cnn", "--out", str(probe_run), "-q"]
+    )
     assert res.exit_code == 2
     assert "--force" in res.output
 
@@ -37,8 +54,9 @@ def test_train_refuses_existing_run_without_force(probe_run: Path) -> None:
 def test_train_from_yaml_config(probe_run: Path, tmp_path: Path) -> None:
     # the resolved config.yaml of a run re-runs it; CLI options override it
     out = tmp_path / "again"
-    res = runner.invoke(app, ["train", "--config", str(probe_run / "config.yaml"), "--out", str(out), "-q",
-                              "--no-evaluate"])
+    res = runner.invoke(
+        app, ["train", "--config", str(probe_run / "config.yaml"), "--out", str(out), "-q", "--no-evaluate"]
+    )
     assert res.exit_code == 0, res.output
     cfg = (out / "config.yaml").read_text()
     assert "simple_cnn" in cfg and str(out) in cfg
@@ -48,13 +66,27 @@ def test_evaluate_writes_metrics_and_figures(probe_run: Path) -> None:
     res = runner.invoke(app, ["evaluate", "--run", str(probe_run), "--split", "valid", "-q"])
     assert res.exit_code == 0, res.output
     m = json.loads((probe_run / "metrics" / "valid.json").read_text())
-    for key in ("accuracy", "accuracy_ci95", "n", "top5_accuracy", "macro_f1", "per_class", "ece", "most_confused"):
+    for key in (
+        "accuracy",
+        "accuracy_ci95",
+        "n",
+        "top5_accuracy",
+        "macro_f1",
+        "per_class",
+        "ece",
+        "most_confused",
+    ):
         assert key in m
     assert m["n"] == 6 and set(m["per_class"]) == {"CLASS A", "CLASS B", "CLASS C"}
     lo, hi = m["accuracy_ci95"]
     assert lo <= m["accuracy"] <= hi
-    for fig in ("confusion_valid_counts", "confusion_valid_normalized", "reliability_valid", "top_losses_valid",
-                "learning_curves"):
+    for fig in (
+        "confusion_valid_counts",
+        "confusion_valid_normalized",
+        "reliability_valid",
+        "top_losses_valid",
+        "learning_curves",
+    ):
         assert (probe_run / "figures" / f"{fig}.png").stat().st_size > 1000
 
 
@@ -67,7 +99,9 @@ def test_predict_bad_image_does_not_stop_the_others(probe_run: Path, tmp_path: P
     good = sorted((probe_run.parent / "birds" / "test" / "CLASS B").glob("*.png"))[0]
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image at all")
-    res = runner.invoke(app, ["predict", "--run", str(probe_run), str(bad), str(good), "--top-k", "2", "--json"])
+    res = runner.invoke(
+        app, ["predict", "--run", str(probe_run), str(bad), str(good), "--top-k", "2", "--json"]
+    )
     assert res.exit_code == 1
     err_lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
     assert len(err_lines) == 1 and "broken.jpg" in err_lines[0]

@@ -27,8 +27,16 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
-    base: dict[str, object] = {"data": str(data), "out": str(out), "model": "simple_cnn", "mode": "finetune",
-                               "image_size": 32, "epochs": 2, "batch_size": 4, "quiet": True}
+    base: dict[str, object] = {
+        "data": str(data),
+        "out": str(out),
+        "model": "simple_cnn",
+        "mode": "finetune",
+        "image_size": 32,
+        "epochs": 2,
+        "batch_size": 4,
+        "quiet": True,
+    }
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -52,14 +60,29 @@ def test_finetune_defaults_pretrained_vs_scratch(tmp_path: Path) -> None:
     from birdlens.train.config import resolve
 
     pre = resolve(TrainConfig(data="d", out=str(tmp_path), model="efficientnet_lite0", mode="finetune"), 224)
-    assert (pre.head_init, pre.freeze_bn, pre.head_epochs, pre.lr, pre.backbone_lr_ratio, pre.label_smoothing) == (
-        "probe", True, 0, 1e-4, 0.2, 0.0)
-    rnd = resolve(TrainConfig(data="d", out=str(tmp_path), model="efficientnet_lite0", mode="finetune",
-                              head_init="random"), 224)
+    assert (
+        pre.head_init,
+        pre.freeze_bn,
+        pre.head_epochs,
+        pre.lr,
+        pre.backbone_lr_ratio,
+        pre.label_smoothing,
+    ) == ("probe", True, 0, 1e-4, 0.2, 0.0)
+    rnd = resolve(
+        TrainConfig(
+            data="d", out=str(tmp_path), model="efficientnet_lite0", mode="finetune", head_init="random"
+        ),
+        224,
+    )
     assert (rnd.head_epochs, rnd.lr, rnd.backbone_lr_ratio, rnd.freeze_bn) == (1, 1e-3, 0.1, True)
     scratch = resolve(TrainConfig(data="d", out=str(tmp_path), model="simple_cnn", mode="finetune"), 128)
-    assert (scratch.head_init, scratch.freeze_bn, scratch.head_epochs, scratch.lr, scratch.backbone_lr_ratio) == (
-        "random", False, 0, 1e-3, 1.0)
+    assert (
+        scratch.head_init,
+        scratch.freeze_bn,
+        scratch.head_epochs,
+        scratch.lr,
+        scratch.backbone_lr_ratio,
+    ) == ("random", False, 0, 1e-3, 1.0)
     probe = resolve(TrainConfig(data="d", out=str(tmp_path), model="efficientnet_lite0"), 224)
     assert probe.head_init == "random" and probe.freeze_bn is False
 
@@ -72,8 +95,17 @@ def test_freeze_bn_keeps_every_batchnorm_in_eval_mode(tmp_path: Path) -> None:
     model = create_model("efficientnet_lite0", num_classes=3, pretrained=False)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for freeze in (True, False):
-        cfg = resolve(TrainConfig(data="d", out=str(tmp_path), model="efficientnet_lite0", mode="finetune",
-                                  freeze_bn=freeze, head_epochs=0), 224)
+        cfg = resolve(
+            TrainConfig(
+                data="d",
+                out=str(tmp_path),
+                model="efficientnet_lite0",
+                mode="finetune",
+                freeze_bn=freeze,
+                head_epochs=0,
+            ),
+            224,
+        )
         module = Classifier(model, cfg, n_train=8)
         module._apply_freeze()
         assert model.training and all(m.training != freeze for m in bns)
@@ -94,10 +126,23 @@ def test_head_first_then_unfreeze_with_local_weights(tiny_data: Path, tmp_path: 
 
     class Snapshot(Callback):
         def on_train_epoch_end(self, trainer, pl_module):  # type: ignore[no-untyped-def]
-            seen[trainer.current_epoch] = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+            seen[trainer.current_epoch] = {
+                k: v.detach().clone() for k, v in pl_module.model.state_dict().items()
+            }
 
-    run = train(_cfg(tiny_data, tmp_path / "run", weights=str(weights), head_epochs=1, epochs=2, patience=None,
-                     head_init="random"), evaluate=False, callbacks=[Snapshot()])
+    run = train(
+        _cfg(
+            tiny_data,
+            tmp_path / "run",
+            weights=str(weights),
+            head_epochs=1,
+            epochs=2,
+            patience=None,
+            head_init="random",
+        ),
+        evaluate=False,
+        callbacks=[Snapshot()],
+    )
     init = load_file(str(weights))
     conv = "features.0.conv.weight"
     assert torch.equal(seen[0][conv], init[conv]), "backbone moved while frozen"
@@ -148,12 +193,15 @@ train(cfg, resume=how == "resume", evaluate=False, callbacks=[Slow(delay), *extr
 """
 
 
-def _run_script(tmp_path: Path, args: list[str], env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen:
+def _run_script(
+    tmp_path: Path, args: list[str], env: dict[str, str] | None = None, **kw: object
+) -> subprocess.Popen:
     script = tmp_path / "run_train.py"
     script.write_text(_SCRIPT)
     e = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, str(script), *args], env=e, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, **kw)  # type: ignore[call-overload]
+    return subprocess.Popen(
+        [sys.executable, str(script), *args], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw
+    )  # type: ignore[call-overload]
 
 
 def _wait(p: subprocess.Popen, timeout: float = 240) -> None:
@@ -165,9 +213,23 @@ def _wait(p: subprocess.Popen, timeout: float = 240) -> None:
 def test_resume_after_sigkill_matches_uninterrupted_run(tiny_data: Path, tmp_path: Path) -> None:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # the uninterrupted reference runs in this process (same settings as the script: 1 thread, CPU)
-    train(TrainConfig(data=str(tiny_data), out=str(straight), model="simple_cnn", mode="finetune", image_size=32,
-                      epochs=3, batch_size=4, augment="light", checkpoint_every_n_steps=2, patience=None,
-                      quiet=True, accelerator="cpu"), evaluate=False)
+    train(
+        TrainConfig(
+            data=str(tiny_data),
+            out=str(straight),
+            model="simple_cnn",
+            mode="finetune",
+            image_size=32,
+            epochs=3,
+            batch_size=4,
+            augment="light",
+            checkpoint_every_n_steps=2,
+            patience=None,
+            quiet=True,
+            accelerator="cpu",
+        ),
+        evaluate=False,
+    )
 
     p = _run_script(tmp_path, [str(tiny_data), str(killed), "new", "0.4"])
     deadline = time.time() + 180
@@ -195,15 +257,20 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_data: Path, tmp_pat
 def test_ddp_two_cpu_processes_train_one_model(tiny_data: Path, tmp_path: Path) -> None:
     rec = tmp_path / "rec"
     rec.mkdir()
-    _wait(_run_script(tmp_path, [str(tiny_data), str(tmp_path / "ddp"), "new", "0"],
-                      env={"T_DEVICES": "2", "T_STRATEGY": "ddp", "T_RECORD": str(rec)}))
+    _wait(
+        _run_script(
+            tmp_path,
+            [str(tiny_data), str(tmp_path / "ddp"), "new", "0"],
+            env={"T_DEVICES": "2", "T_STRATEGY": "ddp", "T_RECORD": str(rec)},
+        )
+    )
     r0, r1 = (json.loads((rec / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2
     # each rank saw half of every epoch's 24 images, and together all of them (no image on both ranks)
     steps = 3  # ceil(12 / 4) per rank per epoch
     for epoch in range(3):
-        a = [k for b in r0["batches"][epoch * steps:(epoch + 1) * steps] for k in b]
-        b = [k for b in r1["batches"][epoch * steps:(epoch + 1) * steps] for k in b]
+        a = [k for b in r0["batches"][epoch * steps : (epoch + 1) * steps] for k in b]
+        b = [k for b in r1["batches"][epoch * steps : (epoch + 1) * steps] for k in b]
         assert len(a) == len(b) == 12
         assert not set(a) & set(b)
     # gradients were averaged: both ranks end with the same weights, which rank 0 saved
@@ -214,11 +281,25 @@ def test_ddp_two_cpu_processes_train_one_model(tiny_data: Path, tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("name", "size"), [("vgg19", 32), ("xception", 71)])
-def test_big_models_train_one_step_and_evaluate_offline(name: str, size: int, tiny_data: Path, tmp_path: Path) -> None:
+def test_big_models_train_one_step_and_evaluate_offline(
+    name: str, size: int, tiny_data: Path, tmp_path: Path
+) -> None:
     """VGG19 / Xception: random weights (no network), one optimiser step, evaluation; Xception also restarts
     from its saved weights as a local ``--weights`` file (VGG19's 0.5 GB file would only cost time)."""
-    run = train(_cfg(tiny_data, tmp_path / "run", model=name, pretrained=False, image_size=size, epochs=1,
-                     batch_size=2, limit_train_batches=1, limit_val_batches=1, patience=None))
+    run = train(
+        _cfg(
+            tiny_data,
+            tmp_path / "run",
+            model=name,
+            pretrained=False,
+            image_size=size,
+            epochs=1,
+            batch_size=2,
+            limit_train_batches=1,
+            limit_val_batches=1,
+            patience=None,
+        )
+    )
     meta = json.loads((run / "meta.json").read_text())
     assert meta["global_step"] == 1 and meta["image_size"] == size
     assert json.loads((run / "metrics/test.json").read_text())["n"] == 6
@@ -227,7 +308,21 @@ def test_big_models_train_one_step_and_evaluate_offline(name: str, size: int, ti
     if name == "vgg19":
         return
     # the saved weights work as a local --weights file for a new run
-    run2 = train(_cfg(tiny_data, tmp_path / "run2", model=name, weights=str(run / "best.safetensors"),
-                      image_size=size, epochs=1, batch_size=2, limit_train_batches=1, limit_val_batches=1,
-                      head_epochs=1, head_init="random", patience=None), evaluate=False)
+    run2 = train(
+        _cfg(
+            tiny_data,
+            tmp_path / "run2",
+            model=name,
+            weights=str(run / "best.safetensors"),
+            image_size=size,
+            epochs=1,
+            batch_size=2,
+            limit_train_batches=1,
+            limit_val_batches=1,
+            head_epochs=1,
+            head_init="random",
+            patience=None,
+        ),
+        evaluate=False,
+    )
     assert json.loads((run2 / "meta.json").read_text())["weights"].startswith("file:")

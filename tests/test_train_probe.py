@@ -23,8 +23,15 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, cache: Path, **kw: object) -> TrainConfig:
-    base: dict[str, object] = {"data": str(data), "out": str(out), "model": "simple_cnn", "mode": "probe",
-                               "image_size": 32, "feature_cache": str(cache), "quiet": True}
+    base: dict[str, object] = {
+        "data": str(data),
+        "out": str(out),
+        "model": "simple_cnn",
+        "mode": "probe",
+        "image_size": 32,
+        "feature_cache": str(cache),
+        "quiet": True,
+    }
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -32,10 +39,21 @@ def _cfg(data: Path, out: Path, cache: Path, **kw: object) -> TrainConfig:
 def test_probe_run_directory_and_cache(tiny_data: Path, tmp_path: Path) -> None:
     cache = tmp_path / "features"
     run = train(_cfg(tiny_data, tmp_path / "run", cache, augment="light", probe_views=2))
-    for name in ("config.yaml", "env.json", "meta.json", "log.csv", "best.safetensors", "manifest.csv",
-                 "metrics/test.json", "metrics/valid.json", "figures/learning_curves.png",
-                 "figures/confusion_test_counts.png", "figures/confusion_test_normalized.png",
-                 "figures/reliability_test.png", "figures/top_losses_test.png"):
+    for name in (
+        "config.yaml",
+        "env.json",
+        "meta.json",
+        "log.csv",
+        "best.safetensors",
+        "manifest.csv",
+        "metrics/test.json",
+        "metrics/valid.json",
+        "figures/learning_curves.png",
+        "figures/confusion_test_counts.png",
+        "figures/confusion_test_normalized.png",
+        "figures/reliability_test.png",
+        "figures/top_losses_test.png",
+    ):
         assert (run / name).is_file(), name
     meta = json.loads((run / "meta.json").read_text())
     assert meta["classes"] == ["CLASS A", "CLASS B", "CLASS C"]
@@ -63,7 +81,9 @@ def test_probe_run_directory_and_cache(tiny_data: Path, tmp_path: Path) -> None:
     from birdlens.data.manifest import Manifest
 
     test = Manifest.from_csv(run / "manifest.csv").split("test")
-    ds = ImageDataset(test, transform=trained.transform(), class_to_idx={c: i for i, c in enumerate(trained.classes)})
+    ds = ImageDataset(
+        test, transform=trained.transform(), class_to_idx={c: i for i, c in enumerate(trained.classes)}
+    )
     x = torch.stack([ds[i][0] for i in range(len(ds))])
     pred = trained.predict_proba(x).argmax(1).numpy()
     acc = float((pred == np.array(ds.targets)).mean())
@@ -103,8 +123,16 @@ def test_probe_solvers_agree() -> None:
 @pytest.mark.shared_data
 def test_lite0_probe_on_shared_birds(shared_birds: Path, tmp_path: Path) -> None:
     """Acceptance (issue 3): bundled EfficientNet-Lite0 probe reaches >= 0.93 test accuracy."""
-    run = train(TrainConfig(data=str(shared_birds), out=str(tmp_path / "run"), model="efficientnet_lite0",
-                            mode="probe", feature_cache=str(tmp_path / "features"), quiet=True))
+    run = train(
+        TrainConfig(
+            data=str(shared_birds),
+            out=str(tmp_path / "run"),
+            model="efficientnet_lite0",
+            mode="probe",
+            feature_cache=str(tmp_path / "features"),
+            quiet=True,
+        )
+    )
     m = json.loads((run / "metrics/test.json").read_text())
     assert m["n"] == 180
     assert m["accuracy"] >= 0.93, m["accuracy"]

@@ -74,8 +74,15 @@ def left_first_map(b: int = 1, h: int = 4, w: int = 4) -> torch.Tensor:
 # ------------------------------------------------------------------------------- deletion / insertion
 def test_deletion_curve_and_auc_hand_computed():
     model = RegionSum(halves())
-    res = perturbation_curves(model, ones_image(), left_first_map(), torch.tensor([0]), n_steps=4,
-                              modes=("deletion",), deletion_substrate="zero")["deletion"]
+    res = perturbation_curves(
+        model,
+        ones_image(),
+        left_first_map(),
+        torch.tensor([0]),
+        n_steps=4,
+        modes=("deletion",),
+        deletion_substrate="zero",
+    )["deletion"]
     # 4 px per step, left half (class 0's evidence) first: logits (l0, l1) = (8,8),(4,8),(0,8),(0,4),(0,0)
     expected = [sig(0), sig(-4), sig(-8), sig(-4), sig(0)]
     np.testing.assert_allclose(res.probs[0], expected, atol=1e-6)
@@ -86,12 +93,20 @@ def test_deletion_curve_and_auc_hand_computed():
 
 def test_insertion_curve_hand_computed_and_uneven_steps():
     model = RegionSum(halves())
-    res = perturbation_curves(model, ones_image(), left_first_map(), torch.tensor([0]), n_steps=4,
-                              modes=("insertion",), insertion_substrate="zero")["insertion"]
+    res = perturbation_curves(
+        model,
+        ones_image(),
+        left_first_map(),
+        torch.tensor([0]),
+        n_steps=4,
+        modes=("insertion",),
+        insertion_substrate="zero",
+    )["insertion"]
     np.testing.assert_allclose(res.probs[0], [sig(0), sig(4), sig(8), sig(4), sig(0)], atol=1e-6)
     # 3 steps over 16 px -> 6 px per step: removed 0, 6, 12, 16 -> logits (8,8),(2,8),(0,4),(0,0)
-    d = perturbation_curves(model, ones_image(), left_first_map(), torch.tensor([0]), n_steps=3,
-                            modes=("deletion",))["deletion"]
+    d = perturbation_curves(
+        model, ones_image(), left_first_map(), torch.tensor([0]), n_steps=3, modes=("deletion",)
+    )["deletion"]
     np.testing.assert_allclose(d.probs[0], [sig(0), sig(-6), sig(-4), sig(0)], atol=1e-6)
     np.testing.assert_allclose(d.fractions, [0, 6 / 16, 12 / 16, 1.0])
 
@@ -105,7 +120,9 @@ def test_explaining_the_other_class_and_a_good_vs_bad_map():
     assert g["deletion"].auc[0] < b["deletion"].auc[0]
     assert g["insertion"].auc[0] > b["insertion"].auc[0]
     # the bad map for class 0 is the good map for class 1 (symmetric toy)
-    o = perturbation_curves(model, ones_image(), bad, torch.tensor([1]), n_steps=4, insertion_substrate="zero")
+    o = perturbation_curves(
+        model, ones_image(), bad, torch.tensor([1]), n_steps=4, insertion_substrate="zero"
+    )
     np.testing.assert_allclose(o["deletion"].probs, g["deletion"].probs, atol=1e-6)
 
 
@@ -131,8 +148,12 @@ class TinyCNN(nn.Module):
     def __init__(self, n_classes: int = 3) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(8, n_classes)
@@ -199,8 +220,9 @@ def test_energy_share_exact():
     maps[0, 0, 0], maps[0, 1, 1], maps[0, 2, 3], maps[0, 3, 3] = 2.0, 4.0, 2.0, -10.0  # 6 in, 2 out
     np.testing.assert_allclose(energy_share(maps, regions).numpy(), [0.75, 0.5])  # zero map -> area
     m = get_metric("energy_inside")
-    np.testing.assert_allclose(m(None, torch.zeros(2, 3, 4, 4), maps, torch.zeros(2), regions=regions),
-                               [0.75, 0.5])
+    np.testing.assert_allclose(
+        m(None, torch.zeros(2, 3, 4, 4), maps, torch.zeros(2), regions=regions), [0.75, 0.5]
+    )
     with pytest.raises(ValueError, match="needs context"):
         m(None, torch.zeros(2, 3, 4, 4), maps, torch.zeros(2))
 
@@ -221,8 +243,9 @@ def test_part_masses_and_rank_correlation():
     masks, maps = _parts_case()
     np.testing.assert_allclose(part_masses(maps, masks, 4).numpy(), [[12, 8, 4, 0], [4, 8, 12, 0]])
     imp = torch.tensor([[0.5, 0.2, 0.1, 0.0], [0.5, 0.2, 0.1, 0.0]])  # part 4 absent: excluded
-    vals = get_metric("part_rank_corr")(None, torch.zeros(2, 3, 4, 4), maps, torch.zeros(2), part_masks=masks,
-                                        part_importance=imp)
+    vals = get_metric("part_rank_corr")(
+        None, torch.zeros(2, 3, 4, 4), maps, torch.zeros(2), part_masks=masks, part_importance=imp
+    )
     np.testing.assert_allclose(vals, [1.0, -1.0])
 
 
@@ -307,8 +330,10 @@ def test_bootstrap_and_paired_difference():
 
 
 def test_summary_ranks_by_direction():
-    per = {"a": {"deletion": [0.1, 0.2], "insertion": [0.5, 0.6]},
-           "b": {"deletion": [0.3, 0.4], "insertion": [0.7, 0.8]}}
+    per = {
+        "a": {"deletion": [0.1, 0.2], "insertion": [0.5, 0.6]},
+        "b": {"deletion": [0.3, 0.4], "insertion": [0.7, 0.8]},
+    }
     summ = summarise(per)
     assert summ["a"]["deletion"]["higher_is_better"] is False
     ranks = rank_methods(summ)
@@ -361,8 +386,9 @@ def test_every_metric_is_batch_size_invariant(name):
 
 def test_baselines_are_batch_invariant_and_seeded():
     a = baseline_maps("random", (4, 8, 8), seed=3)
-    b = torch.cat([baseline_maps("random", (2, 8, 8), seed=3), baseline_maps("random", (2, 8, 8), seed=3,
-                                                                              offset=2)])
+    b = torch.cat(
+        [baseline_maps("random", (2, 8, 8), seed=3), baseline_maps("random", (2, 8, 8), seed=3, offset=2)]
+    )
     torch.testing.assert_close(a, b)
     c = centre_maps((1, 9, 9))
     assert c[0].argmax().item() == 40  # the centre pixel

@@ -24,27 +24,42 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
-    return generate_dataset(tmp_path_factory.mktemp("synth") / "birds", classes=3, per_class=12, size=SIZE,
-                            seed=0, quiet=True)
+    return generate_dataset(
+        tmp_path_factory.mktemp("synth") / "birds", classes=3, per_class=12, size=SIZE, seed=0, quiet=True
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(synth: Manifest) -> TrainedModel:
     torch.manual_seed(0)
     model = create_model("simple_cnn", num_classes=3, pretrained=False).eval()
-    dc = DataConfig(input_size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear",
-                    crop_pct=1.0)
-    return TrainedModel(model=model, classes=synth.classes, data_config=dc, model_name="simple_cnn",
-                        cam_layer="features.2.act", meta={"image_size": SIZE})
+    dc = DataConfig(
+        input_size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0
+    )
+    return TrainedModel(
+        model=model,
+        classes=synth.classes,
+        data_config=dc,
+        model_name="simple_cnn",
+        cam_layer="features.2.act",
+        meta={"image_size": SIZE},
+    )
 
 
 @pytest.fixture(scope="module")
 def run_dir(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run")
     save_weights(trained.model, run / "best.safetensors")
-    write_json(run / "meta.json", {"model": "simple_cnn", "classes": trained.classes,
-                                   "data_config": trained.data_config.to_dict(), "image_size": SIZE,
-                                   "cam_layer": trained.cam_layer})
+    write_json(
+        run / "meta.json",
+        {
+            "model": "simple_cnn",
+            "classes": trained.classes,
+            "data_config": trained.data_config.to_dict(),
+            "image_size": SIZE,
+            "cam_layer": trained.cam_layer,
+        },
+    )
     return run
 
 
@@ -55,8 +70,9 @@ def test_sample_is_seeded_and_class_balanced(synth: Manifest):
     assert all(labels.count(c) == 2 for c in synth.classes)
 
 
-def test_evaluate_on_synthetic_birds_has_every_metric(synth: Manifest, trained: TrainedModel, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch):
+def test_evaluate_on_synthetic_birds_has_every_metric(
+    synth: Manifest, trained: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     import birdlens.explain.metrics.evaluate as ev
 
     real = ev.method_explain_fn
@@ -71,14 +87,33 @@ def test_evaluate_on_synthetic_birds_has_every_metric(synth: Manifest, trained: 
         return fn
 
     monkeypatch.setattr(ev, "method_explain_fn", broken_ig)
-    res = evaluate_explanations(trained, synth, ["gradcam", "ig"], n=4, out_dir=tmp_path, seed=0, n_steps=6,
-                                sanity_n=2, stability_n=2, figures=False, quiet=True)
+    res = evaluate_explanations(
+        trained,
+        synth,
+        ["gradcam", "ig"],
+        n=4,
+        out_dir=tmp_path,
+        seed=0,
+        n_steps=6,
+        sanity_n=2,
+        stability_n=2,
+        figures=False,
+        quiet=True,
+    )
     assert res["errors"] == {"ig": "RuntimeError: boom"}
     assert res["data"]["synthetic_parts"] and res["data"]["regions"] == "mask"
     assert res["data"]["render_vs_disk_max_abs"] < 1e-5  # the re-rendered bird is the image on disk
     assert set(res["methods"]) == {"gradcam", "random (baseline)", "centre (baseline)"}
-    for metric in ("deletion", "insertion", "pointing_game", "energy_inside", "part_rank_corr", "top_part_key",
-                   "key_part_share", "sanity_rank_corr"):
+    for metric in (
+        "deletion",
+        "insertion",
+        "pointing_game",
+        "energy_inside",
+        "part_rank_corr",
+        "top_part_key",
+        "key_part_share",
+        "sanity_rank_corr",
+    ):
         assert metric in res["methods"]["gradcam"], metric
         stats = res["methods"]["gradcam"][metric]
         assert set(stats) >= {"mean", "ci95", "n", "higher_is_better"}
@@ -94,9 +129,16 @@ def test_absent_parts_have_zero_true_importance(synth: Manifest, trained: Traine
     from birdlens.models import eval_geometry
 
     recs = select_records(synth, 6, seed=0, split="test")
-    ctx = _part_context(trained.model, recs, Path(synth.root), torch.zeros(6, dtype=torch.long),
-                        trained.transform(), eval_geometry(trained.data_config, SIZE), trained.classes,
-                        EvalSettings())
+    ctx = _part_context(
+        trained.model,
+        recs,
+        Path(synth.root),
+        torch.zeros(6, dtype=torch.long),
+        trained.transform(),
+        eval_geometry(trained.data_config, SIZE),
+        trained.classes,
+        EvalSettings(),
+    )
     parts = json.loads((Path(synth.root) / "parts.json").read_text())
     absent = {row["name"]: row["absent_parts"] for row in parts["classes"]}
     checked = 0
@@ -113,9 +155,30 @@ def test_absent_parts_have_zero_true_importance(synth: Manifest, trained: Traine
 
 def test_cli_writes_results_figures_and_refuses_to_overwrite(synth: Manifest, run_dir: Path, tmp_path: Path):
     out = tmp_path / "xeval"
-    args = ["explain-eval", "--run", str(run_dir), "--data", str(Path(synth.root) / "manifest.csv"),
-            "--methods", "gradcam,ig,lime", "--n", "3", "--steps", "5", "--sanity-n", "2", "--stability-n", "2",
-            "--param", "ig.steps=4", "--param", "lime.num_samples=40", "--out", str(out), "--quiet"]
+    args = [
+        "explain-eval",
+        "--run",
+        str(run_dir),
+        "--data",
+        str(Path(synth.root) / "manifest.csv"),
+        "--methods",
+        "gradcam,ig,lime",
+        "--n",
+        "3",
+        "--steps",
+        "5",
+        "--sanity-n",
+        "2",
+        "--stability-n",
+        "2",
+        "--param",
+        "ig.steps=4",
+        "--param",
+        "lime.num_samples=40",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())

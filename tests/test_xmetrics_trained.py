@@ -15,9 +15,17 @@ SIZE, PATCH = 32, 8
 _i = torch.arange(PATCH)
 # class = texture of one 8x8 patch: horizontal stripes, vertical stripes, checkerboard. Blur (insertion's
 # starting image) erases all three, so the evidence exists only where the patch is.
-TEXTURES = torch.stack([
-    (_i[:, None] % 2).expand(PATCH, PATCH), (_i[None, :] % 2).expand(PATCH, PATCH), (_i[:, None] + _i) % 2,
-]).float() * 3.0 - 1.5
+TEXTURES = (
+    torch.stack(
+        [
+            (_i[:, None] % 2).expand(PATCH, PATCH),
+            (_i[None, :] % 2).expand(PATCH, PATCH),
+            (_i[:, None] + _i) % 2,
+        ]
+    ).float()
+    * 3.0
+    - 1.5
+)
 
 
 def make_patch_task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,9 +43,12 @@ class PatchNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
         )
         self.head = nn.Linear(32, 3)
 
@@ -73,6 +84,8 @@ def test_gradcam_beats_the_random_baseline_on_insertion():
     assert ins["ci95"][0] > 0, f"Grad-CAM not measurably better on insertion: {ins}"
     dele = paired_difference(a["deletion"].auc, b["deletion"].auc, seed=0)
     assert dele["ci95"][1] < 0, f"Grad-CAM not measurably better on deletion: {dele}"
-    print(f"insertion gradcam {a['insertion'].auc.mean():.3f} vs random {b['insertion'].auc.mean():.3f}; "
-          f"deletion {a['deletion'].auc.mean():.3f} vs {b['deletion'].auc.mean():.3f}")
+    print(
+        f"insertion gradcam {a['insertion'].auc.mean():.3f} vs random {b['insertion'].auc.mean():.3f}; "
+        f"deletion {a['deletion'].auc.mean():.3f} vs {b['deletion'].auc.mean():.3f}"
+    )
     assert np.isfinite(a["insertion"].auc).all()

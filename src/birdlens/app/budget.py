@@ -15,9 +15,19 @@ METHODS: tuple[str, ...] = ("gradcam", "lime", "shap", "ig")
 HEAVY_METHODS: frozenset[str] = frozenset({"lime", "shap", "ig"})
 
 # options the server sets itself: a client must not swap the model's normalisation, layer or output
-RESERVED_PARAMS: frozenset[str] = frozenset({
-    "model", "output", "channels_last", "mean", "std", "data_config", "model_name", "layer", "device",
-})
+RESERVED_PARAMS: frozenset[str] = frozenset(
+    {
+        "model",
+        "output",
+        "channels_last",
+        "mean",
+        "std",
+        "data_config",
+        "model_name",
+        "layer",
+        "device",
+    }
+)
 
 # method -> its budget parameter (the number of model forwards it costs)
 BUDGET_PARAM: dict[str, str] = {"lime": "num_samples", "shap": "max_evals", "ig": "steps"}
@@ -34,7 +44,9 @@ class Budget:
     defaults: dict[str, int] = field(default_factory=lambda: {"lime": 500, "shap": 500, "ig": 32})
 
     def cap(self, method: str) -> int | None:
-        return {"lime": self.lime_max_samples, "shap": self.shap_max_evals, "ig": self.ig_max_steps}.get(method)
+        return {"lime": self.lime_max_samples, "shap": self.shap_max_evals, "ig": self.ig_max_steps}.get(
+            method
+        )
 
     def clamp(self, method: str, params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """The parameters the server will really use, and a note for every value it changed."""
@@ -46,7 +58,9 @@ class Budget:
             if k in RESERVED_PARAMS:
                 raise ValueError(f"parameter {k!r} is set by the server and cannot be changed per request")
             if v is not None and not isinstance(v, (bool, int, float, str)):
-                raise ValueError(f"parameter {k!r} must be a number, string or boolean, got {type(v).__name__}")
+                raise ValueError(
+                    f"parameter {k!r} must be a number, string or boolean, got {type(v).__name__}"
+                )
         key = BUDGET_PARAM.get(method)
         if key is None:
             return out, notes

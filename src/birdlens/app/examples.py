@@ -30,8 +30,9 @@ class ExampleImage:
     path: Path
 
 
-def find_examples(run_dir: str | os.PathLike[str] | None, override: str | os.PathLike[str] | None = None,
-                  limit: int = 12) -> list[ExampleImage]:
+def find_examples(
+    run_dir: str | os.PathLike[str] | None, override: str | os.PathLike[str] | None = None, limit: int = 12
+) -> list[ExampleImage]:
     """Up to ``limit`` test images, one per species in sorted order (deterministic); [] when none found."""
     for source in _sources(Path(run_dir) if run_dir else None, Path(override) if override else None):
         found = source()

@@ -21,12 +21,15 @@ from birdlens.app.schemas import MapStats
 def png_data_url(rgb: np.ndarray) -> str:
     """uint8 HWC -> ``data:image/png;base64,...`` (what the page puts straight into an ``<img>``)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(buf, format="PNG", optimize=False,
-                                                                    compress_level=3)
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(
+        buf, format="PNG", optimize=False, compress_level=3
+    )
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def overlay(photo: np.ndarray, m: np.ndarray, method: str, scores: Mapping[str, Any] | None = None) -> np.ndarray:
+def overlay(
+    photo: np.ndarray, m: np.ndarray, method: str, scores: Mapping[str, Any] | None = None
+) -> np.ndarray:
     """The study's overlay for ``method`` over the model's view of the photo (uint8 HWC)."""
     from birdlens.explain.viz import overlay_for
 
@@ -41,7 +44,11 @@ def map_stats(m: np.ndarray) -> MapStats:
     k = max(1, round(0.1 * pos.size))
     top = float(np.partition(pos, pos.size - k)[-k:].sum()) if pos.size else 0.0
     return MapStats(
-        shape=[int(s) for s in m.shape], min=float(finite.min()), max=float(finite.max()),
-        mean=float(finite.mean()), std=float(finite.std()), positive_fraction=float((finite > 0).mean()),
+        shape=[int(s) for s in m.shape],
+        min=float(finite.min()),
+        max=float(finite.max()),
+        mean=float(finite.mean()),
+        std=float(finite.std()),
+        positive_fraction=float((finite > 0).mean()),
         top10_share=top / total if total > 0 else 0.0,
     )

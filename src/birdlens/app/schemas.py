@@ -23,7 +23,9 @@ class ModelInfo(BaseModel):
     weights: str | None = Field(None, description="where the backbone's starting weights came from")
     finished: str | None = Field(None, description="when training finished (UTC, ISO 8601)")
     methods: list[str] = Field(description="explanation methods this server offers")
-    budget: dict[str, float] = Field(description="per-request caps (num_samples, max_evals, steps, timeout_s)")
+    budget: dict[str, float] = Field(
+        description="per-request caps (num_samples, max_evals, steps, timeout_s)"
+    )
     max_upload_bytes: int
 
 
@@ -51,9 +53,13 @@ class Evidence(BaseModel):
     method: str
     target: int
     target_label: str
-    overlay_png: str = Field(description="data:image/png;base64,... heatmap over the model's view of the photo")
+    overlay_png: str = Field(
+        description="data:image/png;base64,... heatmap over the model's view of the photo"
+    )
     stats: MapStats
-    params: dict[str, float | int | str | bool | None] = Field(description="parameters really used (after the budget)")
+    params: dict[str, float | int | str | bool | None] = Field(
+        description="parameters really used (after the budget)"
+    )
     notes: list[str] = Field(default_factory=list, description="budget caps applied, etc.")
     seconds: float
     map: list[list[float]] | None = Field(None, description="the raw map, only when include_map=true")
@@ -64,7 +70,9 @@ class Prediction(BaseModel):
 
     top: list[Species] = Field(description="top-5 species, most probable first")
     gradcam: Evidence
-    view_png: str = Field(description="data:image/png;base64,... the photo as the model saw it (resized, cropped)")
+    view_png: str = Field(
+        description="data:image/png;base64,... the photo as the model saw it (resized, cropped)"
+    )
     width: int = Field(description="uploaded image width after EXIF orientation")
     height: int
     model: ModelInfo

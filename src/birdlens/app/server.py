@@ -45,8 +45,12 @@ STATIC_DIR = Path(__file__).with_name("static")
 ImageField = Annotated[UploadFile, File(description="the photo (any format the data layer reads)")]
 
 
-def create_app(service: ModelService, examples: Sequence[ExampleImage] = (),
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pending: int = 64) -> FastAPI:
+def create_app(
+    service: ModelService,
+    examples: Sequence[ExampleImage] = (),
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_pending: int = 64,
+) -> FastAPI:
     """Build the app around a loaded :class:`ModelService` (tests pass their own; the CLI loads a run).
 
     ``max_pending``: model tasks allowed to wait or run at once; beyond it requests get 503 (each waiting
@@ -66,8 +70,11 @@ def create_app(service: ModelService, examples: Sequence[ExampleImage] = (),
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
-                       file_limit=max_upload_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+        file_limit=max_upload_bytes,
+    )
     app.state.service = service
     app.state.examples = list(examples)
 
@@ -81,8 +88,11 @@ def create_app(service: ModelService, examples: Sequence[ExampleImage] = (),
 
     def check_capacity() -> None:
         if service.queue.pending() >= max_pending:
-            raise HTTPException(503, f"server busy: {max_pending} requests are already queued; try again shortly",
-                                headers={"Retry-After": "5"})
+            raise HTTPException(
+                503,
+                f"server busy: {max_pending} requests are already queued; try again shortly",
+                headers={"Retry-After": "5"},
+            )
 
     async def read_image(upload: UploadFile) -> Prepared:
         check_capacity()
@@ -115,7 +125,9 @@ def create_app(service: ModelService, examples: Sequence[ExampleImage] = (),
             raise HTTPException(400, 'params must be a JSON object, e.g. {"num_samples": 300}')
         return params
 
-    def submit(prep: Prepared, method: str, params: str | None, target: int | None, include_map: bool) -> Task[Evidence]:
+    def submit(
+        prep: Prepared, method: str, params: str | None, target: int | None, include_map: bool
+    ) -> Task[Evidence]:
         try:
             return service.submit_explain(prep, method, parse_params(params), target, include_map)
         except ValueError as e:
@@ -123,11 +135,17 @@ def create_app(service: ModelService, examples: Sequence[ExampleImage] = (),
 
     def status(task: Task[Any]) -> TaskStatus:
         err = None if task.error is None else (str(task.error) or type(task.error).__name__)
-        return TaskStatus(id=task.id, method=task.kind, state=task.state,  # type: ignore[arg-type]
-                          progress=1.0 if task.state == "done" else task.watch.progress,
-                          queue_position=service.queue.position(task), elapsed=round(task.elapsed, 3),
-                          timeout_s=task.watch.timeout_s or 0.0,
-                          result=task.result if task.state == "done" else None, error=err)
+        return TaskStatus(
+            id=task.id,
+            method=task.kind,
+            state=task.state,  # type: ignore[arg-type]
+            progress=1.0 if task.state == "done" else task.watch.progress,
+            queue_position=service.queue.position(task),
+            elapsed=round(task.elapsed, 3),
+            timeout_s=task.watch.timeout_s or 0.0,
+            result=task.result if task.state == "done" else None,
+            error=err,
+        )
 
     # ---- page ------------------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -140,50 +158,89 @@ def create_app(service: ModelService, examples: Sequence[ExampleImage] = (),
     @app.get("/healthz", response_model=Health, tags=["service"])
     async def healthz() -> Health:
         """Liveness: the model is loaded; ``queue`` = tasks waiting or running."""
-        return Health(status="ok", model=service.trained.model_name, run=service.run_name,
-                      queue=service.queue.pending())
+        return Health(
+            status="ok", model=service.trained.model_name, run=service.run_name, queue=service.queue.pending()
+        )
 
     @app.get("/api/info", response_model=ModelInfo, tags=["service"])
     async def info() -> ModelInfo:
         """The model and run this server uses, its classes, methods and per-request budget."""
         return service.info(max_upload_bytes)
 
-    @app.post("/api/predict", response_model=Prediction, tags=["model"],
-              responses={400: {"description": "not a usable image"}, 413: {"description": "upload too large"},
-                         503: {"description": "too many requests queued"}})
+    @app.post(
+        "/api/predict",
+        response_model=Prediction,
+        tags=["model"],
+        responses={
+            400: {"description": "not a usable image"},
+            413: {"description": "upload too large"},
+            503: {"description": "too many requests queued"},
+        },
+    )
     async def predict(image: ImageField) -> Prediction:
         """Top-5 species and the Grad-CAM evidence for the most probable one."""
         prep = await read_image(image)
         task = service.submit_predict(prep)
         out = await wait(task)
-        return Prediction(top=out.top, gradcam=out.gradcam, view_png=out.view_png, width=prep.width,
-                          height=prep.height, model=service.info(max_upload_bytes), seconds=round(out.seconds, 4),
-                          queued_seconds=round(task.queued_seconds, 4))
+        return Prediction(
+            top=out.top,
+            gradcam=out.gradcam,
+            view_png=out.view_png,
+            width=prep.width,
+            height=prep.height,
+            model=service.info(max_upload_bytes),
+            seconds=round(out.seconds, 4),
+            queued_seconds=round(task.queued_seconds, 4),
+        )
 
-    @app.post("/api/explain", response_model=Evidence, tags=["model"],
-              responses={400: {"description": "not a usable image or bad parameters"},
-                         413: {"description": "upload too large"},
-                         504: {"description": "the method ran past the per-request time budget"}})
+    @app.post(
+        "/api/explain",
+        response_model=Evidence,
+        tags=["model"],
+        responses={
+            400: {"description": "not a usable image or bad parameters"},
+            413: {"description": "upload too large"},
+            504: {"description": "the method ran past the per-request time budget"},
+        },
+    )
     async def explain(
         image: ImageField,
         method: Annotated[str, Form(description="gradcam, lime, shap or ig")] = "gradcam",
-        params: Annotated[str | None, Form(description='JSON object of method options, e.g. {"num_samples": 300}; '
-                                           "num_samples (lime), max_evals (shap), steps (ig) are capped")] = None,
-        target: Annotated[int | None, Form(description="class index to explain (default: the predicted one)")] = None,
+        params: Annotated[
+            str | None,
+            Form(
+                description='JSON object of method options, e.g. {"num_samples": 300}; '
+                "num_samples (lime), max_evals (shap), steps (ig) are capped"
+            ),
+        ] = None,
+        target: Annotated[
+            int | None, Form(description="class index to explain (default: the predicted one)")
+        ] = None,
         include_map: Annotated[bool, Form(description="also return the raw map as nested lists")] = False,
     ) -> Evidence:
         """One explanation, waited for (scripts). The page uses ``/api/tasks`` to show progress instead."""
         prep = await read_image(image)
         return await wait(submit(prep, method, params, target, include_map))
 
-    @app.post("/api/tasks", response_model=TaskStatus, status_code=202, tags=["model"],
-              responses={400: {"description": "not a usable image or bad parameters"},
-                         413: {"description": "upload too large"}})
+    @app.post(
+        "/api/tasks",
+        response_model=TaskStatus,
+        status_code=202,
+        tags=["model"],
+        responses={
+            400: {"description": "not a usable image or bad parameters"},
+            413: {"description": "upload too large"},
+        },
+    )
     async def create_task(
         image: ImageField,
         method: Annotated[str, Form(description="gradcam, lime, shap or ig")] = "lime",
-        params: Annotated[str | None, Form(description="JSON object of method options (see /api/explain)")] = None,
-        target: Annotated[int | None, Form(description="class index to explain (default: the predicted one)")] = None,
+        params: Annotated[
+            str | None, Form(description="JSON object of method options (see /api/explain)")
+        ] = None,
+        target: Annotated[
+            int | None, Form(description="class index to explain (default: the predicted one)")
+        ] = None,
     ) -> TaskStatus:
         """Queue an explanation and return at once; poll ``GET /api/tasks/{id}`` for progress and the result."""
         prep = await read_image(image)
@@ -195,13 +252,21 @@ def create_app(service: ModelService, examples: Sequence[ExampleImage] = (),
             raise HTTPException(404, "unknown or expired task")
         return task
 
-    @app.get("/api/tasks/{task_id}", response_model=TaskStatus, tags=["model"],
-             responses={404: {"description": "unknown or expired task"}})
+    @app.get(
+        "/api/tasks/{task_id}",
+        response_model=TaskStatus,
+        tags=["model"],
+        responses={404: {"description": "unknown or expired task"}},
+    )
     async def get_task(task_id: str) -> TaskStatus:
         return status(task_or_404(task_id))
 
-    @app.delete("/api/tasks/{task_id}", response_model=TaskStatus, tags=["model"],
-                responses={404: {"description": "unknown or expired task"}})
+    @app.delete(
+        "/api/tasks/{task_id}",
+        response_model=TaskStatus,
+        tags=["model"],
+        responses={404: {"description": "unknown or expired task"}},
+    )
     async def cancel_task(task_id: str) -> TaskStatus:
         """Stop a queued or running task at its next model forward (the page does this on a new photo)."""
         task = task_or_404(task_id)
@@ -211,11 +276,16 @@ def create_app(service: ModelService, examples: Sequence[ExampleImage] = (),
     @app.get("/api/examples", response_model=list[Example], tags=["examples"])
     async def list_examples() -> list[Example]:
         """Photos from the run's test split to try (one per species, up to 12)."""
-        return [Example(id=i, label=ex.label, url=f"/api/examples/{i}/image")
-                for i, ex in enumerate(app.state.examples)]
+        return [
+            Example(id=i, label=ex.label, url=f"/api/examples/{i}/image")
+            for i, ex in enumerate(app.state.examples)
+        ]
 
-    @app.get("/api/examples/{example_id}/image", tags=["examples"],
-             responses={200: {"content": {"image/*": {}}}, 404: {"description": "no such example"}})
+    @app.get(
+        "/api/examples/{example_id}/image",
+        tags=["examples"],
+        responses={200: {"content": {"image/*": {}}}, 404: {"description": "no such example"}},
+    )
     async def example_image(example_id: int) -> Response:
         """The example's original file bytes (chosen by index from the server's own list, never by path)."""
         exs: list[ExampleImage] = app.state.examples
@@ -223,14 +293,21 @@ def create_app(service: ModelService, examples: Sequence[ExampleImage] = (),
             raise HTTPException(404, "no such example")
         data = await run_in_threadpool(read_image_bytes, exs[example_id].path)
         fmt = (open_image(data).format or "octet-stream").lower()
-        return Response(data, media_type=f"image/{fmt}" if fmt != "octet-stream" else "application/octet-stream",
-                        headers={"Cache-Control": "max-age=3600"})
+        return Response(
+            data,
+            media_type=f"image/{fmt}" if fmt != "octet-stream" else "application/octet-stream",
+            headers={"Cache-Control": "max-age=3600"},
+        )
 
     return app
 
 
-def create_app_from_run(run_dir: str | Path, examples_dir: str | Path | None = None,
-                        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, **service_kw: Any) -> FastAPI:
+def create_app_from_run(
+    run_dir: str | Path,
+    examples_dir: str | Path | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    **service_kw: Any,
+) -> FastAPI:
     """Load ``run_dir`` and find its test-split examples: what ``birdlens serve`` runs."""
     from birdlens.app.examples import find_examples
 

@@ -53,8 +53,9 @@ class PredictOutput:
 class ModelService:
     """Owns a :class:`TrainedModel` and the single worker that runs it."""
 
-    def __init__(self, trained: TrainedModel, run_name: str, budget: Budget | None = None,
-                 run_dir: Path | None = None) -> None:
+    def __init__(
+        self, trained: TrainedModel, run_name: str, budget: Budget | None = None, run_dir: Path | None = None
+    ) -> None:
         self.trained = trained
         self.run_dir = run_dir
         self.run_name = run_name
@@ -80,15 +81,24 @@ class ModelService:
         meta = self.trained.meta
         b = self.budget
         return ModelInfo(
-            run=self.run_name, model=self.trained.model_name, mode=meta.get("mode"),
-            classes=list(self.trained.classes), image_size=self.trained.image_size,
-            cam_layer=self.trained.cam_layer, metrics=self.headline_metrics(),
+            run=self.run_name,
+            model=self.trained.model_name,
+            mode=meta.get("mode"),
+            classes=list(self.trained.classes),
+            image_size=self.trained.image_size,
+            cam_layer=self.trained.cam_layer,
+            metrics=self.headline_metrics(),
             images={k: int(v) for k, v in (meta.get("images") or {}).items() if isinstance(v, int)},
             weights=meta.get("weights") if isinstance(meta.get("weights"), str) else None,
-            finished=meta.get("finished") if isinstance(meta.get("finished"), str) else None, methods=list(METHODS),
-            budget={"lime_num_samples": b.lime_max_samples, "shap_max_evals": b.shap_max_evals,
-                    "ig_steps": b.ig_max_steps, "timeout_s": b.timeout_s,
-                    **{f"{m}_default": float(v) for m, v in b.defaults.items()}},
+            finished=meta.get("finished") if isinstance(meta.get("finished"), str) else None,
+            methods=list(METHODS),
+            budget={
+                "lime_num_samples": b.lime_max_samples,
+                "shap_max_evals": b.shap_max_evals,
+                "ig_steps": b.ig_max_steps,
+                "timeout_s": b.timeout_s,
+                **{f"{m}_default": float(v) for m, v in b.defaults.items()},
+            },
             max_upload_bytes=max_upload_bytes,
         )
 
@@ -123,21 +133,30 @@ class ModelService:
 
     def check_target(self, target: int | None) -> int | None:
         if target is not None and not 0 <= target < len(self.trained.classes):
-            raise ValueError(f"target must be a class index in 0..{len(self.trained.classes) - 1}, got {target}")
+            raise ValueError(
+                f"target must be a class index in 0..{len(self.trained.classes) - 1}, got {target}"
+            )
         return target
 
     def submit_predict(self, prep: Prepared, top_k: int = TOP_K) -> Task[PredictOutput]:
         return self.queue.submit("predict", lambda watch: self._predict(prep, top_k))
 
-    def submit_explain(self, prep: Prepared, method: str, params: dict[str, Any], target: int | None,
-                       include_map: bool = False) -> Task[Evidence]:
+    def submit_explain(
+        self,
+        prep: Prepared,
+        method: str,
+        params: dict[str, Any],
+        target: int | None,
+        include_map: bool = False,
+    ) -> Task[Evidence]:
         """Queue an explanation; ``params`` are clamped to the budget here so errors surface before queueing."""
         method = method.strip().lower()
         used, notes = self.budget.clamp(method, params)
         self.check_target(target)
         watch = Watch(total=self.budget.expected_forwards(method, used), timeout_s=self.budget.timeout_s)
         return self.queue.submit(
-            method, lambda w: self._explain(prep, method, used, target, w, notes, include_map), watch)
+            method, lambda w: self._explain(prep, method, used, target, w, notes, include_map), watch
+        )
 
     # ---- worker side ---------------------------------------------------------------------------------
     def _predict(self, prep: Prepared, top_k: int) -> PredictOutput:
@@ -149,19 +168,24 @@ class ModelService:
         start = time.perf_counter()
         kept: list[torch.Tensor] = []
         hook = self.trained.model.register_forward_hook(
-            lambda _m, _i, out: kept.append(select_output(out).detach().float()))
+            lambda _m, _i, out: kept.append(select_output(out).detach().float())
+        )
         try:
             evidence = self._explain(prep, "gradcam", {}, None, Watch(), [], False)  # target: the top class
         finally:
             hook.remove()
         probs = torch.softmax(kept[-1], dim=1)[0]
         p, idx = probs.topk(min(top_k, probs.numel()))
-        top = [Species(label=self.label(int(i)), index=int(i), prob=float(v)) for v, i in zip(p, idx, strict=True)]
+        top = [
+            Species(label=self.label(int(i)), index=int(i), prob=float(v))
+            for v, i in zip(p, idx, strict=True)
+        ]
         if top[0].index != evidence.target:  # a tie between classes: explain the one listed first
             evidence = self._explain(prep, "gradcam", {}, top[0].index, Watch(), [], False)
         view = self.view_image(prep)
-        return PredictOutput(top=top, gradcam=evidence, view_png=render.png_data_url(view),
-                             seconds=time.perf_counter() - start)
+        return PredictOutput(
+            top=top, gradcam=evidence, view_png=render.png_data_url(view), seconds=time.perf_counter() - start
+        )
 
     def view_image(self, prep: Prepared) -> np.ndarray:
         """The photo as the model saw it: uint8 HWC at the input size."""
@@ -173,14 +197,24 @@ class ModelService:
     def _explainer(self, method: str, params: dict[str, Any], watch: Watch) -> Any:
         if method == "gradcam" and not params:
             return self._gradcam
-        model: nn.Module = WatchedModel(self.trained.model, watch) if method in HEAVY_METHODS else self.trained.model
+        model: nn.Module = (
+            WatchedModel(self.trained.model, watch) if method in HEAVY_METHODS else self.trained.model
+        )
         try:
             return make_explainer(method, model, **self._common(), **params)
         except (TypeError, ValueError) as e:
             raise BadParams(f"{method}: {e}") from None
 
-    def _explain(self, prep: Prepared, method: str, params: dict[str, Any], target: int | None, watch: Watch,
-                 notes: list[str], include_map: bool) -> Evidence:
+    def _explain(
+        self,
+        prep: Prepared,
+        method: str,
+        params: dict[str, Any],
+        target: int | None,
+        watch: Watch,
+        notes: list[str],
+        include_map: bool,
+    ) -> Evidence:
         explainer = self._explainer(method, params, watch)
         try:
             result = explainer.explain(prep.x, target=target)
@@ -193,8 +227,14 @@ class ModelService:
         overlay = render.overlay(self.view_image(prep), m, method, result.scores)
         used = {k: _jsonable(v) for k, v in result.params.items() if _jsonable(v) is not _SKIP}
         return Evidence(
-            method=method, target=tgt, target_label=self.label(tgt), overlay_png=render.png_data_url(overlay),
-            stats=render.map_stats(m), params=used, notes=notes, seconds=round(float(result.seconds), 4),
+            method=method,
+            target=tgt,
+            target_label=self.label(tgt),
+            overlay_png=render.png_data_url(overlay),
+            stats=render.map_stats(m),
+            params=used,
+            notes=notes,
+            seconds=round(float(result.seconds), 4),
             map=m.tolist() if include_map else None,
         )
 

@@ -173,7 +173,9 @@ class TaskQueue:
         if task.state != "queued":
             return 0
         with self._lock:
-            return sum(1 for t in self._tasks.values() if t.seq < task.seq and t.state in ("queued", "running"))
+            return sum(
+                1 for t in self._tasks.values() if t.seq < task.seq and t.state in ("queued", "running")
+            )
 
     def pending(self) -> int:
         with self._lock:

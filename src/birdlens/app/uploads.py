@@ -98,7 +98,9 @@ class BodyLimitMiddleware:
             if not state["over"]:
                 raise
         if state["over"] and not state["started"]:
-            await _send_json(send, 413, {"detail": too_large_message(self.file_limit, int(state["received"]))})
+            await _send_json(
+                send, 413, {"detail": too_large_message(self.file_limit, int(state["received"]))}
+            )
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -113,12 +115,17 @@ def _content_length(scope: Scope) -> int | None:
 
 async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -128,8 +128,9 @@ class ImageCache:
         arr.flags.writeable = False  # same contract as a hit: callers copy before writing
         return arr
 
-    def load(self, path: str | os.PathLike[str], size: int | None = None,
-             limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    def load(
+        self, path: str | os.PathLike[str], size: int | None = None, limits: ImageLimits = DEFAULT_LIMITS
+    ) -> np.ndarray:
         """HWC uint8 RGB of a file at ``size`` (None: original), decoding only on a miss.
 
         Raises :class:`~birdlens.data.images.BadImage` for a file that cannot be decoded.

@@ -41,16 +41,29 @@ def _ratios(text: str) -> tuple[float, float, float]:
     return parts  # type: ignore[return-value]
 
 
-Top = Annotated[int | None, typer.Option("--top", min=1, help="Keep the N classes with most images (ties by name).")]
-PerClass = Annotated[int | None, typer.Option("--per-class", min=1, help="At most K images per class (seeded, stratified by split).")]
-MinPerClass = Annotated[int, typer.Option("--min-per-class", min=1, help="Drop classes with fewer images (with a warning).")]
+Top = Annotated[
+    int | None, typer.Option("--top", min=1, help="Keep the N classes with most images (ties by name).")
+]
+PerClass = Annotated[
+    int | None,
+    typer.Option("--per-class", min=1, help="At most K images per class (seeded, stratified by split)."),
+]
+MinPerClass = Annotated[
+    int, typer.Option("--min-per-class", min=1, help="Drop classes with fewer images (with a warning).")
+]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for splits and subsampling.")]
 Ratios = Annotated[str, typer.Option("--ratios", help="train,valid,test shares when the data has no split.")]
 MinSide = Annotated[int, typer.Option("--min-side", min=1, help="Skip images with a side below this (px).")]
-MaxAspect = Annotated[float, typer.Option("--max-aspect", min=1.0, help="Skip images longer than this ratio.")]
-Near = Annotated[int, typer.Option("--near", min=-1, max=64, help="dHash distance for near duplicates (-1: off).")]
+MaxAspect = Annotated[
+    float, typer.Option("--max-aspect", min=1.0, help="Skip images longer than this ratio.")
+]
+Near = Annotated[
+    int, typer.Option("--near", min=-1, max=64, help="dHash distance for near duplicates (-1: off).")
+]
 Dedupe = Annotated[bool, typer.Option("--dedupe", help="Drop the later split's copy of each duplicate.")]
-Cache = Annotated[Path | None, typer.Option("--cache", help="Decoded-image cache folder (makes re-scans fast).")]
+Cache = Annotated[
+    Path | None, typer.Option("--cache", help="Decoded-image cache folder (makes re-scans fast).")
+]
 Workers = Annotated[int, typer.Option("--workers", min=1, max=32, help="Decoding threads.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
@@ -58,7 +71,9 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 @data_app.command()
 def inspect(
     path: Annotated[Path, typer.Argument(help="Dataset folder or CSV manifest.")],
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON here.")
+    ] = None,
     top: Top = None,
     per_class: PerClass = None,
     min_per_class: MinPerClass = 1,
@@ -82,19 +97,33 @@ def inspect(
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # dropped classes are in the report's selection block
-            scan = scan_data(path, seed=seed, ratios=_ratios(ratios), top=top, per_class=per_class,
-                             min_per_class=min_per_class, limits=ImageLimits(min_side=min_side, max_aspect=max_aspect),
-                             near_threshold=None if near < 0 else near, dedupe_splits=dedupe, cache=cache,
-                             workers=workers, progress=not quiet)
+            warnings.simplefilter(
+                "ignore", UserWarning
+            )  # dropped classes are in the report's selection block
+            scan = scan_data(
+                path,
+                seed=seed,
+                ratios=_ratios(ratios),
+                top=top,
+                per_class=per_class,
+                min_per_class=min_per_class,
+                limits=ImageLimits(min_side=min_side, max_aspect=max_aspect),
+                near_threshold=None if near < 0 else near,
+                dedupe_splits=dedupe,
+                cache=cache,
+                workers=workers,
+                progress=not quiet,
+            )
     except (LayoutError, ValueError) as e:
         raise _fail(str(e)) from None
     report = scan.report()
     if scan.selection and scan.selection.dropped_classes:
         below = {k: v for k, v in scan.selection.dropped_classes.items() if "minimum" in v}
         if below:
-            report["notes"].append(f"dropped {len(below)} class(es) below --min-per-class {min_per_class}: "
-                                   + ", ".join(sorted(below)[:10]))
+            report["notes"].append(
+                f"dropped {len(below)} class(es) below --min-per-class {min_per_class}: "
+                + ", ".join(sorted(below)[:10])
+            )
     if json_out is not None:
         write_json(json_out, report)
     render_report(report)
@@ -112,7 +141,9 @@ def prepare(
     per_class: PerClass = None,
     min_per_class: MinPerClass = 1,
     seed: Seed = 0,
-    size: Annotated[int, typer.Option("--size", min=8, help="Output side (resize short side, centre crop).")] = 224,
+    size: Annotated[
+        int, typer.Option("--size", min=8, help="Output side (resize short side, centre crop).")
+    ] = 224,
     dedupe: Dedupe = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out.")] = False,
     ratios: Ratios = "0.7,0.15,0.15",
@@ -134,20 +165,34 @@ def prepare(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            res = prepare_dataset(path, out, top=top, per_class=per_class, min_per_class=min_per_class, seed=seed,
-                                  size=size, dedupe=dedupe, force=force, ratios=_ratios(ratios),
-                                  limits=ImageLimits(min_side=min_side, max_aspect=max_aspect),
-                                  near_threshold=None if near < 0 else near, cache=cache, workers=workers,
-                                  progress=not quiet)
+            res = prepare_dataset(
+                path,
+                out,
+                top=top,
+                per_class=per_class,
+                min_per_class=min_per_class,
+                seed=seed,
+                size=size,
+                dedupe=dedupe,
+                force=force,
+                ratios=_ratios(ratios),
+                limits=ImageLimits(min_side=min_side, max_aspect=max_aspect),
+                near_threshold=None if near < 0 else near,
+                cache=cache,
+                workers=workers,
+                progress=not quiet,
+            )
     except (OutputExists, LayoutError, DataUnusable, ValueError) as e:
         raise _fail(str(e)) from None
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
     rep = res.report
     splits = ", ".join(f"{k} {v}" for k, v in rep["prepared"]["splits"].items())
-    typer.echo(f"wrote {len(res.manifest)} images of {len(res.manifest.classes)} classes ({splits}) at "
-               f"{size}x{size} to {res.out} in {res.seconds:.1f} s; {rep['n_skipped']} skipped, "
-               f"{len(rep['leaks'])} leak(s){' (deduped)' if dedupe else ''}; report: {res.out / 'data_report.json'}")
+    typer.echo(
+        f"wrote {len(res.manifest)} images of {len(res.manifest.classes)} classes ({splits}) at "
+        f"{size}x{size} to {res.out} in {res.seconds:.1f} s; {rep['n_skipped']} skipped, "
+        f"{len(rep['leaks'])} leak(s){' (deduped)' if dedupe else ''}; report: {res.out / 'data_report.json'}"
+    )
 
 
 @data_app.command()
@@ -156,7 +201,9 @@ def download(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to download into.")],
     url: Annotated[str | None, typer.Option("--url", help="Override the archive URL (cub200).")] = None,
     md5: Annotated[str | None, typer.Option("--md5", help="Override the expected MD5 (cub200).")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the server.")] = 5.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the server.")
+    ] = 5.0,
     quiet: Quiet = False,
 ) -> None:
     """Download a public bird dataset (fails fast and clearly when offline; resumes when re-run)."""

@@ -44,11 +44,15 @@ class ImageDataset(Dataset[tuple[Any, int]]):
     ) -> None:
         self.manifest = manifest
         self.records: list[Record] = list(manifest.records)
-        self.class_to_idx: dict[str, int] = dict(class_to_idx if class_to_idx is not None else manifest.class_to_idx)
+        self.class_to_idx: dict[str, int] = dict(
+            class_to_idx if class_to_idx is not None else manifest.class_to_idx
+        )
         missing = sorted({r.label for r in self.records} - set(self.class_to_idx))
         if missing:
-            raise ValueError(f"class_to_idx lacks {len(missing)} label(s) of the manifest, e.g. {missing[:3]}; "
-                             "pass the mapping of the full manifest")
+            raise ValueError(
+                f"class_to_idx lacks {len(missing)} label(s) of the manifest, e.g. {missing[:3]}; "
+                "pass the mapping of the full manifest"
+            )
         self.classes: list[str] = [c for c, _ in sorted(self.class_to_idx.items(), key=lambda kv: kv[1])]
         self.targets: list[int] = [self.class_to_idx[r.label] for r in self.records]
         self.transform = transform
@@ -97,6 +101,9 @@ class ImageDataset(Dataset[tuple[Any, int]]):
         with Image.open(rec.mask) as m:
             m.load()
             if self.size is not None:
-                m = m.resize((self.size, self.size), Image.Resampling.NEAREST,
-                             box=center_crop_box(m.width, m.height, self.size))
+                m = m.resize(
+                    (self.size, self.size),
+                    Image.Resampling.NEAREST,
+                    box=center_crop_box(m.width, m.height, self.size),
+                )
             return np.asarray(m)

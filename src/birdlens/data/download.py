@@ -74,8 +74,13 @@ def _describe(e: BaseException, url: str) -> str:
     return f"cannot reach {host} ({reason})"
 
 
-def download_file(url: str, dest: str | os.PathLike[str], checksum: Checksum | None = None,
-                  timeout: float = DEFAULT_TIMEOUT, progress: bool | None = None) -> Path:
+def download_file(
+    url: str,
+    dest: str | os.PathLike[str],
+    checksum: Checksum | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: bool | None = None,
+) -> Path:
     """Download ``url`` to ``dest`` with resume (``dest.part`` + HTTP Range) and checksum verification.
 
     An already complete ``dest`` with the right checksum is not downloaded again.
@@ -120,14 +125,18 @@ def download_file(url: str, dest: str | os.PathLike[str], checksum: Checksum | N
                     "run the same command again to resume."
                 ) from None
             if total is not None and written < total:
-                raise DownloadError(f"download of {dest.name} interrupted after {written / 1e6:.1f} of "
-                                    f"{total / 1e6:.1f} MB: run the same command again to resume.")
+                raise DownloadError(
+                    f"download of {dest.name} interrupted after {written / 1e6:.1f} of "
+                    f"{total / 1e6:.1f} MB: run the same command again to resume."
+                )
     if checksum is not None:
         got = file_digest(part, checksum.algorithm)
         if got != checksum.hexdigest.lower():
             part.unlink(missing_ok=True)
-            raise DownloadError(f"checksum mismatch for {dest.name}: expected {checksum.algorithm} "
-                                f"{checksum.hexdigest}, got {got}; the file was deleted, run again to retry.")
+            raise DownloadError(
+                f"checksum mismatch for {dest.name}: expected {checksum.algorithm} "
+                f"{checksum.hexdigest}, got {got}; the file was deleted, run again to retry."
+            )
     os.replace(part, dest)
     return dest
 
@@ -147,8 +156,14 @@ def _iter_chunks(resp: Any, total: int | None, start: int, progress: bool | None
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    with Progress(TextColumn(f"[bold]{name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+    with Progress(
+        TextColumn(f"[bold]{name}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
         task = bar.add_task("download", total=total, completed=start)
         while chunk := resp.read(CHUNK):
             yield chunk
@@ -168,10 +183,14 @@ def safe_extract(archive: Path, out: Path) -> list[str]:
                     for m in tar.getmembers():
                         target = (tmp / m.name).resolve()
                         if not target.is_relative_to(tmp.resolve()) or m.issym() or m.islnk():
-                            raise DownloadError(f"{archive.name} has an unsafe member {m.name!r}: not extracted.")
+                            raise DownloadError(
+                                f"{archive.name} has an unsafe member {m.name!r}: not extracted."
+                            )
                     tar.extractall(tmp)
         except (tarfile.TarError, EOFError, OSError) as e:
-            raise DownloadError(f"cannot extract {archive.name} ({e}): delete it and download again.") from None
+            raise DownloadError(
+                f"cannot extract {archive.name} ({e}): delete it and download again."
+            ) from None
         names = sorted(p.name for p in tmp.iterdir())
         for name in names:
             target = out / name
@@ -183,9 +202,14 @@ def safe_extract(archive: Path, out: Path) -> list[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def download_cub200(out: str | os.PathLike[str], url: str | None = None, md5: str | None = None,
-                    timeout: float = DEFAULT_TIMEOUT, progress: bool | None = None,
-                    keep_archive: bool = True) -> Path:
+def download_cub200(
+    out: str | os.PathLike[str],
+    url: str | None = None,
+    md5: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: bool | None = None,
+    keep_archive: bool = True,
+) -> Path:
     """Download and extract CUB-200-2011 into ``out``; returns the dataset root (``out/CUB_200_2011``).
 
     ``url``/``md5`` default to the public archive (env ``BIRDLENS_CUB_URL``/``BIRDLENS_CUB_MD5`` override).
@@ -201,10 +225,18 @@ def download_cub200(out: str | os.PathLike[str], url: str | None = None, md5: st
     names = safe_extract(archive, out)
     if not (root / "images.txt").is_file():
         found = ", ".join(names) or "nothing"
-        raise DownloadError(f"{archive.name} did not contain CUB_200_2011/images.txt (it held {found}): "
-                            "check the URL.")
-    write_json(marker, {"source": "cub200", "url": url, "md5": md5, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                         time.gmtime())})
+        raise DownloadError(
+            f"{archive.name} did not contain CUB_200_2011/images.txt (it held {found}): check the URL."
+        )
+    write_json(
+        marker,
+        {
+            "source": "cub200",
+            "url": url,
+            "md5": md5,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     if not keep_archive:
         archive.unlink(missing_ok=True)
     return root
@@ -223,21 +255,25 @@ def _can_connect(host: str, port: int = 443, timeout: float = DEFAULT_TIMEOUT) -
         return f"cannot reach {host} ({e.strerror or e})"
 
 
-def download_kaggle_birds(out: str | os.PathLike[str], handle: str = KAGGLE_BIRDS,
-                          timeout: float = DEFAULT_TIMEOUT) -> Path:
+def download_kaggle_birds(
+    out: str | os.PathLike[str], handle: str = KAGGLE_BIRDS, timeout: float = DEFAULT_TIMEOUT
+) -> Path:
     """Download the Kaggle bird dataset with kagglehub into ``out`` (needs Kaggle credentials for kagglehub)."""
     try:
         import kagglehub
     except ImportError:
-        raise DownloadError("kagglehub is not installed: pip install 'birdlens[download]' (or kagglehub).") \
-            from None
+        raise DownloadError(
+            "kagglehub is not installed: pip install 'birdlens[download]' (or kagglehub)."
+        ) from None
     reason = _can_connect(os.environ.get("BIRDLENS_KAGGLE_HOST", "www.kaggle.com"), timeout=timeout)
     if reason:
         raise DownloadError(f"download failed: {reason}.")
     try:
         path = kagglehub.dataset_download(handle, output_dir=str(out))
     except Exception as e:  # kagglehub raises many types (auth, HTTP, missing dataset)
-        raise DownloadError(f"kagglehub could not download {handle} ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:160] if str(e) else ''}): check your Kaggle credentials "
-                            "(~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY).") from None
+        raise DownloadError(
+            f"kagglehub could not download {handle} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160] if str(e) else ''}): check your Kaggle credentials "
+            "(~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)."
+        ) from None
     return Path(path)

@@ -38,7 +38,9 @@ class DuplicatePair:
         return records[self.a].split != records[self.b].split
 
 
-def hamming_pairs(hashes: Sequence[int], threshold: int, block: int | None = None) -> list[tuple[int, int, int]]:
+def hamming_pairs(
+    hashes: Sequence[int], threshold: int, block: int | None = None
+) -> list[tuple[int, int, int]]:
     """All (i, j, distance) with i < j and popcount(h_i ^ h_j) <= threshold.
 
     Rows are processed in blocks of ~8M comparisons (~64 MB of temporaries) whatever ``n`` is.
@@ -50,7 +52,7 @@ def hamming_pairs(hashes: Sequence[int], threshold: int, block: int | None = Non
     h = np.array([x & 0xFFFFFFFFFFFFFFFF for x in hashes], dtype=np.uint64)
     out: list[tuple[int, int, int]] = []
     for start in range(0, n, block):
-        rows = h[start:start + block]
+        rows = h[start : start + block]
         # only j > i: compare this block against itself and everything after it
         d = np.bitwise_count(rows[:, None] ^ h[None, start:])
         ii, jj = np.nonzero(d <= threshold)
@@ -60,8 +62,9 @@ def hamming_pairs(hashes: Sequence[int], threshold: int, block: int | None = Non
     return out
 
 
-def find_duplicates(manifest: Manifest, infos: Sequence[ImageInfo],
-                    near_threshold: int | None = DEFAULT_NEAR_THRESHOLD) -> list[DuplicatePair]:
+def find_duplicates(
+    manifest: Manifest, infos: Sequence[ImageInfo], near_threshold: int | None = DEFAULT_NEAR_THRESHOLD
+) -> list[DuplicatePair]:
     """Exact pairs (each copy paired with its group's copy in the earliest split) plus near pairs; sorted by (a, b).
 
     ``near_threshold=None`` switches the near search off.
@@ -88,8 +91,9 @@ def find_duplicates(manifest: Manifest, infos: Sequence[ImageInfo],
     return sorted(pairs.values(), key=lambda p: (p.a, p.b))
 
 
-def dedupe(manifest: Manifest, infos: Sequence[ImageInfo],
-           pairs: Sequence[DuplicatePair]) -> tuple[Manifest, list[ImageInfo], list[Record]]:
+def dedupe(
+    manifest: Manifest, infos: Sequence[ImageInfo], pairs: Sequence[DuplicatePair]
+) -> tuple[Manifest, list[ImageInfo], list[Record]]:
     """Drop, for each pair, the copy in the later split (train < valid < test; same split: the later record).
 
     Returns the kept manifest, its aligned infos and the dropped records.
@@ -106,5 +110,8 @@ def dedupe(manifest: Manifest, infos: Sequence[ImageInfo],
             continue  # its partner is already gone: the copy it resembles is kept via another pair
         drop.add(drop_i)
     kept = [i for i in range(len(recs)) if i not in drop]
-    return (Manifest([recs[i] for i in kept], manifest.root), [infos[i] for i in kept],
-            [recs[i] for i in sorted(drop)])
+    return (
+        Manifest([recs[i] for i in kept], manifest.root),
+        [infos[i] for i in kept],
+        [recs[i] for i in sorted(drop)],
+    )

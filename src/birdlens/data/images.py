@@ -36,15 +36,51 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif", ".webp", ".tif", ".tiff",
-    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".avif", ".qoi", ".mpo",
-})
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".apng",
+        ".bmp",
+        ".dib",
+        ".gif",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".tga",
+        ".ico",
+        ".jp2",
+        ".j2k",
+        ".avif",
+        ".qoi",
+        ".mpo",
+    }
+)
 # Photo formats Pillow cannot decode here: listed (not ignored) so the report says "convert these" instead of
 # a folder silently looking empty.
-FOREIGN_EXTENSIONS: frozenset[str] = frozenset({
-    ".heic", ".heif", ".svg", ".cr2", ".cr3", ".nef", ".dng", ".arw", ".orf", ".rw2", ".raf", ".raw",
-})
+FOREIGN_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".heic",
+        ".heif",
+        ".svg",
+        ".cr2",
+        ".cr3",
+        ".nef",
+        ".dng",
+        ".arw",
+        ".orf",
+        ".rw2",
+        ".raf",
+        ".raw",
+    }
+)
 _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", ".ds_store", "icon\r"})
 GREY_BACKGROUND: tuple[int, int, int] = (128, 128, 128)
 _OPEN_LOCK = threading.Lock()
@@ -175,7 +211,9 @@ def open_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image
     if w <= 0 or h <= 0:
         raise BadImage(f"invalid size {w}x{h}")
     if w * h > limits.max_pixels:
-        raise BadImage(f"decompression bomb ({w}x{h} = {w * h / 1e6:.0f} Mpx > {limits.max_pixels / 1e6:.0f} Mpx limit)")
+        raise BadImage(
+            f"decompression bomb ({w}x{h} = {w * h / 1e6:.0f} Mpx > {limits.max_pixels / 1e6:.0f} Mpx limit)"
+        )
     if min(w, h) < limits.min_side:
         raise BadImage(f"too small ({w}x{h}; a side is < {limits.min_side} px)")
     aspect = max(w, h) / min(w, h)
@@ -194,8 +232,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:
         return img
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info) or (
-        mode in ("L", "RGB") and "transparency" in img.info
+    if (
+        mode in ("RGBA", "LA", "PA", "RGBa", "La")
+        or (mode == "P" and "transparency" in img.info)
+        or (mode in ("L", "RGB") and "transparency" in img.info)
     ):
         rgba = (img.convert("LA") if mode == "La" else img).convert("RGBA")  # Pillow has no La->RGBA
         background = Image.new("RGBA", rgba.size, (*GREY_BACKGROUND, 255))
@@ -271,12 +311,21 @@ def inspect_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[Im
     mode, fmt, n_frames = img.mode, img.format, int(getattr(img, "n_frames", 1) or 1)
     rgb = decode_rgb(img)
     w, h = rgb.size
-    info = ImageInfo(width=w, height=h, mode=mode, format=fmt, n_frames=n_frames,
-                     sha1=content_hash(data), dhash=dhash64(rgb))
+    info = ImageInfo(
+        width=w,
+        height=h,
+        mode=mode,
+        format=fmt,
+        n_frames=n_frames,
+        sha1=content_hash(data),
+        dhash=dhash64(rgb),
+    )
     return rgb, info
 
 
-def inspect_file(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS) -> tuple[Image.Image, ImageInfo]:
+def inspect_file(
+    path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS
+) -> tuple[Image.Image, ImageInfo]:
     """:func:`inspect_bytes` for a path; every failure is a :class:`BadImage` carrying the path."""
     try:
         return inspect_bytes(read_image_bytes(path, limits.max_bytes), limits)
@@ -307,7 +356,9 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     box = center_crop_box(w, h, size)
     scale = size / min(w, h)
     # resize only the region that survives the crop: same pixels, less work.
-    return img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=None if scale > 0.5 else 2.0)
+    return img.resize(
+        (size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=None if scale > 0.5 else 2.0
+    )
 
 
 def center_crop_box(w: int, h: int, size: int) -> tuple[float, float, float, float]:
@@ -318,7 +369,9 @@ def center_crop_box(w: int, h: int, size: int) -> tuple[float, float, float, flo
     return (left, top, left + side, top + side)
 
 
-def transform_box(box: tuple[float, float, float, float], w: int, h: int, size: int) -> tuple[float, float, float, float] | None:
+def transform_box(
+    box: tuple[float, float, float, float], w: int, h: int, size: int
+) -> tuple[float, float, float, float] | None:
     """Map an (x, y, w, h) box of the original image into the frame of :func:`resize_center_crop`.
 
     Clipped to the crop; None when nothing of the box survives.
@@ -336,7 +389,9 @@ def transform_box(box: tuple[float, float, float, float], w: int, h: int, size: 
     return (round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2))
 
 
-def load_resized(path: str | os.PathLike[str], size: int | None, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
+def load_resized(
+    path: str | os.PathLike[str], size: int | None, limits: ImageLimits = DEFAULT_LIMITS
+) -> Image.Image:
     """Decode (with JPEG draft when it helps) and, if ``size`` is given, resize + centre crop."""
     try:
         data = read_image_bytes(path, limits.max_bytes)

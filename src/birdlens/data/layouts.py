@@ -35,8 +35,15 @@ from birdlens.data.splits import DEFAULT_RATIOS, carve_valid, check_ratios, stra
 PATH_COLUMNS = ("path", "filepaths", "filepath", "relative_path", "file", "filename", "image", "image_path")
 LABEL_COLUMNS = ("label", "labels", "species", "class", "class_name", "category")
 SPLIT_COLUMNS = ("split", "data set", "dataset", "subset", "set")
-SPLIT_DIR_NAMES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
-                   "validation": "valid", "test": "test", "testing": "test"}
+SPLIT_DIR_NAMES = {
+    "train": "train",
+    "training": "train",
+    "valid": "valid",
+    "val": "valid",
+    "validation": "valid",
+    "test": "test",
+    "testing": "test",
+}
 CUB_FILES = ("images.txt", "image_class_labels.txt", "classes.txt", "train_test_split.txt")
 
 
@@ -70,14 +77,20 @@ def missing_from_splits(manifest: Manifest) -> list[dict[str, object]]:
     for label, per in counts.items():
         missing = [s for s in splits if per.get(s, 0) == 0]
         if missing:
-            out.append({"class": label, "present_in": [s for s in splits if per.get(s, 0) > 0],
-                        "missing_from": missing})
+            out.append(
+                {
+                    "class": label,
+                    "present_in": [s for s in splits if per.get(s, 0) > 0],
+                    "missing_from": missing,
+                }
+            )
     return out
 
 
 # ------------------------------------------------------------------------------------------------ entry
-def discover(path: str | os.PathLike[str], seed: int = 0,
-             ratios: Sequence[float] = DEFAULT_RATIOS) -> Discovery:
+def discover(
+    path: str | os.PathLike[str], seed: int = 0, ratios: Sequence[float] = DEFAULT_RATIOS
+) -> Discovery:
     """Detect the layout of ``path`` and read it (see the module doc for the order)."""
     ratios = check_ratios(ratios)
     p = Path(path).expanduser()
@@ -85,13 +98,16 @@ def discover(path: str | os.PathLike[str], seed: int = 0,
         raise LayoutError(f"{p} does not exist: give a folder of images or a CSV manifest.")
     if p.is_file():
         if p.suffix.lower() != ".csv":
-            raise LayoutError(f"{p} is a file but not a .csv manifest: give a folder of images or a CSV file.")
+            raise LayoutError(
+                f"{p} is a file but not a .csv manifest: give a folder of images or a CSV file."
+            )
         return _finish(read_csv_manifest(p), seed, ratios)
     return _discover_dir(p, seed, ratios, depth=0)
 
 
-def load_manifest(path: str | os.PathLike[str], seed: int = 0,
-                  ratios: Sequence[float] = DEFAULT_RATIOS) -> Manifest:
+def load_manifest(
+    path: str | os.PathLike[str], seed: int = 0, ratios: Sequence[float] = DEFAULT_RATIOS
+) -> Manifest:
     """The :class:`Manifest` of a dataset on disk (use :func:`discover` to also get notes and skipped rows)."""
     return discover(path, seed=seed, ratios=ratios).manifest
 
@@ -157,16 +173,22 @@ def _finish(d: Discovery, seed: int, ratios: tuple[float, float, float]) -> Disc
         d.manifest = Manifest(new, d.manifest.root)
         pct = "/".join(f"{round(x * 100)}" for x in ratios)
         what = "all images" if len(unsplit) == len(recs) else f"{len(unsplit)} images without a split"
-        d.notes.append(f"no split given for {what}: made a stratified {pct} train/valid/test split (seed {seed})")
+        d.notes.append(
+            f"no split given for {what}: made a stratified {pct} train/valid/test split (seed {seed})"
+        )
     for label, per_split in sorted(d.spellings.items()):
         raw = {s for names in per_split.values() for s in names}
         if len(raw) > 1:
-            where = "; ".join(f"{split}: {', '.join(repr(n) for n in sorted(set(names)))}"
-                              for split, names in sorted(per_split.items()))
+            where = "; ".join(
+                f"{split}: {', '.join(repr(n) for n in sorted(set(names)))}"
+                for split, names in sorted(per_split.items())
+            )
             d.notes.append(f"class {label!r} is spelled differently across folders ({where}); merged")
     for m in missing_from_splits(d.manifest):
-        d.notes.append(f"class {m['class']!r} is missing from {', '.join(m['missing_from'])} "  # type: ignore[arg-type]
-                       f"(present in {', '.join(m['present_in'])})")  # type: ignore[arg-type]
+        d.notes.append(
+            f"class {m['class']!r} is missing from {', '.join(m['missing_from'])} "  # type: ignore[arg-type]
+            f"(present in {', '.join(m['present_in'])})"
+        )  # type: ignore[arg-type]
     return d
 
 
@@ -174,8 +196,16 @@ def _finish(d: Discovery, seed: int, ratios: tuple[float, float, float]) -> Disc
 def _subdirs(p: Path) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(p) as it:
-            return sorted((e for e in it if not is_ignored_name(e.name) and e.is_dir(follow_symlinks=True)
-                           and not is_image_candidate(e.name)), key=lambda e: e.name)
+            return sorted(
+                (
+                    e
+                    for e in it
+                    if not is_ignored_name(e.name)
+                    and e.is_dir(follow_symlinks=True)
+                    and not is_image_candidate(e.name)
+                ),
+                key=lambda e: e.name,
+            )
     except OSError:
         return []
 
@@ -237,8 +267,13 @@ def read_split_folders(root: Path, splits: dict[str, Path] | None = None) -> Dis
     absent = [s for s in SPLITS if s not in splits]
     if absent:
         notes.append(f"no {'/'.join(absent)} folder: that split is empty")
-    return Discovery(Manifest(records, root), "split-folders", root, notes,
-                     spellings={k: dict(v) for k, v in spellings.items()})
+    return Discovery(
+        Manifest(records, root),
+        "split-folders",
+        root,
+        notes,
+        spellings={k: dict(v) for k, v in spellings.items()},
+    )
 
 
 def read_class_folders(root: Path, class_dirs: list[Path] | None = None) -> Discovery:
@@ -252,8 +287,9 @@ def read_class_folders(root: Path, class_dirs: list[Path] | None = None) -> Disc
             continue
         spellings[label]["unsplit"].append(d.name)
         records.extend(Record(path=f, label=label, split=None) for f in _scan_class_dir(d))
-    return Discovery(Manifest(records, root), "class-folders", root,
-                     spellings={k: dict(v) for k, v in spellings.items()})
+    return Discovery(
+        Manifest(records, root), "class-folders", root, spellings={k: dict(v) for k, v in spellings.items()}
+    )
 
 
 # ------------------------------------------------------------------------------------------------ CSV
@@ -324,8 +360,9 @@ def _parse_csv(f: TextIO, path: Path) -> Discovery:
             try:
                 split = normalise_split(row.get(c_split)) if c_split else None
             except ValueError:
-                skipped.append(Skipped(where, f"unknown split {row.get(c_split)!r} "
-                                              "(use train, valid or test)"))
+                skipped.append(
+                    Skipped(where, f"unknown split {row.get(c_split)!r} (use train, valid or test)")
+                )
                 continue
             box = None
             if all(c_box) and all((row.get(c) or "").strip() for c in c_box):  # type: ignore[arg-type]
@@ -337,13 +374,26 @@ def _parse_csv(f: TextIO, path: Path) -> Discovery:
             if "\\" in rel and os.sep == "/":
                 rel = rel.replace("\\", "/")  # a CSV written on Windows
             p = Path(rel)
-            records.append(Record(path=p if p.is_absolute() else base / p, label=label, split=split,
-                                  box=box, mask=(base / mask_rel) if mask_rel else None))  # type: ignore[arg-type]
+            records.append(
+                Record(
+                    path=p if p.is_absolute() else base / p,
+                    label=label,
+                    split=split,
+                    box=box,
+                    mask=(base / mask_rel) if mask_rel else None,
+                )
+            )  # type: ignore[arg-type]
             spellings[label][split or "unsplit"].append(raw_label.strip())
     except (csv.Error, UnicodeDecodeError) as e:
         raise LayoutError(f"{path} is not a readable CSV ({e}): save it as UTF-8 CSV.") from None
-    return Discovery(Manifest(records, base), "csv", base, [f"read the CSV manifest {path.name}"], skipped,
-                     spellings={k: dict(v) for k, v in spellings.items()})
+    return Discovery(
+        Manifest(records, base),
+        "csv",
+        base,
+        [f"read the CSV manifest {path.name}"],
+        skipped,
+        spellings={k: dict(v) for k, v in spellings.items()},
+    )
 
 
 # ------------------------------------------------------------------------------------------------ CUB
@@ -353,8 +403,11 @@ def _read_table(path: Path) -> dict[str, list[str]]:
         for line in f:
             parts = line.strip().split(maxsplit=1)
             if len(parts) == 2:
-                out[parts[0]] = parts[1].split() if path.name != "images.txt" and path.name != "classes.txt" \
+                out[parts[0]] = (
+                    parts[1].split()
+                    if path.name != "images.txt" and path.name != "classes.txt"
                     else [parts[1]]
+                )
     return out
 
 
@@ -374,8 +427,9 @@ def read_cub(root: Path, seed: int = 0, ratios: Sequence[float] = DEFAULT_RATIOS
         is_train = _read_table(root / "train_test_split.txt")
         boxes = _read_table(root / "bounding_boxes.txt") if (root / "bounding_boxes.txt").is_file() else {}
     except (OSError, UnicodeDecodeError) as e:
-        raise LayoutError(f"cannot read the CUB-200-2011 index files in {root} ({e}): re-extract the archive.") \
-            from None
+        raise LayoutError(
+            f"cannot read the CUB-200-2011 index files in {root} ({e}): re-extract the archive."
+        ) from None
     records: list[Record] = []
     skipped: list[Skipped] = []
     for img_id, (rel,) in sorted(images.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0):
@@ -391,12 +445,15 @@ def read_cub(root: Path, seed: int = 0, ratios: Sequence[float] = DEFAULT_RATIOS
                 box = tuple(float(v) for v in boxes[img_id][:4])
             except ValueError:
                 box = None
-        records.append(Record(path=root / "images" / rel, label=cub_class_name(classes[cls][0]), split=split,
-                              box=box))  # type: ignore[arg-type]
+        records.append(
+            Record(path=root / "images" / rel, label=cub_class_name(classes[cls][0]), split=split, box=box)
+        )  # type: ignore[arg-type]
     fraction = r[1] / (r[0] + r[1])
     records = carve_valid(records, fraction, seed)
-    notes = [f"CUB-200-2011 has only train/test: carved a stratified {fraction:.0%} of train into valid "
-             f"(seed {seed})"]
+    notes = [
+        f"CUB-200-2011 has only train/test: carved a stratified {fraction:.0%} of train into valid "
+        f"(seed {seed})"
+    ]
     if not boxes:
         notes.append("no bounding_boxes.txt: records have no boxes")
     return Discovery(Manifest(records, root), "cub", root, notes, skipped)

@@ -19,9 +19,14 @@ from birdlens.utils.atomic import write_text
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 _SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "valid": "valid", "val": "valid", "validation": "valid", "dev": "valid",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "valid": "valid",
+    "val": "valid",
+    "validation": "valid",
+    "dev": "valid",
+    "test": "test",
+    "testing": "test",
 }
 CSV_COLUMNS = ("path", "label", "split", "x", "y", "w", "h", "mask")
 
@@ -119,11 +124,15 @@ class Manifest:
         w.writerow(CSV_COLUMNS)
         for r in self.records:
             box = r.box or ("", "", "", "")
-            w.writerow([
-                _rel(r.path, base), r.label, r.split or "",
-                *(_fmt(v) for v in box),
-                _rel(r.mask, base) if r.mask else "",
-            ])
+            w.writerow(
+                [
+                    _rel(r.path, base),
+                    r.label,
+                    r.split or "",
+                    *(_fmt(v) for v in box),
+                    _rel(r.mask, base) if r.mask else "",
+                ]
+            )
         return write_text(path, buf.getvalue())
 
     @classmethod
@@ -138,10 +147,15 @@ class Manifest:
                 if row.get("x") not in (None, ""):
                     box = (float(row["x"]), float(row["y"]), float(row["w"]), float(row["h"]))
                 mask = base / row["mask"] if row.get("mask") else None
-                records.append(Record(
-                    path=base / row["path"], label=normalise_label(row["label"]),
-                    split=normalise_split(row.get("split")), box=box, mask=mask,
-                ))
+                records.append(
+                    Record(
+                        path=base / row["path"],
+                        label=normalise_label(row["label"]),
+                        split=normalise_split(row.get("split")),
+                        box=box,
+                        mask=mask,
+                    )
+                )
         return cls(records, base)
 
 

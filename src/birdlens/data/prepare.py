@@ -72,12 +72,16 @@ def check_output(source: Path, out: Path, force: bool) -> None:
     if dst == src_dir or src_dir.is_relative_to(dst):
         raise OutputExists(f"--out {out} contains the source data: choose a folder outside {source}.")
     if dst.is_relative_to(src_dir):
-        raise OutputExists(f"--out {out} is inside the source folder {source}: choose a folder outside it, "
-                           "or the next scan of the source would read the prepared copy as data.")
+        raise OutputExists(
+            f"--out {out} is inside the source folder {source}: choose a folder outside it, "
+            "or the next scan of the source would read the prepared copy as data."
+        )
     if out.exists() and not out.is_dir():
         raise OutputExists(f"--out {out} is a file: choose a folder.")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputExists(f"{out} exists and is not empty: choose another --out or pass --force to replace it.")
+        raise OutputExists(
+            f"{out} exists and is not empty: choose another --out or pass --force to replace it."
+        )
 
 
 def prepare_dataset(
@@ -107,9 +111,20 @@ def prepare_dataset(
     t0 = time.perf_counter()
     source, out = Path(source), Path(out)
     check_output(source, out, force)
-    scan = scan_data(source, seed=seed, ratios=ratios, top=top, per_class=per_class, min_per_class=min_per_class,
-                     limits=limits, near_threshold=near_threshold, dedupe_splits=dedupe, cache=cache,
-                     workers=workers, progress=progress)
+    scan = scan_data(
+        source,
+        seed=seed,
+        ratios=ratios,
+        top=top,
+        per_class=per_class,
+        min_per_class=min_per_class,
+        limits=limits,
+        near_threshold=near_threshold,
+        dedupe_splits=dedupe,
+        cache=cache,
+        workers=workers,
+        progress=progress,
+    )
     problem = scan.problem()
     if problem:
         raise DataUnusable(problem)
@@ -122,7 +137,9 @@ def prepare_dataset(
         used: set[str] = set()
         failed: list[dict[str, str]] = []
         items = list(zip(scan.manifest.records, scan.infos, strict=True))
-        for rec, info in track(items, total=len(items), description=f"writing {size}px images", enabled=progress):
+        for rec, info in track(
+            items, total=len(items), description=f"writing {size}px images", enabled=progress
+        ):
             split = rec.split or "train"
             cls = _safe_name(rec.label)
             stem = _safe_name(Path(rec.path).stem)
@@ -151,8 +168,12 @@ def prepare_dataset(
         manifest = Manifest(records, tmp)
         manifest.to_csv(tmp / "manifest.csv")
         report["prepared"] = {
-            "out": str(out), "size": size, "resize": "aspect-preserving resize of the short side, centre crop",
-            "format": f"JPEG quality {JPEG_QUALITY} 4:4:4; PNG for lossless sources", "n_written": len(records), "failed": failed,
+            "out": str(out),
+            "size": size,
+            "resize": "aspect-preserving resize of the short side, centre crop",
+            "format": f"JPEG quality {JPEG_QUALITY} 4:4:4; PNG for lossless sources",
+            "n_written": len(records),
+            "failed": failed,
             "splits": {s: len(manifest.split(s)) for s in ("train", "valid", "test")},
         }
         write_json(tmp / "data_report.json", report)

@@ -14,8 +14,9 @@ def quiet() -> bool:
     return os.environ.get("BIRDLENS_QUIET", "").strip().lower() in ("1", "true", "yes")
 
 
-def track(items: Iterable[T], total: int | None = None, description: str = "working",
-          enabled: bool | None = None) -> Iterator[T]:
+def track(
+    items: Iterable[T], total: int | None = None, description: str = "working", enabled: bool | None = None
+) -> Iterator[T]:
     """Iterate ``items`` with a progress bar on stderr (transient), unless quiet or ``enabled=False``."""
     show = (not quiet()) if enabled is None else (enabled and not quiet())
     if not show or (total is not None and total < 2):
@@ -25,8 +26,14 @@ def track(items: Iterable[T], total: int | None = None, description: str = "work
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task(description, total=total)
         for item in items:
             yield item

@@ -56,8 +56,10 @@ class DataScan:
         if self.validation.n_checked == 0:
             return f"no images found in {self.source}: class folders are empty or hold no image files."
         if len(self.validation.manifest) == 0:
-            return (f"all {n_bad} image files in {self.source} failed validation "
-                    f"(first reason: {self.validation.skipped[0].reason}).")
+            return (
+                f"all {n_bad} image files in {self.source} failed validation "
+                f"(first reason: {self.validation.skipped[0].reason})."
+            )
         if not classes:
             return f"no classes left in {self.source} after selection: lower --min-per-class or check --top."
         if len(classes) < 2:
@@ -106,7 +108,9 @@ def scan_data(
         if len(ranked) > spare:
             keep = {label for label, _ in ranked[:spare]}
             candidates = candidates.filter(labels=keep)
-            notes.append(f"validated only the {spare} largest classes (top {top} plus spares) of {len(ranked)}")
+            notes.append(
+                f"validated only the {spare} largest classes (top {top} plus spares) of {len(ranked)}"
+            )
     val = validate_manifest(candidates, limits, cache=cache, workers=workers, progress=progress)
     pairs = find_duplicates(val.manifest, val.infos, near_threshold)
     good, infos, dropped = val.manifest, list(val.infos), []
@@ -121,13 +125,28 @@ def scan_data(
     root = disc.root
     return DataScan(
         source=str(disc.root) if isinstance(source, (Manifest, Discovery)) else str(source),
-        layout=disc.layout, manifest=good, infos=infos, validation=val, pairs=pairs, deduped=dropped,
-        selection=selection, notes=notes,
+        layout=disc.layout,
+        manifest=good,
+        infos=infos,
+        validation=val,
+        pairs=pairs,
+        deduped=dropped,
+        selection=selection,
+        notes=notes,
         skipped=list(disc.skipped) + list(val.skipped),
-        settings={"seed": seed, "ratios": list(ratios), "top": top, "per_class": per_class,
-                  "min_per_class": min_per_class, "min_side": limits.min_side, "max_aspect": limits.max_aspect,
-                  "max_pixels": limits.max_pixels, "near_threshold": near_threshold, "dedupe": dedupe_splits,
-                  "root": str(root)},
+        settings={
+            "seed": seed,
+            "ratios": list(ratios),
+            "top": top,
+            "per_class": per_class,
+            "min_per_class": min_per_class,
+            "min_side": limits.min_side,
+            "max_aspect": limits.max_aspect,
+            "max_pixels": limits.max_pixels,
+            "near_threshold": near_threshold,
+            "dedupe": dedupe_splits,
+            "root": str(root),
+        },
         seconds=time.perf_counter() - t0,
     )
 
@@ -159,8 +178,10 @@ def _build_report(scan: DataScan) -> dict[str, Any]:
     m = scan.manifest
     root = Path(scan.settings.get("root", "."))
     counts = m.counts()
-    classes = {label: {**{s: per.get(s, 0) for s in SPLITS}, "total": sum(per.values())}
-               for label, per in sorted(counts.items())}
+    classes = {
+        label: {**{s: per.get(s, 0) for s in SPLITS}, "total": sum(per.values())}
+        for label, per in sorted(counts.items())
+    }
     vrecs = scan.validation.manifest.records
     in_final = {r.path for r in m.records}
     dropped = {r.path for r in scan.deduped}
@@ -170,12 +191,19 @@ def _build_report(scan: DataScan) -> dict[str, Any]:
         if not ({a.path, b.path} <= (in_final | dropped)):
             continue  # one end was not selected: not a duplicate *of this dataset*
         row = {
-            "a": display_path(a.path, root), "b": display_path(b.path, root),
-            "split_a": a.split, "split_b": b.split, "label_a": a.label, "label_b": b.label,
-            "kind": p.kind, "distance": p.distance, "leak": a.split != b.split,
+            "a": display_path(a.path, root),
+            "b": display_path(b.path, root),
+            "split_a": a.split,
+            "split_b": b.split,
+            "label_a": a.label,
+            "label_b": b.label,
+            "kind": p.kind,
+            "distance": p.distance,
+            "leak": a.split != b.split,
             "label_conflict": a.label != b.label,
             "dropped": display_path(b.path if b.path in dropped else a.path, root)
-            if (a.path in dropped or b.path in dropped) else None,
+            if (a.path in dropped or b.path in dropped)
+            else None,
         }
         dup_rows.append(row)
     problem = scan.problem()
@@ -225,12 +253,26 @@ def render_report(report: dict[str, Any], console: Any = None, max_rows: int = 4
     con.rule(f"[bold]birdlens data report[/]  {report['source']}  [dim]({report['layout']})[/]")
     leaks = report["leaks"]
     dup = report["duplicates"]
-    con.print("  " + "  ·  ".join([f"[bold]{n_img:,}[/] usable images", f"[bold]{n_cls}[/] classes",
-                                      " / ".join(f"{s} [bold]{sp[s]:,}[/]" for s in SPLITS)]))
-    con.print("  " + "  ·  ".join([
-        f"[{'yellow' if report['n_skipped'] else 'green'}]{report['n_skipped']} skipped[/]",
-        f"[{'yellow' if dup else 'green'}]{len(dup)} duplicate pair(s)[/]",
-        f"[{'red' if leaks else 'green'}]{len(leaks)} leak(s) across splits[/]"]))
+    con.print(
+        "  "
+        + "  ·  ".join(
+            [
+                f"[bold]{n_img:,}[/] usable images",
+                f"[bold]{n_cls}[/] classes",
+                " / ".join(f"{s} [bold]{sp[s]:,}[/]" for s in SPLITS),
+            ]
+        )
+    )
+    con.print(
+        "  "
+        + "  ·  ".join(
+            [
+                f"[{'yellow' if report['n_skipped'] else 'green'}]{report['n_skipped']} skipped[/]",
+                f"[{'yellow' if dup else 'green'}]{len(dup)} duplicate pair(s)[/]",
+                f"[{'red' if leaks else 'green'}]{len(leaks)} leak(s) across splits[/]",
+            ]
+        )
+    )
     for note in report["notes"]:
         con.print(f"  [yellow]•[/] {note}")
 
@@ -249,7 +291,9 @@ def render_report(report: dict[str, Any], console: Any = None, max_rows: int = 4
             t.add_row(str(i + 1), label, *cells, str(c["total"]))
         if len(ranked) > max_rows:
             last, c = ranked[-1]
-            t.add_row("", f"[dim]… {len(ranked) - max_rows} more (smallest: {last}, {c['total']})[/]", *[""] * 4)
+            t.add_row(
+                "", f"[dim]… {len(ranked) - max_rows} more (smallest: {last}, {c['total']})[/]", *[""] * 4
+            )
         t.add_section()
         t.add_row("", f"[bold]{n_cls} classes[/]", *[f"{sp[s]:,}" for s in SPLITS], f"{n_img:,}")
         con.print(t)
@@ -262,8 +306,10 @@ def render_report(report: dict[str, Any], console: Any = None, max_rows: int = 4
         else:
             w, h = sizes["width"], sizes["height"]
             common = ", ".join(f"{s} ({n:,})" for s, n in sizes["most_common"][:3])
-            line = (f"width {w['min']}–{w['max']} (median {w['median']:g}), height {h['min']}–{h['max']} "
-                    f"(median {h['median']:g}); {sizes['distinct_sizes']:,} distinct sizes, most common {common}")
+            line = (
+                f"width {w['min']}–{w['max']} (median {w['median']:g}), height {h['min']}–{h['max']} "
+                f"(median {h['median']:g}); {sizes['distinct_sizes']:,} distinct sizes, most common {common}"
+            )
         modes = ", ".join(f"{k} {v:,}" for k, v in sizes["modes"].items())
         fmts = ", ".join(f"{k} {v:,}" for k, v in sizes["formats"].items())
         con.print(f"[bold]image sizes[/]  {line}\n[bold]modes[/]  {modes}   [bold]formats[/]  {fmts}")
@@ -271,11 +317,12 @@ def render_report(report: dict[str, Any], console: Any = None, max_rows: int = 4
     # skipped
     skipped = report["skipped"]
     if skipped:
-        t = Table(box=box.SIMPLE_HEAD, title=f"skipped files ({len(skipped)})", title_justify="left",
-                  pad_edge=False)
+        t = Table(
+            box=box.SIMPLE_HEAD, title=f"skipped files ({len(skipped)})", title_justify="left", pad_edge=False
+        )
         t.add_column("file", overflow="fold")
         t.add_column("reason", style="yellow", overflow="fold")
-        for s in skipped[:max_rows // 2]:
+        for s in skipped[: max_rows // 2]:
             t.add_row(s["path"], s["reason"])
         if len(skipped) > max_rows // 2:
             t.add_row(f"[dim]… {len(skipped) - max_rows // 2} more (see --json)[/]", "")
@@ -285,15 +332,19 @@ def render_report(report: dict[str, Any], console: Any = None, max_rows: int = 4
 
     # duplicates
     if dup:
-        t = Table(box=box.SIMPLE_HEAD, title=f"duplicate pairs ({len(dup)}, {len(leaks)} across splits = leaks)",
-                  title_justify="left", pad_edge=False)
+        t = Table(
+            box=box.SIMPLE_HEAD,
+            title=f"duplicate pairs ({len(dup)}, {len(leaks)} across splits = leaks)",
+            title_justify="left",
+            pad_edge=False,
+        )
         t.add_column("")
         t.add_column("kind")
         t.add_column("image a", overflow="fold")
         t.add_column("image b", overflow="fold")
         t.add_column("note", overflow="fold")
         ordered = sorted(dup, key=lambda r: (not r["leak"], r["a"]))
-        for r in ordered[:max_rows // 2]:
+        for r in ordered[: max_rows // 2]:
             tag = "[bold red]LEAK[/]" if r["leak"] else "dup"
             kind = "exact" if r["kind"] == "exact" else f"near (d={r['distance']})"
             note = []
@@ -306,13 +357,19 @@ def render_report(report: dict[str, Any], console: Any = None, max_rows: int = 4
             t.add_row("", "", f"[dim]… {len(dup) - max_rows // 2} more (see --json)[/]", "", "")
         con.print(t)
         if leaks and not report["dedupe_dropped"]:
-            con.print("  [red]leaks inflate test accuracy[/]: re-run with --dedupe to drop the later split's copy")
+            con.print(
+                "  [red]leaks inflate test accuracy[/]: re-run with --dedupe to drop the later split's copy"
+            )
 
     told = " ".join(n for n in report["notes"] if "missing from" in n)
     for mrow in [m for m in report["missing_from_splits"] if repr(m["class"]) not in told][:10]:
-        con.print(f"  [yellow]•[/] class [bold]{mrow['class']}[/] has no images in {', '.join(mrow['missing_from'])}"
-                  " after selection")
+        con.print(
+            f"  [yellow]•[/] class [bold]{mrow['class']}[/] has no images in {', '.join(mrow['missing_from'])}"
+            " after selection"
+        )
     if report["usable"]:
-        con.print(f"[green]✓ usable[/]  [dim]({report['n_files_checked']:,} files checked in {report['seconds']:.1f} s)[/]")
+        con.print(
+            f"[green]✓ usable[/]  [dim]({report['n_files_checked']:,} files checked in {report['seconds']:.1f} s)[/]"
+        )
     else:
         con.print(f"[bold red]✗ not usable:[/] {report['problem']}")

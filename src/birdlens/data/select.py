@@ -35,8 +35,10 @@ class Selection:
             "n_classes": len(self.manifest.classes),
             "classes": self.manifest.classes,
             "dropped_classes": self.dropped_classes,
-            "subsampled": {k: {"before": a, "after": b} for k, a, b in
-                           ((k, *v) for k, v in sorted(self.subsampled.items()))},
+            "subsampled": {
+                k: {"before": a, "after": b}
+                for k, a, b in ((k, *v) for k, v in sorted(self.subsampled.items()))
+            },
         }
 
 
@@ -59,8 +61,13 @@ def allocate(counts: dict[str, int], k: int) -> dict[str, int]:
     return out
 
 
-def select(manifest: Manifest, top: int | None = None, per_class: int | None = None,
-           min_per_class: int = 1, seed: int = 0) -> Selection:
+def select(
+    manifest: Manifest,
+    top: int | None = None,
+    per_class: int | None = None,
+    min_per_class: int = 1,
+    seed: int = 0,
+) -> Selection:
     """Apply min / top-N / per-class-K (see module doc); warns (``UserWarning``) about dropped classes."""
     if top is not None and top < 1:
         raise ValueError("--top must be >= 1")
@@ -76,10 +83,13 @@ def select(manifest: Manifest, top: int | None = None, per_class: int | None = N
             eligible.append(label)
     if dropped:
         names = ", ".join(sorted(dropped)[:10]) + (" ..." if len(dropped) > 10 else "")
-        warnings.warn(f"dropped {len(dropped)} class(es) with fewer than {min_per_class} images: {names}",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            f"dropped {len(dropped)} class(es) with fewer than {min_per_class} images: {names}",
+            UserWarning,
+            stacklevel=2,
+        )
     chosen = eligible if top is None else eligible[:top]
-    for label in eligible[len(chosen):]:
+    for label in eligible[len(chosen) :]:
         dropped[label] = f"not in the top {top} classes by image count"
     chosen_set = set(chosen)
 
@@ -104,5 +114,10 @@ def select(manifest: Manifest, top: int | None = None, per_class: int | None = N
             keep.update(idx[j] for j in pick)
         subsampled[label] = (n, per_class)
     kept = sorted(keep)
-    return Selection(Manifest([manifest.records[i] for i in kept], manifest.root), kept, dropped, subsampled,
-                     {"top": top, "per_class": per_class, "min_per_class": min_per_class, "seed": seed})
+    return Selection(
+        Manifest([manifest.records[i] for i in kept], manifest.root),
+        kept,
+        dropped,
+        subsampled,
+        {"top": top, "per_class": per_class, "min_per_class": min_per_class, "seed": seed},
+    )

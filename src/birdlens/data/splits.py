@@ -56,8 +56,9 @@ def split_counts(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, 
     return n - k_v - k_t, k_v, k_t
 
 
-def stratified_split(records: Sequence[Record], ratios: Sequence[float] = DEFAULT_RATIOS,
-                     seed: int = 0) -> list[Record]:
+def stratified_split(
+    records: Sequence[Record], ratios: Sequence[float] = DEFAULT_RATIOS, seed: int = 0
+) -> list[Record]:
     """Assign train/valid/test to every record, per class; returns new records in the input order."""
     r = check_ratios(ratios)
     by_class: dict[str, list[int]] = defaultdict(list)

@@ -62,8 +62,9 @@ def _limits_verdict(info: ImageInfo, limits: ImageLimits) -> str | None:
     return None
 
 
-def check_file(path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS,
-               cache: ImageCache | None = None) -> tuple[ImageInfo, bool]:
+def check_file(
+    path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS, cache: ImageCache | None = None
+) -> tuple[ImageInfo, bool]:
     """Validate one file: its :class:`ImageInfo` and whether it came from the cache; raises ``BadImage``."""
     data = read_image_bytes(path, limits.max_bytes)
     if cache is not None:
@@ -121,8 +122,12 @@ def validate_manifest(
     skipped: list[Skipped] = []
     hits = 0
     try:
-        for rec, (info, hit, reason) in track(zip(manifest.records, results, strict=True), total=len(manifest),
-                                              description=description, enabled=progress):
+        for rec, (info, hit, reason) in track(
+            zip(manifest.records, results, strict=True),
+            total=len(manifest),
+            description=description,
+            enabled=progress,
+        ):
             if info is None:
                 skipped.append(Skipped(display_path(rec.path, root), reason or "unknown error"))
             else:
@@ -144,4 +149,3 @@ def display_path(path: str | os.PathLike[str], root: Path | None) -> str:
         except ValueError:
             pass
     return str(p)
-

@@ -13,8 +13,19 @@ from typing import Any
 
 from birdlens.utils.atomic import write_text
 
-COLUMNS = ("run", "model", "mode", "augment", "accuracy", "ci95_low", "ci95_high", "macro_f1", "n",
-           "train_seconds", "params_m")
+COLUMNS = (
+    "run",
+    "model",
+    "mode",
+    "augment",
+    "accuracy",
+    "ci95_low",
+    "ci95_high",
+    "macro_f1",
+    "n",
+    "train_seconds",
+    "params_m",
+)
 
 
 def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], split: str = "test") -> list[dict[str, Any]]:
@@ -30,12 +41,21 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], split: str = "test"
         m = json.loads(mpath.read_text(encoding="utf-8")) if mpath.is_file() else {}
         ci = m.get("accuracy_ci95") or [None, None]
         params = (meta.get("params") or {}).get("total")
-        rows.append({
-            "run": rd.name, "model": meta.get("model"), "mode": meta.get("mode"), "augment": meta.get("augment"),
-            "accuracy": m.get("accuracy"), "ci95_low": ci[0], "ci95_high": ci[1], "macro_f1": m.get("macro_f1"),
-            "n": m.get("n"), "train_seconds": meta.get("train_seconds"),
-            "params_m": round(params / 1e6, 2) if params else None,
-        })
+        rows.append(
+            {
+                "run": rd.name,
+                "model": meta.get("model"),
+                "mode": meta.get("mode"),
+                "augment": meta.get("augment"),
+                "accuracy": m.get("accuracy"),
+                "ci95_low": ci[0],
+                "ci95_high": ci[1],
+                "macro_f1": m.get("macro_f1"),
+                "n": m.get("n"),
+                "train_seconds": meta.get("train_seconds"),
+                "params_m": round(params / 1e6, 2) if params else None,
+            }
+        )
     return rows
 
 
@@ -49,11 +69,24 @@ def _display(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]
     head = ["run", "model", "mode", "augment", "test acc (95% CI)", "macro-F1", "train time", "params (M)"]
     body = []
     for r in rows:
-        acc = "—" if r["accuracy"] is None else f"{r['accuracy']:.3f} [{r['ci95_low']:.3f}, {r['ci95_high']:.3f}]"
+        acc = (
+            "—"
+            if r["accuracy"] is None
+            else f"{r['accuracy']:.3f} [{r['ci95_low']:.3f}, {r['ci95_high']:.3f}]"
+        )
         t = r["train_seconds"]
-        body.append([r["run"], _fmt(r["model"]), _fmt(r["mode"]), _fmt(r["augment"]), acc, _fmt(r["macro_f1"]),
-                     "—" if t is None else (f"{t:.0f} s" if t < 120 else f"{t / 60:.1f} min"),
-                     _fmt(r["params_m"], 2)])
+        body.append(
+            [
+                r["run"],
+                _fmt(r["model"]),
+                _fmt(r["mode"]),
+                _fmt(r["augment"]),
+                acc,
+                _fmt(r["macro_f1"]),
+                "—" if t is None else (f"{t:.0f} s" if t < 120 else f"{t / 60:.1f} min"),
+                _fmt(r["params_m"], 2),
+            ]
+        )
     return head, body
 
 
@@ -88,8 +121,11 @@ def rich_table(rows: Sequence[dict[str, Any]], title: str = "Table 1") -> Any:
 def write_table(rows: Sequence[dict[str, Any]], out: str | os.PathLike[str]) -> list[Path]:
     """Write by suffix (``.csv``, ``.md``, ``.json``); any other name writes all three beside it."""
     out = Path(out)
-    writers = {".csv": to_csv, ".md": to_markdown,
-               ".json": lambda r: json.dumps(list(r), indent=2, ensure_ascii=False) + "\n"}
+    writers = {
+        ".csv": to_csv,
+        ".md": to_markdown,
+        ".json": lambda r: json.dumps(list(r), indent=2, ensure_ascii=False) + "\n",
+    }
     targets = [out] if out.suffix in writers else [out.with_name(out.name + s) for s in writers]
     for t in targets:
         write_text(t, writers[t.suffix](rows))

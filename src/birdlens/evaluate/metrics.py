@@ -55,11 +55,15 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
         # (lo, hi] as in Guo et al. 2017; a confidence of exactly 0 falls in the first bin
         sel = (confidence > lo) & (confidence <= hi) if lo > 0 else (confidence >= lo) & (confidence <= hi)
         n = int(sel.sum())
-        out.append({
-            "lo": float(lo), "hi": float(hi), "count": n,
-            "confidence": float(confidence[sel].mean()) if n else float("nan"),
-            "accuracy": float(correct[sel].mean()) if n else float("nan"),
-        })
+        out.append(
+            {
+                "lo": float(lo),
+                "hi": float(hi),
+                "count": n,
+                "confidence": float(confidence[sel].mean()) if n else float("nan"),
+                "accuracy": float(correct[sel].mean()) if n else float("nan"),
+            }
+        )
     return out
 
 
@@ -68,8 +72,13 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     n = len(confidence)
     if n == 0:
         return float("nan")
-    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"])
-                     for b in reliability_bins(confidence, correct, n_bins) if b["count"]))
+    return float(
+        sum(
+            b["count"] / n * abs(b["accuracy"] - b["confidence"])
+            for b in reliability_bins(confidence, correct, n_bins)
+            if b["count"]
+        )
+    )
 
 
 def top_k_accuracy(probs: np.ndarray, targets: np.ndarray, k: int) -> float:
@@ -84,14 +93,19 @@ def top_k_accuracy(probs: np.ndarray, targets: np.ndarray, k: int) -> float:
 
 def most_confused(cm: np.ndarray, classes: Sequence[str], limit: int = 10) -> list[dict[str, Any]]:
     """Off-diagonal cells of a confusion matrix, largest first: which species the model mixes up."""
-    pairs = [(int(cm[i, j]), i, j) for i in range(cm.shape[0]) for j in range(cm.shape[1])
-             if i != j and cm[i, j] > 0]
+    pairs = [
+        (int(cm[i, j]), i, j)
+        for i in range(cm.shape[0])
+        for j in range(cm.shape[1])
+        if i != j and cm[i, j] > 0
+    ]
     pairs.sort(key=lambda t: (-t[0], t[1], t[2]))
     return [{"true": classes[i], "pred": classes[j], "count": c} for c, i, j in pairs[:limit]]
 
 
-def classification_metrics(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str],
-                           n_bins: int = 15) -> dict[str, Any]:
+def classification_metrics(
+    probs: np.ndarray, targets: np.ndarray, classes: Sequence[str], n_bins: int = 15
+) -> dict[str, Any]:
     """Everything ``metrics/<split>.json`` holds, from class probabilities ``[N, C]`` and integer targets."""
     probs = np.asarray(probs, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.int64)
@@ -105,7 +119,9 @@ def classification_metrics(probs: np.ndarray, targets: np.ndarray, classes: Sequ
     correct = pred == targets
     k = int(correct.sum())
     lo, hi = wilson_interval(k, n)
-    cm = confusion_matrix(targets, pred, labels=labels) if n else np.zeros((len(classes),) * 2, dtype=np.int64)
+    cm = (
+        confusion_matrix(targets, pred, labels=labels) if n else np.zeros((len(classes),) * 2, dtype=np.int64)
+    )
     prec, rec, f1, support = precision_recall_fscore_support(targets, pred, labels=labels, zero_division=0)
     conf = probs.max(axis=1) if n else np.zeros(0)
     eps = 1e-12
@@ -116,13 +132,20 @@ def classification_metrics(probs: np.ndarray, targets: np.ndarray, classes: Sequ
         "accuracy": k / n if n else float("nan"),
         "accuracy_ci95": [lo, hi],
         "top5_accuracy": top_k_accuracy(probs, targets, 5),
-        "macro_f1": float(f1_score(targets, pred, labels=labels, average="macro", zero_division=0)) if n else float("nan"),
+        "macro_f1": float(f1_score(targets, pred, labels=labels, average="macro", zero_division=0))
+        if n
+        else float("nan"),
         "nll": nll,
         "ece": expected_calibration_error(conf, correct, n_bins),
         "ece_bins": n_bins,
         "reliability": reliability_bins(conf, correct, n_bins),
         "per_class": {
-            c: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(support[i])}
+            c: {
+                "precision": float(prec[i]),
+                "recall": float(rec[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, c in enumerate(classes)
         },
         "most_confused": most_confused(cm, classes),

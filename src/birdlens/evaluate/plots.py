@@ -34,8 +34,13 @@ def _short(name: str, width: int = 22) -> str:
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
-def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | os.PathLike[str], normalize: bool = False,
-                   title: str | None = None) -> Path:
+def plot_confusion(
+    cm: np.ndarray,
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    normalize: bool = False,
+    title: str | None = None,
+) -> Path:
     """Confusion matrix (rows = true class); row-normalised when ``normalize``. Scales to 20+ classes."""
     cm = np.asarray(cm, dtype=np.float64)
     n = len(classes)
@@ -62,13 +67,22 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | os.PathLi
                 if v == 0:
                     continue
                 txt = f"{v:.2f}".lstrip("0") if normalize else f"{int(v)}"
-                ax.text(j, i, txt, ha="center", va="center", fontsize=max(4, fs - 2),
-                        color="white" if v > thresh else "black")
+                ax.text(
+                    j,
+                    i,
+                    txt,
+                    ha="center",
+                    va="center",
+                    fontsize=max(4, fs - 2),
+                    color="white" if v > thresh else "black",
+                )
     ax.set_title(title or ("confusion matrix (row-normalised)" if normalize else "confusion matrix (counts)"))
     return _save(fig, path)
 
 
-def plot_learning_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str | None = None) -> Path:
+def plot_learning_curves(
+    rows: Sequence[dict[str, Any]], path: str | os.PathLike[str], title: str | None = None
+) -> Path:
     """Train/valid loss and accuracy per epoch (``log.csv`` rows); the head-only epochs are shaded."""
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
     x = [int(r["epoch"]) + 1 for r in rows]
@@ -96,8 +110,9 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike
     return _save(fig, path)
 
 
-def plot_reliability(bins: Sequence[dict[str, Any]], ece: float, path: str | os.PathLike[str],
-                     title: str | None = None) -> Path:
+def plot_reliability(
+    bins: Sequence[dict[str, Any]], ece: float, path: str | os.PathLike[str], title: str | None = None
+) -> Path:
     """Reliability diagram: accuracy per confidence bin against the diagonal, bin counts below."""
     fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
     lo = np.array([b["lo"] for b in bins])
@@ -109,7 +124,9 @@ def plot_reliability(bins: Sequence[dict[str, Any]], ece: float, path: str | os.
     ax.bar(lo, acc, width=w, align="edge", edgecolor="black", color="tab:blue", alpha=0.8, label="accuracy")
     gap_lo = np.where(cnt > 0, np.minimum(acc, np.nan_to_num(conf)), 0)
     gap = np.where(cnt > 0, np.abs(np.nan_to_num(conf) - acc), 0)
-    ax.bar(lo, gap, bottom=gap_lo, width=w, align="edge", color="tab:red", alpha=0.3, label="gap to confidence")
+    ax.bar(
+        lo, gap, bottom=gap_lo, width=w, align="edge", color="tab:red", alpha=0.3, label="gap to confidence"
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -122,8 +139,15 @@ def plot_reliability(bins: Sequence[dict[str, Any]], ece: float, path: str | os.
     return _save(fig, path)
 
 
-def plot_top_losses(images: Sequence[np.ndarray], true: Sequence[str], pred: Sequence[str], prob: Sequence[float],
-                    loss: Sequence[float], path: str | os.PathLike[str], title: str | None = None) -> Path:
+def plot_top_losses(
+    images: Sequence[np.ndarray],
+    true: Sequence[str],
+    pred: Sequence[str],
+    prob: Sequence[float],
+    loss: Sequence[float],
+    path: str | os.PathLike[str],
+    title: str | None = None,
+) -> Path:
     """Grid of the highest-loss images (HWC uint8), captioned true / predicted (probability) / loss."""
     n = len(images)
     cols = min(4, max(1, n))
@@ -135,7 +159,10 @@ def plot_top_losses(images: Sequence[np.ndarray], true: Sequence[str], pred: Seq
             continue
         ax.imshow(images[k])
         ok = true[k] == pred[k]
-        ax.set_title(f"true: {_short(true[k], 26)}\npred: {_short(pred[k], 26)} ({prob[k]:.2f})\nloss {loss[k]:.2f}",
-                     fontsize=8, color="black" if ok else "darkred")
+        ax.set_title(
+            f"true: {_short(true[k], 26)}\npred: {_short(pred[k], 26)} ({prob[k]:.2f})\nloss {loss[k]:.2f}",
+            fontsize=8,
+            color="black" if ok else "darkred",
+        )
     fig.suptitle(title or "highest-loss images")
     return _save(fig, path)

@@ -17,8 +17,9 @@ from birdlens.utils.atomic import write_json
 TOP_LOSSES = 16
 
 
-def predict_dataset(trained: Any, dataset: Any, batch_size: int = 16, quiet: bool = False,
-                    description: str = "evaluating") -> tuple[np.ndarray, np.ndarray]:
+def predict_dataset(
+    trained: Any, dataset: Any, batch_size: int = 16, quiet: bool = False, description: str = "evaluating"
+) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities ``[N, C]`` and targets for a dataset yielding ``(normalised image, target)``."""
     from torch.utils.data import DataLoader
 
@@ -40,9 +41,16 @@ def predict_dataset(trained: Any, dataset: Any, batch_size: int = 16, quiet: boo
     return np.concatenate(probs).astype(np.float64), np.concatenate(targets).astype(np.int64)
 
 
-def evaluate_run(run_dir: str | os.PathLike[str], data: str | os.PathLike[str] | None = None, split: str = "test",
-                 which: str = "best", figures: bool = True, batch_size: int = 16, quiet: bool = False,
-                 trained: Any | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    data: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    which: str = "best",
+    figures: bool = True,
+    batch_size: int = 16,
+    quiet: bool = False,
+    trained: Any | None = None,
+) -> dict[str, Any]:
     """Evaluate ``RUN_DIR/<which>.safetensors`` on ``split`` of the run's own manifest (or of ``data``).
 
     ``trained``: an already loaded :class:`~birdlens.train.checkpoint.TrainedModel` of this run (saves
@@ -73,48 +81,88 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str | os.PathLike[str] |
     skipped_unknown = sum(1 for r in part if r.label not in known)
     part = part.filter(labels=[c for c in classes])
     if len(part) == 0:
-        raise ValueError(f"no '{split}' images of the model's {len(classes)} classes in "
-                         f"{data or run_dir / 'manifest.csv'}; choose another --split or --data")
+        raise ValueError(
+            f"no '{split}' images of the model's {len(classes)} classes in "
+            f"{data or run_dir / 'manifest.csv'}; choose another --split or --data"
+        )
     ds = ImageDataset(part, transform=trained.transform(), class_to_idx={c: i for i, c in enumerate(classes)})
     t0 = time.perf_counter()
-    probs, targets = predict_dataset(trained, ds, batch_size=batch_size, quiet=quiet, description=f"evaluating {split}")
+    probs, targets = predict_dataset(
+        trained, ds, batch_size=batch_size, quiet=quiet, description=f"evaluating {split}"
+    )
     seconds = time.perf_counter() - t0
     metrics = classification_metrics(probs, targets, classes)
     losses = -np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, 1.0))
     order = np.argsort(-losses, kind="stable")[:TOP_LOSSES]
-    metrics["top_losses"] = [{
-        "path": str(part.records[i].path), "true": classes[targets[i]], "pred": classes[int(probs[i].argmax())],
-        "prob": float(probs[i].max()), "loss": float(losses[i]),
-    } for i in order]
-    metrics.update({
-        "split": split, "run": str(run_dir), "weights": which, "model": trained.model_name,
-        "mode": trained.meta.get("mode"), "data": str(data) if data is not None else trained.meta.get("data"),
-        "skipped_unknown": skipped_unknown, "unknown_classes": unknown,
-        "seconds": seconds, "images_per_s": len(targets) / seconds if seconds > 0 else None,
-    })
+    metrics["top_losses"] = [
+        {
+            "path": str(part.records[i].path),
+            "true": classes[targets[i]],
+            "pred": classes[int(probs[i].argmax())],
+            "prob": float(probs[i].max()),
+            "loss": float(losses[i]),
+        }
+        for i in order
+    ]
+    metrics.update(
+        {
+            "split": split,
+            "run": str(run_dir),
+            "weights": which,
+            "model": trained.model_name,
+            "mode": trained.meta.get("mode"),
+            "data": str(data) if data is not None else trained.meta.get("data"),
+            "skipped_unknown": skipped_unknown,
+            "unknown_classes": unknown,
+            "seconds": seconds,
+            "images_per_s": len(targets) / seconds if seconds > 0 else None,
+        }
+    )
     write_json(run_dir / rundir.METRICS_DIR / f"{split}.json", metrics)
     if figures:
         fig_dir = run_dir / rundir.FIGURES_DIR
         cm = np.asarray(metrics["confusion_matrix"])
         name = trained.model_name
-        plot_confusion(cm, classes, fig_dir / f"confusion_{split}_counts.png",
-                       title=f"{name} {split}: confusion (counts)")
-        plot_confusion(cm, classes, fig_dir / f"confusion_{split}_normalized.png", normalize=True,
-                       title=f"{name} {split}: confusion (row-normalised)")
-        plot_reliability(metrics["reliability"], metrics["ece"], fig_dir / f"reliability_{split}.png",
-                         title=f"{name} {split}: reliability (ECE {metrics['ece']:.3f})")
+        plot_confusion(
+            cm,
+            classes,
+            fig_dir / f"confusion_{split}_counts.png",
+            title=f"{name} {split}: confusion (counts)",
+        )
+        plot_confusion(
+            cm,
+            classes,
+            fig_dir / f"confusion_{split}_normalized.png",
+            normalize=True,
+            title=f"{name} {split}: confusion (row-normalised)",
+        )
+        plot_reliability(
+            metrics["reliability"],
+            metrics["ece"],
+            fig_dir / f"reliability_{split}.png",
+            title=f"{name} {split}: reliability (ECE {metrics['ece']:.3f})",
+        )
         raw = ImageDataset(part, transform=None, class_to_idx={c: i for i, c in enumerate(classes)})
         geom = _display_geometry(trained)
         imgs = [np.asarray(geom(raw.load_image(int(i)))).transpose(1, 2, 0) for i in order]
-        plot_top_losses(imgs, [classes[targets[i]] for i in order], [classes[int(probs[i].argmax())] for i in order],
-                        [float(probs[i].max()) for i in order], [float(losses[i]) for i in order],
-                        fig_dir / f"top_losses_{split}.png", title=f"{name} {split}: highest-loss images")
+        plot_top_losses(
+            imgs,
+            [classes[targets[i]] for i in order],
+            [classes[int(probs[i].argmax())] for i in order],
+            [float(probs[i].max()) for i in order],
+            [float(losses[i]) for i in order],
+            fig_dir / f"top_losses_{split}.png",
+            title=f"{name} {split}: highest-loss images",
+        )
         log = run_dir / rundir.LOG
         if log.is_file():
             rows = read_log_csv(log)
             if rows:
-                plot_learning_curves(rows, fig_dir / "learning_curves.png", title=f"{name} ({trained.meta.get('mode')}, "
-                                     f"augment {trained.meta.get('augment')})")
+                plot_learning_curves(
+                    rows,
+                    fig_dir / "learning_curves.png",
+                    title=f"{name} ({trained.meta.get('mode')}, augment {trained.meta.get('augment')})",
+                )
     return metrics
 
 
@@ -122,4 +170,3 @@ def _display_geometry(trained: Any) -> Any:
     from birdlens.models.data_config import eval_geometry
 
     return eval_geometry(trained.data_config)
-

@@ -195,7 +195,9 @@ class Explainer(ABC):
         if images.ndim == 3:
             images = images.unsqueeze(0)
         if images.ndim != 4:
-            raise ValueError(f"images must be [B, 3, H, W] normalised float tensors, got shape {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be [B, 3, H, W] normalised float tensors, got shape {tuple(images.shape)}"
+            )
         x = images.detach().to(self.device, torch.float32)
         return self.to_memory_format(x)
 
@@ -233,7 +235,9 @@ class Explainer(ABC):
         }
 
     # ---- the public call -------------------------------------------------------------------------------
-    def explain(self, images: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None) -> Explanation:
+    def explain(
+        self, images: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None
+    ) -> Explanation:
         """Explain ``images`` (``[B,3,H,W]``, normalised for the model) for ``target`` (default: predicted)."""
         start = time.perf_counter()
         x = self.prepare(images)

@@ -32,11 +32,21 @@ def explain(
         raise typer.BadParameter(f"no methods given; choose from {list_methods()}", param_hint="--methods")
     try:
         trained = load_trained(run, which=which)  # type: ignore[arg-type]
-        manifest = explain_images(trained, [str(s) for s in sources], names, out, seed=seed, n=n,
-                                  quiet=quiet or os.environ.get("BIRDLENS_QUIET", "") not in ("", "0"),
-                                  force=force, method_params={
-                                      "lime": {"num_samples": lime_samples}, "shap": {"max_evals": shap_evals},
-                                      "ig": {"steps": ig_steps}})
+        manifest = explain_images(
+            trained,
+            [str(s) for s in sources],
+            names,
+            out,
+            seed=seed,
+            n=n,
+            quiet=quiet or os.environ.get("BIRDLENS_QUIET", "") not in ("", "0"),
+            force=force,
+            method_params={
+                "lime": {"num_samples": lime_samples},
+                "shap": {"max_evals": shap_evals},
+                "ig": {"steps": ig_steps},
+            },
+        )
     except (UnsupportedMethodError, FileExistsError, FileNotFoundError, ValueError) as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from e

@@ -45,7 +45,9 @@ def capture_as_leaf(layer: nn.Module) -> Iterator[Capture]:
 
     def hook(module: nn.Module, args: object, out: object) -> torch.Tensor:
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the CAM layer must return a tensor, got {type(out).__name__}; choose another layer=")
+            raise TypeError(
+                f"the CAM layer must return a tensor, got {type(out).__name__}; choose another layer="
+            )
         leaf = out.detach().requires_grad_(True)
         cap.leaf = leaf
         cap.calls += 1

@@ -30,5 +30,7 @@ def select_output(out: Any, selector: OutputSelector = None) -> torch.Tensor:
         res = out[selector] if isinstance(out, Mapping) else getattr(out, selector)
     if not isinstance(res, torch.Tensor) or res.ndim != 2:
         shape = tuple(res.shape) if isinstance(res, torch.Tensor) else type(res).__name__
-        raise ValueError(f"the selected model output must be a [B, classes] tensor, got {shape}; pass output=")
+        raise ValueError(
+            f"the selected model output must be a [B, classes] tensor, got {shape}; pass output="
+        )
     return res

@@ -88,7 +88,10 @@ def _true_label(item: Any, given: Any, classes: Sequence[str]) -> str | None:
 
 
 def _method_params(method: str, trained: Any, seed: int, extra: dict[str, Any]) -> dict[str, Any]:
-    params: dict[str, Any] = {"data_config": trained.data_config, "model_name": getattr(trained, "model_name", None)}
+    params: dict[str, Any] = {
+        "data_config": trained.data_config,
+        "model_name": getattr(trained, "model_name", None),
+    }
     if method in ("gradcam", "gradcam++", "layercam", "hirescam") and getattr(trained, "cam_layer", None):
         params["layer"] = trained.cam_layer
     if method in ("lime", "shap", "random"):
@@ -170,8 +173,12 @@ def explain_images(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(
-        TextColumn("explain"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-        TimeElapsedColumn(), disable=quiet,
+        TextColumn("explain"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        disable=quiet,
     )
     with progress:
         task = progress.add_task("", total=len(items))
@@ -182,8 +189,12 @@ def explain_images(
                 name += "_"
             used_names.add(name)
             photo, x = _prepare(_load_uint8(item), trained.data_config, image_size)
-            rec: dict[str, Any] = {"source": str(item) if is_path else f"array[{k}]", "name": name,
-                                   "maps": {}, "overlays": {}}
+            rec: dict[str, Any] = {
+                "source": str(item) if is_path else f"array[{k}]",
+                "name": name,
+                "maps": {},
+                "overlays": {},
+            }
             overlays: dict[str, np.ndarray] = {}
             exp: Explanation | None = None
             for m, explainer in explainers.items():
@@ -207,11 +218,22 @@ def explain_images(
                 probs = select_output(model(x[None]), None).float().softmax(1)[0]
             pred = int(probs.argmax())
             true = _true_label(item, item_labels[k], classes)
-            rec.update(predicted=classes[pred], probability=float(probs[pred]), true=true,
-                       target=int(exp.target[0]) if exp is not None else None)
+            rec.update(
+                predicted=classes[pred],
+                probability=float(probs[pred]),
+                true=true,
+                target=int(exp.target[0]) if exp is not None else None,
+            )
             records.append(rec)
-            rows.append(PanelRow(image=photo, overlays=overlays, predicted=rec["predicted"] or "?",
-                                 probability=rec["probability"], true=true))
+            rows.append(
+                PanelRow(
+                    image=photo,
+                    overlays=overlays,
+                    predicted=rec["predicted"] or "?",
+                    probability=rec["probability"],
+                    true=true,
+                )
+            )
             progress.advance(task)
 
     panels = []
@@ -230,8 +252,11 @@ def explain_images(
             "data_config": _jsonable(getattr(trained.data_config, "__dict__", {}) or {}),
         },
         "methods": {
-            m: {"params": params.get(m, {}), "seconds_total": float(sum(s)),
-                "seconds_per_image": float(np.mean(s)) if s else None}
+            m: {
+                "params": params.get(m, {}),
+                "seconds_total": float(sum(s)),
+                "seconds_per_image": float(np.mean(s)) if s else None,
+            }
             for m, s in seconds.items()
         },
         "images": records,

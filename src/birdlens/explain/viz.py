@@ -70,7 +70,11 @@ def heatmap_overlay(image: Any, heat: Any, cmap: str = "inferno", alpha: float =
 
 
 def signed_overlay(
-    image: Any, values: Any, cmap: str = "RdBu_r", alpha: float = 0.85, limit: float | None = None,
+    image: Any,
+    values: Any,
+    cmap: str = "RdBu_r",
+    alpha: float = 0.85,
+    limit: float | None = None,
     gamma: float = 0.75,
 ) -> np.ndarray:
     """Signed map over a desaturated photo: diverging colours centred on 0, opacity growing with |value|."""
@@ -86,7 +90,11 @@ def signed_overlay(
 
 
 def lime_overlay(
-    image: Any, segments: Any, weights: Any, top_k: int = 5, positive_only: bool = True,
+    image: Any,
+    segments: Any,
+    weights: Any,
+    top_k: int = 5,
+    positive_only: bool = True,
     color: tuple[float, float, float] = (1.0, 0.85, 0.0),
 ) -> np.ndarray:
     """The ``top_k`` superpixels with the largest (positive) weights at full colour and outlined; the rest
@@ -105,8 +113,14 @@ def lime_overlay(
     return np.clip(out * 255, 0, 255).round().astype(np.uint8)
 
 
-def overlay_for(method: str, image: Any, exp_map: Any, scores: Mapping[str, Any] | None = None, index: int = 0,
-                top_k: int = 5) -> np.ndarray:
+def overlay_for(
+    method: str,
+    image: Any,
+    exp_map: Any,
+    scores: Mapping[str, Any] | None = None,
+    index: int = 0,
+    top_k: int = 5,
+) -> np.ndarray:
     """The right overlay for a method's map (LIME regions when its weights/segments are in ``scores``)."""
     if method == "lime" and scores is not None and "segments" in scores:
         return lime_overlay(image, scores["segments"][index], scores["weights"][index], top_k=top_k)
@@ -143,8 +157,14 @@ class PanelRow:
     signed_limits: dict[str, float] = field(default_factory=dict)
 
 
-def panel(rows: Sequence[PanelRow], path: str | os.PathLike[str], methods: Sequence[str] | None = None,
-          title: str | None = None, cell_inches: float = 2.1, dpi: int = 160) -> None:
+def panel(
+    rows: Sequence[PanelRow],
+    path: str | os.PathLike[str],
+    methods: Sequence[str] | None = None,
+    title: str | None = None,
+    cell_inches: float = 2.1,
+    dpi: int = 160,
+) -> None:
     """Photo | Grad-CAM | LIME | SHAP | IG (the methods present, in that order), one row per image."""
     import matplotlib
 
@@ -161,8 +181,9 @@ def panel(rows: Sequence[PanelRow], path: str | os.PathLike[str], methods: Seque
     label_w, top_h, bottom_h, gap = 1.35, 0.35, 0.45, 0.05
     width = label_w + n_cols * cell_inches * (1 + gap)
     height = top_h + bottom_h + n_rows * cell_inches * (1 + gap)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), squeeze=False,
-                             gridspec_kw={"wspace": gap, "hspace": gap})
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(width, height), squeeze=False, gridspec_kw={"wspace": gap, "hspace": gap}
+    )
     plt.rcParams.update({"font.family": "DejaVu Sans"})
     for c, name in enumerate(["Photo", *[TITLES.get(m, m) for m in cols]]):
         axes[0, c].set_title(name, fontsize=10.5, fontweight="bold", pad=6)
@@ -173,8 +194,15 @@ def panel(rows: Sequence[PanelRow], path: str | os.PathLike[str], methods: Seque
         label = f"pred: {row.predicted.title()}{prob}"
         if row.true is not None:
             label += f"\ntrue: {row.true.title()}"
-        axes[r, 0].set_ylabel(label, fontsize=7.5, rotation=0, ha="right", va="center", labelpad=4,
-                              color={None: "#222222", True: "#1a7f37", False: "#c62828"}[ok])
+        axes[r, 0].set_ylabel(
+            label,
+            fontsize=7.5,
+            rotation=0,
+            ha="right",
+            va="center",
+            labelpad=4,
+            color={None: "#222222", True: "#1a7f37", False: "#c62828"}[ok],
+        )
         for c, m in enumerate(cols, start=1):
             if m in row.overlays:
                 axes[r, c].imshow(row.overlays[m])
@@ -189,10 +217,14 @@ def panel(rows: Sequence[PanelRow], path: str | os.PathLike[str], methods: Seque
         cax = ax.inset_axes((0.1, -0.12, 0.8, 0.05))
         if m == "lime":
             cax.set_axis_off()
-            cax.text(0.5, 0.0, "top-5 superpixels", ha="center", va="center", fontsize=7, transform=cax.transAxes)
+            cax.text(
+                0.5, 0.0, "top-5 superpixels", ha="center", va="center", fontsize=7, transform=cax.transAxes
+            )
             continue
         signed = m in SIGNED_METHODS
-        sm = ScalarMappable(Normalize(-1, 1) if signed else Normalize(0, 1), "RdBu_r" if signed else "inferno")
+        sm = ScalarMappable(
+            Normalize(-1, 1) if signed else Normalize(0, 1), "RdBu_r" if signed else "inferno"
+        )
         cb = fig.colorbar(sm, cax=cax, orientation="horizontal")
         cb.set_ticks([-1, 0, 1] if signed else [0, 1])
         cb.set_ticklabels(["against", "0", "for"] if signed else ["low", "high"])

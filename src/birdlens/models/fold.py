@@ -102,7 +102,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, rtol: float = 1e-4) 
     is accepted only if its outputs match within ``rtol`` of the output range.
     """
     if model.training:
-        raise ValueError("fold_batchnorm is for inference: call model.eval() first (training BN uses batch stats)")
+        raise ValueError(
+            "fold_batchnorm is for inference: call model.eval() first (training BN uses batch stats)"
+        )
     pairs = _pairs(model, example)
     if not pairs:
         return FoldResult(model, 0, 0.0, "no Conv2d -> BatchNorm2d pair in the data flow")
@@ -116,7 +118,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, rtol: float = 1e-4) 
         if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats or bn.running_var is None:
             continue
         with torch.no_grad():
-            scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+            scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(
+                bn.running_var + bn.eps
+            )
             shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
             bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
             conv.weight.mul_(scale.view(-1, 1, 1, 1).to(conv.weight.dtype))

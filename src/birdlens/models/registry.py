@@ -412,7 +412,9 @@ def create_model(
         if pretrained and entry.timm_name is None:
             logger.info("%s has no pretrained weights; using random initialisation.", entry.name)
         elif pretrained:
-            logger.warning("timm lists no pretrained weights for %s; using random initialisation.", entry.name)
+            logger.warning(
+                "timm lists no pretrained weights for %s; using random initialisation.", entry.name
+            )
         extra = {} if num_classes is None else {"num_classes": num_classes}
         model = _build(entry, **extra, **kwargs)
         source = "random"

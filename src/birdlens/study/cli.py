@@ -36,19 +36,28 @@ def _run(config: Path, out: Path | None, resume: bool, force: bool, quiet: bool,
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     except StageFailed as e:
-        typer.echo(f"error: {e}\nEverything finished before it is kept in {out}; fix the cause and re-run with "
-                   f"--resume (details: {out}/.stages/).", err=True)
+        typer.echo(
+            f"error: {e}\nEverything finished before it is kept in {out}; fix the cause and re-run with "
+            f"--resume (details: {out}/.stages/).",
+            err=True,
+        )
         raise typer.Exit(1) from None
     typer.echo(f"report: {report.resolve()}")
 
 
 def run(
     config: Annotated[Path, typer.Argument(help="study YAML (see configs/*.yaml)")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<name>)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue an existing run; finished stages are skipped")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="run directory (default runs/<name>)")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue an existing run; finished stages are skipped")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="delete an existing run directory first")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars (CI logs)")] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: --set data.path=/data")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a field: --set data.path=/data")
+    ] = None,
 ) -> None:
     """Run a whole study: data -> augmentation -> (GAN) -> models -> evaluation -> explanations -> report."""
     _run(config, out, resume, force, quiet, set_ or [])

@@ -160,7 +160,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
         if e["type"] == "missing":
             lines.append(f"  - {loc}: required field is missing")
         elif e["type"] == "extra_forbidden":
-            lines.append(f"  - {loc}: unknown field (check the spelling; see configs/demo.yaml for the fields)")
+            lines.append(
+                f"  - {loc}: unknown field (check the spelling; see configs/demo.yaml for the fields)"
+            )
         else:
             lines.append(f"  - {loc}: got {e.get('input')!r} — {msg}")
     return "\n".join(lines)

@@ -9,8 +9,9 @@ from birdlens.data.manifest import Manifest
 from birdlens.utils.atomic import atomic_path
 
 
-def sample_grid(manifest: Manifest, out: Path, per_class: int = 4, max_classes: int = 20, seed: int = 0,
-                thumb: int = 112) -> Path:
+def sample_grid(
+    manifest: Manifest, out: Path, per_class: int = 4, max_classes: int = 20, seed: int = 0, thumb: int = 112
+) -> Path:
     """A grid: one row per class (name on the left), ``per_class`` random training images in it."""
     import matplotlib
 
@@ -26,8 +27,9 @@ def sample_grid(manifest: Manifest, out: Path, per_class: int = 4, max_classes: 
     for r in pool:
         if r.label in by_class:
             by_class[r.label].append(r)
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 1.5 + 2.2, len(classes) * 1.5 + 0.2),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(classes), per_class, figsize=(per_class * 1.5 + 2.2, len(classes) * 1.5 + 0.2), squeeze=False
+    )
     for i, c in enumerate(classes):
         recs = by_class[c]
         picks = rng.sample(recs, min(per_class, len(recs)))

@@ -45,22 +45,42 @@ def data_stage(ctx: StageContext) -> dict[str, Any]:
         from birdlens.data.synth import generate_dataset
 
         s = cfg["synth"]
-        generate_dataset(out, classes=s["classes"], per_class=s["per_class"], size=s["size"], seed=seed,
-                         force=True, quiet=_quiet())
+        generate_dataset(
+            out,
+            classes=s["classes"],
+            per_class=s["per_class"],
+            size=s["size"],
+            seed=seed,
+            force=True,
+            quiet=_quiet(),
+        )
     else:
         from birdlens.data.prepare import prepare_dataset
 
-        prepare_dataset(cfg["path"], out, top=cfg["top"], per_class=cfg["per_class"],
-                        min_per_class=cfg["min_per_class"], size=cfg["image_size"], seed=seed,
-                        dedupe=cfg["dedupe"], force=True, progress=not _quiet())
+        prepare_dataset(
+            cfg["path"],
+            out,
+            top=cfg["top"],
+            per_class=cfg["per_class"],
+            min_per_class=cfg["min_per_class"],
+            size=cfg["image_size"],
+            seed=seed,
+            dedupe=cfg["dedupe"],
+            force=True,
+            progress=not _quiet(),
+        )
     manifest = load_manifest(out, seed=seed)
     report = build_data_report(manifest)
     write_json(ctx.dir / "report.json", report)
     sample_grid(manifest, ctx.dir / "samples.png", seed=seed)
     return {
-        "dataset": str(out), "report": str(ctx.dir / "report.json"), "samples": str(ctx.dir / "samples.png"),
-        "n_images": report.get("n_images"), "n_classes": report.get("n_classes"),
-        "warnings": list(report.get("warnings", [])), "source": cfg["source"],
+        "dataset": str(out),
+        "report": str(ctx.dir / "report.json"),
+        "samples": str(ctx.dir / "samples.png"),
+        "n_images": report.get("n_images"),
+        "n_classes": report.get("n_classes"),
+        "warnings": list(report.get("warnings", [])),
+        "source": cfg["source"],
     }
 
 
@@ -71,8 +91,9 @@ def augment_stage(ctx: StageContext) -> dict[str, Any]:
     manifest = load_manifest(ctx.inputs["data"]["dataset"]).split("train")
     rng = random.Random(ctx.config["seed"])
     picks = rng.sample(manifest.records, min(2, len(manifest.records)))
-    fig = augment_examples_figure([r.path for r in picks], ctx.config["examples"], ctx.dir / "examples.png",
-                                  seed=ctx.config["seed"])
+    fig = augment_examples_figure(
+        [r.path for r in picks], ctx.config["examples"], ctx.dir / "examples.png", seed=ctx.config["seed"]
+    )
     return {"figure": str(fig), "presets": ctx.config["examples"]}
 
 
@@ -92,9 +113,15 @@ def gan_stage(ctx: StageContext) -> dict[str, Any]:
     seed = ctx.config["seed"]
     manifest = load_manifest(ctx.inputs["data"]["dataset"])
     train_set = load_images(manifest.split("train"), g["image_size"], classes=manifest.classes)
-    cfg = GANConfig(arch=g["arch"], image_size=g["image_size"], iterations=g["iterations"],
-                    batch_size=g["batch_size"], seed=seed, sample_every=g["iterations"],
-                    checkpoint_every=max(25, g["iterations"] // 4))
+    cfg = GANConfig(
+        arch=g["arch"],
+        image_size=g["image_size"],
+        iterations=g["iterations"],
+        batch_size=g["batch_size"],
+        seed=seed,
+        sample_every=g["iterations"],
+        checkpoint_every=max(25, g["iterations"] // 4),
+    )
     run = ctx.dir / "run"
     result = train_gan(cfg, train_set, run, resume=ctx.resume, force=True, quiet=_quiet())
     samples = write_samples(run, ctx.dir / "samples", g["per_class"], seed=seed, quiet=_quiet(), force=True)
@@ -105,8 +132,11 @@ def gan_stage(ctx: StageContext) -> dict[str, Any]:
     mixed.to_csv(ctx.dir / "mixed.csv")
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "note"}
     return {
-        "figures": [str(p) for p in result.grids[-1:]], "metrics": scalars, "note": metrics.get("note"),
-        "mixed_manifest": str(ctx.dir / "mixed.csv"), "samples": str(ctx.dir / "samples"),
+        "figures": [str(p) for p in result.grids[-1:]],
+        "metrics": scalars,
+        "note": metrics.get("note"),
+        "mixed_manifest": str(ctx.dir / "mixed.csv"),
+        "samples": str(ctx.dir / "samples"),
         "seconds": result.seconds,
     }
 
@@ -121,15 +151,27 @@ def train_stage(ctx: StageContext) -> dict[str, Any]:
     if m.use_gan:
         data = ctx.inputs["gan"]["mixed_manifest"]
     fields: dict[str, Any] = {
-        "data": data, "out": str(ctx.dir), "model": m.model,
+        "data": data,
+        "out": str(ctx.dir),
+        "model": m.model,
         "mode": "probe" if m.mode == "probe" else "finetune",
-        "pretrained": m.mode != "scratch", "augment": m.augment, "epochs": m.epochs,
-        "image_size": m.image_size, "batch_size": m.batch_size, "lr": m.lr, "weights": m.weights,
-        "seed": ctx.config["seed"], "quiet": _quiet(),
+        "pretrained": m.mode != "scratch",
+        "augment": m.augment,
+        "epochs": m.epochs,
+        "image_size": m.image_size,
+        "batch_size": m.batch_size,
+        "lr": m.lr,
+        "weights": m.weights,
+        "seed": ctx.config["seed"],
+        "quiet": _quiet(),
     }
     fields.update(m.options)
-    train(TrainConfig(**fields), resume=ctx.resume and (ctx.dir / "config.yaml").is_file(),
-          force=not ctx.resume, evaluate=False)
+    train(
+        TrainConfig(**fields),
+        resume=ctx.resume and (ctx.dir / "config.yaml").is_file(),
+        force=not ctx.resume,
+        evaluate=False,
+    )
     return {"run": str(ctx.dir), "entry": m.model_dump()}
 
 
@@ -173,11 +215,20 @@ def explain_stage(ctx: StageContext) -> dict[str, Any]:
 
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
     trained = load_trained(ctx.inputs[model_stage]["run"])
-    picks = _pick_images(ctx.inputs["data"]["dataset"], ctx.config["split"], ctx.config["n_images"],
-                         ctx.config["seed"])
-    result = explain_images(trained, [p for p, _ in picks], ctx.config["methods"], ctx.dir,
-                            labels=[lab for _, lab in picks], seed=ctx.config["seed"],
-                            method_params=ctx.config["params"], force=True, quiet=_quiet())
+    picks = _pick_images(
+        ctx.inputs["data"]["dataset"], ctx.config["split"], ctx.config["n_images"], ctx.config["seed"]
+    )
+    result = explain_images(
+        trained,
+        [p for p, _ in picks],
+        ctx.config["methods"],
+        ctx.dir,
+        labels=[lab for _, lab in picks],
+        seed=ctx.config["seed"],
+        method_params=ctx.config["params"],
+        force=True,
+        quiet=_quiet(),
+    )
     return {"model": model_stage.split(":", 1)[1], **result}
 
 
@@ -190,9 +241,19 @@ def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
     trained = load_trained(ctx.inputs[model_stage]["run"])
     manifest = load_manifest(ctx.inputs["data"]["dataset"])
     c = ctx.config
-    result = evaluate_explanations(trained, manifest, c["methods"], n=c["n"], out_dir=ctx.dir, seed=c["seed"],
-                                   split=c["split"], dataset_dir=ctx.inputs["data"]["dataset"],
-                                   method_params=c["method_params"], quiet=_quiet(), **c["params"])
+    result = evaluate_explanations(
+        trained,
+        manifest,
+        c["methods"],
+        n=c["n"],
+        out_dir=ctx.dir,
+        seed=c["seed"],
+        split=c["split"],
+        dataset_dir=ctx.inputs["data"]["dataset"],
+        method_params=c["method_params"],
+        quiet=_quiet(),
+        **c["params"],
+    )
     return {"model": model_stage.split(":", 1)[1], "results": result, "dir": str(ctx.dir)}
 
 
@@ -203,28 +264,72 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
 
     seed = cfg.seed
     stages = [Stage("data", data_stage, {"data": cfg.data.model_dump(), "seed": seed})]
-    stages.append(Stage("augment", augment_stage, {"examples": cfg.augment.examples, "seed": seed}, deps=["data"]))
+    stages.append(
+        Stage("augment", augment_stage, {"examples": cfg.augment.examples, "seed": seed}, deps=["data"])
+    )
     if cfg.gan.enabled:
         stages.append(Stage("gan", gan_stage, {"gan": cfg.gan.model_dump(), "seed": seed}, deps=["data"]))
     for m in cfg.models:
         deps = ["data", *(["gan"] if m.use_gan else [])]
-        stages.append(Stage(f"model:{m.name}", train_stage, {"model": m.model_dump(), "seed": seed}, deps=deps,
-                            subdir=f"models/{m.name}"))
-        stages.append(Stage(f"evaluate:{m.name}", evaluate_stage, {"split": cfg.evaluate_split},
-                            deps=[f"model:{m.name}"], subdir=f"evaluate/{m.name}"))
+        stages.append(
+            Stage(
+                f"model:{m.name}",
+                train_stage,
+                {"model": m.model_dump(), "seed": seed},
+                deps=deps,
+                subdir=f"models/{m.name}",
+            )
+        )
+        stages.append(
+            Stage(
+                f"evaluate:{m.name}",
+                evaluate_stage,
+                {"split": cfg.evaluate_split},
+                deps=[f"model:{m.name}"],
+                subdir=f"evaluate/{m.name}",
+            )
+        )
     names = [m.name for m in cfg.models]
     for name in cfg.explain.models or names:
-        stages.append(Stage(f"explain:{name}", explain_stage, {
-            "methods": cfg.explain.methods, "n_images": cfg.explain.n_images, "params": cfg.explain.params,
-            "split": cfg.evaluate_split, "seed": seed,
-        }, deps=["data", f"model:{name}"]))
+        stages.append(
+            Stage(
+                f"explain:{name}",
+                explain_stage,
+                {
+                    "methods": cfg.explain.methods,
+                    "n_images": cfg.explain.n_images,
+                    "params": cfg.explain.params,
+                    "split": cfg.evaluate_split,
+                    "seed": seed,
+                },
+                deps=["data", f"model:{name}"],
+            )
+        )
     if cfg.explain_eval.enabled:
         for name in cfg.explain_eval.models or names:
             e = cfg.explain_eval
-            stages.append(Stage(f"explain_eval:{name}", explain_eval_stage, {
-                "methods": e.methods, "n": e.n, "params": e.params, "method_params": e.method_params,
-                "split": cfg.evaluate_split, "seed": seed,
-            }, deps=["data", f"model:{name}"]))
-    stages.append(Stage("report", report_stage, {"config": cfg.model_dump(mode="json")},
-                        deps=[s.name for s in stages], subdir="report"))
+            stages.append(
+                Stage(
+                    f"explain_eval:{name}",
+                    explain_eval_stage,
+                    {
+                        "methods": e.methods,
+                        "n": e.n,
+                        "params": e.params,
+                        "method_params": e.method_params,
+                        "split": cfg.evaluate_split,
+                        "seed": seed,
+                    },
+                    deps=["data", f"model:{name}"],
+                )
+            )
+    stages.append(
+        Stage(
+            "report",
+            report_stage,
+            {"config": cfg.model_dump(mode="json")},
+            deps=[s.name for s in stages],
+            subdir="report",
+        )
+    )
     return stages

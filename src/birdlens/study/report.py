@@ -71,25 +71,31 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return _esc(v if v is not None else "—")
 
 
-def html_table(rows: Iterable[dict[str, Any]], columns: list[tuple[str, str]], best: int | None = None) -> str:
+def html_table(
+    rows: Iterable[dict[str, Any]], columns: list[tuple[str, str]], best: int | None = None
+) -> str:
     rows = list(rows)
     head = "".join(f"<th>{_esc(label)}</th>" for _, label in columns)
     body = []
     for i, r in enumerate(rows):
         cells = "".join(
-            f'<td class="num">{_fmt(r.get(k))}</td>' if isinstance(r.get(k), (int, float)) else f"<td>{_fmt(r.get(k))}</td>"
+            f'<td class="num">{_fmt(r.get(k))}</td>'
+            if isinstance(r.get(k), (int, float))
+            else f"<td>{_fmt(r.get(k))}</td>"
             for k, _ in columns
         )
-        body.append(f'<tr{" class=best" if i == best else ""}>{cells}</tr>')
+        body.append(f"<tr{' class=best' if i == best else ''}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _figures(items: list[dict[str, Any]]) -> str:
     if not items:
         return ""
-    return '<div class="grid">' + "".join(
-        embed_image(f["path"], f.get("alt", ""), f.get("caption")) for f in items
-    ) + "</div>"
+    return (
+        '<div class="grid">'
+        + "".join(embed_image(f["path"], f.get("alt", ""), f.get("caption")) for f in items)
+        + "</div>"
+    )
 
 
 def render_report(results: dict[str, Any], sections_html: dict[str, str]) -> str:

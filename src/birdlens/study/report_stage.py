@@ -51,14 +51,24 @@ def _model_rows(inputs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         e = s.get("entry", {})
         meta_path = Path(s["run"]) / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        rows.append({
-            "name": e.get("name", name.split(":", 1)[1]), "model": e.get("model"), "mode": e.get("mode"),
-            "augment": e.get("augment"), "accuracy": m.get("accuracy"), "ci95": _ci(m.get("accuracy_ci95")),
-            "ci95_values": m.get("accuracy_ci95"),
-            "macro_f1": m.get("macro_f1"), "top5": m.get("top5_accuracy"), "ece": m.get("ece"), "n": m.get("n"),
-            "train_s": meta.get("train_seconds"), "params_m": _params_m(meta.get("params")),
-            "run": s["run"],
-        })
+        rows.append(
+            {
+                "name": e.get("name", name.split(":", 1)[1]),
+                "model": e.get("model"),
+                "mode": e.get("mode"),
+                "augment": e.get("augment"),
+                "accuracy": m.get("accuracy"),
+                "ci95": _ci(m.get("accuracy_ci95")),
+                "ci95_values": m.get("accuracy_ci95"),
+                "macro_f1": m.get("macro_f1"),
+                "top5": m.get("top5_accuracy"),
+                "ece": m.get("ece"),
+                "n": m.get("n"),
+                "train_s": meta.get("train_seconds"),
+                "params_m": _params_m(meta.get("params")),
+                "run": s["run"],
+            }
+        )
     return rows
 
 
@@ -87,15 +97,27 @@ def _findings(rows: list[dict[str, Any]], xeval: dict[str, dict[str, Any]]) -> l
     if plain and aug:
         a, b = max(aug, key=lambda r: r["accuracy"]), plain[0]
         verdict = _versus(a, b)
-        out.append(f"Augmentation: the simple CNN with {a['augment']} ({a['accuracy']:.3f}, 95% CI {a['ci95']}) "
-                   f"{verdict} the one without ({b['accuracy']:.3f}, CI {b['ci95']}).")
-    pre = [r for r in rows if r["mode"] in ("probe", "finetune") and r["model"] != "simple_cnn" and r["accuracy"] is not None]
-    scratch = [r for r in rows if (r["mode"] == "scratch" or r["model"] == "simple_cnn") and r["accuracy"] is not None]
+        out.append(
+            f"Augmentation: the simple CNN with {a['augment']} ({a['accuracy']:.3f}, 95% CI {a['ci95']}) "
+            f"{verdict} the one without ({b['accuracy']:.3f}, CI {b['ci95']})."
+        )
+    pre = [
+        r
+        for r in rows
+        if r["mode"] in ("probe", "finetune") and r["model"] != "simple_cnn" and r["accuracy"] is not None
+    ]
+    scratch = [
+        r
+        for r in rows
+        if (r["mode"] == "scratch" or r["model"] == "simple_cnn") and r["accuracy"] is not None
+    ]
     if pre and scratch:
         p, s = max(pre, key=lambda r: r["accuracy"]), max(scratch, key=lambda r: r["accuracy"])
         verdict = _versus(p, s)
-        out.append(f"Transfer learning: {p['name']} ({p['accuracy']:.3f}) {verdict} the best model trained from "
-                   f"scratch, {s['name']} ({s['accuracy']:.3f}).")
+        out.append(
+            f"Transfer learning: {p['name']} ({p['accuracy']:.3f}) {verdict} the best model trained from "
+            f"scratch, {s['name']} ({s['accuracy']:.3f})."
+        )
     for model, res in xeval.items():
         table = res.get("methods") or {}
         for metric in ("insertion", "deletion", "part_rank_corr", "pointing_game"):
@@ -106,14 +128,21 @@ def _findings(rows: list[dict[str, Any]], xeval: dict[str, dict[str, Any]]) -> l
             order = sorted(scored, key=lambda m: scored[m]["mean"], reverse=higher)
             best, second = order[0], order[1]
             overlap = _overlap(scored[best].get("ci95"), scored[second].get("ci95"))
-            tail = (f"; {second} is second ({scored[second]['mean']:.3f}) and their 95% intervals "
-                    f"{'overlap' if overlap else 'do not overlap'}")
-            out.append(f"Explanations of {model}, {metric} ({'higher' if higher else 'lower'} is better): "
-                       f"{best} ranks first ({scored[best]['mean']:.3f}){tail}.")
+            tail = (
+                f"; {second} is second ({scored[second]['mean']:.3f}) and their 95% intervals "
+                f"{'overlap' if overlap else 'do not overlap'}"
+            )
+            out.append(
+                f"Explanations of {model}, {metric} ({'higher' if higher else 'lower'} is better): "
+                f"{best} ranks first ({scored[best]['mean']:.3f}){tail}."
+            )
     if by:
         best = max(rows, key=lambda r: r["accuracy"] or -1)
-        out.insert(0, f"Best model: {best['name']} ({best['model']}, {best['mode']}) with test accuracy "
-                      f"{best['accuracy']:.3f} (95% CI {best['ci95']}).")
+        out.insert(
+            0,
+            f"Best model: {best['name']} ({best['model']}, {best['mode']}) with test accuracy "
+            f"{best['accuracy']:.3f} (95% CI {best['ci95']}).",
+        )
     return out
 
 
@@ -126,23 +155,34 @@ def _xeval_section(name: str, res: dict[str, Any], folder: Path) -> str:
                 metrics.append(k)
     head = "".join(
         f"<th>{_esc(k)} {'↑' if next((t[k].get('higher_is_better', True) for t in table.values() if k in t), True) else '↓'}</th>"
-        for k in metrics)
+        for k in metrics
+    )
     body = []
     for method, v in table.items():
         cells = []
         for k in metrics:
             x = v.get(k)
-            cells.append(f'<td class="num">{x["mean"]:.3f}<br><span class=muted>{_ci(x.get("ci95"))}</span></td>'
-                         if isinstance(x, dict) else "<td>—</td>")
+            cells.append(
+                f'<td class="num">{x["mean"]:.3f}<br><span class=muted>{_ci(x.get("ci95"))}</span></td>'
+                if isinstance(x, dict)
+                else "<td>—</td>"
+            )
         body.append(f"<tr><td>{_esc(method)}</td>{''.join(cells)}</tr>")
-    parts = [f"<h3>{_esc(name)}</h3>",
-             f"<table><thead><tr><th>method</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"]
+    parts = [
+        f"<h3>{_esc(name)}</h3>",
+        f"<table><thead><tr><th>method</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>",
+    ]
     verdicts = (res.get("sanity") or {}).get("verdicts") or {}
     if verdicts:
-        parts.append("<p>Sanity check (cascading randomisation, Adebayo et al. 2018; a method whose maps barely "
-                     "change when the weights are randomised fails): " + ", ".join(
-            f"{_esc(m)}: <span class={'good' if v == 'pass' else 'bad'}>{'passes' if v == 'pass' else 'FAILS'}</span>"
-            for m, v in verdicts.items()) + "</p>")
+        parts.append(
+            "<p>Sanity check (cascading randomisation, Adebayo et al. 2018; a method whose maps barely "
+            "change when the weights are randomised fails): "
+            + ", ".join(
+                f"{_esc(m)}: <span class={'good' if v == 'pass' else 'bad'}>{'passes' if v == 'pass' else 'FAILS'}</span>"
+                for m, v in verdicts.items()
+            )
+            + "</p>"
+        )
     resolved = res.get("top_resolved") or {}
     if resolved:
         items = []
@@ -180,61 +220,108 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
         + embed_image(data["samples"], "samples", "Sample training images per class (the study's Fig. 1).")
     )
     if "augment" in inputs:
-        sections["augment"] = embed_image(inputs["augment"]["figure"], "augmentation",
-                                          "Augmentation presets applied to the same images.")
+        sections["augment"] = embed_image(
+            inputs["augment"]["figure"], "augmentation", "Augmentation presets applied to the same images."
+        )
     if "gan" in inputs:
         g = inputs["gan"]
-        sections["gan"] = figures_html([
-            {"path": p, "caption": f"{cfg['gan']['arch']} after {cfg['gan']['iterations']} iterations, one row per "
-                                   "class (EMA generator, fixed noise)"} for p in g.get("figures", [])])
+        sections["gan"] = figures_html(
+            [
+                {
+                    "path": p,
+                    "caption": f"{cfg['gan']['arch']} after {cfg['gan']['iterations']} iterations, one row per "
+                    "class (EMA generator, fixed noise)",
+                }
+                for p in g.get("figures", [])
+            ]
+        )
         if g.get("note"):
             sections["gan"] += f"<p class=muted>{_esc(g['note'])}</p>"
         if g.get("metrics"):
-            sections["gan"] += html_table([{"metric": k, "value": v} for k, v in g["metrics"].items()],
-                                          [("metric", "metric"), ("value", "value")])
+            sections["gan"] += html_table(
+                [{"metric": k, "value": v} for k, v in g["metrics"].items()],
+                [("metric", "metric"), ("value", "value")],
+            )
     model_rows = _model_rows(inputs)
     curves, confusion = [], []
     for r in model_rows:
         figdir = Path(r["run"]) / "figures"
-        curves += [{"path": p, "caption": f"{r['name']}: {_caption(p)}"} for p in _figs(figdir, "*curve*.png")]
-        confusion += [{"path": p, "caption": f"{r['name']}: {_caption(p)}"} for p in _figs(figdir, "*confusion*normalized*.png")]
+        curves += [
+            {"path": p, "caption": f"{r['name']}: {_caption(p)}"} for p in _figs(figdir, "*curve*.png")
+        ]
+        confusion += [
+            {"path": p, "caption": f"{r['name']}: {_caption(p)}"}
+            for p in _figs(figdir, "*confusion*normalized*.png")
+        ]
     sections["curves"] = figures_html(curves) or "<p class=muted>No learning curves (probe-only models).</p>"
     sections["confusion"] = figures_html(confusion)
     best = max(range(len(model_rows)), key=lambda i: model_rows[i]["accuracy"] or -1) if model_rows else None
-    sections["models"] = html_table(model_rows, [
-        ("name", "entry"), ("model", "model"), ("mode", "mode"), ("augment", "augmentation"),
-        ("accuracy", "test accuracy"), ("ci95", "95% CI (Wilson)"), ("macro_f1", "macro-F1"), ("top5", "top-5"),
-        ("ece", "ECE"), ("n", "n test"), ("train_s", "train s"), ("params_m", "params (M)"),
-    ], best=best)
+    sections["models"] = html_table(
+        model_rows,
+        [
+            ("name", "entry"),
+            ("model", "model"),
+            ("mode", "mode"),
+            ("augment", "augmentation"),
+            ("accuracy", "test accuracy"),
+            ("ci95", "95% CI (Wilson)"),
+            ("macro_f1", "macro-F1"),
+            ("top5", "top-5"),
+            ("ece", "ECE"),
+            ("n", "n test"),
+            ("train_s", "train s"),
+            ("params_m", "params (M)"),
+        ],
+        best=best,
+    )
     explain_html = []
     for name in inputs:
         if name.startswith("explain:"):
             folder = run / "explain" / name.split(":", 1)[1]
             panels = _figs(folder, "*panel*.png")
-            explain_html.append(f"<h3>{_esc(name.split(':', 1)[1])}</h3>" + "".join(
-                embed_image(p, "panel", "photo | Grad-CAM | LIME | SHAP | IG, with predicted and true labels")
-                for p in panels))
+            explain_html.append(
+                f"<h3>{_esc(name.split(':', 1)[1])}</h3>"
+                + "".join(
+                    embed_image(
+                        p, "panel", "photo | Grad-CAM | LIME | SHAP | IG, with predicted and true labels"
+                    )
+                    for p in panels
+                )
+            )
     sections["explain"] = "".join(explain_html)
     xeval = {n.split(":", 1)[1]: s["results"] for n, s in inputs.items() if n.startswith("explain_eval:")}
     sections["explain_eval"] = "".join(
-        _xeval_section(n, res, run / "explain_eval" / n) for n, res in xeval.items())
+        _xeval_section(n, res, run / "explain_eval" / n) for n, res in xeval.items()
+    )
 
     env = environment_info(cfg.get("seed"))
     timings = {k: round(v.get("seconds", 0.0), 1) for k, v in finished_stages(run).items()}
     sections["footer"] = (
-        "<h3>Timings (s)</h3>" + html_table([{"stage": k, "seconds": v} for k, v in timings.items()],
-                                             [("stage", "stage"), ("seconds", "seconds")])
-        + "<h3>Environment</h3><pre>" + _esc(json.dumps(env, indent=2)) + "</pre>"
-        + "<h3>Config</h3><pre>" + _esc(yaml.safe_dump(cfg, sort_keys=False)) + "</pre>"
+        "<h3>Timings (s)</h3>"
+        + html_table(
+            [{"stage": k, "seconds": v} for k, v in timings.items()],
+            [("stage", "stage"), ("seconds", "seconds")],
+        )
+        + "<h3>Environment</h3><pre>"
+        + _esc(json.dumps(env, indent=2))
+        + "</pre>"
+        + "<h3>Config</h3><pre>"
+        + _esc(yaml.safe_dump(cfg, sort_keys=False))
+        + "</pre>"
     )
     findings = _findings(model_rows, xeval)
     results = {
         "title": f"birdlens study: {cfg.get('name')}",
         "subtitle": f"seed {cfg.get('seed')} · {env.get('device')} · {env.get('cpu_count')} CPU cores",
-        "findings": findings, "data": report, "models": model_rows,
-        "gan": inputs.get("gan"), "explain_eval": xeval,
+        "findings": findings,
+        "data": report,
+        "models": model_rows,
+        "gan": inputs.get("gan"),
+        "explain_eval": xeval,
         "explain": {n: s for n, s in inputs.items() if n.startswith("explain:")},
-        "env": env, "timings": timings, "config": cfg,
+        "env": env,
+        "timings": timings,
+        "config": cfg,
     }
     path = write_report(run / "report.html", results, sections)
     return {"report": str(path), "findings": findings}

@@ -30,8 +30,9 @@ def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def run_study(cfg: StudyConfig, out: Path, *, resume: bool = False, force: bool = False,
-              quiet: bool = False) -> tuple[Path, list[StageResult]]:
+def run_study(
+    cfg: StudyConfig, out: Path, *, resume: bool = False, force: bool = False, quiet: bool = False
+) -> tuple[Path, list[StageResult]]:
     """Run every stage of ``cfg`` in ``out``; returns the report path and per-stage results."""
     from rich.console import Console
 
@@ -64,8 +65,10 @@ def run_study(cfg: StudyConfig, out: Path, *, resume: bool = False, force: bool 
     results = run_stages(stages, out, on_event=on_event)
     report = Path(results[-1].summary.get("report", out / "report.html"))
     ran = sum(r.status == "done" for r in results)
-    console.print(f"[bold]{ran} stage(s) ran, {len(results) - ran} unchanged, "
-                  f"{(time.perf_counter() - t0) / 60:.1f} min.[/bold]")
+    console.print(
+        f"[bold]{ran} stage(s) ran, {len(results) - ran} unchanged, "
+        f"{(time.perf_counter() - t0) / 60:.1f} min.[/bold]"
+    )
     return report, results
 
 

@@ -84,7 +84,9 @@ def _canonical(obj: Any) -> str:
 
 
 def stage_key(stage: Stage, upstream_keys: Sequence[str]) -> str:
-    payload = _canonical({"v": FORMAT_VERSION, "name": stage.name, "config": stage.config, "deps": list(upstream_keys)})
+    payload = _canonical(
+        {"v": FORMAT_VERSION, "name": stage.name, "config": stage.config, "deps": list(upstream_keys)}
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -139,8 +141,12 @@ def run_stages(
         _marker(run_dir, stage.name, ".failed").unlink(missing_ok=True)
         write_json(_marker(run_dir, stage.name, ".running"), {"key": key, "started": time.time()})
         ctx = StageContext(
-            name=stage.name, dir=out_dir, run_dir=run_dir, config=stage.config,
-            inputs={d: summaries[d] for d in stage.deps}, resume=resume,
+            name=stage.name,
+            dir=out_dir,
+            run_dir=run_dir,
+            config=stage.config,
+            inputs={d: summaries[d] for d in stage.deps},
+            resume=resume,
         )
         emit("start", stage, {"resume": resume})
         t0 = time.perf_counter()
@@ -149,18 +155,29 @@ def run_stages(
         except BaseException as exc:  # KeyboardInterrupt too: record it, keep the .running marker to resume
             seconds = time.perf_counter() - t0
             if isinstance(exc, Exception):
-                write_json(_marker(run_dir, stage.name, ".failed"), {
-                    "key": key, "error": f"{type(exc).__name__}: {exc}",
-                    "traceback": traceback.format_exc(), "seconds": seconds,
-                })
+                write_json(
+                    _marker(run_dir, stage.name, ".failed"),
+                    {
+                        "key": key,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc(),
+                        "seconds": seconds,
+                    },
+                )
                 results.append(StageResult(stage.name, key, "failed", seconds, {}, str(exc)))
                 emit("failed", stage, {"error": str(exc)})
                 raise StageFailed(stage.name, exc) from exc
             raise
         seconds = time.perf_counter() - t0
-        write_json(_marker(run_dir, stage.name), {
-            "key": key, "summary": summary, "seconds": seconds, "finished": time.time(),
-        })
+        write_json(
+            _marker(run_dir, stage.name),
+            {
+                "key": key,
+                "summary": summary,
+                "seconds": seconds,
+                "finished": time.time(),
+            },
+        )
         _marker(run_dir, stage.name, ".running").unlink(missing_ok=True)
         summaries[stage.name] = summary
         results.append(StageResult(stage.name, key, "done", seconds, summary))

@@ -29,8 +29,14 @@ def load_run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     return TrainConfig.from_yaml(Path(run_dir) / rundir.CONFIG)
 
 
-def train(config: TrainConfig, *, force: bool = False, resume: bool = False, evaluate: bool = True,
-          callbacks: list[Any] | None = None) -> Path:
+def train(
+    config: TrainConfig,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    evaluate: bool = True,
+    callbacks: list[Any] | None = None,
+) -> Path:
     """Train one model as ``config`` says and return its run directory.
 
     ``force`` replaces an existing run, ``resume`` continues it from ``last.ckpt`` with its saved config
@@ -53,26 +59,45 @@ def train(config: TrainConfig, *, force: bool = False, resume: bool = False, eva
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
     t0 = time.perf_counter()
-    data = prepare_data(config.data, seed=config.seed, ratios=config.split_ratios, top=config.top,
-                        per_class=config.per_class, image_cache=config.image_cache, quiet=quiet or child)
+    data = prepare_data(
+        config.data,
+        seed=config.seed,
+        ratios=config.split_ratios,
+        top=config.top,
+        per_class=config.per_class,
+        image_cache=config.image_cache,
+        quiet=quiet or child,
+    )
     from birdlens.models import create_model, get_model_info
 
-    model = create_model(config.model, num_classes=len(data.classes), pretrained=config.pretrained,
-                         weights=config.weights)
+    model = create_model(
+        config.model, num_classes=len(data.classes), pretrained=config.pretrained, weights=config.weights
+    )
     info = get_model_info(model)
     cfg = resolve(config, default_image_size=info.data_config.input_size)
     data_config = info.data_config.with_size(cfg.image_size)
     seed_everything(cfg.seed, cfg.deterministic)  # model building consumed RNG differently per source
-    ctx = RunContext(cfg=cfg, out=out, data=data, model=model, info=info, data_config=data_config,
-                     is_main=not child, resume=resume)
+    ctx = RunContext(
+        cfg=cfg,
+        out=out,
+        data=data,
+        model=model,
+        info=info,
+        data_config=data_config,
+        is_main=not child,
+        resume=resume,
+    )
     if not child:
         write_text(out / rundir.CONFIG, cfg.to_yaml())
         write_json(out / rundir.ENV, environment_info(seed=cfg.seed))
         data.manifest.to_csv(out / MANIFEST)
         if not resume or not (out / rundir.META).is_file():
             write_json(out / rundir.META, _static_meta(ctx))
-    note(f"[bold]{cfg.model}[/] {cfg.mode} on {len(data.manifest)} images, {len(data.classes)} classes "
-         f"-> {out}", quiet)
+    note(
+        f"[bold]{cfg.model}[/] {cfg.mode} on {len(data.manifest)} images, {len(data.classes)} classes "
+        f"-> {out}",
+        quiet,
+    )
 
     if cfg.mode == "probe":
         from birdlens.train.probe import run_probe
@@ -113,8 +138,14 @@ def _in_memory_best(out: Path, model: Any) -> Any:
     meta = read_meta(out)
     model.load_state_dict(load_file(str(out / rundir.BEST), device="cpu"))
     model.eval().to("cpu")
-    return TrainedModel(model=model, classes=list(meta["classes"]), data_config=data_config_from_dict(meta["data_config"]),
-                        model_name=meta["model"], cam_layer=meta.get("cam_layer"), meta=meta)
+    return TrainedModel(
+        model=model,
+        classes=list(meta["classes"]),
+        data_config=data_config_from_dict(meta["data_config"]),
+        model_name=meta["model"],
+        cam_layer=meta.get("cam_layer"),
+        meta=meta,
+    )
 
 
 def _static_meta(ctx: RunContext) -> dict[str, Any]:

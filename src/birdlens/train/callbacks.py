@@ -23,11 +23,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoints written to a temporary file and renamed (a kill never leaves half a ``last.ckpt``),
     and read back with ``torch.load(weights_only=True)`` (never unpickles code)."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         with atomic_path(path, suffix=".ckpt") as tmp:
             torch.save(checkpoint, tmp)
 
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
 
 
@@ -37,10 +41,23 @@ class BestSafetensors(ModelCheckpoint):
 
     FILE_EXTENSION = ".safetensors"
 
-    def __init__(self, dirpath: str | os.PathLike[str], monitor: str, mode: str,
-                 on_best: Callable[[L.Trainer, L.LightningModule], None] | None = None) -> None:
-        super().__init__(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                         save_last=False, auto_insert_metric_name=False, enable_version_counter=False)
+    def __init__(
+        self,
+        dirpath: str | os.PathLike[str],
+        monitor: str,
+        mode: str,
+        on_best: Callable[[L.Trainer, L.LightningModule], None] | None = None,
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="best",
+            monitor=monitor,
+            mode=mode,
+            save_top_k=1,
+            save_last=False,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
         self.on_best = on_best
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
@@ -67,8 +84,13 @@ class StepCheckpoint(ModelCheckpoint):
 
 def last_checkpoints(dirpath: str | os.PathLike[str], every_n_steps: int) -> list[ModelCheckpoint]:
     """Two writers of the same ``last.ckpt``: every N optimiser steps (mid-epoch safety) and every epoch end."""
-    common: dict[str, Any] = {"dirpath": dirpath, "filename": "last", "save_top_k": 0, "save_last": True,
-                              "enable_version_counter": False}
+    common: dict[str, Any] = {
+        "dirpath": dirpath,
+        "filename": "last",
+        "save_top_k": 0,
+        "save_last": True,
+        "enable_version_counter": False,
+    }
     by_step = StepCheckpoint(every_n_train_steps=every_n_steps, **common)
     by_epoch = ModelCheckpoint(every_n_epochs=1, save_on_train_epoch_end=True, **common)
     for cb in (by_step, by_epoch):
@@ -118,8 +140,9 @@ class EpochLog(Callback):
         if not trainer.sanity_checking:
             self._val_seconds += time.perf_counter() - self._v0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._images += int(batch[0].shape[0]) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -127,17 +150,28 @@ class EpochLog(Callback):
         train_s = seconds - self._val_seconds  # images/s of training alone
         self.train_seconds += seconds
         m = trainer.callback_metrics
-        lrs = {g.get("name", str(i)): g["lr"] for opt in trainer.optimizers for i, g in enumerate(opt.param_groups)}
+        lrs = {
+            g.get("name", str(i)): g["lr"]
+            for opt in trainer.optimizers
+            for i, g in enumerate(opt.param_groups)
+        }
         epoch = trainer.current_epoch
         self.rows = [r for r in self.rows if r["epoch"] < epoch]  # a resumed epoch replaces its old row
-        self.rows.append({
-            "epoch": epoch,
-            "stage": "head" if epoch < self.head_epochs else "finetune",
-            "train_loss": _num(m, "train_loss"), "train_acc": _num(m, "train_acc"),
-            "valid_loss": _num(m, "val_loss"), "valid_acc": _num(m, "val_acc"),
-            "lr_head": lrs.get("head", math.nan), "lr_backbone": lrs.get("backbone", math.nan),
-            "seconds": round(seconds, 3),
-            "images_per_s": round(self._images / train_s, 2) if train_s > 0 and self._images else math.nan,
-        })
+        self.rows.append(
+            {
+                "epoch": epoch,
+                "stage": "head" if epoch < self.head_epochs else "finetune",
+                "train_loss": _num(m, "train_loss"),
+                "train_acc": _num(m, "train_acc"),
+                "valid_loss": _num(m, "val_loss"),
+                "valid_acc": _num(m, "val_acc"),
+                "lr_head": lrs.get("head", math.nan),
+                "lr_backbone": lrs.get("backbone", math.nan),
+                "seconds": round(seconds, 3),
+                "images_per_s": round(self._images / train_s, 2)
+                if train_s > 0 and self._images
+                else math.nan,
+            }
+        )
         if trainer.is_global_zero:
             write_log_csv(self.path, self.rows)

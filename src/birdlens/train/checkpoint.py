@@ -37,7 +37,9 @@ def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:
+def save_weights(
+    model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None
+) -> Path:
     """Write the model's state dict as safetensors, atomically."""
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(state_dict_for_saving(model), str(tmp), metadata=metadata or {})
@@ -47,8 +49,10 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str], metadata: dict[
 def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(run_dir) / rundir.META
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a finished birdlens training run "
-                                "(run `birdlens train ... --out RUN_DIR` first)")
+        raise FileNotFoundError(
+            f"{path} not found: {run_dir} is not a finished birdlens training run "
+            "(run `birdlens train ... --out RUN_DIR` first)"
+        )
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -111,8 +115,11 @@ class TrainedModel:
         return torch.softmax(self.model(batch.to(device)).float(), dim=1).cpu()
 
 
-def load_trained(run_dir: str | os.PathLike[str], which: Literal["best", "last"] = "best",
-                 device: str | torch.device = "cpu") -> TrainedModel:
+def load_trained(
+    run_dir: str | os.PathLike[str],
+    which: Literal["best", "last"] = "best",
+    device: str | torch.device = "cpu",
+) -> TrainedModel:
     """Rebuild the model of a training run from ``meta.json`` and ``<which>.safetensors`` (never unpickles).
 
     ``which="last"`` falls back to ``best`` when the run saved no separate last weights (a probe).
@@ -125,15 +132,25 @@ def load_trained(run_dir: str | os.PathLike[str], which: Literal["best", "last"]
     if which == "last" and not path.is_file():
         path = run_dir / rundir.BEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the run in {run_dir} has no saved weights yet "
-                                "(was it interrupted? continue it with `birdlens train --resume --out RUN_DIR`)")
+        raise FileNotFoundError(
+            f"{path} not found: the run in {run_dir} has no saved weights yet "
+            "(was it interrupted? continue it with `birdlens train --resume --out RUN_DIR`)"
+        )
     classes = list(meta["classes"])
     model = create_model(meta["model"], num_classes=len(classes), pretrained=False)
     state = load_file(str(path), device="cpu")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"{path} does not fit model {meta['model']!r}: missing {list(missing)[:5]}, "
-                           f"unexpected {list(unexpected)[:5]}")
+        raise RuntimeError(
+            f"{path} does not fit model {meta['model']!r}: missing {list(missing)[:5]}, "
+            f"unexpected {list(unexpected)[:5]}"
+        )
     model.eval().to(device)
-    return TrainedModel(model=model, classes=classes, data_config=data_config_from_dict(meta["data_config"]),
-                        model_name=meta["model"], cam_layer=meta.get("cam_layer"), meta=meta)
+    return TrainedModel(
+        model=model,
+        classes=classes,
+        data_config=data_config_from_dict(meta["data_config"]),
+        model_name=meta["model"],
+        cam_layer=meta.get("cam_layer"),
+        meta=meta,
+    )

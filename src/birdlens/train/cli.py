@@ -15,29 +15,46 @@ def train(
     data: Annotated[str | None, typer.Option("--data", help="dataset folder or manifest CSV")] = None,
     model: Annotated[str | None, typer.Option("--model", help="registry or timm name")] = None,
     mode: Annotated[str | None, typer.Option("--mode", help="probe | finetune")] = None,
-    augment: Annotated[str | None, typer.Option("--augment", help="none, light, keras-paper, randaugment, "
-                                                 "trivialaugment")] = None,
+    augment: Annotated[
+        str | None, typer.Option("--augment", help="none, light, keras-paper, randaugment, trivialaugment")
+    ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1)] = None,
     image_size: Annotated[int | None, typer.Option("--image-size", min=32)] = None,
-    top: Annotated[int | None, typer.Option("--top", min=1, help="keep the N species with most images")] = None,
-    per_class: Annotated[int | None, typer.Option("--per-class", min=1, help="at most K images per species")] = None,
+    top: Annotated[
+        int | None, typer.Option("--top", min=1, help="keep the N species with most images")
+    ] = None,
+    per_class: Annotated[
+        int | None, typer.Option("--per-class", min=1, help="at most K images per species")
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="head learning rate")] = None,
     label_smoothing: Annotated[float | None, typer.Option("--label-smoothing")] = None,
-    unfreeze_stages: Annotated[int | None, typer.Option("--unfreeze-stages", help="fine-tune only the last N "
-                                                         "backbone stages (default: all)")] = None,
+    unfreeze_stages: Annotated[
+        int | None,
+        typer.Option("--unfreeze-stages", help="fine-tune only the last N backbone stages (default: all)"),
+    ] = None,
     head_epochs: Annotated[int | None, typer.Option("--head-epochs", min=0)] = None,
     devices: Annotated[int | None, typer.Option("--devices", min=1)] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="auto | ddp | ...")] = None,
     accelerator: Annotated[str | None, typer.Option("--accelerator", help="auto | cpu | gpu")] = None,
-    precision: Annotated[str | None, typer.Option("--precision", help="auto | 32-true | 16-mixed | bf16-mixed")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="local weights file (.safetensors / .pth)")] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="auto | 32-true | 16-mixed | bf16-mixed")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="local weights file (.safetensors / .pth)")
+    ] = None,
     no_pretrained: Annotated[bool, typer.Option("--no-pretrained", help="random initialisation")] = False,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML with TrainConfig fields (CLI wins)")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML with TrainConfig fields (CLI wins)")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing run directory")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from last.ckpt")] = False,
-    no_evaluate: Annotated[bool, typer.Option("--no-evaluate", help="skip valid/test evaluation at the end")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue the run in --out from last.ckpt")
+    ] = False,
+    no_evaluate: Annotated[
+        bool, typer.Option("--no-evaluate", help="skip valid/test evaluation at the end")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
     """Train a classifier: a linear probe on cached frozen features, or a fine-tune (Lightning)."""
@@ -48,11 +65,27 @@ def train(
     from birdlens.train.rundir import RunDirError
 
     fields: dict[str, Any] = {
-        "data": data, "out": str(out), "model": model, "mode": mode, "augment": augment, "epochs": epochs,
-        "image_size": image_size, "top": top, "per_class": per_class, "seed": seed, "batch_size": batch_size,
-        "lr": lr, "label_smoothing": label_smoothing, "unfreeze_stages": unfreeze_stages,
-        "head_epochs": head_epochs, "devices": devices, "strategy": strategy, "accelerator": accelerator,
-        "precision": precision, "weights": weights, "quiet": quiet or None,
+        "data": data,
+        "out": str(out),
+        "model": model,
+        "mode": mode,
+        "augment": augment,
+        "epochs": epochs,
+        "image_size": image_size,
+        "top": top,
+        "per_class": per_class,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "label_smoothing": label_smoothing,
+        "unfreeze_stages": unfreeze_stages,
+        "head_epochs": head_epochs,
+        "devices": devices,
+        "strategy": strategy,
+        "accelerator": accelerator,
+        "precision": precision,
+        "weights": weights,
+        "quiet": quiet or None,
         "pretrained": False if no_pretrained else None,
     }
     try:
@@ -62,7 +95,9 @@ def train(
             cfg = TrainConfig.from_yaml(out / "config.yaml", quiet=quiet or None)
         else:
             if data is None:
-                raise typer.BadParameter("--data is required (or --config YAML, or --resume of an existing run)")
+                raise typer.BadParameter(
+                    "--data is required (or --config YAML, or --resume of an existing run)"
+                )
             cfg = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as e:
         typer.echo(f"error: invalid training settings:\n{e}", err=True)
@@ -92,7 +127,9 @@ def train(
 
 def evaluate(
     run: Annotated[Path, typer.Option("--run", help="training run directory")],
-    data: Annotated[str | None, typer.Option("--data", help="another dataset (default: the run's own manifest)")] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="another dataset (default: the run's own manifest)")
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="train | valid | test")] = "test",
     which: Annotated[str, typer.Option("--weights", help="best | last")] = "best",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
@@ -106,9 +143,11 @@ def evaluate(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     lo, hi = m["accuracy_ci95"]
-    typer.echo(f"{split}: accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (n={m['n']}), top-5 "
-               f"{m['top5_accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}"
-               f"\nwrote {run / 'metrics' / (split + '.json')} and {run / 'figures'}/")
+    typer.echo(
+        f"{split}: accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (n={m['n']}), top-5 "
+        f"{m['top5_accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}"
+        f"\nwrote {run / 'metrics' / (split + '.json')} and {run / 'figures'}/"
+    )
 
 
 def predict(
@@ -141,8 +180,10 @@ def predict(
 
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="training run directories")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="FILE.csv | FILE.md | FILE.json "
-                                              "(other names: all three)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="FILE.csv | FILE.md | FILE.json (other names: all three)"),
+    ] = None,
     split: Annotated[str, typer.Option("--split")] = "test",
 ) -> None:
     """The study's Table 1 for several runs: test accuracy with CI, macro-F1, train time, params."""

@@ -22,12 +22,16 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # what
-    data: str = Field(description="dataset folder / manifest CSV (anything birdlens.data.discover.load_manifest reads)")
+    data: str = Field(
+        description="dataset folder / manifest CSV (anything birdlens.data.discover.load_manifest reads)"
+    )
     out: str = Field(description="run directory")
     model: str = "efficientnet_lite0"
     mode: Mode = "probe"
     augment: str = "none"
-    weights: str | None = Field(None, description="local weights file (safetensors or .pth); default: bundled/hub")
+    weights: str | None = Field(
+        None, description="local weights file (safetensors or .pth); default: bundled/hub"
+    )
     pretrained: bool = True
     image_size: int | None = Field(None, ge=32, le=1024)
     top: int | None = Field(None, ge=1, description="keep the N species with most images")
@@ -37,21 +41,43 @@ class TrainConfig(BaseModel):
     deterministic: bool = True
 
     # how long / how
-    epochs: int | None = Field(None, ge=1, description="finetune: total epochs (head + unfrozen); probe: ignored")
-    head_epochs: int | None = Field(None, ge=0, description="finetune: epochs with the backbone frozen before "
-                                    "unfreezing; None: 0 with a probe-initialised head, else 1")
+    epochs: int | None = Field(
+        None, ge=1, description="finetune: total epochs (head + unfrozen); probe: ignored"
+    )
+    head_epochs: int | None = Field(
+        None,
+        ge=0,
+        description="finetune: epochs with the backbone frozen before "
+        "unfreezing; None: 0 with a probe-initialised head, else 1",
+    )
     head_init: Literal["random", "probe"] | None = Field(
-        None, description="finetune: start the head from a probe fitted on cached features (LP-FT, Kumar et al. "
-        "2022); None: probe for a pretrained backbone, random from scratch")
-    freeze_bn: bool | None = Field(None, description="finetune: keep every BatchNorm layer in eval mode (running "
-                                   "statistics fixed, affine still trained); None: on for pretrained backbones")
-    unfreeze_stages: int | None = Field(None, ge=0, description="finetune: unfreeze the last N stages; None = all")
+        None,
+        description="finetune: start the head from a probe fitted on cached features (LP-FT, Kumar et al. "
+        "2022); None: probe for a pretrained backbone, random from scratch",
+    )
+    freeze_bn: bool | None = Field(
+        None,
+        description="finetune: keep every BatchNorm layer in eval mode (running "
+        "statistics fixed, affine still trained); None: on for pretrained backbones",
+    )
+    unfreeze_stages: int | None = Field(
+        None, ge=0, description="finetune: unfreeze the last N stages; None = all"
+    )
     batch_size: int = Field(16, ge=1)
-    lr: float | None = Field(None, gt=0, description="head learning rate (backbone gets lr * backbone_lr_ratio); "
-                             "None: 1e-4 with a probe-initialised head, else 1e-3")
-    backbone_lr_ratio: float | None = Field(None, gt=0, le=1, description="backbone LR / head LR; None: 0.2 "
-                                            "with a probe-initialised head, 0.1 for other pretrained backbones, "
-                                            "1 from scratch")
+    lr: float | None = Field(
+        None,
+        gt=0,
+        description="head learning rate (backbone gets lr * backbone_lr_ratio); "
+        "None: 1e-4 with a probe-initialised head, else 1e-3",
+    )
+    backbone_lr_ratio: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="backbone LR / head LR; None: 0.2 "
+        "with a probe-initialised head, 0.1 for other pretrained backbones, "
+        "1 from scratch",
+    )
     weight_decay: float | None = Field(None, ge=0)
     optimizer: Literal["auto", "adamw", "adam", "sgd"] = "auto"
     warmup_epochs: float = Field(0.5, ge=0)
@@ -65,10 +91,16 @@ class TrainConfig(BaseModel):
 
     # probe
     probe_solver: Literal["lbfgs", "sklearn"] = "lbfgs"
-    probe_views: int | None = Field(None, ge=0, description="augmented views per train image (None: 0 for "
-                                    "augment=none, else 4); the clean view is always used")
+    probe_views: int | None = Field(
+        None,
+        ge=0,
+        description="augmented views per train image (None: 0 for "
+        "augment=none, else 4); the clean view is always used",
+    )
     probe_c_grid: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-    feature_cache: str | None = Field(None, description="feature cache folder (default $BIRDLENS_CACHE/features)")
+    feature_cache: str | None = Field(
+        None, description="feature cache folder (default $BIRDLENS_CACHE/features)"
+    )
     image_cache: str | None = Field(None, description="decoded-image cache folder (default: none)")
 
     # where

@@ -34,17 +34,26 @@ class RunData:
         return self.manifest.split(name)
 
 
-def load_manifest(path: str | os.PathLike[str], seed: int = 0,
-                  ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> Manifest:
+def load_manifest(
+    path: str | os.PathLike[str], seed: int = 0, ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
+) -> Manifest:
     """The data engineer's discovery (folders, CSV, CUB, ...): one place to import it from."""
     from birdlens.data.layouts import load_manifest as _load
 
     return _load(path, seed=seed, ratios=ratios)
 
 
-def prepare_data(data: str | os.PathLike[str], *, seed: int = 0, ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                 top: int | None = None, per_class: int | None = None, image_cache: str | None = None,
-                 validate: bool = True, quiet: bool = False) -> RunData:
+def prepare_data(
+    data: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    top: int | None = None,
+    per_class: int | None = None,
+    image_cache: str | None = None,
+    validate: bool = True,
+    quiet: bool = False,
+) -> RunData:
     """Discover, validate (bad files are skipped and reported, not fatal) and select the run's images."""
     from birdlens.data.select import select
 
@@ -57,8 +66,12 @@ def prepare_data(data: str | os.PathLike[str], *, seed: int = 0, ratios: tuple[f
         manifest = res.manifest
         skipped = [{"path": str(s.path), "reason": s.reason} for s in res.skipped]
         if skipped:
-            logger.warning("skipped %d unreadable image(s), e.g. %s: %s", len(skipped), skipped[0]["path"],
-                           skipped[0]["reason"])
+            logger.warning(
+                "skipped %d unreadable image(s), e.g. %s: %s",
+                len(skipped),
+                skipped[0]["path"],
+                skipped[0]["reason"],
+            )
     sel = select(manifest, top=top, per_class=per_class, seed=seed)
     manifest = sel.manifest
     if not manifest.split("train").records:

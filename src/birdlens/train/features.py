@@ -132,11 +132,14 @@ def extract_features(
         # group by image so each image is decoded once for all its missing views
         todo.sort(key=lambda t: (t[1], t[0]))
         dev = torch.device(device)
-        amp = (torch.autocast(device_type=dev.type, dtype=autocast_dtype) if autocast_dtype is not None
-               else nullcontext())
+        amp = (
+            torch.autocast(device_type=dev.type, dtype=autocast_dtype)
+            if autocast_dtype is not None
+            else nullcontext()
+        )
         last_i, img = -1, None
         for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
+            chunk = todo[start : start + batch_size]
             xs = []
             for v, i, _ in chunk:
                 if i != last_i:

@@ -50,17 +50,27 @@ class RunDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.train_set = KeyedDataset(
             ImageDataset(ctx.data.split("train"), transform=None, class_to_idx=c2i, cache=cfg.image_cache),
-            ctx.train_transform(), seed=cfg.seed)
-        self.valid_set = ImageDataset(ctx.data.split("valid"), transform=ctx.eval_transform(), class_to_idx=c2i,
-                                      cache=cfg.image_cache)
+            ctx.train_transform(),
+            seed=cfg.seed,
+        )
+        self.valid_set = ImageDataset(
+            ctx.data.split("valid"), transform=ctx.eval_transform(), class_to_idx=c2i, cache=cfg.image_cache
+        )
 
     def train_dataloader(self) -> ResumableLoader:
         t = self.trainer
         world, rank = (t.world_size, t.global_rank) if t is not None else (1, 0)
-        sampler = KeyedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.cfg.seed)
-        return ResumableLoader(self.train_set, sampler, batch_size=self.cfg.batch_size,
-                               num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0,
-                               generator=torch.Generator().manual_seed(self.cfg.seed))
+        sampler = KeyedSampler(
+            self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.cfg.seed
+        )
+        return ResumableLoader(
+            self.train_set,
+            sampler,
+            batch_size=self.cfg.batch_size,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.cfg.seed),
+        )
 
     def val_dataloader(self) -> Any:
         if len(self.valid_set) == 0:
@@ -89,7 +99,9 @@ def run_finetune(ctx: RunContext, callbacks: list[Callback] | None = None) -> di
         ctx.extra["probe_init"] = fit_probe_head(ctx)
     dm = RunDataModule(ctx)
     has_valid = len(dm.valid_set) > 0 and cfg.limit_val_batches != 0
-    module = Classifier(ctx.model, cfg, n_train=len(dm.train_set), batch_mix=batch_mixer(cfg, len(ctx.data.classes)))
+    module = Classifier(
+        ctx.model, cfg, n_train=len(dm.train_set), batch_mix=batch_mixer(cfg, len(ctx.data.classes))
+    )
     if cfg.channels_last:
         module.model.to(memory_format=torch.channels_last)
 
@@ -97,12 +109,18 @@ def run_finetune(ctx: RunContext, callbacks: list[Callback] | None = None) -> di
 
     def on_best(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m = trainer.callback_metrics
-        update_meta(out, best_epoch=trainer.current_epoch,
-                    valid={"loss": _f(m.get("val_loss")), "accuracy": _f(m.get("val_acc"))})
+        update_meta(
+            out,
+            best_epoch=trainer.current_epoch,
+            valid={"loss": _f(m.get("val_loss")), "accuracy": _f(m.get("val_acc"))},
+        )
 
     epoch_log = EpochLog(out / rundir.LOG, head_epochs=cfg.head_epochs or 0)
-    cbs: list[Callback] = [epoch_log, BestSafetensors(out, monitor=monitor, mode=mode, on_best=on_best),
-                           *last_checkpoints(out, cfg.checkpoint_every_n_steps)]
+    cbs: list[Callback] = [
+        epoch_log,
+        BestSafetensors(out, monitor=monitor, mode=mode, on_best=on_best),
+        *last_checkpoints(out, cfg.checkpoint_every_n_steps),
+    ]
     if cfg.patience:
         cbs.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))
     if not quiet:
@@ -130,8 +148,12 @@ def run_finetune(ctx: RunContext, callbacks: list[Callback] | None = None) -> di
     )
     ckpt = out / rundir.LAST_CKPT
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ctx.resume and ckpt.is_file() else None,
-                weights_only=True)
+    trainer.fit(
+        module,
+        datamodule=dm,
+        ckpt_path=str(ckpt) if ctx.resume and ckpt.is_file() else None,
+        weights_only=True,
+    )
     ctx.extra["trainer"] = trainer
     ctx.is_main = trainer.is_global_zero
     stopped = next((cb for cb in cbs if isinstance(cb, EarlyStopping)), None)

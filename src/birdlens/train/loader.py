@@ -31,7 +31,9 @@ class KeyedDataset(Dataset[tuple[Any, int]]):
     """Wraps a dataset returning ``(untransformed image, target)``; item ``key`` is image ``key % N`` with
     ``transform`` drawn from an RNG seeded by ``(seed, key)``."""
 
-    def __init__(self, base: Dataset[tuple[Any, int]], transform: Callable[[Any], Any] | None, seed: int) -> None:
+    def __init__(
+        self, base: Dataset[tuple[Any, int]], transform: Callable[[Any], Any] | None, seed: int
+    ) -> None:
         self.base = base
         self.transform = transform
         self.seed = seed
@@ -49,9 +51,12 @@ class KeyedDataset(Dataset[tuple[Any, int]]):
 class KeyedSampler(DistributedSampler):  # type: ignore[type-arg]
     """Epoch-seeded shuffled shard of ``range(N)`` as keys ``epoch * N + i``; can skip a resumed prefix once."""
 
-    def __init__(self, dataset: Dataset[Any], num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
-                 seed: int = 0) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+    def __init__(
+        self, dataset: Dataset[Any], num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0
+    ) -> None:
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
         self._resume: tuple[int, int] | None = None  # (epoch, samples to skip)
         self.skipped = 0
 
@@ -63,7 +68,7 @@ class KeyedSampler(DistributedSampler):  # type: ignore[type-arg]
         self.skipped = 0
         if self._resume is not None and self._resume[0] == self.epoch:
             self.skipped = min(self._resume[1], len(idx))
-            idx = idx[self.skipped:]
+            idx = idx[self.skipped :]
         self._resume = None
         n = len(self.dataset)  # type: ignore[arg-type]
         return iter([self.epoch * n + i for i in idx])
@@ -97,5 +102,11 @@ class ResumableLoader(DataLoader):  # type: ignore[type-arg]
 
 def plain_loader(dataset: Dataset[Any], batch_size: int, seed: int, num_workers: int = 0) -> DataLoader:  # type: ignore[type-arg]
     """Evaluation loader: in order, and with its own generator so creating it never touches the global RNG."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
+    )

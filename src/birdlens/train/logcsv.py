@@ -10,8 +10,18 @@ from typing import Any
 
 from birdlens.utils.atomic import write_text
 
-LOG_COLUMNS = ("epoch", "stage", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr_head", "lr_backbone",
-               "seconds", "images_per_s")
+LOG_COLUMNS = (
+    "epoch",
+    "stage",
+    "train_loss",
+    "train_acc",
+    "valid_loss",
+    "valid_acc",
+    "lr_head",
+    "lr_backbone",
+    "seconds",
+    "images_per_s",
+)
 
 
 def write_log_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:

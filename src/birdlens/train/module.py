@@ -44,9 +44,13 @@ def warmup_cosine(step: int, start: int, warmup: int, total: int) -> float:
 class Classifier(L.LightningModule):
     """Wraps any birdlens/timm classifier for fine-tuning (see module doc)."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, n_train: int,
-                 batch_mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        n_train: int,
+        batch_mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
@@ -76,7 +80,9 @@ class Classifier(L.LightningModule):
                 p.requires_grad_(not frozen)
             self._frozen = frozen
         set_train_mode(self.model)  # frozen BatchNorm layers keep their pretrained statistics
-        if self.cfg.freeze_bn:  # all of them (``freeze_bn``): small batches would overwrite ImageNet's statistics
+        if (
+            self.cfg.freeze_bn
+        ):  # all of them (``freeze_bn``): small batches would overwrite ImageNet's statistics
             for m in self.model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
@@ -122,8 +128,10 @@ class Classifier(L.LightningModule):
         cfg = self.cfg
         assert cfg.lr is not None and cfg.weight_decay is not None and cfg.epochs is not None
         groups = []
-        for part, params, lr in (("head", self.head_params, cfg.lr),
-                                 ("backbone", self.backbone_params, cfg.lr * (cfg.backbone_lr_ratio or 1.0))):
+        for part, params, lr in (
+            ("head", self.head_params, cfg.lr),
+            ("backbone", self.backbone_params, cfg.lr * (cfg.backbone_lr_ratio or 1.0)),
+        ):
             # biases and norm scales get no weight decay (the timm convention)
             decay = [p for n, p in params.items() if p.ndim > 1 and not n.endswith(".bias")]
             no_decay = [p for n, p in params.items() if not (p.ndim > 1 and not n.endswith(".bias"))]
@@ -146,8 +154,12 @@ class Classifier(L.LightningModule):
         warm = round(cfg.warmup_epochs * spe)
         head_start = 0
         bb_start = min(cfg.head_epochs or 0, cfg.epochs) * spe
-        fns = [(lambda s: warmup_cosine(s, bb_start, warm, total)) if g["name"].startswith("backbone")
-               else (lambda s: warmup_cosine(s, head_start, warm, total)) for g in groups]
+        fns = [
+            (lambda s: warmup_cosine(s, bb_start, warm, total))
+            if g["name"].startswith("backbone")
+            else (lambda s: warmup_cosine(s, head_start, warm, total))
+            for g in groups
+        ]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, fns)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -15,8 +15,15 @@ from torch import nn
 from birdlens.models import backbone_and_head, stages
 from birdlens.models import features as pooled_features
 
-__all__ = ["backbone_fingerprint", "count_params", "head_module", "head_param_names", "pooled_features",
-           "set_linear_head", "trainable_backbone_names"]
+__all__ = [
+    "backbone_fingerprint",
+    "count_params",
+    "head_module",
+    "head_param_names",
+    "pooled_features",
+    "set_linear_head",
+    "trainable_backbone_names",
+]
 
 
 def head_module(model: nn.Module) -> nn.Module:
@@ -33,7 +40,7 @@ def trainable_backbone_names(model: nn.Module, last_stages: int | None) -> set[s
     """Backbone parameters that fine-tuning may train: the last ``last_stages`` stages (None = all)."""
     all_stages = stages(model)
     n = len(all_stages) if last_stages is None else min(last_stages, len(all_stages))
-    return {name for s in all_stages[len(all_stages) - n:] for name in s.params} if n else set()
+    return {name for s in all_stages[len(all_stages) - n :] for name in s.params} if n else set()
 
 
 def set_linear_head(model: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -60,8 +67,13 @@ def backbone_fingerprint(model: nn.Module) -> str:
             continue
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().to("cpu", torch.float32 if t.is_floating_point() else t.dtype).contiguous()
-                 .numpy().tobytes())
+        h.update(
+            t.detach()
+            .to("cpu", torch.float32 if t.is_floating_point() else t.dtype)
+            .contiguous()
+            .numpy()
+            .tobytes()
+        )
     return h.hexdigest()
 
 

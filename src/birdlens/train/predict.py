@@ -22,12 +22,17 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
-        return {"path": self.path, "label": self.top[0][0], "probability": self.top[0][1],
-                "top": [{"label": lbl, "probability": p} for lbl, p in self.top]}
+        return {
+            "path": self.path,
+            "label": self.top[0][0],
+            "probability": self.top[0][1],
+            "top": [{"label": lbl, "probability": p} for lbl, p in self.top],
+        }
 
 
-def predict_files(trained: TrainedModel, paths: Sequence[str | os.PathLike[str]], top_k: int = 5,
-                  batch_size: int = 16) -> list[Prediction]:
+def predict_files(
+    trained: TrainedModel, paths: Sequence[str | os.PathLike[str]], top_k: int = 5, batch_size: int = 16
+) -> list[Prediction]:
     """One :class:`Prediction` per path, in order; unreadable files get ``error`` (one short sentence)."""
     from birdlens.data.images import BadImage, load_rgb
 
@@ -44,7 +49,7 @@ def predict_files(trained: TrainedModel, paths: Sequence[str | os.PathLike[str]]
         except Exception as e:  # a library failure on one file must not lose the others
             results[i].error = f"could not be read ({type(e).__name__}: {str(e)[:100]})"
     for start in range(0, len(ok), batch_size):
-        chunk = ok[start:start + batch_size]
+        chunk = ok[start : start + batch_size]
         x = torch.stack([t for _, t in chunk]).contiguous(memory_format=torch.channels_last)
         probs = trained.predict_proba(x).numpy()
         for (i, _), pr in zip(chunk, probs, strict=True):

@@ -39,7 +39,9 @@ def _standardise(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def _fold(w: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _fold(
+    w: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits = W (x - m)/s + b = (W/s) x + (b - (W/s) m)."""
     w_raw = w / std[None, :]
     b_raw = b - w_raw @ mean
@@ -52,8 +54,14 @@ def _scores(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple
     return float(F.cross_entropy(logits, yt)), float((logits.argmax(1) == yt).double().mean())
 
 
-def _fit_lbfgs(x: np.ndarray, y: np.ndarray, n_classes: int, c: float,
-               init: tuple[np.ndarray, np.ndarray] | None, max_iter: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def _fit_lbfgs(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    c: float,
+    init: tuple[np.ndarray, np.ndarray] | None,
+    max_iter: int = 500,
+) -> tuple[np.ndarray, np.ndarray]:
     xt = torch.from_numpy(x).double()
     yt = torch.from_numpy(y)
     n, d = xt.shape
@@ -64,8 +72,15 @@ def _fit_lbfgs(x: np.ndarray, y: np.ndarray, n_classes: int, c: float,
             w.copy_(torch.from_numpy(init[0]))
             b.copy_(torch.from_numpy(init[1]))
     reg = 1.0 / (2.0 * c * n)  # sklearn objective divided by C*n
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10,
-                            history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -90,8 +105,12 @@ def _fit_sklearn(x: np.ndarray, y: np.ndarray, c: float, n_classes: int) -> tupl
 
 
 def fit_probe(
-    x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray | None, y_valid: np.ndarray | None,
-    n_classes: int, c_grid: Sequence[float] = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_valid: np.ndarray | None,
+    y_valid: np.ndarray | None,
+    n_classes: int,
+    c_grid: Sequence[float] = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
     solver: Literal["lbfgs", "sklearn"] = "lbfgs",
 ) -> ProbeFit:
     """Fit one head per C, keep the best on valid (accuracy, then loss); without valid data use C=1."""
@@ -128,5 +147,6 @@ def fit_probe(
             best = (score, c, w, b)
     assert best is not None
     weight, bias = _fold(best[2], best[3], mean, std)
-    return ProbeFit(weight=weight, bias=bias, c=best[1], solver=solver, seconds=time.perf_counter() - t0,
-                    history=history)
+    return ProbeFit(
+        weight=weight, bias=bias, c=best[1], solver=solver, seconds=time.perf_counter() - t0, history=history
+    )

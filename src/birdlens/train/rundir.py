@@ -41,18 +41,24 @@ def prepare_run_dir(out: str | os.PathLike[str], force: bool = False, resume: bo
     """
     out = Path(out)
     if force and resume:
-        raise RunDirError("--force and --resume contradict each other: --force deletes the run --resume continues")
+        raise RunDirError(
+            "--force and --resume contradict each other: --force deletes the run --resume continues"
+        )
     if resume:
         if not (out / LAST_CKPT).is_file() and not (out / CONFIG).is_file():
-            raise RunDirError(f"nothing to resume in {out}: it has no {LAST_CKPT} or {CONFIG}; start a new run "
-                              "without --resume")
+            raise RunDirError(
+                f"nothing to resume in {out}: it has no {LAST_CKPT} or {CONFIG}; start a new run "
+                "without --resume"
+            )
         return out
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} exists and is a file; choose another --out")
     if out.is_dir() and any(out.iterdir()):
         if not force:
-            raise RunDirError(f"run directory {out} already exists and is not empty; pass --force to replace it "
-                              "or --resume to continue it")
+            raise RunDirError(
+                f"run directory {out} already exists and is not empty; pass --force to replace it "
+                "or --resume to continue it"
+            )
         for child in out.iterdir():
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)

@@ -33,7 +33,9 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f"{TEMP_PREFIX}{target.name}.", suffix=suffix or ".tmp", dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -69,4 +71,6 @@ def _json_default(obj: Any) -> Any:
 
 
 def write_json(target: str | os.PathLike[str], obj: Any, indent: int = 2) -> Path:
-    return write_text(target, json.dumps(obj, indent=indent, default=_json_default, ensure_ascii=False) + "\n")
+    return write_text(
+        target, json.dumps(obj, indent=indent, default=_json_default, ensure_ascii=False) + "\n"
+    )

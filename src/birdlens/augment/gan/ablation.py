@@ -51,8 +51,11 @@ class AblationConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     classic_copies: int = 2
     gan_per_class: int | None = None
-    gan: GANConfig = field(default_factory=lambda: GANConfig(arch="cgan", image_size=32, iterations=500,
-                                                             batch_size=16, g_width=16, d_width=16))
+    gan: GANConfig = field(
+        default_factory=lambda: GANConfig(
+            arch="cgan", image_size=32, iterations=500, batch_size=16, g_width=16, d_width=16
+        )
+    )
 
 
 def classic_augment(images: torch.Tensor, copies: int, seed: int) -> torch.Tensor:
@@ -60,8 +63,14 @@ def classic_augment(images: torch.Tensor, copies: int, seed: int) -> torch.Tenso
     from torchvision.transforms import v2
 
     size = images.shape[-1]
-    t = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True),
-                    v2.RandomRotation(15), v2.ColorJitter(0.2, 0.2, 0.2)])
+    t = v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True),
+            v2.RandomRotation(15),
+            v2.ColorJitter(0.2, 0.2, 0.2),
+        ]
+    )
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -120,16 +129,23 @@ def reuse_action(run: Path, cfg: GANConfig, classes: list[str]) -> str:
         return "trained"
     wanted = cfg.resolved().to_dict()
     same = meta.get("classes") == list(classes) and all(
-        saved[k] == wanted[k] for k in wanted if k not in SCHEDULE_KEYS)
+        saved[k] == wanted[k] for k in wanted if k not in SCHEDULE_KEYS
+    )
     done = int(meta.get("iteration", 0))
     if not same or done > cfg.iterations:
         return "trained"
     return "reused" if done == cfg.iterations else "resumed"
 
 
-def run_ablation(train: ImageSet, test: ImageSet, features: FeatureFn, out: str | os.PathLike[str],
-                 cfg: AblationConfig | None = None, quiet: bool | None = None,
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_ablation(
+    train: ImageSet,
+    test: ImageSet,
+    features: FeatureFn,
+    out: str | os.PathLike[str],
+    cfg: AblationConfig | None = None,
+    quiet: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run every (budget, seed, arm); GAN runs are kept under ``OUT/gans`` and reused when complete."""
     cfg = cfg or AblationConfig()
     out = Path(out)
@@ -146,7 +162,9 @@ def run_ablation(train: ImageSet, test: ImageSet, features: FeatureFn, out: str 
         for seed in cfg.seeds:
             idx = stratified_subset(train.labels, budget, seed)
             sub = ImageSet(train.images[idx], train.labels[idx], train.classes)
-            gan_cfg = GANConfig.from_dict({**cfg.gan.to_dict(), "seed": seed, "image_size": train.images.shape[-1]})
+            gan_cfg = GANConfig.from_dict(
+                {**cfg.gan.to_dict(), "seed": seed, "image_size": train.images.shape[-1]}
+            )
             run = out / "gans" / f"budget{budget}_seed{seed}"
             action = reuse_action(run, gan_cfg, sub.classes)
             say(f"budget {budget}/class, seed {seed}: GAN {action} ({gan_cfg.arch}, {gan_cfg.iterations} it)")
@@ -161,8 +179,11 @@ def run_ablation(train: ImageSet, test: ImageSet, features: FeatureFn, out: str 
             f_classic = extract(features, to_unit(classic))
             y_classic = sub.labels.repeat(cfg.classic_copies).numpy()
             y_real = sub.labels.numpy()
-            parts = {"real": (f_train[idx.numpy()], y_real), "classic": (f_classic, y_classic),
-                     "gan": (f_gan, y_gan.numpy())}
+            parts = {
+                "real": (f_train[idx.numpy()], y_real),
+                "classic": (f_classic, y_classic),
+                "gan": (f_gan, y_gan.numpy()),
+            }
             for arm in ARMS:
                 use = arm.split("+")
                 X = np.concatenate([parts[u][0] for u in use])
@@ -173,14 +194,23 @@ def run_ablation(train: ImageSet, test: ImageSet, features: FeatureFn, out: str 
                 details.append({"budget": budget, "seed": seed, "arm": arm, "n_train": len(y), "accuracy": a})
                 say(f"  {arm:>17}: {a:.3f} (n_train {len(y)})")
     result = {
-        "arms": list(ARMS), "reference": REFERENCE, "budgets": cfg.budgets, "seeds": cfg.seeds,
+        "arms": list(ARMS),
+        "reference": REFERENCE,
+        "budgets": cfg.budgets,
+        "seeds": cfg.seeds,
         "classifier": "standardised logistic regression (C=0.1) on lite0 features, same for every arm",
         "classic_augmentation": f"{cfg.classic_copies} copies per image: {CLASSIC_DESCRIPTION}",
-        "gan": {**cfg.gan.resolved().to_dict(), "per_class": cfg.gan_per_class or "= budget",
-                "trained_on": "the budget's real subset only"},
-        "image_size": int(train.images.shape[-1]), "n_test": len(test), "test_per_class": test.per_class_counts(),
+        "gan": {
+            **cfg.gan.resolved().to_dict(),
+            "per_class": cfg.gan_per_class or "= budget",
+            "trained_on": "the budget's real subset only",
+        },
+        "image_size": int(train.images.shape[-1]),
+        "n_test": len(test),
+        "test_per_class": test.per_class_counts(),
         "interval": "95% Student-t over seeds; differences paired by seed",
-        "summary": summarise(acc), "runs": details,
+        "summary": summarise(acc),
+        "runs": details,
     }
     write_json(out / "ablation.json", result)
     write_text(out / "ablation.md", markdown_table(result))
@@ -189,21 +219,27 @@ def run_ablation(train: ImageSet, test: ImageSet, features: FeatureFn, out: str 
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    lines = [f"# GAN augmentation ablation ({result['image_size']} px, seeds {result['seeds']}, "
-             f"{result['n_test']} real test images)", "",
-             f"Classifier: {result['classifier']}. Classic: {result['classic_augmentation']}. "
-             f"GAN: {result['gan']['arch']}, {result['gan']['iterations']} iterations, trained on the budget's "
-             f"real images only; {result['gan']['per_class']} generated per class.", "",
-             "| real/class | arm | accuracy (mean, 95% CI) | diff vs real+classic (95% CI) | arm vs real+classic |",
-             "|---:|---|---|---|---|"]
+    lines = [
+        f"# GAN augmentation ablation ({result['image_size']} px, seeds {result['seeds']}, "
+        f"{result['n_test']} real test images)",
+        "",
+        f"Classifier: {result['classifier']}. Classic: {result['classic_augmentation']}. "
+        f"GAN: {result['gan']['arch']}, {result['gan']['iterations']} iterations, trained on the budget's "
+        f"real images only; {result['gan']['per_class']} generated per class.",
+        "",
+        "| real/class | arm | accuracy (mean, 95% CI) | diff vs real+classic (95% CI) | arm vs real+classic |",
+        "|---:|---|---|---|---|",
+    ]
     for budget, rows in result["summary"].items():
         for arm in result["arms"]:
             r = rows[arm]
             d = r.get("diff_vs_real+classic")
             diff = f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d else "(reference)"
-            lines.append(f"| {budget} | {arm} | {r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {diff} | "
-                         f"{d['verdict'] if d else ''} |")
-    lines += ["", f"Intervals: {result['interval']}. \"helps\"/\"hurts\" only where the interval excludes zero."]
+            lines.append(
+                f"| {budget} | {arm} | {r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {diff} | "
+                f"{d['verdict'] if d else ''} |"
+            )
+    lines += ["", f'Intervals: {result["interval"]}. "helps"/"hurts" only where the interval excludes zero.']
     return "\n".join(lines) + "\n"
 
 
@@ -227,7 +263,9 @@ def plot_ablation(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     ax.set_xticks(np.arange(len(budgets)), [f"{b}/class" for b in budgets])
     ax.set_ylabel("test accuracy (mean, 95% CI)")
     ax.set_ylim(0, 1)
-    ax.set_title(f"GAN augmentation ablation, {result['image_size']} px, {len(result['seeds'])} seeds", fontsize=9)
+    ax.set_title(
+        f"GAN augmentation ablation, {result['image_size']} px, {len(result['seeds'])} seeds", fontsize=9
+    )
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:

@@ -119,8 +119,9 @@ class ResGenerator(nn.Module):
     """z -> linear -> 4x4 -> one GBlock per doubling -> BN-ReLU-conv-tanh. ``width`` sets the narrowest layer;
     ``noise`` adds the per-pixel noise inputs (see the module doc)."""
 
-    def __init__(self, num_classes: int, image_size: int = 64, z_dim: int = 128, width: int = 32,
-                 noise: bool = False) -> None:
+    def __init__(
+        self, num_classes: int, image_size: int = 64, z_dim: int = 128, width: int = 32, noise: bool = False
+    ) -> None:
         super().__init__()
         self.num_classes, self.image_size, self.z_dim = num_classes, image_size, z_dim
         n = _n_blocks(image_size)
@@ -170,7 +171,7 @@ class ProjectionDiscriminator(nn.Module):
         super().__init__()
         self.num_classes, self.image_size = num_classes, image_size
         n = _n_blocks(image_size)
-        chans = [3] + [width * min(8, 2 ** i) for i in range(n)]  # 64px, w=32: 3 32 64 128 256
+        chans = [3] + [width * min(8, 2**i) for i in range(n)]  # 64px, w=32: 3 32 64 128 256
         self.blocks = nn.ModuleList(
             DBlock(a, b, down=True, first=(i == 0)) for i, (a, b) in enumerate(itertools.pairwise(chans))
         )

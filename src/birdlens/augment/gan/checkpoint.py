@@ -21,7 +21,9 @@ from safetensors.torch import save as st_save
 from birdlens.utils.atomic import write_bytes
 
 
-def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def flatten_optimizer(
+    opt: torch.optim.Optimizer, prefix: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """An optimiser's state as flat tensors (``prefix.state.<i>.<name>``) plus JSON-able extras."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -35,12 +37,14 @@ def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str) -> dict[str, Any]:
+def unflatten_optimizer(
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str
+) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     head = prefix + ".state."
     for key, v in tensors.items():
         if key.startswith(head):
-            i, name = key[len(head):].split(".", 1)
+            i, name = key[len(head) :].split(".", 1)
             state.setdefault(int(i), {})[name] = v
     for key, v in meta.get("scalars", {}).items():
         i, name = key.split(".", 1)
@@ -54,10 +58,12 @@ def module_tensors(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tens
 
 def module_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     head = prefix + "."
-    return {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
+    return {k[len(head) :]: v for k, v in tensors.items() if k.startswith(head)}
 
 
-def save_checkpoint(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> Path:
     """Write ``tensors`` + ``meta`` atomically (and a human-readable JSON sidecar)."""
     path = Path(path)
     data = st_save(tensors, metadata={"birdlens": json.dumps(meta)})

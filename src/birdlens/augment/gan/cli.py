@@ -10,8 +10,12 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(name="gan", help="GAN augmentation: the study's DCGAN, a data-efficient conditional GAN, "
-                  "FD-lite0/KID-lite0, and the real/classic/GAN ablation.", no_args_is_help=True)
+app = typer.Typer(
+    name="gan",
+    help="GAN augmentation: the study's DCGAN, a data-efficient conditional GAN, "
+    "FD-lite0/KID-lite0, and the real/classic/GAN ablation.",
+    no_args_is_help=True,
+)
 
 _QUIET = typer.Option("--quiet", "-q", help="no progress bar (also BIRDLENS_QUIET=1)")
 
@@ -23,6 +27,7 @@ _FLAG_OF = {"g_width": "width", "d_width": "width", "ada_speed_images": "ada_spe
 def explicit_keys(ctx: typer.Context, keys: Iterable[str]) -> set[str]:
     """The config keys set on the command line (by click's parameter source, so ``--image-size 64`` counts
     even though 64 is the flag's default: comparing with the default could not tell it from an omitted flag)."""
+
     def given(name: str) -> bool:
         src = ctx.get_parameter_source(name)  # by name: typer may bring its own copy of click's enum
         return src is not None and src.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
@@ -49,8 +54,9 @@ def merge_recipe(path: Path, given: dict[str, object], explicit: set[str]) -> di
     return merged
 
 
-def resume_settings(saved: dict[str, object], given: dict[str, object],
-                    explicit: set[str]) -> tuple[dict[str, object], dict[str, tuple[object, object]]]:
+def resume_settings(
+    saved: dict[str, object], given: dict[str, object], explicit: set[str]
+) -> tuple[dict[str, object], dict[str, tuple[object, object]]]:
     """Settings for ``--resume``: the checkpoint's (all of them, also those without a flag), except the ones set
     explicitly, which win; and those explicit ones that change a training setting (``key: (checkpoint's, now)``),
     so the user is told.
@@ -61,8 +67,11 @@ def resume_settings(saved: dict[str, object], given: dict[str, object],
     from birdlens.augment.gan.config import SCHEDULE_KEYS
 
     merged = {**saved, **{k: v for k, v in given.items() if k in explicit or k not in saved}}
-    changed = {k: (saved[k], merged[k]) for k in explicit
-               if k in saved and k not in SCHEDULE_KEYS and merged[k] is not None and saved[k] != merged[k]}
+    changed = {
+        k: (saved[k], merged[k])
+        for k in explicit
+        if k in saved and k not in SCHEDULE_KEYS and merged[k] is not None and saved[k] != merged[k]
+    }
     return merged, changed
 
 
@@ -80,56 +89,125 @@ def _recipe_keys(path: Path) -> set[str]:
 def _threads(threads: int | None) -> None:
     import torch
 
-    torch.set_num_threads(threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or torch.get_num_threads())
+    torch.set_num_threads(
+        threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or torch.get_num_threads()
+    )
 
 
 @app.command()
 def train(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Option(help="image folder (split/class/*.jpg), manifest.csv or dataset root")],
+    data: Annotated[
+        Path, typer.Option(help="image folder (split/class/*.jpg), manifest.csv or dataset root")
+    ],
     out: Annotated[Path, typer.Option(help="run folder (checkpoints, sample grids)")],
-    arch: Annotated[str, typer.Option(help="cgan (default, data-efficient) or dcgan (the study's baseline)")] = "cgan",
+    arch: Annotated[
+        str, typer.Option(help="cgan (default, data-efficient) or dcgan (the study's baseline)")
+    ] = "cgan",
     image_size: Annotated[int, typer.Option(help="64 (default) or 128 (GPU); any power of two >= 16")] = 64,
     iterations: Annotated[int, typer.Option(help="generator updates")] = 2000,
     batch_size: int = 32,
     seed: int = 0,
-    classes: Annotated[list[str] | None, typer.Option(help="train on these classes only (repeatable); "
-                                                      "one class = the study's per-species GAN")] = None,
+    classes: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="train on these classes only (repeatable); one class = the study's per-species GAN"
+        ),
+    ] = None,
     split: str = "train",
     width: Annotated[int | None, typer.Option(help="network width (default: cgan 32, dcgan 64)")] = None,
-    n_dis: Annotated[int | None, typer.Option(help="discriminator steps per generator step (default: cgan 2, "
-                                               "dcgan 1)")] = None,
-    diffaugment: Annotated[str | None, typer.Option(help="DiffAugment policies, '' to disable "
-                                                    "(default: cgan color,translation,cutout; dcgan none)")] = None,
-    ema_decay: Annotated[float | None, typer.Option(help="EMA decay of G (0 = off; default cgan 0.999)")] = None,
-    ema_start: Annotated[int, typer.Option(help="generator steps before the EMA starts (the live G is sampled "
-                                           "until then; BigGAN: 20000)")] = 0,
-    ema_rampup: Annotated[float | None, typer.Option(help="cap the EMA's half-life at this fraction of its "
-                                                     "updates (default cgan 0.05, as StyleGAN2-ADA; 0 = BigGAN "
-                                                     "warm-up)")] = None,
-    ada_target: Annotated[float, typer.Option(help="adaptive DiffAugment: raise its probability while "
-                                              "E[sign D(real)] > this (ADA: 0.6; 0 = always on)")] = 0.0,
-    ada_speed: Annotated[int, typer.Option(help="real images over which the probability may go from 0 to 1")] = 100_000,
-    lecam_weight: Annotated[float | None, typer.Option(help="LeCam regulariser on D for little data (Tseng et "
-                                                       "al. 2021; default cgan 0.3, dcgan 0 = off)")] = None,
-    ms_weight: Annotated[float, typer.Option(help="mode-seeking term on G against per-class collapse (MSGAN: 1; "
-                                             "0 = off; needs an even batch)")] = 0.0,
-    joint_d: Annotated[bool, typer.Option("--joint-d", help="one discriminator call over real and fake "
-                                          "together (GPU speed; cgan only)")] = False,
-    noise_inputs: Annotated[bool, typer.Option("--noise-inputs", help="per-pixel noise inputs in the generator "
-                                               "(StyleGAN; sharper texture; cgan only)")] = False,
+    n_dis: Annotated[
+        int | None, typer.Option(help="discriminator steps per generator step (default: cgan 2, dcgan 1)")
+    ] = None,
+    diffaugment: Annotated[
+        str | None,
+        typer.Option(
+            help="DiffAugment policies, '' to disable (default: cgan color,translation,cutout; dcgan none)"
+        ),
+    ] = None,
+    ema_decay: Annotated[
+        float | None, typer.Option(help="EMA decay of G (0 = off; default cgan 0.999)")
+    ] = None,
+    ema_start: Annotated[
+        int,
+        typer.Option(
+            help="generator steps before the EMA starts (the live G is sampled until then; BigGAN: 20000)"
+        ),
+    ] = 0,
+    ema_rampup: Annotated[
+        float | None,
+        typer.Option(
+            help="cap the EMA's half-life at this fraction of its "
+            "updates (default cgan 0.05, as StyleGAN2-ADA; 0 = BigGAN "
+            "warm-up)"
+        ),
+    ] = None,
+    ada_target: Annotated[
+        float,
+        typer.Option(
+            help="adaptive DiffAugment: raise its probability while "
+            "E[sign D(real)] > this (ADA: 0.6; 0 = always on)"
+        ),
+    ] = 0.0,
+    ada_speed: Annotated[
+        int, typer.Option(help="real images over which the probability may go from 0 to 1")
+    ] = 100_000,
+    lecam_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="LeCam regulariser on D for little data (Tseng et al. 2021; default cgan 0.3, dcgan 0 = off)"
+        ),
+    ] = None,
+    ms_weight: Annotated[
+        float,
+        typer.Option(
+            help="mode-seeking term on G against per-class collapse (MSGAN: 1; 0 = off; needs an even batch)"
+        ),
+    ] = 0.0,
+    joint_d: Annotated[
+        bool,
+        typer.Option(
+            "--joint-d", help="one discriminator call over real and fake together (GPU speed; cgan only)"
+        ),
+    ] = False,
+    noise_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--noise-inputs",
+            help="per-pixel noise inputs in the generator (StyleGAN; sharper texture; cgan only)",
+        ),
+    ] = False,
     sample_every: Annotated[int, typer.Option(help="sample grid every N steps (0 = at the end only)")] = 500,
-    checkpoint_every: Annotated[int, typer.Option(help="checkpoint every N steps (0 = at the end only)")] = 500,
-    snapshot_every: Annotated[int, typer.Option(help="also keep the generators every N steps in RUN/snapshots "
-                                                "(0 = never), to measure FD along the run")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out with its own settings "
-                                         "(flags given explicitly override them)")] = False,
-    force: Annotated[bool, typer.Option("--force", help="restart: delete the run in --out (checkpoint, grids, "
-                                        "snapshots) and train from scratch")] = False,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="checkpoint every N steps (0 = at the end only)")
+    ] = 500,
+    snapshot_every: Annotated[
+        int,
+        typer.Option(
+            help="also keep the generators every N steps in RUN/snapshots "
+            "(0 = never), to measure FD along the run"
+        ),
+    ] = 0,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="continue the run in --out with its own settings (flags given explicitly override them)",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="restart: delete the run in --out (checkpoint, grids, snapshots) and train from scratch",
+        ),
+    ] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML recipe (e.g. configs/gan-gpu.yaml); flags given "
-                                                "explicitly override it")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML recipe (e.g. configs/gan-gpu.yaml); flags given explicitly override it"),
+    ] = None,
     quiet: Annotated[bool, _QUIET] = False,
 ) -> None:
     """Train a class-conditional GAN on the train split; sample grids every --sample-every iterations."""
@@ -139,14 +217,32 @@ def train(
     from birdlens.augment.gan.train import CHECKPOINT, RunExistsError, train_gan
 
     _threads(threads)
-    given = {"arch": arch, "image_size": image_size, "iterations": iterations, "batch_size": batch_size,
-             "seed": seed, "classes": list(classes) if classes else None, "split": split, "g_width": width,
-             "d_width": width, "n_dis": n_dis, "diffaugment": diffaugment, "ema_decay": ema_decay,
-             "ema_start": ema_start, "ema_rampup": ema_rampup, "ada_target": ada_target,
-             "ada_speed_images": ada_speed, "lecam_weight": lecam_weight, "ms_weight": ms_weight,
-             "joint_d": joint_d, "noise_inputs": noise_inputs,
-             "sample_every": sample_every, "checkpoint_every": checkpoint_every,
-             "snapshot_every": snapshot_every, "device": device}
+    given = {
+        "arch": arch,
+        "image_size": image_size,
+        "iterations": iterations,
+        "batch_size": batch_size,
+        "seed": seed,
+        "classes": list(classes) if classes else None,
+        "split": split,
+        "g_width": width,
+        "d_width": width,
+        "n_dis": n_dis,
+        "diffaugment": diffaugment,
+        "ema_decay": ema_decay,
+        "ema_start": ema_start,
+        "ema_rampup": ema_rampup,
+        "ada_target": ada_target,
+        "ada_speed_images": ada_speed,
+        "lecam_weight": lecam_weight,
+        "ms_weight": ms_weight,
+        "joint_d": joint_d,
+        "noise_inputs": noise_inputs,
+        "sample_every": sample_every,
+        "checkpoint_every": checkpoint_every,
+        "snapshot_every": snapshot_every,
+        "device": device,
+    }
     explicit = explicit_keys(ctx, given)
     if config is not None:
         given = merge_recipe(config, given, explicit)
@@ -158,19 +254,31 @@ def train(
             raise _error(f"cannot read the checkpoint in {out} ({e}); --force restarts the run") from None
         given, changed = resume_settings(saved, given, explicit)
         for k, (was, now) in sorted(changed.items()):
-            typer.echo(f"note: resuming with {k} = {now!r} (the checkpoint was trained with {was!r})", err=True)
+            typer.echo(
+                f"note: resuming with {k} = {now!r} (the checkpoint was trained with {was!r})", err=True
+            )
     device = given.pop("device")
     try:
         cfg = GANConfig.from_dict(given)
         manifest = select(resolve_manifest(data), cfg.split, cfg.classes)
         images = load_images(manifest, cfg.image_size)
-        res = train_gan(cfg, images, out, resume=resume, force=force, quiet=quiet,
-                        extra_meta={"data": str(data)}, device=device)
+        res = train_gan(
+            cfg,
+            images,
+            out,
+            resume=resume,
+            force=force,
+            quiet=quiet,
+            extra_meta={"data": str(data)},
+            device=device,
+        )
     except (RunExistsError, ValueError) as e:
         raise _error(e) from None
     last = res.state.history[-1] if res.state.history else {}
-    typer.echo(f"{cfg.arch}: {res.state.iteration} iterations in {out} ({res.seconds:.0f} s); "
-               f"loss_d {last.get('loss_d', float('nan')):.3f} loss_g {last.get('loss_g', float('nan')):.3f}")
+    typer.echo(
+        f"{cfg.arch}: {res.state.iteration} iterations in {out} ({res.seconds:.0f} s); "
+        f"loss_d {last.get('loss_d', float('nan')):.3f} loss_g {last.get('loss_g', float('nan')):.3f}"
+    )
     if res.grids:
         typer.echo(f"last sample grid: {res.grids[-1]}")
 
@@ -178,24 +286,33 @@ def train(
 @app.command()
 def sample(
     run: Annotated[Path, typer.Option(help="a run folder written by 'birdlens gan train'")],
-    out: Annotated[Path, typer.Option(help="output dataset folder (OUT/train/<CLASS>/gan_XXXX.png + manifest.csv)")],
+    out: Annotated[
+        Path, typer.Option(help="output dataset folder (OUT/train/<CLASS>/gan_XXXX.png + manifest.csv)")
+    ],
     per_class: Annotated[int, typer.Option(help="images per class")] = 100,
     seed: int = 0,
     classes: Annotated[list[str] | None, typer.Option(help="only these classes (repeatable)")] = None,
     weights: Annotated[str, typer.Option(help="auto (EMA when the run has one), ema or live")] = "auto",
-    force: Annotated[bool, typer.Option("--force", help="write into a folder that is not empty, replacing "
-                                        "its GAN images and manifest.csv")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="write into a folder that is not empty, replacing its GAN images and manifest.csv"
+        ),
+    ] = False,
     quiet: Annotated[bool, _QUIET] = False,
 ) -> None:
     """Write generated images in split-folder layout, ready to be mixed into training."""
     from birdlens.augment.gan.sample import write_samples
 
     try:
-        m = write_samples(run, out, per_class, seed=seed, classes=classes, quiet=quiet, weights=weights,
-                          force=force)
+        m = write_samples(
+            run, out, per_class, seed=seed, classes=classes, quiet=quiet, weights=weights, force=force
+        )
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise _error(e) from None
-    typer.echo(f"wrote {len(m)} images of {len(m.classes)} classes to {out} (manifest: {out / 'manifest.csv'})")
+    typer.echo(
+        f"wrote {len(m)} images of {len(m.classes)} classes to {out} (manifest: {out / 'manifest.csv'})"
+    )
 
 
 @app.command()
@@ -203,11 +320,19 @@ def evaluate(
     run: Annotated[Path, typer.Option(help="a run folder")],
     data: Annotated[Path, typer.Option(help="the real images (same classes as the run)")],
     out: Annotated[Path | None, typer.Option(help="write the metrics JSON here")] = None,
-    per_class: Annotated[int | None, typer.Option(help="generated images per class (default: as many as real)")] = None,
-    cas: Annotated[bool, typer.Option(help="also the classification accuracy score on the test split")] = True,
+    per_class: Annotated[
+        int | None, typer.Option(help="generated images per class (default: as many as real)")
+    ] = None,
+    cas: Annotated[
+        bool, typer.Option(help="also the classification accuracy score on the test split")
+    ] = True,
     seed: int = 0,
-    inception_weights: Annotated[Path | None, typer.Option(help="pt_inception-2015-12-05-6726825d.pth: also "
-                                                           "the standard FID (needs torch-fidelity)")] = None,
+    inception_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="pt_inception-2015-12-05-6726825d.pth: also the standard FID (needs torch-fidelity)"
+        ),
+    ] = None,
     weights: Annotated[str, typer.Option(help="auto (EMA when the run has one), ema or live")] = "auto",
     threads: int | None = None,
 ) -> None:
@@ -229,14 +354,19 @@ def evaluate(
     test = None
     if cas:
         name = next((s for s in ("test", "valid") if s in manifest.splits), None)
-        held = set(select(manifest, name).classes) if name else set()  # once: Manifest.classes scans every record
+        held = (
+            set(select(manifest, name).classes) if name else set()
+        )  # once: Manifest.classes scans every record
         present = [c for c in classes if c in held]
         if present:  # CAS tests on the classes the split has; the classifier still knows all of them
             test = load_images(select(manifest, name, present), cfg.image_size, classes)
         missing = [c for c in classes if c not in present]
         if missing and name:
-            typer.echo(f"note: CAS leaves out {len(missing)} of {len(classes)} classes with no {name} images: "
-                       f"{missing}", err=True)
+            typer.echo(
+                f"note: CAS leaves out {len(missing)} of {len(classes)} classes with no {name} images: "
+                f"{missing}",
+                err=True,
+            )
         elif not name:
             typer.echo("note: no CAS: the data have no test or valid split", err=True)
     rep = gan_metrics(loaded, real, per_class=per_class, test=test, seed=seed)
@@ -294,11 +424,20 @@ def ablation(
     except (FileNotFoundError, ValueError) as e:
         raise _error(e) from None
     cfg = AblationConfig(
-        budgets=[int(b) for b in budgets.split(",")], seeds=[int(s) for s in seeds.split(",")],
-        classic_copies=classic_copies, gan_per_class=gan_per_class,
-        gan=GANConfig(arch=arch, image_size=image_size, iterations=gan_iterations, batch_size=gan_batch_size,
-                      g_width=gan_width, d_width=gan_width, sample_every=max(gan_iterations // 2, 1),
-                      checkpoint_every=max(gan_iterations // 4, 1)),
+        budgets=[int(b) for b in budgets.split(",")],
+        seeds=[int(s) for s in seeds.split(",")],
+        classic_copies=classic_copies,
+        gan_per_class=gan_per_class,
+        gan=GANConfig(
+            arch=arch,
+            image_size=image_size,
+            iterations=gan_iterations,
+            batch_size=gan_batch_size,
+            g_width=gan_width,
+            d_width=gan_width,
+            sample_every=max(gan_iterations // 2, 1),
+            checkpoint_every=max(gan_iterations // 4, 1),
+        ),
     )
     result = run_ablation(train_set, test_set, Lite0Features(), out, cfg, quiet=quiet)
     from birdlens.augment.gan.ablation import markdown_table

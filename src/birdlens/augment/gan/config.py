@@ -101,18 +101,38 @@ def saved_settings(d: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's config dict as that run trained. Why not today's defaults: a run saved before a setting
     existed trained without it, so a key it lacks takes the value it had then (:data:`SAVED_BEFORE`)."""
     return {**SAVED_BEFORE, **d}
+
+
 # What must match between a checkpoint and a resumed run (iterations, intervals may change).
 ARCH_KEYS: tuple[str, ...] = ("arch", "image_size", "z_dim", "g_width", "d_width", "classes", "noise_inputs")
 # How long a run goes and how often it writes: the settings that may differ between a kept run and the same GAN
 # asked for again (resume without a note, ablation reuse); every other one changes what is trained.
-SCHEDULE_KEYS: tuple[str, ...] = ("iterations", "sample_every", "checkpoint_every", "snapshot_every", "log_every")
+SCHEDULE_KEYS: tuple[str, ...] = (
+    "iterations",
+    "sample_every",
+    "checkpoint_every",
+    "snapshot_every",
+    "log_every",
+)
 
 
 def arch_defaults(arch: str) -> dict[str, Any]:
     if arch == "dcgan":
         # Radford et al. / the study: Adam(2e-4, beta1=0.5), BCE, 64 channels, nothing data-efficient.
-        return {"z_dim": 100, "g_width": 64, "d_width": 64, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "n_dis": 1,
-                "loss": "bce", "diffaugment": "", "ema_decay": 0.0, "ema_rampup": 0.0, "lecam_weight": 0.0}
+        return {
+            "z_dim": 100,
+            "g_width": 64,
+            "d_width": 64,
+            "lr_g": 2e-4,
+            "lr_d": 2e-4,
+            "beta1": 0.5,
+            "n_dis": 1,
+            "loss": "bce",
+            "diffaugment": "",
+            "ema_decay": 0.0,
+            "ema_rampup": 0.0,
+            "lecam_weight": 0.0,
+        }
     if arch == "cgan":
         # BigGAN's balance: Adam(beta1=0), D lr 4x G's, two D steps per G step, hinge; widths small enough for
         # a CPU (GPU: 64). Why: with one D step at equal rates the discriminator went flat on the CPU runs (hinge
@@ -122,7 +142,18 @@ def arch_defaults(arch: str) -> dict[str, Any]:
         # a few hundred images (CPU, synthetic birds: its hinge loss fell from 1.92 to 0.75 in 4,500 steps); with
         # LeCam FD-lite0 at 10,500 steps was 143.9 / 149.1 (live / EMA) against 177.1 / 167.5, on the photos
         # within 16% either way; with it the cgan was under half the dcgan's FD on both datasets at 20,000 steps.
-        return {"z_dim": 128, "g_width": 32, "d_width": 32, "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "n_dis": 2,
-                "loss": "hinge", "diffaugment": "color,translation,cutout", "ema_decay": 0.999, "ema_rampup": 0.05,
-                "lecam_weight": 0.3}
+        return {
+            "z_dim": 128,
+            "g_width": 32,
+            "d_width": 32,
+            "lr_g": 1e-4,
+            "lr_d": 4e-4,
+            "beta1": 0.0,
+            "n_dis": 2,
+            "loss": "hinge",
+            "diffaugment": "color,translation,cutout",
+            "ema_decay": 0.999,
+            "ema_rampup": 0.05,
+            "lecam_weight": 0.3,
+        }
     raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")

@@ -70,7 +70,9 @@ def _scan_split_folders(root: Path) -> Manifest:
                 if f.is_file() and has_image_extension(f.name):
                     records.append(Record(path=f, label=normalise_label(cd.name), split=split))
     if not records:
-        raise FileNotFoundError(f"no images found under {root} (expected <split>/<class>/*.jpg or manifest.csv)")
+        raise FileNotFoundError(
+            f"no images found under {root} (expected <split>/<class>/*.jpg or manifest.csv)"
+        )
     return Manifest(records, root)
 
 

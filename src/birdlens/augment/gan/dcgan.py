@@ -30,18 +30,26 @@ def _n_up(image_size: int) -> int:
 class DCGANGenerator(nn.Module):
     """z (+ label embedding) -> 4x4 by a transposed conv, then doubling transposed convs to ``image_size``."""
 
-    def __init__(self, num_classes: int, image_size: int = 64, z_dim: int = 100, width: int = 64,
-                 embed_dim: int = 50) -> None:
+    def __init__(
+        self, num_classes: int, image_size: int = 64, z_dim: int = 100, width: int = 64, embed_dim: int = 50
+    ) -> None:
         super().__init__()
         self.num_classes, self.image_size, self.z_dim = num_classes, image_size, z_dim
         n = _n_up(image_size)
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes > 1 else None
         in_dim = z_dim + (embed_dim if self.embed is not None else 0)
         chans = [width * min(8, 2 ** (n - 1 - i)) for i in range(n)]  # 64px: 8w, 4w, 2w, w
-        layers: list[nn.Module] = [nn.ConvTranspose2d(in_dim, chans[0], 4, 1, 0, bias=False),
-                                   nn.BatchNorm2d(chans[0]), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(in_dim, chans[0], 4, 1, 0, bias=False),
+            nn.BatchNorm2d(chans[0]),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
         for a, b in itertools.pairwise(chans):
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(b),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
         layers += [nn.ConvTranspose2d(chans[-1], 3, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(_dcgan_init)
@@ -59,11 +67,18 @@ class DCGANDiscriminator(nn.Module):
         self.num_classes, self.image_size = num_classes, image_size
         n = _n_up(image_size)
         self.label_map = nn.Embedding(num_classes, image_size * image_size) if num_classes > 1 else None
-        chans = [width * min(8, 2 ** i) for i in range(n)]  # 64px: w, 2w, 4w, 8w
+        chans = [width * min(8, 2**i) for i in range(n)]  # 64px: w, 2w, 4w, 8w
         in_ch = 3 + (1 if self.label_map is not None else 0)
-        layers: list[nn.Module] = [nn.Conv2d(in_ch, chans[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_ch, chans[0], 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
         for a, b in itertools.pairwise(chans):
-            layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.Conv2d(a, b, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(b),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
         layers += [nn.Conv2d(chans[-1], 1, 4, 1, 0, bias=False)]
         self.net = nn.Sequential(*layers)
         self.apply(_dcgan_init)

@@ -41,7 +41,9 @@ def _rand(n: int, gen: torch.Generator | None, device: torch.device) -> torch.Te
 
 
 def _randint(low: int, high: int, n: int, gen: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    return to_device(torch.randint(low, high, (n, 1, 1), generator=gen, device=_gen_device(gen, device)), device)
+    return to_device(
+        torch.randint(low, high, (n, 1, 1), generator=gen, device=_gen_device(gen, device)), device
+    )
 
 
 def rand_color(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -54,7 +56,9 @@ def rand_color(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Ten
     return (x - mean_all) * (_rand(n, gen, x.device) + 0.5) + mean_all
 
 
-def rand_translation(x: torch.Tensor, ratio: float = 0.125, gen: torch.Generator | None = None) -> torch.Tensor:
+def rand_translation(
+    x: torch.Tensor, ratio: float = 0.125, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """Integer shift of each image by up to ``ratio`` of its size, zero fill (a gather: differentiable in x)."""
     n, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -83,8 +87,12 @@ def rand_cutout(x: torch.Tensor, ratio: float = 0.5, gen: torch.Generator | None
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-def diff_augment(x: torch.Tensor, policy: Sequence[str] | str = POLICIES,
-                 gen: torch.Generator | None = None, p: float = 1.0) -> torch.Tensor:
+def diff_augment(
+    x: torch.Tensor,
+    policy: Sequence[str] | str = POLICIES,
+    gen: torch.Generator | None = None,
+    p: float = 1.0,
+) -> torch.Tensor:
     """Apply the listed policies in order (``"color,translation,cutout"`` or a sequence); ``""`` = identity.
 
     With ``p`` < 1 each policy reaches each image with probability ``p`` (``torch.where``: still differentiable).
@@ -121,7 +129,9 @@ class AdaptiveP:
     1,000-step CPU cgan; that D never looked overfitted (p stayed 0) and still scored real and fake alike.
     """
 
-    def __init__(self, target: float = 0.6, speed_images: int = 100_000, interval: int = 4, p: float = 0.0) -> None:
+    def __init__(
+        self, target: float = 0.6, speed_images: int = 100_000, interval: int = 4, p: float = 0.0
+    ) -> None:
         self.target, self.speed_images, self.interval, self.p = target, speed_images, interval, p
         self.sign_sum, self.count, self.steps = 0.0, 0, 0
 

@@ -26,9 +26,16 @@ def sample_images(G: torch.nn.Module, labels: torch.Tensor, z_dim: int, seed: in
     return generate(G, labels, torch.randn(len(labels), z_dim, generator=g))
 
 
-def gan_metrics(run: str | os.PathLike[str] | LoadedGenerator, real: ImageSet, features: FeatureFn | None = None,
-                per_class: int | None = None, test: ImageSet | None = None, seed: int = 0,
-                kid_subset_size: int = 100, weights: str = "auto") -> dict[str, Any]:
+def gan_metrics(
+    run: str | os.PathLike[str] | LoadedGenerator,
+    real: ImageSet,
+    features: FeatureFn | None = None,
+    per_class: int | None = None,
+    test: ImageSet | None = None,
+    seed: int = 0,
+    kid_subset_size: int = 100,
+    weights: str = "auto",
+) -> dict[str, Any]:
     """FD-lite0/KID-lite0 of a run (folder, checkpoint, snapshot, or a generator already loaded from one: then
     ``weights`` is its own) against ``real`` (+ CAS on ``test``)."""
     loaded = run if isinstance(run, LoadedGenerator) else load_generator(run, weights=weights)
@@ -44,22 +51,38 @@ def gan_metrics(run: str | os.PathLike[str] | LoadedGenerator, real: ImageSet, f
     name = getattr(fn, "name", "custom")
     f_real = extract(fn, to_unit(real.images))
     f_fake = extract(fn, fake)
-    rep = distance_report(f_real, real.labels.numpy(), f_fake, fake_labels.numpy(), classes, features=name,
-                          kid_subset_size=kid_subset_size, seed=seed).to_dict()
+    rep = distance_report(
+        f_real,
+        real.labels.numpy(),
+        f_fake,
+        fake_labels.numpy(),
+        classes,
+        features=name,
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+    ).to_dict()
     rep["arch"], rep["iterations_trained"], rep["image_size"] = cfg.arch, loaded.iteration, cfg.image_size
     rep["generator"] = loaded.weights
     if test is not None:
         f_test = extract(fn, to_unit(test.images))
-        rep["cas"] = classification_accuracy_score(f_fake, fake_labels.numpy(), f_test, test.labels.numpy(), seed)
+        rep["cas"] = classification_accuracy_score(
+            f_fake, fake_labels.numpy(), f_test, test.labels.numpy(), seed
+        )
         rep["cas"]["real_baseline"] = classification_accuracy_score(
-            f_real, real.labels.numpy(), f_test, test.labels.numpy(), seed)["accuracy"]
+            f_real, real.labels.numpy(), f_test, test.labels.numpy(), seed
+        )["accuracy"]
     return rep
 
 
-def classification_accuracy_score(f_fake: np.ndarray, y_fake: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
-                                  seed: int = 0) -> dict[str, Any]:
+def classification_accuracy_score(
+    f_fake: np.ndarray, y_fake: np.ndarray, f_test: np.ndarray, y_test: np.ndarray, seed: int = 0
+) -> dict[str, Any]:
     """CAS (Ravuri & Vinyals 2019): a linear probe fitted on generated features, accuracy on real test features."""
     clf = fit_probe(f_fake, y_fake, seed)
     acc = float((clf.predict(f_test) == y_test).mean())
-    return {"accuracy": acc, "n_train_generated": len(y_fake), "n_test_real": len(y_test),
-            "classifier": "logistic-regression probe on lite0 features"}
+    return {
+        "accuracy": acc,
+        "n_train_generated": len(y_fake),
+        "n_test_real": len(y_test),
+        "classifier": "logistic-regression probe on lite0 features",
+    }

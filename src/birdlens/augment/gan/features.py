@@ -49,8 +49,13 @@ class Lite0Features:
 
     name = "lite0"
 
-    def __init__(self, model: nn.Module | None = None, batch_size: int = 16, channels_last: bool = True,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        batch_size: int = 16,
+        channels_last: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.device = torch.device(device)
         self.model = (model or build_lite0()).eval().to(self.device)
         self.channels_last = channels_last
@@ -62,7 +67,7 @@ class Lite0Features:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         out = []
         for i in range(0, len(images), self.batch_size):
-            x = images[i:i + self.batch_size].to(self.device).float()
+            x = images[i : i + self.batch_size].to(self.device).float()
             if x.shape[-1] != LITE0_INPUT or x.shape[-2] != LITE0_INPUT:
                 x = F.interpolate(x, size=(LITE0_INPUT, LITE0_INPUT), mode="bilinear", align_corners=False)
             if self.channels_last:

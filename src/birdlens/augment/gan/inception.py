@@ -14,12 +14,15 @@ from pathlib import Path
 import torch
 
 
-def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights: str | os.PathLike[str],
-                  batch_size: int = 32) -> float:
+def inception_fid(
+    real: torch.Tensor, fake: torch.Tensor, weights: str | os.PathLike[str], batch_size: int = 32
+) -> float:
     """FID between uint8 image batches [N, 3, H, W] with the Inception weights at ``weights``."""
     path = Path(weights)
     if not path.is_file():
-        raise FileNotFoundError(f"Inception weights not found at {path} (pt_inception-2015-12-05-6726825d.pth)")
+        raise FileNotFoundError(
+            f"Inception weights not found at {path} (pt_inception-2015-12-05-6726825d.pth)"
+        )
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
     except ImportError as e:  # pragma: no cover - torchmetrics is a birdlens dependency of lightning
@@ -29,7 +32,7 @@ def inception_fid(real: torch.Tensor, fake: torch.Tensor, weights: str | os.Path
     except (ImportError, ModuleNotFoundError) as e:
         raise RuntimeError("standard FID needs torch-fidelity: pip install torch-fidelity") from e
     for i in range(0, len(real), batch_size):
-        fid.update(real[i:i + batch_size], real=True)
+        fid.update(real[i : i + batch_size], real=True)
     for i in range(0, len(fake), batch_size):
-        fid.update(fake[i:i + batch_size], real=False)
+        fid.update(fake[i : i + batch_size], real=False)
     return float(fid.compute())

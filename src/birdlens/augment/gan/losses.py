@@ -19,8 +19,9 @@ def hinge_g(fake: torch.Tensor) -> torch.Tensor:
 
 
 def bce_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+    return F.binary_cross_entropy_with_logits(
+        real, torch.ones_like(real)
+    ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
 
 
 def bce_g(fake: torch.Tensor) -> torch.Tensor:
@@ -59,8 +60,7 @@ class LeCam:
         mean_real, mean_fake = torch.stack([real.detach().mean(), fake.detach().mean()]).tolist()
         self.anchor_real = self._ema(self.anchor_real, mean_real)
         self.anchor_fake = self._ema(self.anchor_fake, mean_fake)
-        return (F.relu(real - self.anchor_fake).pow(2).mean()
-                + F.relu(self.anchor_real - fake).pow(2).mean())
+        return F.relu(real - self.anchor_fake).pow(2).mean() + F.relu(self.anchor_real - fake).pow(2).mean()
 
     def state_dict(self) -> dict[str, float | None]:
         return {"anchor_real": self.anchor_real, "anchor_fake": self.anchor_fake}

@@ -54,15 +54,20 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     return float(sxx + syy - 2.0 * kxy.mean())
 
 
-def kernel_distance(real: np.ndarray, fake: np.ndarray, subset_size: int = 100, n_subsets: int = 100,
-                    seed: int = 0) -> tuple[float, float, int]:
+def kernel_distance(
+    real: np.ndarray, fake: np.ndarray, subset_size: int = 100, n_subsets: int = 100, seed: int = 0
+) -> tuple[float, float, int]:
     """KID mean and std over ``n_subsets`` random subsets; the subset size used is capped by both sample sizes."""
     m = int(min(subset_size, len(real), len(fake)))
     if m < 2:
         raise ValueError("KID needs at least 2 samples on each side")
     rng = np.random.default_rng(seed)
-    vals = [mmd2_unbiased(real[rng.choice(len(real), m, replace=False)], fake[rng.choice(len(fake), m, replace=False)])
-            for _ in range(n_subsets)]
+    vals = [
+        mmd2_unbiased(
+            real[rng.choice(len(real), m, replace=False)], fake[rng.choice(len(fake), m, replace=False)]
+        )
+        for _ in range(n_subsets)
+    ]
     return float(np.mean(vals)), float(np.std(vals)), m
 
 
@@ -88,16 +93,20 @@ def precision_recall_density_coverage(real: np.ndarray, fake: np.ndarray, k: int
     """
     n_real, n_fake = len(real), len(fake)
     if n_real <= k or n_fake <= k:
-        raise ValueError(f"precision/recall/density/coverage with k={k} need more than {k} images on each side, "
-                         f"got {n_real} real and {n_fake} generated")
+        raise ValueError(
+            f"precision/recall/density/coverage with k={k} need more than {k} images on each side, "
+            f"got {n_real} real and {n_fake} generated"
+        )
     r_real, r_fake = _knn_radius(real, k), _knn_radius(fake, k)
     d = _pairwise(real, fake)
     inside_real = d < r_real[:, None]  # [real, fake]: fake j inside real i's ball
-    return {"precision": float(inside_real.any(axis=0).mean()),
-            "recall": float((d < r_fake[None, :]).any(axis=1).mean()),
-            "density": float(inside_real.sum(axis=0).mean() / k),
-            "coverage": float((d.min(axis=1) < r_real).mean()),
-            "k": k}
+    return {
+        "precision": float(inside_real.any(axis=0).mean()),
+        "recall": float((d < r_fake[None, :]).any(axis=1).mean()),
+        "density": float(inside_real.sum(axis=0).mean() / k),
+        "coverage": float((d.min(axis=1) < r_real).mean()),
+        "k": k,
+    }
 
 
 @dataclass
@@ -113,22 +122,36 @@ class DistanceReport:
     n_real: int
     n_fake: int
     per_class: dict[str, dict[str, float | int]]
-    prdc: dict[str, float] | None = None  # overall; per class it sits in ``per_class`` where n > k on both sides
+    prdc: dict[str, float] | None = (
+        None  # overall; per class it sits in ``per_class`` where n > k on both sides
+    )
 
     def to_dict(self) -> dict[str, Any]:
         f = self.features
         d = asdict(self)
         out: dict[str, Any] = {
-            "features": f, f"FD-{f}": d["fd"], f"KID-{f}": d["kid_mean"], f"KID-{f}_std": d["kid_std"],
-            "kid_subset_size": d["kid_subset_size"], "kid_subsets": d["kid_subsets"],
-            "n_real": d["n_real"], "n_fake": d["n_fake"], "per_class": {},
+            "features": f,
+            f"FD-{f}": d["fd"],
+            f"KID-{f}": d["kid_mean"],
+            f"KID-{f}_std": d["kid_std"],
+            "kid_subset_size": d["kid_subset_size"],
+            "kid_subsets": d["kid_subsets"],
+            "n_real": d["n_real"],
+            "n_fake": d["n_fake"],
+            "per_class": {},
             "note": f"FD-{f}/KID-{f} use EfficientNet-{f.capitalize()} features; not comparable with Inception FID/KID.",
         }
         out.update(prdc_keys(self.prdc, f))
         for c, v in self.per_class.items():
-            out["per_class"][c] = {f"FD-{f}": v["fd"], f"KID-{f}": v["kid_mean"], f"KID-{f}_std": v["kid_std"],
-                                   "kid_subset_size": v["kid_subset_size"], "n_real": v["n_real"], "n_fake": v["n_fake"],
-                                   **prdc_keys(v.get("prdc"), f)}  # type: ignore[arg-type]
+            out["per_class"][c] = {
+                f"FD-{f}": v["fd"],
+                f"KID-{f}": v["kid_mean"],
+                f"KID-{f}_std": v["kid_std"],
+                "kid_subset_size": v["kid_subset_size"],
+                "n_real": v["n_real"],
+                "n_fake": v["n_fake"],
+                **prdc_keys(v.get("prdc"), f),
+            }  # type: ignore[arg-type]
         return out
 
 
@@ -136,12 +159,24 @@ def prdc_keys(prdc: dict[str, float] | None, features: str) -> dict[str, float]:
     """``precision-lite0`` ... ``coverage-lite0`` and ``prdc_k`` (named after the feature space, as FD is)."""
     if prdc is None:
         return {}
-    return {**{f"{m}-{features}": prdc[m] for m in ("precision", "recall", "density", "coverage")}, "prdc_k": prdc["k"]}
+    return {
+        **{f"{m}-{features}": prdc[m] for m in ("precision", "recall", "density", "coverage")},
+        "prdc_k": prdc["k"],
+    }
 
 
-def distance_report(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray,
-                    classes: Sequence[str], features: str = "lite0", kid_subset_size: int = 100,
-                    kid_subsets: int = 100, seed: int = 0, prdc_k: int = 5) -> DistanceReport:
+def distance_report(
+    real: np.ndarray,
+    real_labels: np.ndarray,
+    fake: np.ndarray,
+    fake_labels: np.ndarray,
+    classes: Sequence[str],
+    features: str = "lite0",
+    kid_subset_size: int = 100,
+    kid_subsets: int = 100,
+    seed: int = 0,
+    prdc_k: int = 5,
+) -> DistanceReport:
     """FD/KID (and precision/recall/density/coverage) over all images and per class (classes with < 2 images
     on a side are skipped; the k-NN metrics only where both sides have more than ``prdc_k``)."""
     kid, kid_sd, m = kernel_distance(real, fake, kid_subset_size, kid_subsets, seed)
@@ -151,10 +186,19 @@ def distance_report(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray,
         if len(r) < 2 or len(f) < 2:
             continue
         k, ks, mc = kernel_distance(r, f, kid_subset_size, kid_subsets, seed)
-        per[c] = {"fd": frechet_distance(r, f), "kid_mean": k, "kid_std": ks, "kid_subset_size": mc,
-                  "n_real": len(r), "n_fake": len(f)}
+        per[c] = {
+            "fd": frechet_distance(r, f),
+            "kid_mean": k,
+            "kid_std": ks,
+            "kid_subset_size": mc,
+            "n_real": len(r),
+            "n_fake": len(f),
+        }
         if min(len(r), len(f)) > prdc_k:
             per[c]["prdc"] = precision_recall_density_coverage(r, f, prdc_k)  # type: ignore[assignment]
-    prdc = precision_recall_density_coverage(real, fake, prdc_k) if min(len(real), len(fake)) > prdc_k else None
-    return DistanceReport(features, frechet_distance(real, fake), kid, kid_sd, m, kid_subsets,
-                          len(real), len(fake), per, prdc)
+    prdc = (
+        precision_recall_density_coverage(real, fake, prdc_k) if min(len(real), len(fake)) > prdc_k else None
+    )
+    return DistanceReport(
+        features, frechet_distance(real, fake), kid, kid_sd, m, kid_subsets, len(real), len(fake), per, prdc
+    )

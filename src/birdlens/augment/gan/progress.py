@@ -37,8 +37,14 @@ def progress_bar(total: int, description: str, start: int = 0, quiet: bool | Non
         TimeRemainingColumn,
     )
 
-    cols = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    cols = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
     with Progress(*cols, transient=False) as p:
         task = p.add_task(description, total=total, completed=start, info="")
         yield _Bar(p, task)

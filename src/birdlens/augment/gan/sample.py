@@ -22,9 +22,19 @@ from birdlens.data.manifest import Manifest, Record, normalise_label
 from birdlens.utils.atomic import atomic_path, write_json
 
 
-def write_samples(run: str | os.PathLike[str], out: str | os.PathLike[str], per_class: int, *, seed: int = 0,
-                  classes: Sequence[str] | None = None, split: str = "train", batch_size: int = 64,
-                  quiet: bool | None = None, weights: str = "auto", force: bool = False) -> Manifest:
+def write_samples(
+    run: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    per_class: int,
+    *,
+    seed: int = 0,
+    classes: Sequence[str] | None = None,
+    split: str = "train",
+    batch_size: int = 64,
+    quiet: bool | None = None,
+    weights: str = "auto",
+    force: bool = False,
+) -> Manifest:
     """Generate ``per_class`` images for every class of the run (or ``classes``) and write them + manifest.csv.
 
     A folder that is not empty is refused unless ``force``: it may be a real dataset, whose ``manifest.csv``
@@ -40,8 +50,10 @@ def write_samples(run: str | os.PathLike[str], out: str | os.PathLike[str], per_
     out = Path(out)
     if out.is_dir() and any(out.iterdir()):
         if not force:
-            raise FileExistsError(f"{out} is not empty: write the samples to a new folder (and mix the manifests), "
-                                  "or pass --force to replace the GAN images there")
+            raise FileExistsError(
+                f"{out} is not empty: write the samples to a new folder (and mix the manifests), "
+                "or pass --force to replace the GAN images there"
+            )
         for old in out.glob(f"{split}/*/gan_*.png"):
             old.unlink()
     records: list[Record] = []
@@ -49,7 +61,9 @@ def write_samples(run: str | os.PathLike[str], out: str | os.PathLike[str], per_
         for n_done, name in enumerate(wanted, 1):
             label = run_classes.index(name)
             # one seed per class, so adding classes later does not change the images of the others
-            imgs = to_uint8(sample_images(G, torch.full((per_class,), label), cfg.z_dim, seed=seed * 100_003 + label))
+            imgs = to_uint8(
+                sample_images(G, torch.full((per_class,), label), cfg.z_dim, seed=seed * 100_003 + label)
+            )
             folder = out / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i, img in enumerate(imgs):
@@ -61,8 +75,18 @@ def write_samples(run: str | os.PathLike[str], out: str | os.PathLike[str], per_
     manifest = Manifest(records, out)
     manifest.to_csv(out / "manifest.csv")
     ckpt = Path(run) / CHECKPOINT if Path(run).is_dir() else Path(run)
-    write_json(out / "gan.json", {"run": str(Path(run).resolve()), "checkpoint": str(ckpt.resolve()),
-                                  "arch": cfg.arch, "iterations": loaded.iteration, "image_size": cfg.image_size,
-                                  "seed": seed, "per_class": per_class, "classes": wanted,
-                                  "generator": loaded.weights})
+    write_json(
+        out / "gan.json",
+        {
+            "run": str(Path(run).resolve()),
+            "checkpoint": str(ckpt.resolve()),
+            "arch": cfg.arch,
+            "iterations": loaded.iteration,
+            "image_size": cfg.image_size,
+            "seed": seed,
+            "per_class": per_class,
+            "classes": wanted,
+            "generator": loaded.weights,
+        },
+    )
     return manifest

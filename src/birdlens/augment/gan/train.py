@@ -93,7 +93,9 @@ def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = 
     """Fresh models and optimisers on ``device``, seeded from ``cfg.seed`` (initialised on the CPU)."""
     cfg = cfg.resolved()
     if cfg.ms_weight > 0 and cfg.batch_size % 2:
-        raise ValueError(f"ms_weight needs an even batch size (pairs of noises per label), got {cfg.batch_size}")
+        raise ValueError(
+            f"ms_weight needs an even batch size (pairs of noises per label), got {cfg.batch_size}"
+        )
     n = len(classes)
     with torch.random.fork_rng(devices=[]):  # seeded weights without resetting the caller's global generator
         torch.manual_seed(cfg.seed)
@@ -106,8 +108,10 @@ def init_state(cfg: GANConfig, classes: list[str], device: str | torch.device = 
     rng = torch.Generator().manual_seed(cfg.seed + 12345)  # CPU generator: same draws on any device
     ada = AdaptiveP(cfg.ada_target, cfg.ada_speed_images) if cfg.ada_target > 0 and cfg.diffaugment else None
     if cfg.joint_d and any(isinstance(m, _BATCH_NORMS) for m in D.modules()):
-        raise ValueError(f"joint_d: {cfg.arch}'s discriminator has batch norm, which would mix real and fake "
-                         "statistics in one batch; keep separate passes for it")
+        raise ValueError(
+            f"joint_d: {cfg.arch}'s discriminator has batch norm, which would mix real and fake "
+            "statistics in one batch; keep separate passes for it"
+        )
     lecam = LeCam(cfg.lecam_decay) if cfg.lecam_weight > 0 else None
     state = GANState(cfg, list(classes), G, D, opt_g, opt_d, ema, rng, ada=ada, lecam=lecam)
     state.set_layout(memory_format(device))
@@ -160,7 +164,9 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
     dev = data.images.device
 
     def aug(x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, policy, gen=g, p=state.ada.p if state.ada is not None else 1.0) if policy else x
+        return (
+            diff_augment(x, policy, gen=g, p=state.ada.p if state.ada is not None else 1.0) if policy else x
+        )
 
     fake = yf = z = reg_d = None
     for k in range(cfg.n_dis):
@@ -173,7 +179,9 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
         last = k == cfg.n_dis - 1
         with torch.set_grad_enabled(last), noise_source(g):  # the last fake batch is reused for the G step
             fake = state.G(z, yf)
-        if cfg.joint_d:  # half the D calls (as BigGAN); init_state refuses it where batch norm would mix the halves
+        if (
+            cfg.joint_d
+        ):  # half the D calls (as BigGAN); init_state refuses it where batch norm would mix the halves
             logits = state.D(aug(torch.cat([x, fake.detach()])), torch.cat([y, yf]))
             d_real, d_fake = logits[:b], logits[b:]
         else:
@@ -204,7 +212,9 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
         else:
             state.ema.follow(state.G)
     # one device-to-host copy (the step's one host sync on a GPU) instead of four
-    values = torch.stack([loss_d.detach(), loss_g.detach(), d_real.detach().mean(), d_fake.detach().mean()]).tolist()
+    values = torch.stack(
+        [loss_d.detach(), loss_g.detach(), d_real.detach().mean(), d_fake.detach().mean()]
+    ).tolist()
     out = dict(zip(("loss_d", "loss_g", "d_real", "d_fake"), values, strict=True))
     if state.ada is not None:
         out["aug_p"] = state.ada.p
@@ -229,8 +239,10 @@ def generate(G: nn.Module, labels: torch.Tensor, z: torch.Tensor, batch_size: in
     dev = next(G.parameters()).device
     try:
         with noise_source(torch.Generator().manual_seed(SAMPLE_NOISE_SEED)):
-            out = [G(z[i:i + batch_size].to(dev), labels[i:i + batch_size].to(dev)).cpu()
-                   for i in range(0, len(labels), batch_size)]
+            out = [
+                G(z[i : i + batch_size].to(dev), labels[i : i + batch_size].to(dev)).cpu()
+                for i in range(0, len(labels), batch_size)
+            ]
     finally:
         G.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 3, G.image_size, G.image_size)
@@ -269,10 +281,17 @@ def state_to_checkpoint(state: GANState) -> tuple[dict[str, torch.Tensor], dict[
     tensors.update(tg)
     tensors.update(td)
     tensors["rng"] = state.rng.get_state().clone()
-    meta = {"format": "birdlens-gan-1", "iteration": state.iteration, "config": state.cfg.to_dict(),
-            "classes": state.classes, "opt_g": mg, "opt_d": md,
-            "ema_updates": state.ema.num_updates if state.ema is not None else 0, "history": state.history,
-            "pending": {"sums": state.pending, "steps": state.n_pending}}
+    meta = {
+        "format": "birdlens-gan-1",
+        "iteration": state.iteration,
+        "config": state.cfg.to_dict(),
+        "classes": state.classes,
+        "opt_g": mg,
+        "opt_d": md,
+        "ema_updates": state.ema.num_updates if state.ema is not None else 0,
+        "history": state.history,
+        "pending": {"sums": state.pending, "steps": state.n_pending},
+    }
     if state.ada is not None:
         meta["ada"] = state.ada.state_dict()
     if state.lecam is not None:
@@ -280,14 +299,17 @@ def state_to_checkpoint(state: GANState) -> tuple[dict[str, torch.Tensor], dict[
     return tensors, meta
 
 
-def state_from_checkpoint(path: str | os.PathLike[str], cfg: GANConfig | None = None,
-                          device: str | torch.device = "cpu") -> GANState:
+def state_from_checkpoint(
+    path: str | os.PathLike[str], cfg: GANConfig | None = None, device: str | torch.device = "cpu"
+) -> GANState:
     """Rebuild a :class:`GANState` from a checkpoint; ``cfg`` may change the schedule, not the networks."""
     tensors, meta = load_checkpoint(path)
     saved = GANConfig.from_saved(meta["config"]).resolved()
     if cfg is not None:
         cfg = cfg.resolved()
-        clash = {k: (getattr(saved, k), getattr(cfg, k)) for k in ARCH_KEYS if getattr(saved, k) != getattr(cfg, k)}
+        clash = {
+            k: (getattr(saved, k), getattr(cfg, k)) for k in ARCH_KEYS if getattr(saved, k) != getattr(cfg, k)
+        }
         if clash:
             raise ValueError(f"cannot resume: the checkpoint was trained with different settings {clash}")
     else:
@@ -330,8 +352,9 @@ class LoadedGenerator:
     iteration: int
 
 
-def load_generator(run: str | os.PathLike[str], device: str | torch.device = "cpu",
-                   weights: str = "auto") -> LoadedGenerator:
+def load_generator(
+    run: str | os.PathLike[str], device: str | torch.device = "cpu", weights: str = "auto"
+) -> LoadedGenerator:
     """The generator of a run folder (its checkpoint) or of a checkpoint/snapshot file, in eval mode.
 
     ``weights``: ``auto`` = the EMA copy when the run has one, else the live G; ``ema`` / ``live`` choose
@@ -352,12 +375,15 @@ def load_generator(run: str | os.PathLike[str], device: str | torch.device = "cp
     use = "ema" if (weights == "ema" or (weights == "auto" and has_ema)) else "live"
     G = build_generator(cfg, len(meta["classes"]))
     G.load_state_dict(module_state(tensors, "EMA" if use == "ema" else "G"))
-    G = G.to(device, memory_format=memory_format(device))  # the trainer's layout: the same samples as in training
+    G = G.to(
+        device, memory_format=memory_format(device)
+    )  # the trainer's layout: the same samples as in training
     return LoadedGenerator(G.eval(), cfg, list(meta["classes"]), use, int(meta.get("iteration", 0)))
 
 
-def load_sampler(run: str | os.PathLike[str], device: str | torch.device = "cpu",
-                 weights: str = "auto") -> tuple[nn.Module, GANConfig, list[str]]:
+def load_sampler(
+    run: str | os.PathLike[str], device: str | torch.device = "cpu", weights: str = "auto"
+) -> tuple[nn.Module, GANConfig, list[str]]:
     """The generator to sample from (EMA when the run has one, unless ``weights`` says), its config and classes."""
     g = load_generator(run, device, weights)
     return g.G, g.cfg, g.classes
@@ -365,8 +391,12 @@ def load_sampler(run: str | os.PathLike[str], device: str | torch.device = "cpu"
 
 def save_snapshot(state: GANState, path: str | os.PathLike[str]) -> Path:
     """The generators only (live + EMA) at this iteration: small, and readable by :func:`load_generator`."""
-    meta = {"format": "birdlens-gan-snapshot-1", "iteration": state.iteration, "config": state.cfg.to_dict(),
-            "classes": state.classes}
+    meta = {
+        "format": "birdlens-gan-snapshot-1",
+        "iteration": state.iteration,
+        "config": state.cfg.to_dict(),
+        "classes": state.classes,
+    }
     return save_checkpoint(path, _generator_tensors(state), meta)
 
 
@@ -381,9 +411,17 @@ class TrainResult:
     grids: list[Path]
 
 
-def train_gan(cfg: GANConfig, data: ImageSet, out: str | os.PathLike[str] | None = None, *,
-              resume: bool = False, force: bool = False, quiet: bool | None = None,
-              extra_meta: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> TrainResult:
+def train_gan(
+    cfg: GANConfig,
+    data: ImageSet,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool | None = None,
+    extra_meta: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+) -> TrainResult:
     """Train (or resume) up to ``cfg.iterations`` generator steps; without ``out`` nothing is written.
 
     ``device`` may be ``cuda``: random draws still come from the checkpointed CPU generator; bit-exact resume
@@ -398,7 +436,9 @@ def train_gan(cfg: GANConfig, data: ImageSet, out: str | os.PathLike[str] | None
             raise ValueError(f"cannot resume: classes differ ({state.classes} vs {data.classes})")
     else:
         if ckpt is not None and ckpt.exists() and not force:
-            raise RunExistsError(f"{run_dir} already holds a GAN run: pass --resume to continue or --force to restart")
+            raise RunExistsError(
+                f"{run_dir} already holds a GAN run: pass --resume to continue or --force to restart"
+            )
         state = init_state(cfg, data.classes, device)
         if run_dir is not None and force:
             clear_run(run_dir)
@@ -406,13 +446,22 @@ def train_gan(cfg: GANConfig, data: ImageSet, out: str | os.PathLike[str] | None
     if run_dir is not None:
         from birdlens.utils.env import environment_info
 
-        write_json(run_dir / "config.json", {"config": cfg.to_dict(), "classes": data.classes,
-                                             "train_images": data.per_class_counts(),
-                                             "env": environment_info(cfg.seed), **(extra_meta or {})})
+        write_json(
+            run_dir / "config.json",
+            {
+                "config": cfg.to_dict(),
+                "classes": data.classes,
+                "train_images": data.per_class_counts(),
+                "env": environment_info(cfg.seed),
+                **(extra_meta or {}),
+            },
+        )
     grid_labels, grid_z = fixed_grid_inputs(cfg, len(data.classes))
     grids: list[Path] = []
     t0 = time.perf_counter()
-    with progress_bar(cfg.iterations, f"{cfg.arch} {cfg.image_size}px", start=state.iteration, quiet=quiet) as bar:
+    with progress_bar(
+        cfg.iterations, f"{cfg.arch} {cfg.image_size}px", start=state.iteration, quiet=quiet
+    ) as bar:
         while state.iteration < cfg.iterations:
             t_step = time.perf_counter()
             losses = train_step(state, data)
@@ -427,8 +476,12 @@ def train_gan(cfg: GANConfig, data: ImageSet, out: str | os.PathLike[str] | None
                 state.pending, state.n_pending = {}, 0
                 bar.update(it, f"D {row['loss_d']:.3f}  G {row['loss_g']:.3f}")
             if run_dir is not None and _due(it, cfg.sample_every, cfg.iterations):
-                grids.append(save_grid(generate(state.sampler, grid_labels, grid_z),
-                                       run_dir / "samples" / f"iter_{it:06d}.png"))
+                grids.append(
+                    save_grid(
+                        generate(state.sampler, grid_labels, grid_z),
+                        run_dir / "samples" / f"iter_{it:06d}.png",
+                    )
+                )
             if run_dir is not None and cfg.snapshot_every and it % cfg.snapshot_every == 0:
                 save_snapshot(state, run_dir / "snapshots" / f"iter_{it:06d}.safetensors")
             if run_dir is not None and _due(it, cfg.checkpoint_every, cfg.iterations):
@@ -445,9 +498,13 @@ def clear_run(run_dir: str | os.PathLike[str]) -> None:
     """Remove what a run wrote (checkpoint, grids, snapshots) and nothing else, so a restarted run in the same
     folder cannot be mixed with the old one's files (``gan_curve.py`` measures every snapshot it finds)."""
     run_dir = Path(run_dir)
-    stale = [run_dir / CHECKPOINT, (run_dir / CHECKPOINT).with_suffix(".json"),
-             *run_dir.glob("samples/iter_*.png"), *run_dir.glob("snapshots/iter_*.safetensors"),
-             *run_dir.glob("snapshots/iter_*.json")]
+    stale = [
+        run_dir / CHECKPOINT,
+        (run_dir / CHECKPOINT).with_suffix(".json"),
+        *run_dir.glob("samples/iter_*.png"),
+        *run_dir.glob("snapshots/iter_*.safetensors"),
+        *run_dir.glob("snapshots/iter_*.json"),
+    ]
     for f in stale:
         f.unlink(missing_ok=True)
 

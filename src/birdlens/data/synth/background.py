@@ -24,12 +24,12 @@ _SCENES = {
     "grey": ((0.0, 180.0, (0.0, 0.1), (0.5, 0.85)), (0.0, 180.0, (0.0, 0.1), (0.3, 0.7))),
 }
 _CLUTTER_COLOURS = (
-    (52.0, 6.0, (0.8, 0.95), (0.9, 1.0)),      # beak yellow
-    (24.0, 6.0, (0.85, 1.0), (0.9, 1.0)),      # beak orange
-    (0.0, 6.0, (0.85, 1.0), (0.8, 0.95)),      # eye-ring red
-    (0.0, 180.0, (0.0, 0.1), (0.05, 0.15)),    # black
-    (0.0, 180.0, (0.0, 0.06), (0.9, 1.0)),     # white
-    (0.0, 180.0, (0.3, 0.9), (0.3, 0.95)),     # anything
+    (52.0, 6.0, (0.8, 0.95), (0.9, 1.0)),  # beak yellow
+    (24.0, 6.0, (0.85, 1.0), (0.9, 1.0)),  # beak orange
+    (0.0, 6.0, (0.85, 1.0), (0.8, 0.95)),  # eye-ring red
+    (0.0, 180.0, (0.0, 0.1), (0.05, 0.15)),  # black
+    (0.0, 180.0, (0.0, 0.06), (0.9, 1.0)),  # white
+    (0.0, 180.0, (0.3, 0.9), (0.3, 0.95)),  # anything
 )
 
 
@@ -45,8 +45,9 @@ def _leaf(cx: float, cy: float, length: float, angle: float) -> list[tuple[float
     return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
 
 
-def render_background(seed: int, size: int, supersample: int,
-                      perch: tuple[float, float, float] | None = None) -> np.ndarray:
+def render_background(
+    seed: int, size: int, supersample: int, perch: tuple[float, float, float] | None = None
+) -> np.ndarray:
     """uint8 (N, N, 3) with N = size * supersample. ``perch`` = (x, y, angle_deg) in image fractions."""
     rng = np.random.default_rng(seed)
     n = size * supersample
@@ -62,8 +63,11 @@ def render_background(seed: int, size: int, supersample: int,
     for _ in range(int(rng.integers(6, 16))):
         cx, cy, r = rng.uniform(-0.1, 1.1) * lo, rng.uniform(-0.1, 1.1) * lo, rng.uniform(0.05, 0.3) * lo
         base = top if rng.random() < 0.5 else bot
-        col = tuple(int(v) for v in np.clip(base * rng.uniform(0.6, 1.35), 0, 255)) if rng.random() < 0.7 \
+        col = (
+            tuple(int(v) for v in np.clip(base * rng.uniform(0.6, 1.35), 0, 255))
+            if rng.random() < 0.7
             else _colour(rng)
+        )
         d.ellipse((cx - r, cy - r * rng.uniform(0.5, 1.0), cx + r, cy + r), fill=col)
     # blurred and upsampled to the output size, then each pixel repeated to full resolution: the soft layer
     # has no edges to anti-alias, and this is ~5x cheaper than a smooth resize to full resolution
@@ -72,16 +76,22 @@ def render_background(seed: int, size: int, supersample: int,
 
     # 2. crisp clutter at full resolution: branches, leaves, dots, bars and triangles
     d = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(1, 4))):   # twigs
+    for _ in range(int(rng.integers(1, 4))):  # twigs
         x0, y0 = rng.uniform(0, 1, 2) * n
         ang = rng.uniform(0, 2 * math.pi)
         ln = rng.uniform(0.2, 0.7) * n
-        d.line((x0, y0, x0 + ln * math.cos(ang), y0 + ln * math.sin(ang)),
-               fill=C.sample_hsv(rng, (28.0, 12.0, (0.3, 0.6), (0.2, 0.45))),
-               width=max(1, int(rng.uniform(0.006, 0.02) * n)))
+        d.line(
+            (x0, y0, x0 + ln * math.cos(ang), y0 + ln * math.sin(ang)),
+            fill=C.sample_hsv(rng, (28.0, 12.0, (0.3, 0.6), (0.2, 0.45))),
+            width=max(1, int(rng.uniform(0.006, 0.02) * n)),
+        )
     for _ in range(int(rng.integers(3, 12))):  # leaves
-        leaf = _leaf(rng.uniform(0, 1) * n, rng.uniform(0, 1) * n, rng.uniform(0.06, 0.16) * n,
-                     rng.uniform(0, 2 * math.pi))
+        leaf = _leaf(
+            rng.uniform(0, 1) * n,
+            rng.uniform(0, 1) * n,
+            rng.uniform(0.06, 0.16) * n,
+            rng.uniform(0, 2 * math.pi),
+        )
         d.polygon(leaf, fill=C.sample_hsv(rng, (100.0, 40.0, (0.35, 0.8), (0.3, 0.75))))
     for _ in range(int(rng.integers(3, 10))):  # distractors in the birds' own colours
         cx, cy = rng.uniform(0, 1, 2) * n
@@ -92,12 +102,17 @@ def render_background(seed: int, size: int, supersample: int,
             d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=col)
         elif kind == 1:
             ang = rng.uniform(0, 2 * math.pi)
-            d.line((cx, cy, cx + 3 * r * math.cos(ang), cy + 3 * r * math.sin(ang)), fill=col,
-                   width=max(1, int(r * 0.6)))
+            d.line(
+                (cx, cy, cx + 3 * r * math.cos(ang), cy + 3 * r * math.sin(ang)),
+                fill=col,
+                width=max(1, int(r * 0.6)),
+            )
         else:
             ang = rng.uniform(0, 2 * math.pi)
-            d.polygon([(cx + r * math.cos(ang + k * 2.1), cy + r * math.sin(ang + k * 2.1)) for k in range(3)],
-                      fill=col)
+            d.polygon(
+                [(cx + r * math.cos(ang + k * 2.1), cy + r * math.sin(ang + k * 2.1)) for k in range(3)],
+                fill=col,
+            )
 
     # 3. the perch the bird stands on (depends on the pose, not on the class)
     if perch is not None:
@@ -108,10 +123,16 @@ def render_background(seed: int, size: int, supersample: int,
         # the perch's top edge passes through the feet
         ox, oy = -s * thick / 2, c * thick / 2
         bark = C.sample_hsv(rng, (28.0, 10.0, (0.35, 0.6), (0.25, 0.45)))
-        d.line((px - ln * c + ox, py - ln * s + oy, px + ln * c + ox, py + ln * s + oy), fill=bark,
-               width=max(1, int(thick)))
-        d.line((px - ln * c + ox * 0.4, py - ln * s + oy * 0.4, px + ln * c + ox * 0.4, py + ln * s + oy * 0.4),
-               fill=C.scale(bark, 1.25), width=max(1, int(thick * 0.2)))
+        d.line(
+            (px - ln * c + ox, py - ln * s + oy, px + ln * c + ox, py + ln * s + oy),
+            fill=bark,
+            width=max(1, int(thick)),
+        )
+        d.line(
+            (px - ln * c + ox * 0.4, py - ln * s + oy * 0.4, px + ln * c + ox * 0.4, py + ln * s + oy * 0.4),
+            fill=C.scale(bark, 1.25),
+            width=max(1, int(thick * 0.2)),
+        )
     return np.asarray(img, dtype=np.uint8)
 
 

@@ -166,11 +166,13 @@ def parts_summary(classes: list[ClassDef]) -> dict[str, object]:
             dists[d.name] = _part_distance(c.attributes, d.attributes)
         nearest = sorted(n for n, v in dists.items() if v == min(dists.values())) if dists else []
         key = {p for n in nearest for p in pairwise[c.name][n] if p != "body"}
-        rows.append({
-            **c.to_dict(),
-            "nearest": nearest,
-            "key_parts": [p for p in PARTS if p in key],
-            "any_parts": [p for p in PARTS if p in any_parts],
-            "absent_parts": ["crest"] if c.attributes["crest"] == "NONE" else [],
-        })
+        rows.append(
+            {
+                **c.to_dict(),
+                "nearest": nearest,
+                "key_parts": [p for p in PARTS if p in key],
+                "any_parts": [p for p in PARTS if p in any_parts],
+                "absent_parts": ["crest"] if c.attributes["crest"] == "NONE" else [],
+            }
+        )
     return {"classes": rows, "pairwise": pairwise}

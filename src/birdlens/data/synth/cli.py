@@ -9,9 +9,13 @@ import typer
 
 
 def synth_command(
-    out: Path = typer.Option(..., "--out", help="Folder to write the dataset to (must be empty unless --force)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder to write the dataset to (must be empty unless --force)."
+    ),
     classes: int = typer.Option(10, "--classes", min=1, help="Number of bird species (part combinations)."),
-    per_class: int = typer.Option(100, "--per-class", min=1, help="Images per species (all splits together)."),
+    per_class: int = typer.Option(
+        100, "--per-class", min=1, help="Images per species (all splits together)."
+    ),
     size: int = typer.Option(224, "--size", min=32, help="Image side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same classes, same bytes."),
     force: bool = typer.Option(False, "--force", help="Replace a previous dataset in --out."),
@@ -24,15 +28,25 @@ def synth_command(
 
     t0 = time.perf_counter()
     try:
-        manifest = generate_dataset(out, classes=classes, per_class=per_class, size=size, seed=seed,
-                                    quiet=quiet, force=force, workers=workers)
+        manifest = generate_dataset(
+            out,
+            classes=classes,
+            per_class=per_class,
+            size=size,
+            seed=seed,
+            quiet=quiet,
+            force=force,
+            workers=workers,
+        )
     except (FileExistsError, NotADirectoryError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     seconds = time.perf_counter() - t0
     per_split = {s: len(manifest.split(s)) for s in manifest.splits}
-    typer.echo(f"wrote {len(manifest)} images of {len(manifest.classes)} classes to {out} in {seconds:.1f} s "
-               f"({', '.join(f'{k} {v}' for k, v in per_split.items())}); parts and classes in {out}/parts.json")
+    typer.echo(
+        f"wrote {len(manifest)} images of {len(manifest.classes)} classes to {out} in {seconds:.1f} s "
+        f"({', '.join(f'{k} {v}' for k, v in per_split.items())}); parts and classes in {out}/parts.json"
+    )
     if sheet is not None:
         from birdlens.data.synth.sheet import contact_sheet
 

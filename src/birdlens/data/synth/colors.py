@@ -34,9 +34,9 @@ EYE_RINGS: dict[str, tuple[float, float, tuple[float, float], tuple[float, float
     "RED": (0.0, 4.0, (0.85, 1.0), (0.8, 0.95)),
 }
 LEG_COLOURS: tuple[tuple[float, float, tuple[float, float], tuple[float, float]], ...] = (
-    (10.0, 8.0, (0.25, 0.45), (0.7, 0.85)),   # pink
-    (0.0, 180.0, (0.0, 0.1), (0.2, 0.35)),    # dark grey
-    (35.0, 6.0, (0.6, 0.8), (0.6, 0.8)),      # orange-brown
+    (10.0, 8.0, (0.25, 0.45), (0.7, 0.85)),  # pink
+    (0.0, 180.0, (0.0, 0.1), (0.2, 0.35)),  # dark grey
+    (35.0, 6.0, (0.6, 0.8), (0.6, 0.8)),  # orange-brown
 )
 
 
@@ -45,7 +45,9 @@ def hsv_to_rgb(h_deg: float, s: float, v: float) -> RGB:
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
-def sample_hsv(rng: np.random.Generator, spec: tuple[float, float, tuple[float, float], tuple[float, float]]) -> RGB:
+def sample_hsv(
+    rng: np.random.Generator, spec: tuple[float, float, tuple[float, float], tuple[float, float]]
+) -> RGB:
     hue, width, (s0, s1), (v0, v1) = spec
     return hsv_to_rgb(hue + rng.uniform(-width, width), rng.uniform(s0, s1), rng.uniform(v0, v1))
 

@@ -73,7 +73,9 @@ def _render_job(job: _Job, root: str) -> tuple[float, float, float, float] | Non
 
 def _split_counts(n: int, splits: Sequence[float]) -> list[int]:
     if len(splits) != 3 or any(r < 0 for r in splits) or abs(sum(splits) - 1.0) > 1e-6:
-        raise ValueError(f"splits must be three non-negative ratios (train, valid, test) summing to 1, got {splits}")
+        raise ValueError(
+            f"splits must be three non-negative ratios (train, valid, test) summing to 1, got {splits}"
+        )
     n_train = round(n * splits[0])
     n_valid = min(round(n * splits[1]), n - n_train)
     return [n_train, n_valid, n - n_train - n_valid]
@@ -103,7 +105,9 @@ def _progress(total: int, quiet: bool, label: str) -> Any:
         return contextlib.nullcontext(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    )
 
 
 def generate_dataset(
@@ -135,8 +139,10 @@ def generate_dataset(
             raise FileExistsError(f"{root} is not empty; choose another folder or pass force=True (--force)")
         if any((root / name).exists() for name in _OWNED) and not _is_synth_dataset(root):
             # never delete what this generator did not write (e.g. real photos in train/ valid/ test/)
-            raise FileExistsError(f"{root} holds data that is not a synthetic bird dataset; --force only "
-                                  "replaces a previous `birdlens data synth` output")
+            raise FileExistsError(
+                f"{root} holds data that is not a synthetic bird dataset; --force only "
+                "replaces a previous `birdlens data synth` output"
+            )
         for name in _OWNED:
             p = root / name
             if p.is_dir() and not p.is_symlink():
@@ -155,8 +161,14 @@ def generate_dataset(
         for i, split in enumerate(split_names):
             rng = np.random.default_rng(np.random.SeedSequence([seed, cls.index, i]))
             stem = f"{cls.index:03d}_{i:05d}.png"
-            jobs.append(_Job(sample_spec(cls, rng), size, f"{split}/{cls.name}/{stem}",
-                             f"masks/{split}/{cls.name}/{stem}"))
+            jobs.append(
+                _Job(
+                    sample_spec(cls, rng),
+                    size,
+                    f"{split}/{cls.name}/{stem}",
+                    f"masks/{split}/{cls.name}/{stem}",
+                )
+            )
             split_of.append(split)
 
     n_workers = workers if workers is not None else (1 if len(jobs) < 200 else min(2, os.cpu_count() or 1))
@@ -164,26 +176,40 @@ def generate_dataset(
     boxes = list(_run_jobs(jobs, str(root), max(1, n_workers), quiet))
     seconds = time.perf_counter() - t0
 
-    lines = [json.dumps({"path": j.image, "mask": j.mask, "split": s, "spec": j.spec.to_dict()},
-                        sort_keys=True, separators=(",", ":")) for j, s in zip(jobs, split_of, strict=True)]
+    lines = [
+        json.dumps(
+            {"path": j.image, "mask": j.mask, "split": s, "spec": j.spec.to_dict()},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        for j, s in zip(jobs, split_of, strict=True)
+    ]
     write_text(root / "specs.jsonl", "\n".join(lines) + "\n")
-    write_json(root / "parts.json", {
-        "generator": _GENERATOR,
-        "version": SPEC_VERSION,
-        "seed": seed, "size": size, "per_class": per_class, "splits": list(splits),
-        "supersample": SUPERSAMPLE,
-        "parts": list(PARTS),
-        "part_ids": {"background": 0, **PART_IDS},
-        "draw_order": list(DRAW_ORDER),
-        "mask_format": "8-bit grey PNG (mode L): 0 = background, i + 1 = parts[i]; the part visible at the "
-                       "pixel's centre (draw_order is back to front)",
-        "attributes": {k: {"part": p, "values": list(v)} for k, (p, v) in ATTRIBUTES.items()},
-        **parts_summary(catalog),
-        "seconds": round(seconds, 3),
-        "workers": n_workers,
-    })
-    records = [Record(root / j.image, j.spec.class_name, s, box, root / j.mask)
-               for j, s, box in zip(jobs, split_of, boxes, strict=True)]
+    write_json(
+        root / "parts.json",
+        {
+            "generator": _GENERATOR,
+            "version": SPEC_VERSION,
+            "seed": seed,
+            "size": size,
+            "per_class": per_class,
+            "splits": list(splits),
+            "supersample": SUPERSAMPLE,
+            "parts": list(PARTS),
+            "part_ids": {"background": 0, **PART_IDS},
+            "draw_order": list(DRAW_ORDER),
+            "mask_format": "8-bit grey PNG (mode L): 0 = background, i + 1 = parts[i]; the part visible at the "
+            "pixel's centre (draw_order is back to front)",
+            "attributes": {k: {"part": p, "values": list(v)} for k, (p, v) in ATTRIBUTES.items()},
+            **parts_summary(catalog),
+            "seconds": round(seconds, 3),
+            "workers": n_workers,
+        },
+    )
+    records = [
+        Record(root / j.image, j.spec.class_name, s, box, root / j.mask)
+        for j, s, box in zip(jobs, split_of, boxes, strict=True)
+    ]
     manifest = Manifest(records, root)
     manifest.to_csv(root / "manifest.csv")
     return manifest
@@ -224,7 +250,9 @@ def _specs_index(path: str, mtime_ns: int, nbytes: int) -> dict[str, dict[str, A
 def _index(dataset_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     path = Path(dataset_dir) / "specs.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {dataset_dir} a dataset made by `birdlens data synth`?")
+        raise FileNotFoundError(
+            f"{path} not found: is {dataset_dir} a dataset made by `birdlens data synth`?"
+        )
     st = path.stat()
     return _specs_index(str(path.resolve()), st.st_mtime_ns, st.st_size)
 

@@ -22,10 +22,10 @@ class PartShape:
     """One part: base polygons (their union is the part), decorations clipped to it, outline, shading."""
 
     base: list[Poly]
-    colour: str                                   # key into BirdSpec.colours
+    colour: str  # key into BirdSpec.colours
     decorations: list[tuple[list[Poly], str]] = field(default_factory=list)
-    outline: float = 0.0                          # outline width in body lengths (0 = none)
-    shade: tuple[float, float, float] | None = None   # (cx, cy, radius) in local units, or None = flat
+    outline: float = 0.0  # outline width in body lengths (0 = none)
+    shade: tuple[float, float, float] | None = None  # (cx, cy, radius) in local units, or None = flat
 
 
 def ellipse(cx: float, cy: float, rx: float, ry: float, rot_deg: float = 0.0, n: int = 40) -> Poly:
@@ -62,8 +62,12 @@ def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str
     a = attributes
     out: dict[str, PartShape] = {}
     aspect = shape.get("body_aspect", 1.0)
-    out["body"] = PartShape([ellipse(0.0, 0.0, 0.5, 0.3 * aspect, BODY_TILT, 56)], "body",
-                            outline=0.014, shade=(0.05, -0.12, 0.55))
+    out["body"] = PartShape(
+        [ellipse(0.0, 0.0, 0.5, 0.3 * aspect, BODY_TILT, 56)],
+        "body",
+        outline=0.014,
+        shade=(0.05, -0.12, 0.55),
+    )
 
     # head ------------------------------------------------------------------------------------------
     r = 0.2 * shape.get("head", 1.0)
@@ -71,36 +75,64 @@ def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str
     head_deco: list[tuple[list[Poly], str]] = []
     ex, ey = hx + 0.36 * r, hy - 0.12 * r
     if a["head_pattern"] == "BLACK-CAPPED":
-        cap = rotate(_poly([(-2.0, -2.0), (2.0, -2.0), (2.0, -0.1), (-2.0, 0.15)]) * r, -8.0) + np.array([hx, hy])
+        cap = rotate(_poly([(-2.0, -2.0), (2.0, -2.0), (2.0, -0.1), (-2.0, 0.15)]) * r, -8.0) + np.array(
+            [hx, hy]
+        )
         head_deco.append(([cap], "cap"))
     elif a["head_pattern"] == "MASKED":
-        band = _poly([(hx - 0.3 * r, ey - 0.3 * r), (hx + 2 * r, ey - 0.26 * r),
-                      (hx + 2 * r, ey + 0.3 * r), (hx - 0.3 * r, ey + 0.34 * r)])
+        band = _poly(
+            [
+                (hx - 0.3 * r, ey - 0.3 * r),
+                (hx + 2 * r, ey - 0.26 * r),
+                (hx + 2 * r, ey + 0.3 * r),
+                (hx - 0.3 * r, ey + 0.34 * r),
+            ]
+        )
         head_deco.append(([band], "cap"))
-    out["head"] = PartShape([ellipse(hx, hy, r, r, 0.0, 40)], "head", head_deco, outline=0.014,
-                            shade=(hx, hy, r * 1.2))
+    out["head"] = PartShape(
+        [ellipse(hx, hy, r, r, 0.0, 40)], "head", head_deco, outline=0.014, shade=(hx, hy, r * 1.2)
+    )
 
     # beak: anchored at the front of the head ---------------------------------------------------------
     b = shape.get("beak", 1.0)
     bx, by = hx + 0.8 * r, hy + 0.12 * r
     kind = a["beak_shape"]
-    if kind == "CONE":      # short and deep, a finch
+    if kind == "CONE":  # short and deep, a finch
         pts = [(-0.03, -0.085), (0.17 * b, 0.0), (-0.03, 0.085)]
-    elif kind == "LONG":    # long and thin, a probing bill
-        pts = [(-0.03, -0.04), (0.2 * b, -0.012), (0.4 * b, 0.012), (0.4 * b, 0.022), (0.2 * b, 0.03),
-               (-0.03, 0.045)]
-    else:                   # HOOKED: upper mandible curving down over the lower, a raptor / parrot
-        pts = [(-0.03, -0.08), (0.08 * b, -0.085), (0.15 * b, -0.06), (0.2 * b, -0.01), (0.205 * b, 0.05),
-               (0.185 * b, 0.095), (0.16 * b, 0.05), (0.12 * b, 0.035), (0.06 * b, 0.06), (-0.03, 0.07)]
+    elif kind == "LONG":  # long and thin, a probing bill
+        pts = [
+            (-0.03, -0.04),
+            (0.2 * b, -0.012),
+            (0.4 * b, 0.012),
+            (0.4 * b, 0.022),
+            (0.2 * b, 0.03),
+            (-0.03, 0.045),
+        ]
+    else:  # HOOKED: upper mandible curving down over the lower, a raptor / parrot
+        pts = [
+            (-0.03, -0.08),
+            (0.08 * b, -0.085),
+            (0.15 * b, -0.06),
+            (0.2 * b, -0.01),
+            (0.205 * b, 0.05),
+            (0.185 * b, 0.095),
+            (0.16 * b, 0.05),
+            (0.12 * b, 0.035),
+            (0.06 * b, 0.06),
+            (-0.03, 0.07),
+        ]
     beak = _poly(pts) + np.array([bx, by])
     out["beak"] = PartShape([beak], "beak", outline=0.01)
 
     # eye: ring, pupil, highlight -------------------------------------------------------------------
     ring_r = 0.066 if a["eye_ring"] != "NONE" else 0.045
     out["eye"] = PartShape(
-        [ellipse(ex, ey, ring_r, ring_r, 0.0, 28)], "eye_ring",
-        [([ellipse(ex, ey, 0.034, 0.034, 0.0, 24)], "pupil"),
-         ([ellipse(ex + 0.012, ey - 0.013, 0.011, 0.011, 0.0, 12)], "highlight")],
+        [ellipse(ex, ey, ring_r, ring_r, 0.0, 28)],
+        "eye_ring",
+        [
+            ([ellipse(ex, ey, 0.034, 0.034, 0.0, 24)], "pupil"),
+            ([ellipse(ex + 0.012, ey - 0.013, 0.011, 0.011, 0.0, 12)], "highlight"),
+        ],
     )
 
     # crest: behind the head, sprouting from its top-back -------------------------------------------
@@ -118,8 +150,9 @@ def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str
     elif a["crest"] == "ROUND":
         ang = math.radians(-118.0)
         cx, cy = hx + 0.95 * r * math.cos(ang), hy + 0.95 * r * math.sin(ang)
-        out["crest"] = PartShape([ellipse(cx, cy, 0.15 * c, 0.12 * c, -28.0, 32)], "crest", outline=0.012,
-                                 shade=(cx, cy, 0.16))
+        out["crest"] = PartShape(
+            [ellipse(cx, cy, 0.15 * c, 0.12 * c, -28.0, 32)], "crest", outline=0.012, shade=(cx, cy, 0.16)
+        )
 
     # wing: a leaf over the body, pointed at the back -------------------------------------------------
     w = shape.get("wing", 1.0)
@@ -127,33 +160,50 @@ def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str
     t = np.linspace(0.0, 2.0 * math.pi, 48, endpoint=False)
     wx = 0.33 * w * np.cos(t)
     wy = 0.15 * np.sin(t) * np.where(np.cos(t) < 0, 1.0 + 0.75 * np.cos(t), 1.0)  # narrows to a tip
-    wing_local = np.stack([wx - 0.04, wy], axis=1)                                   # wing frame
+    wing_local = np.stack([wx - 0.04, wy], axis=1)  # wing frame
     wing_deco: list[tuple[list[Poly], str]] = []
     pattern = a["wing_pattern"]
-    if pattern == "STRIPED":   # three long feather stripes along the wing
+    if pattern == "STRIPED":  # three long feather stripes along the wing
         stripes = [thick_line((-0.42, dy * 0.9), (0.18, dy), 0.026) for dy in (-0.065, 0.0, 0.065)]
         wing_deco.append((stripes, "pattern"))
     elif pattern == "SPOTTED":
-        spots = [ellipse(x, y, 0.03, 0.03, 0.0, 16)
-                 for x, y in ((0.16, -0.04), (0.16, 0.05), (0.06, -0.08), (0.06, 0.01), (0.06, 0.09),
-                              (-0.05, -0.05), (-0.05, 0.05), (-0.16, 0.0), (-0.25, -0.02))]
+        spots = [
+            ellipse(x, y, 0.03, 0.03, 0.0, 16)
+            for x, y in (
+                (0.16, -0.04),
+                (0.16, 0.05),
+                (0.06, -0.08),
+                (0.06, 0.01),
+                (0.06, 0.09),
+                (-0.05, -0.05),
+                (-0.05, 0.05),
+                (-0.16, 0.0),
+                (-0.25, -0.02),
+            )
+        ]
         wing_deco.append((spots, "pattern"))
-    elif pattern == "BAR":     # one broad bar across the wing
+    elif pattern == "BAR":  # one broad bar across the wing
         wing_deco.append(([_poly([(0.0, -0.3), (0.09, -0.3), (0.07, 0.3), (-0.02, 0.3)])], "pattern"))
 
     def to_body(p: Poly) -> Poly:
         return rotate(p, wrot) + np.array([wcx, wcy])
 
-    out["wing"] = PartShape([to_body(wing_local)], "wing",
-                            [([to_body(p) for p in ps], k) for ps, k in wing_deco],
-                            outline=0.012, shade=(wcx + 0.05, wcy - 0.06, 0.36))
+    out["wing"] = PartShape(
+        [to_body(wing_local)],
+        "wing",
+        [([to_body(p) for p in ps], k) for ps, k in wing_deco],
+        outline=0.012,
+        shade=(wcx + 0.05, wcy - 0.06, 0.36),
+    )
 
     # tail: from the rear of the body, pointing back and down ---------------------------------------
     tl = shape.get("tail", 1.0)
     tail_kind = a["tail_shape"]
     if tail_kind == "FAN":
-        arc = [(0.34 * tl * math.cos(math.radians(d)), 0.34 * tl * math.sin(math.radians(d)))
-               for d in np.linspace(152.0, 208.0, 9)]
+        arc = [
+            (0.34 * tl * math.cos(math.radians(d)), 0.34 * tl * math.sin(math.radians(d)))
+            for d in np.linspace(152.0, 208.0, 9)
+        ]
         tpts = [(0.04, -0.065), *arc[::-1], (0.04, 0.065)]  # the arc runs top (208 deg) -> bottom
     elif tail_kind == "FORKED":
         tpts = [(0.04, -0.06), (-0.46 * tl, -0.17), (-0.27 * tl, -0.005), (-0.46 * tl, 0.15), (0.04, 0.06)]

@@ -79,7 +79,7 @@ def _render_hi(spec: BirdSpec, size: int, remove: str | None) -> tuple[np.ndarra
         return rgb, labels
     bx0, by0 = min(t[4] for t in todo), min(t[5] for t in todo)
     bx1, by1 = max(t[6] for t in todo), max(t[7] for t in todo)
-    mat = np.zeros((by1 - by0, bx1 - bx0), np.uint8)     # material id of the visible paint
+    mat = np.zeros((by1 - by0, bx1 - bx0), np.uint8)  # material id of the visible paint
     shade = np.ones((by1 - by0, bx1 - bx0), np.float32)  # lighting factor of that paint
     lut: list[tuple[int, ...]] = [(0, 0, 0)]
     mat_part: list[int] = [0]

@@ -50,15 +50,22 @@ class BirdSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BirdSpec:
         if d.get("version", SPEC_VERSION) != SPEC_VERSION:
-            raise ValueError(f"BirdSpec version {d.get('version')} is not supported (expected {SPEC_VERSION})")
+            raise ValueError(
+                f"BirdSpec version {d.get('version')} is not supported (expected {SPEC_VERSION})"
+            )
         return cls(
-            class_index=int(d["class_index"]), class_name=str(d["class_name"]),
+            class_index=int(d["class_index"]),
+            class_name=str(d["class_name"]),
             attributes={str(k): str(v) for k, v in d["attributes"].items()},
-            x=float(d["x"]), y=float(d["y"]), scale=float(d["scale"]), angle=float(d["angle"]),
+            x=float(d["x"]),
+            y=float(d["y"]),
+            scale=float(d["scale"]),
+            angle=float(d["angle"]),
             facing=str(d["facing"]),
             colours={str(k): [int(c) for c in v] for k, v in d["colours"].items()},
             shape={str(k): float(v) for k, v in d.get("shape", {}).items()},
-            background_seed=int(d.get("background_seed", 0)), version=int(d.get("version", SPEC_VERSION)),
+            background_seed=int(d.get("background_seed", 0)),
+            version=int(d.get("version", SPEC_VERSION)),
         )
 
     @classmethod
@@ -110,8 +117,15 @@ def sample_spec(cls: ClassDef, rng: np.random.Generator) -> BirdSpec:
     x = rng.uniform(lo_x, hi_x) if hi_x > lo_x else 0.5 * (lo_x + hi_x)
     y = rng.uniform(lo_y, hi_y) if hi_y > lo_y else 0.5 * (lo_y + hi_y)
     return BirdSpec(
-        class_index=cls.index, class_name=cls.name, attributes=dict(a),
-        x=_r(x), y=_r(y), scale=_r(scale), angle=_r(angle, 2), facing=facing,
-        colours={k: list(v) for k, v in colours.items()}, shape=shape,
+        class_index=cls.index,
+        class_name=cls.name,
+        attributes=dict(a),
+        x=_r(x),
+        y=_r(y),
+        scale=_r(scale),
+        angle=_r(angle, 2),
+        facing=facing,
+        colours={k: list(v) for k, v in colours.items()},
+        shape=shape,
         background_seed=int(rng.integers(2**31 - 1)),
     )

@@ -123,7 +123,9 @@ class Lime(Explainer):
         if fill not in ("mean", "blur"):
             raise ValueError("fill must be 'mean' (superpixel mean colour, as lime) or 'blur'")
         if not callable(segmentation) and segmentation not in DEFAULTS:
-            raise ValueError(f"segmentation must be one of {sorted(DEFAULTS)} or a callable image01 -> labels")
+            raise ValueError(
+                f"segmentation must be one of {sorted(DEFAULTS)} or a callable image01 -> labels"
+            )
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}")
         self.num_samples = int(num_samples)
@@ -141,7 +143,9 @@ class Lime(Explainer):
         self.precision = precision
         self.params.update(
             num_samples=self.num_samples,
-            segmentation=segmentation if isinstance(segmentation, str) else getattr(segmentation, "__name__", "custom"),
+            segmentation=segmentation
+            if isinstance(segmentation, str)
+            else getattr(segmentation, "__name__", "custom"),
             segmentation_params=self.segmentation_params,
             fill=fill,
             blur_sigma=self.blur_sigma if fill == "blur" else None,
@@ -179,8 +183,9 @@ class Lime(Explainer):
         means = (sums / counts).float()
         return means[:, seg_flat].view_as(xi)
 
-    def model_values(self, xi: torch.Tensor, fill: torch.Tensor, seg_flat: torch.Tensor, design: np.ndarray,
-                     target: int) -> np.ndarray:
+    def model_values(
+        self, xi: torch.Tensor, fill: torch.Tensor, seg_flat: torch.Tensor, design: np.ndarray, target: int
+    ) -> np.ndarray:
         """Target score for every row of the design: masks built per batch with one gather + one where."""
         h, w = xi.shape[2], xi.shape[3]
         z = torch.from_numpy(design.astype(np.bool_)).to(xi.device)

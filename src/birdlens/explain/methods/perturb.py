@@ -37,16 +37,22 @@ FORWARD_CHUNK = 4
 
 
 def target_values(
-    explainer: Explainer, batch: torch.Tensor, target: int, score: str, precision: str,
+    explainer: Explainer,
+    batch: torch.Tensor,
+    target: int,
+    score: str,
+    precision: str,
     chunk: int = FORWARD_CHUNK,
 ) -> torch.Tensor:
     """Model output for class ``target`` on a batch of perturbed images, float64 ``[N]`` (the forward runs in
     chunks of ``chunk`` images; each image's output does not depend on the chunking)."""
     with torch.inference_mode(), precision_context(precision, batch.device):
-        out = torch.cat([
-            explainer.fast_logits(explainer.to_memory_format(batch[i : i + chunk])).float()
-            for i in range(0, batch.shape[0], max(1, chunk))
-        ])
+        out = torch.cat(
+            [
+                explainer.fast_logits(explainer.to_memory_format(batch[i : i + chunk])).float()
+                for i in range(0, batch.shape[0], max(1, chunk))
+            ]
+        )
     if score == "prob":
         out = out.softmax(1)
     return out[:, target].double().cpu()

@@ -94,14 +94,18 @@ class PartitionShap(Explainer):
             precision=precision,
         )
 
-    def _values(self, xi: torch.Tensor, blurred: torch.Tensor, masks: list[tuple[Box, ...]], target: int) -> Any:
+    def _values(
+        self, xi: torch.Tensor, blurred: torch.Tensor, masks: list[tuple[Box, ...]], target: int
+    ) -> Any:
         c, h, w = xi.shape[1:]
         keep = torch.zeros(len(masks), c, h, w, dtype=torch.bool, device=xi.device)
         for j, boxes in enumerate(masks):
             for x0, x1, y0, y1, z0, z1 in boxes:
                 keep[j, z0:z1, x0:x1, y0:y1] = True
         batch = torch.where(keep, xi, blurred)
-        return target_values(self, batch, target, self.score, self.precision, chunk=self.forward_chunk).tolist()
+        return target_values(
+            self, batch, target, self.score, self.precision, chunk=self.forward_chunk
+        ).tolist()
 
     def owen(self, xi: torch.Tensor, target: int) -> tuple[torch.Tensor, float, float, int]:
         """Owen values of one image ``[1, C, H, W]``: (map ``[H, W]``, f(all hidden), f(image), evals)."""
@@ -163,7 +167,5 @@ class PartitionShap(Explainer):
             full.append(f11)
             evals.append(n)
         scores = self.target_scores(logits, target)
-        scores.update(
-            base_value=torch.tensor(base), full_value=torch.tensor(full), evals=torch.tensor(evals)
-        )
+        scores.update(base_value=torch.tensor(base), full_value=torch.tensor(full), evals=torch.tensor(evals))
         return torch.stack(maps).to(x.device), target, scores, {}

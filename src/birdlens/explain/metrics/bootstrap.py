@@ -42,7 +42,9 @@ def bootstrap_ci(
     means = v[idx].mean(axis=1)
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    out.update(mean=float(v.mean()), ci95=[float(lo), float(hi)], std=float(v.std(ddof=1)) if v.size > 1 else 0.0)
+    out.update(
+        mean=float(v.mean()), ci95=[float(lo), float(hi)], std=float(v.std(ddof=1)) if v.size > 1 else 0.0
+    )
     return out
 
 

@@ -39,21 +39,29 @@ def explain_eval(
     run: Annotated[Path, typer.Option("--run", help="training run folder (meta.json + weights)")],
     data: Annotated[Path, typer.Option("--data", help="dataset folder or manifest CSV")],
     out: Annotated[Path, typer.Option("--out", help="folder for results.json and figures/")],
-    methods: Annotated[str, typer.Option("--methods", help="comma-separated explanation methods")] =
-        "gradcam,lime,shap,ig",
+    methods: Annotated[
+        str, typer.Option("--methods", help="comma-separated explanation methods")
+    ] = "gradcam,lime,shap,ig",
     n: Annotated[int, typer.Option("--n", min=1, help="images to explain (class-balanced, seeded)")] = 50,
     split: Annotated[str, typer.Option("--split", help="split to sample from")] = "test",
-    boxes: Annotated[Path | None, typer.Option("--boxes", help="CUB bounding_boxes.txt or path,x,y,w,h CSV")]
-        = None,
+    boxes: Annotated[
+        Path | None, typer.Option("--boxes", help="CUB bounding_boxes.txt or path,x,y,w,h CSV")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    steps: Annotated[int, typer.Option("--steps", min=1,
-                                       help="deletion/insertion steps (RISE: 224; 32 is ~7x faster)")] = 224,
-    target: Annotated[str, typer.Option("--target", help="explain the 'pred'icted class or the 'label'")] =
-        "pred",
+    steps: Annotated[
+        int, typer.Option("--steps", min=1, help="deletion/insertion steps (RISE: 224; 32 is ~7x faster)")
+    ] = 224,
+    target: Annotated[
+        str, typer.Option("--target", help="explain the 'pred'icted class or the 'label'")
+    ] = "pred",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
     sanity_n: Annotated[int, typer.Option("--sanity-n", min=0, help="images in the sanity check")] = 8,
-    stability_n: Annotated[int, typer.Option("--stability-n", min=0, help="images in the stability check")] = 8,
-    param: Annotated[list[str] | None, typer.Option("--param", help="METHOD.OPTION=VALUE, repeatable")] = None,
+    stability_n: Annotated[
+        int, typer.Option("--stability-n", min=0, help="images in the stability check")
+    ] = 8,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="METHOD.OPTION=VALUE, repeatable")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing results.json")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
@@ -84,9 +92,21 @@ def explain_eval(
     names = [m.strip() for m in methods.split(",") if m.strip()]
     try:
         results = evaluate_explanations(
-            trained, manifest, names, n=n, out_dir=out, seed=seed, split=split or None, boxes=boxes,
-            quiet=quiet, n_steps=steps, target=target, batch_size=batch_size, sanity_n=sanity_n,
-            stability_n=stability_n, method_params=_parse_params(param or []),
+            trained,
+            manifest,
+            names,
+            n=n,
+            out_dir=out,
+            seed=seed,
+            split=split or None,
+            boxes=boxes,
+            quiet=quiet,
+            n_steps=steps,
+            target=target,
+            batch_size=batch_size,
+            sanity_n=sanity_n,
+            stability_n=stability_n,
+            method_params=_parse_params(param or []),
         )
     except UnsupportedMethodError as e:
         raise _fail(str(e)) from None

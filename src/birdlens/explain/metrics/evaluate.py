@@ -96,7 +96,9 @@ def select_records(manifest: Any, n: int, seed: int = 0, split: str | None = "te
     return out
 
 
-def _load_images(records: Sequence[Any], transform: Callable[[Any], torch.Tensor]) -> tuple[torch.Tensor, list]:
+def _load_images(
+    records: Sequence[Any], transform: Callable[[Any], torch.Tensor]
+) -> tuple[torch.Tensor, list]:
     from birdlens.data.images import load_rgb
 
     tensors, sizes = [], []
@@ -107,9 +109,13 @@ def _load_images(records: Sequence[Any], transform: Callable[[Any], torch.Tensor
     return torch.stack(tensors), sizes
 
 
-def _regions(records: Sequence[Any], sizes: Sequence[tuple[int, int]], geometry: Callable[..., Any],
-             boxes: Mapping[str, Any] | None, root: Path | None
-             ) -> tuple[torch.Tensor | None, torch.Tensor | None, str | None]:
+def _regions(
+    records: Sequence[Any],
+    sizes: Sequence[tuple[int, int]],
+    geometry: Callable[..., Any],
+    boxes: Mapping[str, Any] | None,
+    root: Path | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, str | None]:
     """Object regions ``[n, H, W]`` (all False where an image has none), which images have one, the source."""
     from PIL import Image
 
@@ -153,8 +159,13 @@ def _make_explainer(method: str, model: nn.Module, kwargs: dict[str, Any]) -> An
     raise RuntimeError(f"could not build explainer {method!r}")
 
 
-def method_explain_fn(method: str, trained: Any, params: Mapping[str, Any] | None = None,
-                      seed: int | None = None, batch: int = 8) -> ExplainFn:
+def method_explain_fn(
+    method: str,
+    trained: Any,
+    params: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    batch: int = 8,
+) -> ExplainFn:
     """``(model, images, targets) -> maps`` for a registered explanation method."""
     dc = trained.data_config
     base: dict[str, Any] = {
@@ -169,8 +180,10 @@ def method_explain_fn(method: str, trained: Any, params: Mapping[str, Any] | Non
 
     def fn(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         explainer = _make_explainer(method, model, base)
-        maps = [explainer.explain(images[s : s + batch], target=targets[s : s + batch]).maps
-                for s in range(0, images.shape[0], batch)]
+        maps = [
+            explainer.explain(images[s : s + batch], target=targets[s : s + batch]).maps
+            for s in range(0, images.shape[0], batch)
+        ]
         return torch.cat(maps).float()
 
     return fn
@@ -208,8 +221,14 @@ class _Progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar:
             self._bar = bar
             yield self
         self._bar = None
@@ -290,8 +309,11 @@ def evaluate_explanations(
     # ---- ground truth the dataset offers -----------------------------------------------------------
     box_map = read_boxes(boxes) if isinstance(boxes, (str, Path)) else boxes
     regions, has_region, region_source = _regions(records, orig_sizes, geometry, box_map, root)
-    part_ctx = _part_context(scorer, records, root, targets, transform, geometry, trained.classes, cfg) \
-        if root is not None and (root / "specs.jsonl").is_file() else None
+    part_ctx = (
+        _part_context(scorer, records, root, targets, transform, geometry, trained.classes, cfg)
+        if root is not None and (root / "specs.jsonl").is_file()
+        else None
+    )
     render_gap = None
     if part_ctx is not None:
         # the re-rendered whole bird must be the image the model saw on disk, or the "drop" would be measured
@@ -302,18 +324,30 @@ def evaluate_explanations(
     entries: list[tuple[str, ExplainFn, Callable[[int], ExplainFn] | None]] = []
     for m in methods:
         params = cfg.method_params.get(m, {})
-        seeded = (lambda s, m=m, p=params: method_explain_fn(m, trained, p, seed=s, batch=cfg.explain_batch)) \
-            if m.lower() in STOCHASTIC else None
-        entries.append((m, method_explain_fn(m, trained, params, seed=seed if seeded else None,
-                                             batch=cfg.explain_batch), seeded))
+        seeded = (
+            (lambda s, m=m, p=params: method_explain_fn(m, trained, p, seed=s, batch=cfg.explain_batch))
+            if m.lower() in STOCHASTIC
+            else None
+        )
+        entries.append(
+            (
+                m,
+                method_explain_fn(m, trained, params, seed=seed if seeded else None, batch=cfg.explain_batch),
+                seeded,
+            )
+        )
     for bl in cfg.baselines:
         seeded = (lambda s, bl=bl: baseline_explain_fn(bl, s)) if bl == "random" else None
         entries.append((bl + BASELINE_SUFFIX, baseline_explain_fn(bl, seed), seeded))
 
     per_image: dict[str, dict[str, list[float]]] = {}
     curves: dict[str, dict[str, Any]] = {}
-    sanity: dict[str, Any] = {"threshold": FAIL_THRESHOLD, "n": min(cfg.sanity_n, b), "methods": {},
-                              "verdicts": {}}
+    sanity: dict[str, Any] = {
+        "threshold": FAIL_THRESHOLD,
+        "n": min(cfg.sanity_n, b),
+        "methods": {},
+        "verdicts": {},
+    }
     seconds: dict[str, float] = {}
     errors: dict[str, str] = {}
     n_pairs = b * (min(cfg.n_steps, h * w) + 1) * 2
@@ -329,14 +363,23 @@ def evaluate_explanations(
             adv(1)
             seconds[name] = (time.perf_counter() - t0) / b
             vals: dict[str, np.ndarray] = {}
-            cur = perturbation_curves(scorer, images, maps, targets, n_steps=cfg.n_steps,
-                                      batch_size=cfg.batch_size,
-                                      progress=prog.task(f"deletion/insertion {name}", n_pairs))
+            cur = perturbation_curves(
+                scorer,
+                images,
+                maps,
+                targets,
+                n_steps=cfg.n_steps,
+                batch_size=cfg.batch_size,
+                progress=prog.task(f"deletion/insertion {name}", n_pairs),
+            )
             curves[name] = {}
             for mode, c in cur.items():
                 vals[mode] = c.auc
-                curves[name][mode] = {"fractions": c.fractions.tolist(), "mean": c.probs.mean(0).tolist(),
-                                      "auc": float(c.auc.mean())}
+                curves[name][mode] = {
+                    "fractions": c.fractions.tolist(),
+                    "mean": c.probs.mean(0).tolist(),
+                    "auc": float(c.auc.mean()),
+                }
             if regions is not None and has_region is not None:
                 has = has_region
                 pg = np.full(b, np.nan)
@@ -350,12 +393,16 @@ def evaluate_explanations(
             k = min(cfg.sanity_n, b)
             if k > 0:
                 adv = prog.task(f"sanity check {name}", 1)
-                res = cascading_randomisation(model, fn, images[:k], targets[:k], maps[:k], seed=seed,
-                                              points=cfg.sanity_points)
+                res = cascading_randomisation(
+                    model, fn, images[:k], targets[:k], maps[:k], seed=seed, points=cfg.sanity_points
+                )
                 adv(1)
                 vals["sanity_rank_corr"] = np.concatenate([res["final"], np.full(b - k, np.nan)])
-                sanity["methods"][name] = {"stages": res["stages"], "corr": res["corr"].tolist(),
-                                           "mean_abs": np.nanmean(np.abs(res["corr"]), axis=1).tolist()}
+                sanity["methods"][name] = {
+                    "stages": res["stages"],
+                    "corr": res["corr"].tolist(),
+                    "mean_abs": np.nanmean(np.abs(res["corr"]), axis=1).tolist(),
+                }
             if seeded is not None and cfg.stability_n > 0:
                 k = min(cfg.stability_n, b)
                 adv = prog.task(f"stability {name}", len(cfg.stability_seeds))
@@ -363,8 +410,9 @@ def evaluate_explanations(
                 for s in cfg.stability_seeds:
                     runs.append(seeded(s)(model, images[:k], targets[:k]))
                     adv(1)
-                vals["stability"] = np.concatenate([seed_stability(runs, cfg.stability_fraction),
-                                                    np.full(b - k, np.nan)])
+                vals["stability"] = np.concatenate(
+                    [seed_stability(runs, cfg.stability_fraction), np.full(b - k, np.nan)]
+                )
             per_image[name] = {key: np.asarray(v, dtype=float).tolist() for key, v in vals.items()}
 
     summary = summarise(per_image, n_resamples=cfg.n_resamples, seed=seed)
@@ -375,16 +423,28 @@ def evaluate_explanations(
     used = sorted({k for per in per_image.values() for k in per})
     results: dict[str, Any] = {
         "schema": SCHEMA,
-        "model": {"name": trained.model_name, "classes": len(trained.classes), "cam_layer": trained.cam_layer,
-                  "image_size": size},
-        "data": {"root": str(root) if root else None, "split": split, "n": b,
-                 "images": [str(r.path) for r in records], "regions": region_source,
-                 "synthetic_parts": part_ctx is not None, "render_vs_disk_max_abs": render_gap},
+        "model": {
+            "name": trained.model_name,
+            "classes": len(trained.classes),
+            "cam_layer": trained.cam_layer,
+            "image_size": size,
+        },
+        "data": {
+            "root": str(root) if root else None,
+            "split": split,
+            "n": b,
+            "images": [str(r.path) for r in records],
+            "regions": region_source,
+            "synthetic_parts": part_ctx is not None,
+            "render_vs_disk_max_abs": render_gap,
+        },
         "seed": seed,
         "settings": _jsonable(asdict(cfg)),
-        "sample": {"accuracy": float((preds == labels).float().mean()),
-                   "mean_target_prob": float(probs_all.gather(1, targets[:, None]).mean()),
-                   "target": cfg.target},
+        "sample": {
+            "accuracy": float((preds == labels).float().mean()),
+            "mean_target_prob": float(probs_all.gather(1, targets[:, None]).mean()),
+            "target": cfg.target,
+        },
         "metrics": {m: metric_info(m) for m in used},
         "methods": summary,
         "ranking": ranking,
@@ -425,9 +485,16 @@ def _all_probs(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch
     return torch.cat(out)
 
 
-def _part_context(model: nn.Module, records: Sequence[Any], root: Path, targets: torch.Tensor,
-                  transform: Callable[[Any], torch.Tensor], geometry: Callable[..., Any],
-                  classes: Sequence[str], cfg: EvalSettings) -> dict[str, Any] | None:
+def _part_context(
+    model: nn.Module,
+    records: Sequence[Any],
+    root: Path,
+    targets: torch.Tensor,
+    transform: Callable[[Any], torch.Tensor],
+    geometry: Callable[..., Any],
+    classes: Sequence[str],
+    cfg: EvalSettings,
+) -> dict[str, Any] | None:
     """Part masks (input frame), true part importances and key parts for a synthetic-bird sample."""
     import json
 
@@ -440,11 +507,14 @@ def _part_context(model: nn.Module, records: Sequence[Any], root: Path, targets:
     render_size = int(info.get("size", 224))
 
     def to_tensor(arr: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(transform(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1))).float()
+        return torch.as_tensor(
+            transform(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1))
+        ).float()
 
     rendered = render_part_removals(root, [r.path for r in records], to_tensor, render_size, parts)
-    importance = true_part_importance(model, rendered["originals"], rendered["removed"], targets,
-                                      cfg.batch_size)
+    importance = true_part_importance(
+        model, rendered["originals"], rendered["removed"], targets, cfg.batch_size
+    )
     masks = []
     for r, raw in zip(records, rendered["part_masks"], strict=True):
         lab = raw.numpy()

@@ -51,8 +51,9 @@ def plot_curves(curves: Mapping[str, Mapping[str, Any]], path: str | Path) -> Pa
     return _save(fig, Path(path))
 
 
-def plot_metric_bars(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str,
-                     path: str | Path) -> Path:
+def plot_metric_bars(
+    summary: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str, path: str | Path
+) -> Path:
     """One bar per method with its 95% bootstrap interval."""
     plt = _plt()
     methods = [m for m in summary if summary[m].get(metric, {}).get("mean") is not None]
@@ -61,8 +62,7 @@ def plot_metric_bars(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], met
     hi = np.array([summary[m][metric]["ci95"][1] for m in methods])
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(methods) + 1.5), 3.8))
     colors = ["#999999" if m.endswith("(baseline)") else "#3b75af" for m in methods]
-    ax.bar(range(len(methods)), means, color=colors,
-           yerr=np.vstack([means - lo, hi - means]), capsize=4)
+    ax.bar(range(len(methods)), means, color=colors, yerr=np.vstack([means - lo, hi - means]), capsize=4)
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
     arrow = Direction(metric_info(metric)["direction"]).arrow
     n = max((summary[m][metric]["n"] for m in methods), default=0)

@@ -52,7 +52,10 @@ def part_areas(part_masks: torch.Tensor, n_parts: int) -> torch.Tensor:
 
 
 def class_probabilities(
-    model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_size: int = 16,
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int = 16,
     output: OutputSelector = None,
 ) -> torch.Tensor:
     """Softmax probability of ``targets`` for every image, evaluated in chunks (``[N]`` float64 on CPU)."""

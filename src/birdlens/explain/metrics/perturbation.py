@@ -213,16 +213,26 @@ class _PerturbationMetric(Metric):
         max_chunk_bytes: int = 256 * 2**20,
     ) -> None:
         self.n_steps = n_steps
-        self.substrate = substrate if substrate is not None else ("zero" if self.mode == "deletion" else "blur")
+        self.substrate = (
+            substrate if substrate is not None else ("zero" if self.mode == "deletion" else "blur")
+        )
         self.batch_size = batch_size
         self.max_chunk_bytes = max_chunk_bytes
 
-    def curves(self, model: torch.nn.Module, images: torch.Tensor, maps: torch.Tensor,
-               targets: torch.Tensor) -> Curves:
+    def curves(
+        self, model: torch.nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor
+    ) -> Curves:
         key = "deletion_substrate" if self.mode == "deletion" else "insertion_substrate"
         return perturbation_curves(
-            model, images, maps, targets, modes=(self.mode,), n_steps=self.n_steps,
-            batch_size=self.batch_size, max_chunk_bytes=self.max_chunk_bytes, **{key: self.substrate},
+            model,
+            images,
+            maps,
+            targets,
+            modes=(self.mode,),
+            n_steps=self.n_steps,
+            batch_size=self.batch_size,
+            max_chunk_bytes=self.max_chunk_bytes,
+            **{key: self.substrate},
         )[self.mode]
 
     def compute(self, model, images, maps, targets, **ctx):  # type: ignore[no-untyped-def]

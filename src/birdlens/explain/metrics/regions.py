@@ -34,7 +34,10 @@ def read_boxes(path: str | Path) -> dict[str, Box]:
         out: dict[str, Box] = {}
         for row in csv.DictReader(text.splitlines()):
             out[row["path"].replace("\\", "/")] = (
-                float(row["x"]), float(row["y"]), float(row["w"]), float(row["h"]),
+                float(row["x"]),
+                float(row["y"]),
+                float(row["w"]),
+                float(row["h"]),
             )
         return out
     ids: dict[str, str] = {}
@@ -49,7 +52,10 @@ def read_boxes(path: str | Path) -> dict[str, Box]:
         parts = line.split()
         if len(parts) >= 5:
             out[ids.get(parts[0], parts[0])] = (
-                float(parts[1]), float(parts[2]), float(parts[3]), float(parts[4]),
+                float(parts[1]),
+                float(parts[2]),
+                float(parts[3]),
+                float(parts[4]),
             )
     return out
 

@@ -50,7 +50,8 @@ def randomisation_stages(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
     for name, child in model.named_children():
         units = (
             [(f"{name}.{n}", c) for n, c in child.named_children()]
-            if isinstance(child, _CONTAINERS) else [(name, child)]
+            if isinstance(child, _CONTAINERS)
+            else [(name, child)]
         )
         for uname, unit in units:
             if not _has_params(unit):
@@ -157,7 +158,13 @@ class SanityRankCorrelation(Metric):
         if model is None:
             raise ValueError("the sanity check needs the model")
         self.last = cascading_randomisation(
-            model, ctx["explain_fn"], images, targets, maps, seed=self.seed, max_stages=self.max_stages,
+            model,
+            ctx["explain_fn"],
+            images,
+            targets,
+            maps,
+            seed=self.seed,
+            max_stages=self.max_stages,
             points=self.points,
         )
         return self.last["final"]

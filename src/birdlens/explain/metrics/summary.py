@@ -30,8 +30,11 @@ def rank_methods(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict
     out: dict[str, list[str]] = {}
     for name in metrics:
         hib = metric_info(name)["higher_is_better"]
-        scored = [(per[name]["mean"], meth) for meth, per in summary.items()
-                  if name in per and per[name]["mean"] is not None]
+        scored = [
+            (per[name]["mean"], meth)
+            for meth, per in summary.items()
+            if name in per and per[name]["mean"] is not None
+        ]
         scored.sort(key=lambda t: -t[0] if hib else t[0])
         out[name] = [m for _, m in scored]
     return out

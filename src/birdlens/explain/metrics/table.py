@@ -62,8 +62,17 @@ def results_table(
     return t
 
 
-_ORDER = ("deletion", "insertion", "pointing_game", "energy_inside", "part_rank_corr", "top_part_key",
-          "key_part_share", "sanity_rank_corr", "stability")
+_ORDER = (
+    "deletion",
+    "insertion",
+    "pointing_game",
+    "energy_inside",
+    "part_rank_corr",
+    "top_part_key",
+    "key_part_share",
+    "sanity_rank_corr",
+    "stability",
+)
 
 
 def _metric_order(ranking: Mapping[str, list[str]]) -> list[str]:
@@ -81,8 +90,10 @@ def ranked_table(results: Mapping[str, Any], title: str | None = None) -> Table:
     verdicts = results.get("sanity", {}).get("verdicts", {})
     resolved = results.get("top_resolved", {})
     n = results.get("data", {}).get("n")
-    t = Table(title=title or f"Explanation quality, n={n} images (↑ higher / ↓ lower is better)",
-              header_style="bold")
+    t = Table(
+        title=title or f"Explanation quality, n={n} images (↑ higher / ↓ lower is better)",
+        header_style="bold",
+    )
     t.add_column("#", justify="right")
     t.add_column("method", no_wrap=True)
     t.add_column("mean", justify="right", no_wrap=True)
@@ -101,8 +112,15 @@ def ranked_table(results: Mapping[str, Any], title: str | None = None) -> Table:
             if name == "sanity_rank_corr" and verdicts.get(m) == "fail":
                 note = "[red]FAIL[/]"
             mean = f"{st['mean']:.3f}"
-            t.add_row(str(r), f"[cyan]{m}[/]", f"[bold green]{mean}[/]" if r == 1 else mean,
-                      f"{lo:.3f} – {hi:.3f}", str(st["n"]), note, end_section=r == len(ranking[name]))
+            t.add_row(
+                str(r),
+                f"[cyan]{m}[/]",
+                f"[bold green]{mean}[/]" if r == 1 else mean,
+                f"{lo:.3f} – {hi:.3f}",
+                str(st["n"]),
+                note,
+                end_section=r == len(ranking[name]),
+            )
     return t
 
 
@@ -114,7 +132,12 @@ def print_results(results: Mapping[str, Any], console: Console | None = None) ->
     failed = [m for m, v in verdicts.items() if v == "fail"]
     if verdicts:
         thr = results.get("sanity", {}).get("threshold")
-        console.print(f"sanity check (fail if rank corr after full randomisation > {thr}): "
-                      + (f"[red]FAIL[/]: {', '.join(failed)}" if failed else "all pass")
-                      + (f"; pass: {', '.join(m for m, v in verdicts.items() if v == 'pass')}"
-                         if len(failed) < len(verdicts) else ""))
+        console.print(
+            f"sanity check (fail if rank corr after full randomisation > {thr}): "
+            + (f"[red]FAIL[/]: {', '.join(failed)}" if failed else "all pass")
+            + (
+                f"; pass: {', '.join(m for m, v in verdicts.items() if v == 'pass')}"
+                if len(failed) < len(verdicts)
+                else ""
+            )
+        )
