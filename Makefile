@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.birdlens-installed
 # torch single-threaded-per-process defaults keep this 2-core CPU from oversubscribing.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test
+.PHONY: demo test lint
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,3 +19,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+
+# Style and structure checks, run by CI beside the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
