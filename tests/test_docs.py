@@ -92,8 +92,8 @@ def test_benchmark_tables_say_what_command_result_machine() -> None:
         assert cells[:2] == ["what", "command"] and cells[2].startswith("result") and cells[3] == "machine"
 
 
-def test_lazy_exports_extension_sees_every_lazily_exported_name() -> None:
-    """The API reference's griffe extension reads the same names that the packages export at run time."""
+def _hook() -> Any:
+    """The docs site's griffe extension (needs the ``docs`` extra, which ``make lint`` installs)."""
     pytest.importorskip("griffe")
     import importlib.util
 
@@ -103,6 +103,17 @@ def test_lazy_exports_extension_sees_every_lazily_exported_name() -> None:
     assert spec is not None and spec.loader is not None
     hook = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hook)
+    return hook
+
+
+def test_docs_extension_prints_sphinx_roles_as_code() -> None:
+    text = "see :func:`~birdlens.train.api.train` and :mod:`birdlens.data` (``x``)"
+    assert _hook()._plain_roles(text) == "see `train` and `birdlens.data` (``x``)"
+
+
+def test_lazy_exports_extension_sees_every_lazily_exported_name() -> None:
+    """The API reference's griffe extension reads the same names that the packages export at run time."""
+    hook = _hook()
     packages = [
         p for p in (ROOT / "src" / "birdlens").rglob("__init__.py") if "lazy_exports(" in p.read_text()
     ]

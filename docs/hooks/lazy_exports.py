@@ -2,15 +2,24 @@
 
 birdlens packages export their public names through ``lazy_exports(__name__, {name: module})`` so that
 ``birdlens --help`` does not import torch; static analysis cannot see those names, so this extension reads
-the mapping from the package's source and adds each name as an alias of the object in its module.
+the mapping from the package's source and adds each name as an alias of the object in its module. It also
+turns the docstrings' Sphinx roles (``:func:`~a.b```) into code spans, which Markdown would print verbatim.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 import griffe
+
+ROLE = re.compile(r":(?:func|class|meth|mod|attr|data|obj|exc):`(~?)([^`]+)`")
+
+
+def _plain_roles(text: str) -> str:
+    """``:func:`~a.b``` -> ``b`` in backticks, ``:mod:`a.b``` -> ``a.b`` (Sphinx's display rule)."""
+    return ROLE.sub(lambda m: f"`{m[2].rsplit('.', 1)[-1] if m[1] else m[2]}`", text)
 
 
 def _lazy_mapping(tree: ast.Module) -> dict[str, str]:
@@ -59,6 +68,10 @@ class LazyExports(griffe.Extension):
                     if not sub.is_alias and name in sub.members and not sub.members[name].is_alias:
                         mod.set_member(name, griffe.Alias(name, f"{sub.path}.{name}", parent=mod))
                         break
+
+    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = _plain_roles(obj.docstring.value)
 
     def on_module_members(self, *, mod: griffe.Module, **kwargs: Any) -> None:
         if mod.filepath is None or isinstance(mod.filepath, list):
