@@ -1,8 +1,9 @@
 """What an FD-lite0 number means: real images against blurred, resized and noisy copies of themselves.
 
-Why: the cgan's FD-lite0 on the synthetic birds stalled near 170 while its samples looked like the right birds,
+Why: the cgan's FD-lite0 on the synthetic birds stalled while its samples looked like the right birds,
 only blurred. This puts FD values next to known, simple degradations of the real images, so a GAN's number can be
-read ("as far as the real set blurred by 1.2 px"), and it showed that Lite0 features punish blur hard.
+read ("as far as the real set blurred by 1.2 px"), and it showed that Lite0 features punish blur hard
+(measured: docs/benchmarks.md#gan-what-fd-lite0-means).
 
     OMP_NUM_THREADS=2 python benchmarks/fd_calibration.py                      # synthetic birds, ~2 min
     OMP_NUM_THREADS=2 python benchmarks/fd_calibration.py --data ../shared/data/birds

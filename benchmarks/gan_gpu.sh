@@ -22,11 +22,10 @@
 # SYNTH_PER_CLASS (100), CGAN_FLAGS (extra 'gan train' flags for the cgan runs only, e.g. "--joint-d" or
 # "--lecam-weight 0" for the cgan without its default LeCam), SEEDS_SYNTH / SEEDS_BIRDS ("0"; e.g. "0 1 2":
 # one cgan and one dcgan per seed, named synth-cgan, synth-cgan-s1, ...; gan_curve.py then adds a table across
-# the seeds), DCGAN_ITERS (no cap; the dcgan runs 10x faster than the cgan, so a cap leaves the GPU to the cgan
+# the seeds), DCGAN_ITERS (no cap; the dcgan steps much faster than the cgan, so a cap leaves the GPU to the cgan
 # runs once the dcgan has passed them),
 # SPEED_STEPS (0; N > 0 first times N steps of the recipe and of --joint-d alone, benchmarks/gan_step_speed.py),
-# DATASETS ("synth birds"; one of them leaves the GPU to fewer runs: the cgan alone ran 0.087 s/step on an H200,
-# three sharing it 0.19),
+# DATASETS ("synth birds"; one of them leaves the GPU to fewer runs, which then step faster),
 # DRY=1: tiny networks on the CPU for a few seconds, to test this script where there is no GPU (numbers
 # then mean nothing).
 set -uo pipefail

