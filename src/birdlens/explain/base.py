@@ -111,9 +111,13 @@ class Param:
             return f"{kind} >= {_num(self.lo)}"
         return kind
 
-    def check(self, method: str, value: Any) -> Any:
-        """``value`` converted to the declared type, or :class:`InvalidParameterError` naming what is allowed."""
-        bad = InvalidParameterError(f"{method}: {self.name} must be {self.allowed()}, got {value!r}")
+    def check(self, method: str, value: Any, hi: float | None = None) -> Any:
+        """``value`` converted to the declared type, or :class:`InvalidParameterError` naming what is allowed.
+
+        ``hi``: a tighter upper bound than the declared one (a server's budget), named in the message.
+        """
+        top = self.hi if hi is None else min(hi, self.hi) if self.hi is not None else hi
+        bad = InvalidParameterError(f"{method}: {self.name} must be {self.allowed(top)}, got {value!r}")
         if value is None and self.optional:
             return None
         if self.type is dict:
@@ -138,13 +142,25 @@ class Param:
             value = float(value)
         if self.lo is not None and value < self.lo:
             raise InvalidParameterError(
-                f"{method}: {self.name} must be >= {_num(self.lo)} ({self.allowed()}), got {value!r}"
+                f"{method}: {self.name} must be >= {_num(self.lo)} ({self.allowed(top)}), got {value!r}"
             )
-        if self.hi is not None and value > self.hi:
+        if top is not None and value > top:
             raise InvalidParameterError(
-                f"{method}: {self.name} must be <= {_num(self.hi)} ({self.allowed()}), got {value!r}"
+                f"{method}: {self.name} must be <= {_num(top)} ({self.allowed(top)}), got {value!r}"
             )
         return value
+
+    def describe(self) -> dict[str, Any]:
+        """The declaration as JSON-able data (for API descriptions and docs)."""
+        return {
+            "type": self.type.__name__,
+            "default": self.default,
+            "min": self.lo,
+            "max": self.hi,
+            "choices": list(self.choices) if self.choices is not None else None,
+            "optional": self.optional,
+            "doc": self.doc,
+        }
 
 
 #: the seed every stochastic method takes (numpy's RandomState accepts up to 2**32 - 1)
