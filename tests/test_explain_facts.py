@@ -333,3 +333,14 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.random.RandomState(2).randint(0, 255, (80, 90, 3), dtype=np.uint8)).save(buf, "PNG")
     return buf.getvalue()
+
+
+def test_one_gaussian_blur_serves_methods_and_metrics() -> None:
+    from birdlens.explain.imaging import gaussian_blur
+    from birdlens.explain.metrics.perturbation import make_substrate
+
+    x = torch.randn(2, 3, 20, 9)
+    torch.testing.assert_close(make_substrate(x, "blur"), gaussian_blur(x, 5.0, radius=5), rtol=0, atol=0)
+    const = torch.full((1, 3, 6, 6), 0.25)
+    torch.testing.assert_close(gaussian_blur(const, 10.0), const)  # radius shrunk to what reflect allows
+    assert gaussian_blur(torch.zeros(1, 1, 4, 4, dtype=torch.float64), 1.0).dtype == torch.float64
