@@ -172,6 +172,9 @@ def test_a_new_method_has_its_title_in_the_panel(
     man = explain_images(trained, [arr], ["dummy", "gradcam"], tmp_path / "x", quiet=True)
     assert man["panels"] == ["panel.png"] and (tmp_path / "x" / "panel.png").is_file()
     assert titles == ["Photo", "Dummy Saliency", "Grad-CAM"]
+    from birdlens.study.report_stage import _panel_columns  # the study report's caption of that panel
+
+    assert _panel_columns(tmp_path / "x") == "photo | Dummy Saliency | Grad-CAM"
 
     from birdlens.explain.viz import PanelRow, panel
 
