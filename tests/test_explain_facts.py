@@ -347,3 +347,43 @@ def test_one_gaussian_blur_serves_methods_and_metrics() -> None:
     const = torch.full((1, 3, 6, 6), 0.25)
     torch.testing.assert_close(gaussian_blur(const, 10.0), const)  # radius shrunk to what reflect allows
     assert gaussian_blur(torch.zeros(1, 1, 4, 4, dtype=torch.float64), 1.0).dtype == torch.float64
+
+
+def test_explain_eval_refuses_a_bad_parameter_before_any_work(
+    trained: TrainedModel, synth: Manifest, run_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from birdlens.cli import app
+    from birdlens.explain.metrics.evaluate import evaluate_explanations
+
+    with pytest.raises(InvalidParameterError, match="batch_size must be <= 64"):
+        evaluate_explanations(
+            trained, synth, ["lime"], n=2, quiet=True, method_params={"lime": {"batch_size": 999}}
+        )
+    args = ["explain-eval", "--run", str(run_dir), "--data", str(synth.root), "--out", str(tmp_path / "o")]
+    r = CliRunner().invoke(app, [*args, "--methods", "lime", "--param", "lime.bogus=1", "--n", "2"])
+    assert r.exit_code != 0 and "unknown parameter 'bogus'" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_the_api_documents_every_parameter_range(run_dir: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from birdlens.app.server import create_app
+    from birdlens.app.service import ModelService
+
+    with TestClient(create_app(ModelService.from_run(run_dir))) as c:
+        params = c.get("/api/info").json()["params"]
+    assert params["lime"]["batch_size"] == {
+        "type": "int",
+        "default": 4,
+        "min": 1,
+        "max": 64,
+        "choices": None,
+        "optional": False,
+        "doc": "perturbed images per model call",
+    }
+    assert params["lime"]["num_samples"]["max"] == 2000  # the server's cap, not the library's
+    assert sorted(params) == ["gradcam", "ig", "lime", "shap"]

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from birdlens.app import render
-from birdlens.app.budget import Budget, offered_methods
+from birdlens.app.budget import Budget, offered_methods, param_ranges
 from birdlens.app.schemas import Evidence, ModelInfo, Species
 from birdlens.app.tasks import Task, TaskQueue, Watch, WatchedModel
 from birdlens.explain import select_output
@@ -98,6 +98,7 @@ class ModelService:
             finished=meta.get("finished") if isinstance(meta.get("finished"), str) else None,
             methods=methods,
             budget={**caps, "timeout_s": b.timeout_s},
+            params=param_ranges(b),
             max_upload_bytes=max_upload_bytes,
         )
 

@@ -244,7 +244,7 @@ def evaluate_explanations(
     show = not (env_quiet() if quiet is None else quiet)
     t_start = time.perf_counter()
     torch.manual_seed(seed)
-    methods = _known_methods(methods)
+    methods = _known_methods(methods, cfg.method_params)
     sample = _load_sample(trained, manifest, n, seed, split, dataset_dir, cfg)
     truth = _ground_truth(sample, trained, boxes, cfg)
     entries = _entries(methods, trained, cfg, seed)
@@ -274,13 +274,16 @@ def _settings(settings: EvalSettings | None, overrides: Mapping[str, Any]) -> Ev
     return cfg
 
 
-def _known_methods(methods: Sequence[str]) -> list[str]:
-    """The names given, stripped; an unknown or refused one raises the explainers' own message."""
-    from birdlens.explain.base import method_class
+def _known_methods(methods: Sequence[str], method_params: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The names given, stripped; an unknown or refused method, or a parameter outside its declared range,
+    raises before any work (not as one method's error in the results)."""
+    from birdlens.explain.base import method_class, validate_params
 
     names = [m.strip() for m in methods if m.strip()]
     for m in names:
         method_class(m)
+    for m, params in method_params.items():
+        validate_params(m, dict(params))
     return names
 
 
