@@ -299,7 +299,7 @@ def test_one_request_cannot_ask_for_a_huge_batch(run_dir: Path) -> None:
         for method, params, msg in [
             ("lime", {"num_samples": 2000, "batch_size": 2000}, "batch_size must be <= 64"),
             ("shap", {"max_evals": 100, "forward_chunk": 100000}, "forward_chunk must be <= 64"),
-            ("ig", {"steps": 8, "internal_batch_size": 10**6}, "internal_batch_size must be <= 256"),
+            ("ig", {"steps": 8, "internal_batch_size": 10**6}, "internal_batch_size must be <= 32"),
             ("gradcam", {"bogus": 1}, "unknown parameter 'bogus'; allowed parameters: normalize"),
             ("lime", {"num_samples": "many"}, "num_samples must be an integer in [1, 2000]"),
         ]:

@@ -60,11 +60,12 @@ class IntegratedGradients(Explainer):
     heavy = True
     budget_param = "steps"
     overlay_sigma = 1.5  # per-pixel IG is speckled; the saved .npy stays raw
+    # internal_batch_size bounds the backward's memory (peaks in docs/benchmarks.md, "Per-request limits")
     tunable = (
         Param("steps", int, 50, lo=1, hi=1024, doc="interpolation steps (model forwards) per image"),
         Param("baseline", str, "black", choices=("black", "blurred", "mean"), doc="the reference image"),
         Param("quadrature", str, "gausslegendre", choices=_METHODS, doc="Captum's integration rule"),
-        Param("internal_batch_size", int, 16, lo=1, hi=256, optional=True, doc="interpolants per backward"),
+        Param("internal_batch_size", int, 16, lo=1, hi=32, optional=True, doc="interpolants per backward"),
         Param("blur_sigma", float, 10.0, lo=0.0, hi=100.0, doc="Gaussian sigma (px) of baseline='blurred'"),
     )
 

@@ -106,7 +106,7 @@ class Lime(Explainer):
     signed = True
     heavy = True
     budget_param = "num_samples"
-    # batch_size bounds memory: a batch of 64 perturbed 224 px images is ~40 MB of input plus activations
+    # batch_size bounds one request's memory (peak per setting in docs/benchmarks.md, "Per-request limits")
     tunable = (
         Param("num_samples", int, 1000, lo=1, hi=20000, doc="perturbed images per explained image"),
         Param("batch_size", int, 4, lo=1, hi=64, doc="perturbed images per model call"),
