@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from birdlens.explain.base import InvalidParameterError, list_methods, method_class
+from birdlens.explain.base import InvalidParameterError, method_class, panel_methods
 
 # options the server sets itself: a client must not swap the model's normalisation, layer or output
 RESERVED_PARAMS: frozenset[str] = frozenset(
@@ -35,8 +35,7 @@ RESERVED_PARAMS: frozenset[str] = frozenset(
 
 def offered_methods() -> list[str]:
     """The methods the web app offers (their class says ``in_app``), in panel order."""
-    cls = {m: method_class(m) for m in list_methods()}
-    return sorted((m for m in cls if cls[m].in_app), key=lambda m: (cls[m].panel_order, m))
+    return [m for m in panel_methods() if method_class(m).in_app]
 
 
 def param_ranges(budget: Budget | None = None) -> dict[str, dict[str, dict[str, Any]]]:

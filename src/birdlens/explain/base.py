@@ -35,6 +35,7 @@ __all__ = [
     "list_methods",
     "make_explainer",
     "method_class",
+    "panel_methods",
     "register",
     "unregister",
     "validate_params",
