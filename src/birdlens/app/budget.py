@@ -1,9 +1,13 @@
 """Per-request budgets for explanation methods: what a web request may ask for, and how long it may run.
 
 Why: LIME and SHAP cost one model forward per sample; an unbounded ``num_samples`` from a client would hold
-the (single, serialised) model for minutes and starve every other user. Requests ask for what they like;
-the server clamps it to the caps below and stops the work at ``timeout_s`` (checked before every model
-forward, see :mod:`birdlens.app.service`).
+the (single, serialised) model for minutes and starve every other user, and an unbounded ``batch_size`` can
+exhaust the server's memory in one request. What each method offers, which parameter counts its model
+forwards, whether it is heavy and every parameter's type and range are declared on the explainer class
+(:class:`birdlens.explain.base.Param`); this module only adds the server's own caps: a budget parameter
+above its cap is clamped to it (with a note), any other value outside its declared range is refused with
+:class:`~birdlens.explain.base.InvalidParameterError` naming the allowed range, and the work stops at
+``timeout_s`` (checked before every model forward, see :mod:`birdlens.app.service`).
 """
 
 from __future__ import annotations
@@ -11,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS: tuple[str, ...] = ("gradcam", "lime", "shap", "ig")
-HEAVY_METHODS: frozenset[str] = frozenset({"lime", "shap", "ig"})
+from birdlens.explain.base import InvalidParameterError, method_class, panel_methods
 
 # options the server sets itself: a client must not swap the model's normalisation, layer or output
 RESERVED_PARAMS: frozenset[str] = frozenset(
@@ -29,13 +32,38 @@ RESERVED_PARAMS: frozenset[str] = frozenset(
     }
 )
 
-# method -> its budget parameter (the number of model forwards it costs)
-BUDGET_PARAM: dict[str, str] = {"lime": "num_samples", "shap": "max_evals", "ig": "steps"}
+
+def offered_methods() -> list[str]:
+    """The methods the web app offers (their class says ``in_app``), in panel order."""
+    return [m for m in panel_methods() if method_class(m).in_app]
+
+
+def param_ranges(budget: Budget | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every offered method's per-request parameters with type, range, default and meaning (the budget
+    parameter's maximum is the server's cap): the documented ranges requests are validated against."""
+    b = budget or Budget()
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for m in offered_methods():
+        cls = method_class(m)
+        out[m] = {}
+        for p in cls.tunable:
+            info = p.describe()
+            if p.name == cls.budget_param:
+                info["max"] = b.cap(m)
+                info["default"] = b.default(m)
+            out[m][p.name] = info
+    return out
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Caps and defaults for one request. ``timeout_s`` counts from when the model starts on the request."""
+    """Caps and defaults for one request. ``timeout_s`` counts from when the model starts on the request.
+
+    ``lime_max_samples`` / ``shap_max_evals`` / ``ig_max_steps`` are the operator's caps on the budget
+    parameters of those methods (``birdlens serve --max-samples``); a method without one here is capped at
+    its declared maximum. ``defaults``: the budget used when a request names none (smaller than the library's
+    defaults, for a responsive page).
+    """
 
     lime_max_samples: int = 2000
     shap_max_evals: int = 2000
@@ -44,42 +72,67 @@ class Budget:
     defaults: dict[str, int] = field(default_factory=lambda: {"lime": 500, "shap": 500, "ig": 32})
 
     def cap(self, method: str) -> int | None:
-        return {"lime": self.lime_max_samples, "shap": self.shap_max_evals, "ig": self.ig_max_steps}.get(
-            method
+        """The most model forwards one request of ``method`` may ask for (None: it has no budget parameter)."""
+        cls = method_class(method)
+        if cls.budget_param is None:
+            return None
+        hi = cls.param_spec()[cls.budget_param].hi
+        own = {"lime": self.lime_max_samples, "shap": self.shap_max_evals, "ig": self.ig_max_steps}.get(
+            cls.name
         )
+        caps = [int(c) for c in (own, hi) if c is not None]
+        if not caps:
+            raise ValueError(f"{cls.name}: its budget parameter {cls.budget_param!r} declares no maximum")
+        return min(caps)
+
+    def default(self, method: str) -> int | None:
+        """The budget a request of ``method`` gets when it names none (never above the cap)."""
+        cls = method_class(method)
+        cap = self.cap(method)
+        if cap is None or cls.budget_param is None:
+            return None
+        return min(int(self.defaults.get(cls.name, cls.param_spec()[cls.budget_param].default)), cap)
 
     def clamp(self, method: str, params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """The parameters the server will really use, and a note for every value it changed."""
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        out = dict(params)
+        """The parameters the server will really use, and a note for every value it changed.
+
+        Raises :class:`~birdlens.explain.base.InvalidParameterError` for an unknown method or parameter, a
+        server-set one, or a value outside its declared range.
+        """
+        offered = offered_methods()
+        if method not in offered:
+            raise InvalidParameterError(f"unknown method {method!r}; choose one of {', '.join(offered)}")
+        cls = method_class(method)
+        spec = cls.param_spec()
+        out: dict[str, Any] = {}
         notes: list[str] = []
-        for k, v in out.items():
+        for k, v in params.items():
             if k in RESERVED_PARAMS:
-                raise ValueError(f"parameter {k!r} is set by the server and cannot be changed per request")
+                raise InvalidParameterError(
+                    f"parameter {k!r} is set by the server and cannot be changed per request"
+                )
+            if k not in spec:
+                raise InvalidParameterError(
+                    f"{method}: unknown parameter {k!r}; allowed parameters: {', '.join(sorted(spec)) or 'none'}"
+                )
             if v is not None and not isinstance(v, (bool, int, float, str)):
-                raise ValueError(
+                raise InvalidParameterError(
                     f"parameter {k!r} must be a number, string or boolean, got {type(v).__name__}"
                 )
-        key = BUDGET_PARAM.get(method)
+            out[k] = spec[k].check(method, v) if k != cls.budget_param else v
+        key = cls.budget_param
         if key is None:
             return out, notes
         cap = self.cap(method)
         assert cap is not None
-        value = out.get(key, self.defaults.get(method, cap))
-        try:
-            value = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{key} must be an integer, got {value!r}") from None
-        if value < 1:
-            raise ValueError(f"{key} must be >= 1, got {value}")
-        if value > cap:
+        value = out.get(key, self.default(method))
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
             notes.append(f"{key} {value} capped to {cap} (server budget)")
             value = cap
-        out[key] = value
+        out[key] = spec[key].check(method, value, hi=cap)
         return out, notes
 
     def expected_forwards(self, method: str, params: dict[str, Any]) -> int | None:
         """Roughly how many images the method pushes through the model: the denominator of progress."""
-        key = BUDGET_PARAM.get(method)
+        key = method_class(method).budget_param
         return None if key is None else int(params.get(key, 0)) or None

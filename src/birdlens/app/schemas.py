@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,10 @@ class ModelInfo(BaseModel):
     methods: list[str] = Field(description="explanation methods this server offers")
     budget: dict[str, float] = Field(
         description="per-request caps (num_samples, max_evals, steps, timeout_s)"
+    )
+    params: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="per method, the parameters a request may set: type, min, max, choices, default, doc",
     )
     max_upload_bytes: int
 

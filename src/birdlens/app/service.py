@@ -19,10 +19,11 @@ from PIL import Image
 from torch import nn
 
 from birdlens.app import render
-from birdlens.app.budget import HEAVY_METHODS, METHODS, Budget
+from birdlens.app.budget import Budget, offered_methods, param_ranges
 from birdlens.app.schemas import Evidence, ModelInfo, Species
 from birdlens.app.tasks import Task, TaskQueue, Watch, WatchedModel
-from birdlens.explain import make_explainer, select_output
+from birdlens.explain import select_output
+from birdlens.explain.base import Explainer, explainer_for, method_class
 from birdlens.models import denormalize, resize_size
 from birdlens.train.checkpoint import TrainedModel, load_trained
 
@@ -63,12 +64,9 @@ class ModelService:
         self.queue = TaskQueue()
         self._transform = trained.transform()
         self.draft_size = resize_size(trained.data_config, trained.image_size)  # short side before the crop
-        self._mean = list(trained.data_config.mean)
-        self._std = list(trained.data_config.std)
         # built now, before the worker starts: it converts the model to channels_last in place (the
         # largest free CPU speed-up), which must not happen while a request runs
-        layer = {"layer": trained.cam_layer} if trained.cam_layer else {}
-        self._gradcam = make_explainer("gradcam", trained.model, **self._common(), **layer)
+        self._gradcam = explainer_for(trained, "gradcam")
 
     @classmethod
     def from_run(cls, run_dir: str | Path, budget: Budget | None = None, which: str = "best") -> ModelService:
@@ -80,6 +78,13 @@ class ModelService:
     def info(self, max_upload_bytes: int) -> ModelInfo:
         meta = self.trained.meta
         b = self.budget
+        methods = offered_methods()
+        caps = {}
+        for m in methods:
+            key, cap = method_class(m).budget_param, b.cap(m)
+            if key is not None and cap is not None:
+                caps[f"{m}_{key}"] = float(cap)
+                caps[f"{m}_default"] = float(b.default(m) or 0)
         return ModelInfo(
             run=self.run_name,
             model=self.trained.model_name,
@@ -91,14 +96,9 @@ class ModelService:
             images={k: int(v) for k, v in (meta.get("images") or {}).items() if isinstance(v, int)},
             weights=meta.get("weights") if isinstance(meta.get("weights"), str) else None,
             finished=meta.get("finished") if isinstance(meta.get("finished"), str) else None,
-            methods=list(METHODS),
-            budget={
-                "lime_num_samples": b.lime_max_samples,
-                "shap_max_evals": b.shap_max_evals,
-                "ig_steps": b.ig_max_steps,
-                "timeout_s": b.timeout_s,
-                **{f"{m}_default": float(v) for m, v in b.defaults.items()},
-            },
+            methods=methods,
+            budget={**caps, "timeout_s": b.timeout_s},
+            params=param_ranges(b),
             max_upload_bytes=max_upload_bytes,
         )
 
@@ -191,17 +191,13 @@ class ModelService:
         """The photo as the model saw it: uint8 HWC at the input size."""
         return denormalize(prep.x[0], self.trained.data_config).permute(1, 2, 0).numpy()
 
-    def _common(self) -> dict[str, Any]:
-        return {"mean": self._mean, "std": self._std, "model_name": self.trained.model_name}
-
-    def _explainer(self, method: str, params: dict[str, Any], watch: Watch) -> Any:
+    def _explainer(self, method: str, params: dict[str, Any], watch: Watch) -> Explainer:
         if method == "gradcam" and not params:
             return self._gradcam
-        model: nn.Module = (
-            WatchedModel(self.trained.model, watch) if method in HEAVY_METHODS else self.trained.model
-        )
+        heavy = method_class(method).heavy
+        model: nn.Module = WatchedModel(self.trained.model, watch) if heavy else self.trained.model
         try:
-            return make_explainer(method, model, **self._common(), **params)
+            return explainer_for(self.trained, method, model=model, **params)
         except (TypeError, ValueError) as e:
             raise BadParams(f"{method}: {e}") from None
 
@@ -219,7 +215,7 @@ class ModelService:
         try:
             result = explainer.explain(prep.x, target=target)
         except ValueError as e:
-            if method not in HEAVY_METHODS:
+            if not method_class(method).heavy:
                 raise
             raise BadParams(f"{method}: {e}") from None  # e.g. options that do not fit this image size
         m = result.maps[0].numpy().astype(np.float32)

@@ -13,6 +13,10 @@ from birdlens.utils.lazy import lazy_exports
 _LAZY = {
     "Explainer": "birdlens.explain.base",
     "Explanation": "birdlens.explain.base",
+    "InvalidParameterError": "birdlens.explain.base",
+    "Param": "birdlens.explain.base",
+    "explainer_for": "birdlens.explain.base",
+    "method_class": "birdlens.explain.base",
     "UnsupportedMethodError": "birdlens.explain.base",
     "explain_images": "birdlens.explain.run",
     "list_methods": "birdlens.explain.base",

@@ -4,6 +4,11 @@ Modelled on Captum's ``attribute(inputs, target)`` and TorchCAM's extractor obje
 birdlens needs: a dense map per image at input resolution (higher = more evidence for the target), the class
 explained, the scores behind it, and enough ``params`` to reproduce the call. Methods register themselves with
 :func:`register`; :func:`make_explainer` builds one by name and refuses methods that would be silently wrong.
+
+What a method *is* lives on its class, as Captum's attribution classes carry ``multiplies_by_inputs``: its
+title and panel position, whether it is stochastic, signed, needs a CAM layer, is heavy, which parameter is its
+budget, and every per-request parameter with its type and range (:class:`Param`). The CLI, the study config,
+the report, the web app and the explanation-quality table read these facts, so a new method is one new file.
 """
 
 from __future__ import annotations
@@ -23,10 +28,17 @@ from birdlens.explain.outputs import OutputSelector, select_output
 __all__ = [
     "Explainer",
     "Explanation",
+    "InvalidParameterError",
+    "Param",
     "UnsupportedMethodError",
+    "explainer_for",
     "list_methods",
     "make_explainer",
+    "method_class",
+    "panel_methods",
     "register",
+    "unregister",
+    "validate_params",
 ]
 
 
@@ -58,6 +70,106 @@ class Explanation:
 
 class UnsupportedMethodError(ValueError):
     """The method is refused because it would give silently wrong maps (or is unknown)."""
+
+
+class InvalidParameterError(ValueError):
+    """A method parameter is unknown, of the wrong type or outside its documented range (a user mistake: the
+    web app answers it with 400, the CLI with one error line)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable parameter of a method: its type, allowed range or choices, default and meaning.
+
+    Declared on the explainer class so that one declaration gives the web API its validation, the budget its
+    caps, and the CLI/study their checks. ``lo``/``hi`` bound numbers (inclusive); ``choices`` bound strings.
+    """
+
+    name: str
+    type: type
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+    doc: str = ""
+    optional: bool = False  # None is allowed too (it means the method's automatic choice)
+
+    def allowed(self, hi: float | None = None) -> str:
+        """The allowed values in words, e.g. ``an integer in [1, 20000]``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        kind = {
+            int: "an integer",
+            float: "a number",
+            bool: "true or false",
+            str: "a string",
+            dict: "a mapping of options",
+        }[self.type]
+        top = self.hi if hi is None else hi
+        if self.lo is not None and top is not None:
+            return f"{kind} in [{_num(self.lo)}, {_num(top)}]"
+        if self.lo is not None:
+            return f"{kind} >= {_num(self.lo)}"
+        return kind
+
+    def check(self, method: str, value: Any, hi: float | None = None) -> Any:
+        """``value`` converted to the declared type, or :class:`InvalidParameterError` naming what is allowed.
+
+        ``hi``: a tighter upper bound than the declared one (a server's budget), named in the message.
+        """
+        top = self.hi if hi is None else min(hi, self.hi) if self.hi is not None else hi
+        bad = InvalidParameterError(f"{method}: {self.name} must be {self.allowed(top)}, got {value!r}")
+        if value is None and self.optional:
+            return None
+        if self.type is dict:
+            if not isinstance(value, dict):
+                raise bad
+            return value
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise bad
+            return value
+        if self.type is str:
+            if not isinstance(value, str) or (self.choices is not None and value not in self.choices):
+                raise bad
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        if self.type is int:
+            if float(value) != int(value):
+                raise bad
+            value = int(value)
+        else:
+            value = float(value)
+        if self.lo is not None and value < self.lo:
+            raise InvalidParameterError(
+                f"{method}: {self.name} must be >= {_num(self.lo)} ({self.allowed(top)}), got {value!r}"
+            )
+        if top is not None and value > top:
+            raise InvalidParameterError(
+                f"{method}: {self.name} must be <= {_num(top)} ({self.allowed(top)}), got {value!r}"
+            )
+        return value
+
+    def describe(self) -> dict[str, Any]:
+        """The declaration as JSON-able data (for API descriptions and docs)."""
+        return {
+            "type": self.type.__name__,
+            "default": self.default,
+            "min": self.lo,
+            "max": self.hi,
+            "choices": list(self.choices) if self.choices is not None else None,
+            "optional": self.optional,
+            "doc": self.doc,
+        }
+
+
+#: the seed every stochastic method takes (numpy's RandomState accepts up to 2**32 - 1)
+SEED = Param("seed", int, 0, lo=0, hi=2**32 - 1, doc="seed of the method's sampling")
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
 _REGISTRY: dict[str, type[Explainer]] = {}
@@ -103,6 +215,42 @@ def register(name: str, *aliases: str) -> Callable[[type[Explainer]], type[Expla
     return deco
 
 
+def unregister(name: str) -> None:
+    """Undo :func:`register` (the method and its aliases); for tests and plugins that add a method for a while."""
+    _REGISTRY.pop(name, None)
+    for alias in [a for a, target in _ALIASES.items() if target == name]:
+        del _ALIASES[alias]
+
+
+def method_class(method: str) -> type[Explainer]:
+    """The class registered under ``method`` (or one of its aliases), or :class:`UnsupportedMethodError`."""
+    _load_methods()
+    return _REGISTRY[_canonical(method)]
+
+
+def panel_methods(methods: Sequence[str] | None = None) -> list[str]:
+    """``methods`` (default: every registered one) in panel order, the order figures and lists show them."""
+    _load_methods()
+    names = list_methods() if methods is None else list(methods)
+    return sorted(names, key=lambda m: (method_class(m).panel_order, m))
+
+
+def validate_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` checked against the method's declared :class:`Param` s (types converted), else
+    :class:`InvalidParameterError` naming the parameter and what is allowed."""
+    cls = method_class(method)
+    spec = cls.param_spec()
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in spec:
+            allowed = ", ".join(sorted(spec)) or "none"
+            raise InvalidParameterError(
+                f"{cls.name}: unknown parameter {key!r}; allowed parameters: {allowed}"
+            )
+        out[key] = spec[key].check(cls.name, value)
+    return out
+
+
 def _canonical(method: str) -> str:
     key = method.strip().lower()
     if key in _REFUSED:
@@ -133,6 +281,38 @@ def make_explainer(method: str, model: nn.Module, **params: Any) -> Explainer:
     return cls(model, **params)
 
 
+def explainer_for(
+    trained: Any,
+    method: str,
+    *,
+    model: nn.Module | None = None,
+    seed: int | None = None,
+    check: bool = True,
+    **overrides: Any,
+) -> Explainer:
+    """Build ``method`` for a trained run: the one place explainer arguments are put together.
+
+    ``trained``: the loaded run (:class:`birdlens.train.checkpoint.TrainedModel`: model, data_config,
+    model_name, cam_layer). The run's normalisation and model name always go in; its CAM layer to methods
+    that need a layer; ``seed`` to stochastic methods. ``overrides`` are the method's parameters, validated
+    against its declared :class:`Param` s when ``check`` (user input); ``model`` replaces the run's model (a
+    watched or randomised copy). Explicit library use with non-declared options goes through
+    :func:`make_explainer`.
+    """
+    cls = method_class(method)
+    dc = trained.data_config
+    kwargs: dict[str, Any] = {
+        "data_config": {"mean": list(dc.mean), "std": list(dc.std)},
+        "model_name": getattr(trained, "model_name", None),
+    }
+    if cls.needs_layer and getattr(trained, "cam_layer", None):
+        kwargs["layer"] = trained.cam_layer
+    if cls.stochastic and seed is not None:
+        kwargs["seed"] = seed
+    kwargs.update(validate_params(cls.name, overrides) if check else overrides)
+    return cls(trained.model if model is None else model, **kwargs)
+
+
 def _load_methods() -> None:
     # importing the package registers every method (kept lazy so ``base`` has no import cycle)
     import birdlens.explain.methods  # noqa: F401
@@ -142,6 +322,35 @@ class Explainer(ABC):
     """Base class: resolves targets, times the call and fills ``params``; subclasses implement :meth:`_explain`."""
 
     name: ClassVar[str] = "base"
+    #: shown in panels, tables and the web page (default: the name)
+    title: ClassVar[str] = ""
+    #: position in panels and method lists (lower first; ties by name)
+    panel_order: ClassVar[int] = 100
+    #: takes a ``seed`` and gives different maps for different seeds (the stability metric applies)
+    stochastic: ClassVar[bool] = False
+    #: the map is signed (evidence for and against): diverging colours centred on zero
+    signed: ClassVar[bool] = False
+    #: explains at a layer: gets the run's CAM layer
+    needs_layer: ClassVar[bool] = False
+    #: the parameter that counts model forwards (the web server caps it to its budget), if any
+    budget_param: ClassVar[str | None] = None
+    #: many model forwards per image: the web app runs it under its time budget
+    heavy: ClassVar[bool] = False
+    #: offered by the web app
+    in_app: ClassVar[bool] = True
+    #: per-pixel maps too speckled to read: the overlay smooths them with this Gaussian sigma (px)
+    overlay_sigma: ClassVar[float] = 0.0
+    #: the tunable parameters a user (CLI, study config, web request) may set, with types and ranges
+    tunable: ClassVar[tuple[Param, ...]] = ()
+
+    @classmethod
+    def param_spec(cls) -> dict[str, Param]:
+        """The declared tunable parameters by name."""
+        return {p.name: p for p in cls.tunable}
+
+    @classmethod
+    def display_title(cls) -> str:
+        return cls.title or cls.name
 
     def __init__(
         self,

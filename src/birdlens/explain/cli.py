@@ -11,7 +11,11 @@ import typer
 def explain(
     sources: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     run: Path = typer.Option(..., "--run", help="Training run directory (with meta.json and weights)."),
-    methods: str = typer.Option("gradcam,lime,shap,ig", "--methods", help="Comma-separated methods."),
+    methods: str = typer.Option(
+        "gradcam,lime,shap,ig",
+        "--methods",
+        help="Comma-separated methods (any registered explainer; an unknown name lists them).",
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder for maps, overlays, panel and manifest."),
     n: int | None = typer.Option(None, "--n", help="Explain a seeded sample of N images."),
     seed: int = typer.Option(0, "--seed", help="Seed for LIME/SHAP sampling and the image sample."),
@@ -23,7 +27,7 @@ def explain(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar (also BIRDLENS_QUIET=1)."),
 ) -> None:
     """Explain IMAGE_OR_DIR... with the model of --run; write .npy maps, PNG overlays/panel, manifest.json."""
-    from birdlens.explain.base import UnsupportedMethodError, list_methods
+    from birdlens.explain.base import UnsupportedMethodError, list_methods, method_class
     from birdlens.explain.run import explain_images
     from birdlens.train.checkpoint import load_trained
 
@@ -31,6 +35,8 @@ def explain(
     if not names:
         raise typer.BadParameter(f"no methods given; choose from {list_methods()}", param_hint="--methods")
     try:
+        for m in names:  # before loading the model: a typo fails at once
+            method_class(m)
         trained = load_trained(run, which=which)  # type: ignore[arg-type]
         manifest = explain_images(
             trained,

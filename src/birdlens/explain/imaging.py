@@ -45,18 +45,25 @@ def box_blur(x: torch.Tensor, k: int) -> torch.Tensor:
     return y.to(dtype)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``[B, C, H, W]`` with reflect padding (linear: blurring the normalised
-    image equals normalising the blurred photo)."""
+def gaussian_blur(x: torch.Tensor, sigma: float, radius: int | None = None) -> torch.Tensor:
+    """Separable Gaussian blur of ``[B, C, H, W]`` with reflect padding, the one blur of birdlens' explain code
+    (IG's blurred baseline, LIME's blur fill, the IG overlay, the metrics' blurred substrate).
+
+    ``radius``: kernel half-width (default ``ceil(3 sigma)``), shrunk to what reflect padding allows on small
+    images. Linear and normalised: blurring the normalised image equals normalising the blurred photo, and a
+    constant image stays constant.
+    """
     if sigma <= 0:
         return x.clone()
-    radius = max(1, math.ceil(3 * sigma))
-    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+    r = max(1, math.ceil(3 * sigma)) if radius is None else int(radius)
+    r = min(r, x.shape[-1] - 1, x.shape[-2] - 1)
+    if r <= 0:
+        return x
+    y = x if x.is_floating_point() else x.float()
+    t = torch.arange(-r, r + 1, dtype=y.dtype, device=y.device)
     g = torch.exp(-(t**2) / (2 * sigma**2))
     g = g / g.sum()
-    b, c, h, w = x.shape
-    y = x.reshape(b * c, 1, h, w).float()
-    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), g.view(1, 1, 1, -1))
-    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), g.view(1, 1, -1, 1))
-    return y.view(b, c, h, w).to(x.dtype)
+    c = y.shape[1]
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return y.to(x.dtype)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from birdlens.explain.base import Explanation, make_explainer
+from birdlens.explain.base import Explanation, explainer_for
 from birdlens.explain.outputs import select_output
 from birdlens.explain.viz import PanelRow, overlay_for, panel, save_png
 from birdlens.utils.atomic import atomic_path, write_json
@@ -87,19 +87,6 @@ def _true_label(item: Any, given: Any, classes: Sequence[str]) -> str | None:
     return None
 
 
-def _method_params(method: str, trained: Any, seed: int, extra: dict[str, Any]) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "data_config": trained.data_config,
-        "model_name": getattr(trained, "model_name", None),
-    }
-    if method in ("gradcam", "gradcam++", "layercam", "hirescam") and getattr(trained, "cam_layer", None):
-        params["layer"] = trained.cam_layer
-    if method in ("lime", "shap", "random"):
-        params["seed"] = seed
-    params.update(extra.get(method, {}))
-    return params
-
-
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in params.items():
@@ -133,13 +120,35 @@ def explain_images(
     layout ``explain/<model>/<method>/*.npy|png``, ``panel.png`` (``panel_<k>.png``
     beyond 8 images) and ``manifest.json`` into ``out_dir``; returns the manifest. ``n``: explain a seeded
     sample of ``n`` images; ``labels``: true labels (class index or name) aligned with ``images``, else taken
-    from a path's parent folder when it names a class; ``method_params``: per-method overrides.
+    from a path's parent folder when it names a class; ``method_params``: per-method parameters, checked
+    against each method's declared ranges (:class:`birdlens.explain.base.InvalidParameterError`).
     """
-    from birdlens.utils.env import environment_info
-
     out = Path(out_dir)
     if (out / "manifest.json").exists() and not force:
         raise FileExistsError(f"{out} already holds explanations (manifest.json); pass force=True / --force")
+    items, item_labels = _expand_items(images, labels, n, seed)
+    if quiet is None:
+        quiet = os.environ.get("BIRDLENS_QUIET", "") not in ("", "0")
+    trained.model.eval()
+    extra = method_params or {}
+    explainers = {m: explainer_for(trained, m, seed=seed, **extra.get(m, {})) for m in methods}
+    state = _RunState(methods)
+    t0 = time.perf_counter()
+    with _progress(quiet) as progress:
+        task = progress.add_task("", total=len(items))
+        for k, item in enumerate(items):
+            _explain_one(trained, explainers, out, k, item, item_labels[k], state, progress, task)
+            progress.advance(task)
+    panels = _write_panels(state.rows, out, methods)
+    manifest = _manifest(trained, seed, state, panels, time.perf_counter() - t0)
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _expand_items(
+    images: Sequence[Any], labels: Sequence[Any] | None, n: int | None, seed: int
+) -> tuple[list[Any], list[Any]]:
+    """Folders expanded to their images (labels from the folder names later), then the seeded sample of ``n``."""
     items: list[Any] = []
     item_labels: list[Any] = []
     for i, it in enumerate(images):
@@ -155,24 +164,33 @@ def explain_images(
         keep = sorted(random.Random(seed).sample(range(len(items)), n))
         items = [items[k] for k in keep]
         item_labels = [item_labels[k] for k in keep]
-    if quiet is None:
-        quiet = os.environ.get("BIRDLENS_QUIET", "") not in ("", "0")
+    return items, item_labels
 
-    model = trained.model.eval()
-    classes = list(trained.classes)
-    image_size = getattr(trained, "image_size", None)
-    extra = method_params or {}
-    explainers = {m: make_explainer(m, model, **_method_params(m, trained, seed, extra)) for m in methods}
-    seconds: dict[str, list[float]] = {m: [] for m in methods}
-    params: dict[str, dict[str, Any]] = {}
-    records: list[dict[str, Any]] = []
-    rows: list[PanelRow] = []
-    used_names: set[str] = set()
-    t0 = time.perf_counter()
 
+class _RunState:
+    """What the loop over images collects for the manifest and the panel."""
+
+    def __init__(self, methods: Sequence[str]) -> None:
+        self.methods = list(methods)
+        self.seconds: dict[str, list[float]] = {m: [] for m in methods}
+        self.params: dict[str, dict[str, Any]] = {}
+        self.records: list[dict[str, Any]] = []
+        self.rows: list[PanelRow] = []
+        self.used_names: set[str] = set()
+
+    def unique_name(self, item: Any, k: int) -> str:
+        is_path = isinstance(item, (str, os.PathLike))
+        name = _slug(f"{Path(item).parent.name}_{Path(item).stem}" if is_path else f"image_{k:04d}")
+        while name in self.used_names:
+            name += "_"
+        self.used_names.add(name)
+        return name
+
+
+def _progress(quiet: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(
+    return Progress(
         TextColumn("explain"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -180,67 +198,82 @@ def explain_images(
         TimeElapsedColumn(),
         disable=quiet,
     )
-    with progress:
-        task = progress.add_task("", total=len(items))
-        for k, item in enumerate(items):
-            is_path = isinstance(item, (str, os.PathLike))
-            name = _slug(f"{Path(item).parent.name}_{Path(item).stem}" if is_path else f"image_{k:04d}")
-            while name in used_names:
-                name += "_"
-            used_names.add(name)
-            photo, x = _prepare(_load_uint8(item), trained.data_config, image_size)
-            rec: dict[str, Any] = {
-                "source": str(item) if is_path else f"array[{k}]",
-                "name": name,
-                "maps": {},
-                "overlays": {},
-            }
-            overlays: dict[str, np.ndarray] = {}
-            exp: Explanation | None = None
-            for m, explainer in explainers.items():
-                progress.update(task, description=f"{name} · {m}")
-                exp = explainer.explain(x[None])
-                seconds[m].append(exp.seconds)
-                params.setdefault(m, _jsonable(exp.params))
-                map_path = out / m / f"{name}.npy"
-                with atomic_path(map_path, suffix=".npy") as tmp, open(tmp, "wb") as f:
-                    np.save(f, exp.numpy()[0])
-                ov = overlay_for(m, photo, exp.maps[0], exp.scores, 0)
-                save_png(out / m / f"{name}.png", ov)
-                overlays[m] = ov
-                rec["maps"][m] = str(map_path.relative_to(out))
-                rec["overlays"][m] = f"{m}/{name}.png"
-                if m == "ig":
-                    rec["ig_completeness_error"] = float(exp.scores["completeness_error"][0])
-                if m == "lime":
-                    rec["lime_weights"] = exp.scores["weights"][0].tolist()
-            with torch.inference_mode():
-                probs = select_output(model(x[None]), None).float().softmax(1)[0]
-            pred = int(probs.argmax())
-            true = _true_label(item, item_labels[k], classes)
-            rec.update(
-                predicted=classes[pred],
-                probability=float(probs[pred]),
-                true=true,
-                target=int(exp.target[0]) if exp is not None else None,
-            )
-            records.append(rec)
-            rows.append(
-                PanelRow(
-                    image=photo,
-                    overlays=overlays,
-                    predicted=rec["predicted"] or "?",
-                    probability=rec["probability"],
-                    true=true,
-                )
-            )
-            progress.advance(task)
 
+
+def _explain_one(
+    trained: Any,
+    explainers: dict[str, Any],
+    out: Path,
+    k: int,
+    item: Any,
+    given_label: Any,
+    state: _RunState,
+    progress: Any,
+    task: Any,
+) -> None:
+    """Every method on one image: maps and overlays written, its record and panel row kept in ``state``."""
+    is_path = isinstance(item, (str, os.PathLike))
+    name = state.unique_name(item, k)
+    photo, x = _prepare(_load_uint8(item), trained.data_config, getattr(trained, "image_size", None))
+    rec: dict[str, Any] = {
+        "source": str(item) if is_path else f"array[{k}]",
+        "name": name,
+        "maps": {},
+        "overlays": {},
+    }
+    overlays: dict[str, np.ndarray] = {}
+    exp: Explanation | None = None
+    for m, explainer in explainers.items():
+        progress.update(task, description=f"{name} · {m}")
+        exp = explainer.explain(x[None])
+        state.seconds[m].append(exp.seconds)
+        state.params.setdefault(m, _jsonable(exp.params))
+        map_path = out / m / f"{name}.npy"
+        with atomic_path(map_path, suffix=".npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, exp.numpy()[0])
+        ov = overlay_for(m, photo, exp.maps[0], exp.scores, 0)
+        save_png(out / m / f"{name}.png", ov)
+        overlays[m] = ov
+        rec["maps"][m] = str(map_path.relative_to(out))
+        rec["overlays"][m] = f"{m}/{name}.png"
+        if "completeness_error" in exp.scores:
+            rec[f"{m}_completeness_error"] = float(exp.scores["completeness_error"][0])
+        if "weights" in exp.scores:
+            rec[f"{m}_weights"] = exp.scores["weights"][0].tolist()
+    with torch.inference_mode():
+        probs = select_output(trained.model(x[None]), None).float().softmax(1)[0]
+    classes = list(trained.classes)
+    pred = int(probs.argmax())
+    true = _true_label(item, given_label, classes)
+    rec.update(
+        predicted=classes[pred],
+        probability=float(probs[pred]),
+        true=true,
+        target=int(exp.target[0]) if exp is not None else None,
+    )
+    state.records.append(rec)
+    state.rows.append(
+        PanelRow(
+            image=photo,
+            overlays=overlays,
+            predicted=rec["predicted"] or "?",
+            probability=rec["probability"],
+            true=true,
+        )
+    )
+
+
+def _write_panels(rows: Sequence[PanelRow], out: Path, methods: Sequence[str]) -> list[str]:
     panels = []
     for p in range(0, len(rows), PANEL_ROWS):
         fname = "panel.png" if len(rows) <= PANEL_ROWS else f"panel_{p // PANEL_ROWS + 1:02d}.png"
-        panel(rows[p : p + PANEL_ROWS], out / fname, methods=[m for m in methods])
+        panel(rows[p : p + PANEL_ROWS], out / fname, methods=list(methods))
         panels.append(fname)
+    return panels
+
+
+def _manifest(trained: Any, seed: int, state: _RunState, panels: list[str], seconds: float) -> dict[str, Any]:
+    from birdlens.utils.env import environment_info
 
     manifest = {
         "environment": environment_info(seed),
@@ -248,20 +281,20 @@ def explain_images(
         "model": {
             "name": getattr(trained, "model_name", None),
             "cam_layer": getattr(trained, "cam_layer", None),
-            "classes": classes,
+            "classes": list(trained.classes),
             "data_config": _jsonable(getattr(trained.data_config, "__dict__", {}) or {}),
         },
         "methods": {
             m: {
-                "params": params.get(m, {}),
+                "params": state.params.get(m, {}),
                 "seconds_total": float(sum(s)),
                 "seconds_per_image": float(np.mean(s)) if s else None,
             }
-            for m, s in seconds.items()
+            for m, s in state.seconds.items()
         },
-        "images": records,
+        "images": state.records,
         "panels": panels,
-        "seconds": time.perf_counter() - t0,
+        "seconds": seconds,
     }
     try:
         from importlib import metadata
@@ -269,5 +302,4 @@ def explain_images(
         manifest["environment"]["packages"]["scikit-image"] = metadata.version("scikit-image")
     except Exception:
         pass
-    write_json(out / "manifest.json", manifest)
     return manifest

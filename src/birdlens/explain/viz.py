@@ -22,18 +22,31 @@ import numpy as np
 
 from birdlens.utils.atomic import atomic_path
 
-SIGNED_METHODS = frozenset({"ig", "shap", "lime"})
-TITLES = {
-    "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++",
-    "layercam": "LayerCAM",
-    "hirescam": "HiResCAM",
-    "lime": "LIME",
-    "shap": "SHAP",
-    "ig": "Integrated Gradients",
-    "random": "Random",
-}
-PANEL_ORDER = ("gradcam", "gradcam++", "layercam", "hirescam", "lime", "shap", "ig", "random")
+
+def _facts(method: str) -> Any:
+    """The method's class (its title, panel order, signedness live there), None for a name not registered."""
+    from birdlens.explain.base import UnsupportedMethodError, method_class
+
+    try:
+        return method_class(method)
+    except UnsupportedMethodError:
+        return None
+
+
+def _panel_key(method: str) -> tuple[int, str]:
+    cls = _facts(method)
+    return (cls.panel_order if cls is not None else 1000, method)
+
+
+def method_title(method: str) -> str:
+    """The method's display title (its class's ``title``), the name itself for an unknown one."""
+    cls = _facts(method)
+    return cls.display_title() if cls is not None else method
+
+
+def is_signed(method: str) -> bool:
+    cls = _facts(method)
+    return bool(cls is not None and cls.signed)
 
 
 def _as_uint8_hwc(image: Any) -> np.ndarray:
@@ -124,15 +137,17 @@ def overlay_for(
     """The right overlay for a method's map (LIME regions when its weights/segments are in ``scores``)."""
     if method == "lime" and scores is not None and "segments" in scores:
         return lime_overlay(image, scores["segments"][index], scores["weights"][index], top_k=top_k)
-    if method == "ig":
-        # per-pixel IG is speckled; a 1.5 px Gaussian makes the evidence visible (the saved .npy stays raw)
+    cls = _facts(method)
+    if cls is not None and cls.overlay_sigma > 0:
+        # speckled per-pixel maps (IG): a small Gaussian makes the evidence visible (the saved .npy stays raw)
         import torch
 
         from birdlens.explain.imaging import gaussian_blur
 
         m = torch.as_tensor(np.asarray(exp_map.detach().cpu() if hasattr(exp_map, "detach") else exp_map))
-        return signed_overlay(image, gaussian_blur(m.float()[None, None], 1.5)[0, 0], gamma=1.5)
-    if method in SIGNED_METHODS:
+        blurred = gaussian_blur(m.float()[None, None], cls.overlay_sigma)[0, 0]
+        return signed_overlay(image, blurred, gamma=1.5) if cls.signed else heatmap_overlay(image, blurred)
+    if is_signed(method):
         return signed_overlay(image, exp_map)
     return heatmap_overlay(image, exp_map)
 
@@ -165,7 +180,7 @@ def panel(
     cell_inches: float = 2.1,
     dpi: int = 160,
 ) -> None:
-    """Photo | Grad-CAM | LIME | SHAP | IG (the methods present, in that order), one row per image."""
+    """Photo | Grad-CAM | LIME | SHAP | IG (the methods present, in panel order), one row per image."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -176,7 +191,7 @@ def panel(
     if not rows:
         raise ValueError("panel needs at least one row")
     present = {m for r in rows for m in r.overlays}
-    cols = list(methods) if methods else [m for m in PANEL_ORDER if m in present]
+    cols = list(methods) if methods else sorted(present, key=_panel_key)
     n_rows, n_cols = len(rows), 1 + len(cols)
     label_w, top_h, bottom_h, gap = 1.35, 0.35, 0.45, 0.05
     width = label_w + n_cols * cell_inches * (1 + gap)
@@ -185,7 +200,7 @@ def panel(
         n_rows, n_cols, figsize=(width, height), squeeze=False, gridspec_kw={"wspace": gap, "hspace": gap}
     )
     plt.rcParams.update({"font.family": "DejaVu Sans"})
-    for c, name in enumerate(["Photo", *[TITLES.get(m, m) for m in cols]]):
+    for c, name in enumerate(["Photo", *[method_title(m) for m in cols]]):
         axes[0, c].set_title(name, fontsize=10.5, fontweight="bold", pad=6)
     for r, row in enumerate(rows):
         axes[r, 0].imshow(row.image)
@@ -221,7 +236,7 @@ def panel(
                 0.5, 0.0, "top-5 superpixels", ha="center", va="center", fontsize=7, transform=cax.transAxes
             )
             continue
-        signed = m in SIGNED_METHODS
+        signed = is_signed(m)
         sm = ScalarMappable(
             Normalize(-1, 1) if signed else Normalize(0, 1), "RdBu_r" if signed else "inferno"
         )

@@ -14,7 +14,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-EXPLAIN_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "ig", "lime", "shap", "random")
 AUGMENT_PRESETS = ("none", "light", "keras-paper", "randaugment", "trivialaugment")
 
 
@@ -95,10 +94,22 @@ class ModelEntry(_Strict):
 
 
 def _check_methods(v: list[str]) -> list[str]:
-    bad = [m for m in v if m not in EXPLAIN_METHODS]
+    # the registered explainers are the allowed names: a method added in one file is accepted here too
+    from birdlens.explain.base import list_methods
+
+    allowed = list_methods()
+    bad = [m for m in v if m not in allowed]
     if bad:
-        raise ValueError(f"unknown method(s) {bad}; allowed: {', '.join(EXPLAIN_METHODS)}")
+        raise ValueError(f"unknown method(s) {bad}; allowed: {', '.join(allowed)}")
     return v
+
+
+def _check_method_params(v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    # each method's parameters against the ranges its class declares (the web API checks the same ones)
+    from birdlens.explain.base import validate_params
+
+    _check_methods(list(v))
+    return {m: validate_params(m, p) for m, p in v.items()}
 
 
 class ExplainConfig(_Strict):
@@ -108,6 +119,7 @@ class ExplainConfig(_Strict):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-method parameters")
 
     _m = field_validator("methods")(classmethod(lambda cls, v: _check_methods(v)))
+    _p = field_validator("params")(classmethod(lambda cls, v: _check_method_params(v)))
 
 
 class ExplainEvalConfig(_Strict):
@@ -119,6 +131,7 @@ class ExplainEvalConfig(_Strict):
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     _m = field_validator("methods")(classmethod(lambda cls, v: _check_methods(v)))
+    _p = field_validator("method_params")(classmethod(lambda cls, v: _check_method_params(v)))
 
 
 class StudyConfig(_Strict):

@@ -19,6 +19,17 @@ def _esc(x: Any) -> str:
     return html.escape(str(x))
 
 
+def _panel_columns(folder: Path) -> str:
+    """``photo | Grad-CAM | ...``: the panel's columns, from the methods its manifest records (their titles)."""
+    from birdlens.explain.viz import method_title
+
+    try:
+        methods = list(json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["methods"])
+    except (OSError, ValueError, KeyError, TypeError):
+        methods = []
+    return " | ".join(["photo", *[method_title(m) for m in methods]])
+
+
 def _figs(folder: Path, *patterns: str) -> list[Path]:
     """Figures matching ``patterns``, without the temp file a stage killed mid-write leaves beside a figure."""
     out: list[Path] = []
@@ -279,14 +290,10 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
         if name.startswith("explain:"):
             folder = run / "explain" / name.split(":", 1)[1]
             panels = _figs(folder, "*panel*.png")
+            caption = f"{_panel_columns(folder)}, with predicted and true labels"
             explain_html.append(
                 f"<h3>{_esc(name.split(':', 1)[1])}</h3>"
-                + "".join(
-                    embed_image(
-                        p, "panel", "photo | Grad-CAM | LIME | SHAP | IG, with predicted and true labels"
-                    )
-                    for p in panels
-                )
+                + "".join(embed_image(p, "panel", caption) for p in panels)
             )
     sections["explain"] = "".join(explain_html)
     xeval = {n.split(":", 1)[1]: s["results"] for n, s in inputs.items() if n.startswith("explain_eval:")}

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from birdlens.explain.base import Explainer, register
+from birdlens.explain.base import Explainer, Param, register
 from birdlens.explain.hooks import capture_as_leaf, frozen_parameters
 from birdlens.explain.imaging import minmax_per_image, resize_maps
 from birdlens.explain.layers import resolve_layer
@@ -23,6 +23,13 @@ from birdlens.explain.layers import resolve_layer
 
 class _CAM(Explainer):
     """Shared machinery: forward once, one gradient w.r.t. the layer activation, a per-method combination."""
+
+    needs_layer = True
+    tunable = (
+        Param(
+            "normalize", bool, True, doc="ReLU + per-image min-max as pytorch-grad-cam (false: the raw CAM)"
+        ),
+    )
 
     def __init__(
         self,
@@ -75,6 +82,9 @@ class _CAM(Explainer):
 class GradCAM(_CAM):
     """Selvaraju et al. 2017: channel weights = spatial mean of the gradient."""
 
+    title = "Grad-CAM"
+    panel_order = 10
+
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         w = grads.mean(dim=(2, 3), keepdim=True)
         return (w * acts).sum(1)
@@ -83,6 +93,10 @@ class GradCAM(_CAM):
 @register("gradcam++", "gradcampp", "gradcam_pp", "grad-cam++")
 class GradCAMPlusPlus(_CAM):
     """Chattopadhyay et al. 2018, eq. 19 with the exponential-output closed form (as pytorch-grad-cam)."""
+
+    title = "Grad-CAM++"
+    panel_order = 20
+    in_app = False
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         g2 = grads**2
@@ -98,6 +112,10 @@ class GradCAMPlusPlus(_CAM):
 class LayerCAM(_CAM):
     """Jiang et al. 2021: element-wise positive gradients times activations (finer than Grad-CAM)."""
 
+    title = "LayerCAM"
+    panel_order = 30
+    in_app = False
+
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         return (grads.clamp_min(0) * acts).sum(1)
 
@@ -105,6 +123,10 @@ class LayerCAM(_CAM):
 @register("hirescam", "hires-cam")
 class HiResCAM(_CAM):
     """Draelos & Carin 2020: element-wise gradient times activation (provably faithful for a linear head)."""
+
+    title = "HiResCAM"
+    panel_order = 40
+    in_app = False
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         return (grads * acts).sum(1)

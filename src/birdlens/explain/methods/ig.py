@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from birdlens.explain.base import Explainer, register
+from birdlens.explain.base import Explainer, Param, register
 from birdlens.explain.hooks import frozen_parameters
 from birdlens.explain.imaging import gaussian_blur
 
@@ -53,6 +53,21 @@ class IntegratedGradients(Explainer):
     """Signed attribution summed over colour channels. ``baseline``: ``"black"`` (pixel 0), ``"blurred"``
     (Gaussian, ``blur_sigma`` px), ``"mean"`` (the normalisation mean, i.e. 0 after normalising) or a tensor;
     ``quadrature``: Captum's ``method`` (``gausslegendre`` default, or ``riemann_*``)."""
+
+    title = "Integrated Gradients"
+    panel_order = 70
+    signed = True
+    heavy = True
+    budget_param = "steps"
+    overlay_sigma = 1.5  # per-pixel IG is speckled; the saved .npy stays raw
+    # internal_batch_size bounds the backward's memory (peaks in docs/benchmarks.md, "Per-request limits")
+    tunable = (
+        Param("steps", int, 50, lo=1, hi=1024, doc="interpolation steps (model forwards) per image"),
+        Param("baseline", str, "black", choices=("black", "blurred", "mean"), doc="the reference image"),
+        Param("quadrature", str, "gausslegendre", choices=_METHODS, doc="Captum's integration rule"),
+        Param("internal_batch_size", int, 16, lo=1, hi=32, optional=True, doc="interpolants per backward"),
+        Param("blur_sigma", float, 10.0, lo=0.0, hi=100.0, doc="Gaussian sigma (px) of baseline='blurred'"),
+    )
 
     def __init__(
         self,

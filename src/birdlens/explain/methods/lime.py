@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from birdlens.explain.base import Explainer, register
+from birdlens.explain.base import SEED, Explainer, Param, register
 from birdlens.explain.imaging import gaussian_blur
-from birdlens.explain.methods.perturb import check_options, target_values
+from birdlens.explain.methods.perturb import PRECISION, SCORE, check_options, target_values
 from birdlens.explain.methods.segmentation import DEFAULTS, segment
 
 SAMPLERS = ("uniform", "antithetic")
@@ -99,6 +99,28 @@ class Lime(Explainer):
     ``batch_size``: images per model call (4: on a 2-core CPU Lite0 runs ~1.2x more images/s at 4 than at 8,
     see ``perturb.FORWARD_CHUNK``).
     """
+
+    title = "LIME"
+    panel_order = 50
+    stochastic = True
+    signed = True
+    heavy = True
+    budget_param = "num_samples"
+    # batch_size bounds one request's memory (peak per setting in docs/benchmarks.md, "Per-request limits")
+    tunable = (
+        Param("num_samples", int, 1000, lo=1, hi=20000, doc="perturbed images per explained image"),
+        Param("batch_size", int, 4, lo=1, hi=64, doc="perturbed images per model call"),
+        Param("segmentation", str, "quickshift", choices=tuple(sorted(DEFAULTS)), doc="superpixel algorithm"),
+        Param("segmentation_params", dict, None, optional=True, doc="options of the skimage segmentation"),
+        Param("fill", str, "mean", choices=("mean", "blur"), doc="what a hidden superpixel shows"),
+        Param("blur_sigma", float, 8.0, lo=0.0, hi=64.0, doc="Gaussian sigma (px) of fill='blur'"),
+        Param("kernel_width", float, 0.25, lo=0.01, hi=100.0, doc="width of LIME's distance kernel"),
+        Param("alpha", float, 1.0, lo=0.0, hi=1e6, doc="ridge penalty of the surrogate"),
+        Param("sampler", str, "uniform", choices=SAMPLERS, doc="design sampling"),
+        SEED,
+        SCORE,
+        PRECISION,
+    )
 
     def __init__(
         self,

@@ -7,10 +7,14 @@ from collections.abc import Iterator
 
 import torch
 
-from birdlens.explain.base import Explainer
+from birdlens.explain.base import Explainer, Param
 
 SCORES = ("prob", "logit")
 PRECISIONS = ("fp32", "bf16")
+SCORE = Param("score", str, "prob", choices=SCORES, doc="explain the target's probability or its logit")
+PRECISION = Param(
+    "precision", str, "fp32", choices=PRECISIONS, doc="bf16: autocast for the model evaluations"
+)
 
 
 def check_options(score: str, precision: str) -> None:

@@ -14,12 +14,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from birdlens.explain.base import Explainer, register
+from birdlens.explain.base import SEED, Explainer, Param, register
 from birdlens.explain.imaging import resize_maps
 
 
 @register("random")
 class RandomMap(Explainer):
+    """Seeded uniform noise, smooth at ``resolution`` (None: per pixel)."""
+
+    title = "Random"
+    panel_order = 80
+    stochastic = True
+    in_app = False
+    tunable = (
+        SEED,
+        Param("resolution", int, 7, lo=1, hi=1024, optional=True, doc="noise grid side (none: per pixel)"),
+    )
+
     def __init__(self, model: nn.Module, *, seed: int = 0, resolution: int | None = 7, **common: Any) -> None:
         super().__init__(model, **common)
         self.seed = int(seed)

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from birdlens.explain.base import Explainer, register
+from birdlens.explain.base import SEED, Explainer, Param, register
 from birdlens.explain.imaging import box_blur
-from birdlens.explain.methods.perturb import check_options, target_values
+from birdlens.explain.methods.perturb import PRECISION, SCORE, check_options, target_values
 
 Box = tuple[int, int, int, int, int, int]  # rows [x0, x1), cols [y0, y1), channels [z0, z1)
 
@@ -58,6 +58,23 @@ def box_size(box: Box) -> int:
 class PartitionShap(Explainer):
     """Signed Owen values summed over colour channels; ``scores`` has ``base_value`` (all blurred),
     ``full_value`` (the image) and ``evals``."""
+
+    title = "SHAP"
+    panel_order = 60
+    stochastic = True
+    signed = True
+    heavy = True
+    budget_param = "max_evals"
+    # batch_size (two masked images per expansion) and forward_chunk bound the memory of one step
+    tunable = (
+        Param("max_evals", int, 500, lo=3, hi=100000, doc="model evaluations per image"),
+        Param("blur_kernel", int, 128, lo=1, hi=1024, doc="box-blur size (px) of hidden pixels"),
+        Param("batch_size", int, 10, lo=1, hi=64, doc="partition nodes expanded per step (as shap)"),
+        Param("forward_chunk", int, 4, lo=1, hi=64, doc="masked images per model call"),
+        SEED,
+        SCORE,
+        PRECISION,
+    )
 
     def __init__(
         self,

@@ -17,7 +17,6 @@ the same pipeline so every number can be read against chance.
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,8 +46,6 @@ from birdlens.explain.metrics.summary import best_vs_runner_up, rank_methods, su
 
 SCHEMA = "birdlens.explain-eval/1"
 BASELINE_SUFFIX = " (baseline)"
-#: methods that take a ``seed`` and give different maps for different seeds
-STOCHASTIC: frozenset[str] = frozenset({"lime", "shap", "random"})
 ExplainFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -143,22 +140,6 @@ def _regions(
 
 
 # ------------------------------------------------------------------------------------------- explainers
-def _make_explainer(method: str, model: nn.Module, kwargs: dict[str, Any]) -> Any:
-    """``make_explainer`` with the options this method accepts (unknown common options are dropped)."""
-    from birdlens.explain.base import make_explainer
-
-    kw = dict(kwargs)
-    for _ in range(len(kw) + 1):
-        try:
-            return make_explainer(method, model, **kw)
-        except TypeError as e:
-            m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
-            if not m or m.group(1) not in kw:
-                raise
-            kw.pop(m.group(1))
-    raise RuntimeError(f"could not build explainer {method!r}")
-
-
 def method_explain_fn(
     method: str,
     trained: Any,
@@ -166,20 +147,14 @@ def method_explain_fn(
     seed: int | None = None,
     batch: int = 8,
 ) -> ExplainFn:
-    """``(model, images, targets) -> maps`` for a registered explanation method."""
-    dc = trained.data_config
-    base: dict[str, Any] = {
-        "data_config": {"mean": list(dc.mean), "std": list(dc.std)},
-        "model_name": trained.model_name,
-    }
-    if trained.cam_layer:
-        base["layer"] = trained.cam_layer
-    if seed is not None:
-        base["seed"] = seed
-    base.update(params or {})
+    """``(model, images, targets) -> maps`` for a registered explanation method (built by
+    :func:`birdlens.explain.base.explainer_for`, so ``params`` are checked against the method's ranges)."""
+    from birdlens.explain.base import explainer_for
+
+    overrides = dict(params or {})
 
     def fn(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        explainer = _make_explainer(method, model, base)
+        explainer = explainer_for(trained, method, model=model, seed=seed, **overrides)
         maps = [
             explainer.explain(images[s : s + batch], target=targets[s : s + batch]).maps
             for s in range(0, images.shape[0], batch)
@@ -264,8 +239,31 @@ def evaluate_explanations(
     cam_layer). ``manifest``: the dataset's Manifest. ``overrides`` set :class:`EvalSettings` fields.
     """
     from birdlens.data.progress import quiet as env_quiet
-    from birdlens.models import eval_geometry
 
+    cfg = _settings(settings, overrides)
+    show = not (env_quiet() if quiet is None else quiet)
+    t_start = time.perf_counter()
+    torch.manual_seed(seed)
+    methods = _known_methods(methods, cfg.method_params)
+    sample = _load_sample(trained, manifest, n, seed, split, dataset_dir, cfg)
+    truth = _ground_truth(sample, trained, boxes, cfg)
+    entries = _entries(methods, trained, cfg, seed)
+    scored = _Scored(sanity_n=min(cfg.sanity_n, sample.n))
+    with _Progress(show).running() as prog:
+        for name, fn, seeded in entries:
+            _score_method(name, fn, seeded, sample, truth, cfg, seed, prog, scored)
+    results = _results(trained, sample, truth, cfg, seed, split, scored)
+    results["seconds_total"] = time.perf_counter() - t_start
+    if out_dir is not None:
+        _write(results, scored.per_image, Path(out_dir), cfg.figures)
+    if print_table:
+        from birdlens.explain.metrics.table import print_results
+
+        print_results(results)
+    return results
+
+
+def _settings(settings: EvalSettings | None, overrides: Mapping[str, Any]) -> EvalSettings:
     cfg = settings or EvalSettings()
     for k, v in overrides.items():
         if not hasattr(cfg, k):
@@ -273,19 +271,55 @@ def evaluate_explanations(
         setattr(cfg, k, v)
     if cfg.target not in ("pred", "label"):
         raise ValueError("target must be 'pred' or 'label'")
-    show = not (env_quiet() if quiet is None else quiet)
-    t_start = time.perf_counter()
-    torch.manual_seed(seed)
+    return cfg
 
-    from birdlens.explain.base import list_methods
 
-    known = set(list_methods())
-    methods = [m.strip() for m in methods if m.strip()]
-    unknown = [m for m in methods if m.lower() not in known]
-    if unknown:
-        from birdlens.explain.base import make_explainer  # raises with the explainers' own message
+def _known_methods(methods: Sequence[str], method_params: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The names given, stripped; an unknown or refused method, or a parameter outside its declared range,
+    raises before any work (not as one method's error in the results)."""
+    from birdlens.explain.base import method_class, validate_params
 
-        make_explainer(unknown[0], trained.model)
+    names = [m.strip() for m in methods if m.strip()]
+    for m in names:
+        method_class(m)
+    for m, params in method_params.items():
+        validate_params(m, dict(params))
+    return names
+
+
+@dataclass
+class _Sample:
+    """The evaluated images and what the model makes of them."""
+
+    model: nn.Module
+    records: list[Any]
+    root: Path | None
+    size: int
+    transform: Callable[[Any], torch.Tensor]
+    geometry: Callable[..., Any]
+    images: torch.Tensor
+    orig_sizes: list
+    labels: torch.Tensor
+    scorer: nn.Module
+    probs: torch.Tensor
+    preds: torch.Tensor
+    targets: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.images.shape[0])
+
+
+def _load_sample(
+    trained: Any,
+    manifest: Any,
+    n: int,
+    seed: int,
+    split: str | None,
+    dataset_dir: str | Path | None,
+    cfg: EvalSettings,
+) -> _Sample:
+    from birdlens.models import eval_geometry
 
     model = trained.model.eval()
     records = select_records(manifest, n, seed, split)
@@ -301,16 +335,54 @@ def evaluate_explanations(
     labels = torch.tensor([cls_idx[r.label] for r in records])
     # the thousands of no-grad scoring passes run on a verified BatchNorm-folded copy (same outputs, faster)
     scorer = _scoring_model(model, images) if cfg.fold_bn else model
-    probs_all = _all_probs(scorer, images, cfg.batch_size)
-    preds = probs_all.argmax(1)
+    probs = _all_probs(scorer, images, cfg.batch_size)
+    preds = probs.argmax(1)
     targets = preds if cfg.target == "pred" else labels
-    b, _, h, w = images.shape
+    return _Sample(
+        model,
+        records,
+        root,
+        size,
+        transform,
+        geometry,
+        images,
+        orig_sizes,
+        labels,
+        scorer,
+        probs,
+        preds,
+        targets,
+    )
 
-    # ---- ground truth the dataset offers -----------------------------------------------------------
+
+@dataclass
+class _Truth:
+    """Ground truth the dataset offers: object regions and, for synthetic birds, the part context."""
+
+    regions: torch.Tensor | None
+    has_region: torch.Tensor | None
+    region_source: str | None
+    part_ctx: dict[str, Any] | None
+    render_gap: float | None
+
+
+def _ground_truth(sample: _Sample, trained: Any, boxes: Any, cfg: EvalSettings) -> _Truth:
     box_map = read_boxes(boxes) if isinstance(boxes, (str, Path)) else boxes
-    regions, has_region, region_source = _regions(records, orig_sizes, geometry, box_map, root)
+    regions, has_region, source = _regions(
+        sample.records, sample.orig_sizes, sample.geometry, box_map, sample.root
+    )
+    root = sample.root
     part_ctx = (
-        _part_context(scorer, records, root, targets, transform, geometry, trained.classes, cfg)
+        _part_context(
+            sample.scorer,
+            sample.records,
+            root,
+            sample.targets,
+            sample.transform,
+            sample.geometry,
+            trained.classes,
+            cfg,
+        )
         if root is not None and (root / "specs.jsonl").is_file()
         else None
     )
@@ -318,15 +390,24 @@ def evaluate_explanations(
     if part_ctx is not None:
         # the re-rendered whole bird must be the image the model saw on disk, or the "drop" would be measured
         # from the wrong starting point
-        render_gap = float((part_ctx.pop("originals") - images).abs().max())
+        render_gap = float((part_ctx.pop("originals") - sample.images).abs().max())
+    return _Truth(regions, has_region, source, part_ctx, render_gap)
 
-    # ---- explain and score --------------------------------------------------------------------------
-    entries: list[tuple[str, ExplainFn, Callable[[int], ExplainFn] | None]] = []
+
+Entry = tuple[str, ExplainFn, Callable[[int], ExplainFn] | None]
+
+
+def _entries(methods: Sequence[str], trained: Any, cfg: EvalSettings, seed: int) -> list[Entry]:
+    """``(name, explain fn, seeded fn factory or None)`` per method and baseline; stochastic methods (a class
+    fact) get the seeded factory the stability metric needs."""
+    from birdlens.explain.base import method_class
+
+    entries: list[Entry] = []
     for m in methods:
         params = cfg.method_params.get(m, {})
         seeded = (
             (lambda s, m=m, p=params: method_explain_fn(m, trained, p, seed=s, batch=cfg.explain_batch))
-            if m.lower() in STOCHASTIC
+            if method_class(m).stochastic
             else None
         )
         entries.append(
@@ -339,131 +420,198 @@ def evaluate_explanations(
     for bl in cfg.baselines:
         seeded = (lambda s, bl=bl: baseline_explain_fn(bl, s)) if bl == "random" else None
         entries.append((bl + BASELINE_SUFFIX, baseline_explain_fn(bl, seed), seeded))
+    return entries
 
-    per_image: dict[str, dict[str, list[float]]] = {}
-    curves: dict[str, dict[str, Any]] = {}
-    sanity: dict[str, Any] = {
-        "threshold": FAIL_THRESHOLD,
-        "n": min(cfg.sanity_n, b),
-        "methods": {},
-        "verdicts": {},
-    }
-    seconds: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    n_pairs = b * (min(cfg.n_steps, h * w) + 1) * 2
-    with _Progress(show).running() as prog:
-        for name, fn, seeded in entries:
-            t0 = time.perf_counter()
-            adv = prog.task(f"explain {name}", 1)
-            try:
-                maps = fn(model, images, targets)
-            except Exception as e:  # one broken method must not sink the others; the report says why
-                errors[name] = f"{type(e).__name__}: {e}"
-                continue
-            adv(1)
-            seconds[name] = (time.perf_counter() - t0) / b
-            vals: dict[str, np.ndarray] = {}
-            cur = perturbation_curves(
-                scorer,
-                images,
-                maps,
-                targets,
-                n_steps=cfg.n_steps,
-                batch_size=cfg.batch_size,
-                progress=prog.task(f"deletion/insertion {name}", n_pairs),
+
+@dataclass
+class _Scored:
+    """What scoring every method collects."""
+
+    sanity_n: int
+    per_image: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    curves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sanity: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sanity = {"threshold": FAIL_THRESHOLD, "n": self.sanity_n, "methods": {}, "verdicts": {}}
+
+
+def _score_method(
+    name: str,
+    fn: ExplainFn,
+    seeded: Callable[[int], ExplainFn] | None,
+    sample: _Sample,
+    truth: _Truth,
+    cfg: EvalSettings,
+    seed: int,
+    prog: _Progress,
+    scored: _Scored,
+) -> None:
+    """Explain the sample with one method and score every applicable metric into ``scored``."""
+    t0 = time.perf_counter()
+    adv = prog.task(f"explain {name}", 1)
+    try:
+        maps = fn(sample.model, sample.images, sample.targets)
+    except Exception as e:  # one broken method must not sink the others; the report says why
+        scored.errors[name] = f"{type(e).__name__}: {e}"
+        return
+    adv(1)
+    scored.seconds[name] = (time.perf_counter() - t0) / sample.n
+    vals = _faithfulness(name, maps, sample, cfg, prog, scored)
+    vals.update(_localisation(maps, sample, truth))
+    if truth.part_ctx is not None:
+        for metric in ("part_rank_corr", "top_part_key", "key_part_share"):
+            vals[metric] = get_metric(metric)(
+                sample.model, sample.images, maps, sample.targets, **truth.part_ctx
             )
-            curves[name] = {}
-            for mode, c in cur.items():
-                vals[mode] = c.auc
-                curves[name][mode] = {
-                    "fractions": c.fractions.tolist(),
-                    "mean": c.probs.mean(0).tolist(),
-                    "auc": float(c.auc.mean()),
-                }
-            if regions is not None and has_region is not None:
-                has = has_region
-                pg = np.full(b, np.nan)
-                en = np.full(b, np.nan)
-                pg[has.numpy()] = pointing_game(maps[has], regions[has]).numpy()
-                en[has.numpy()] = energy_share(maps[has], regions[has]).numpy()
-                vals["pointing_game"], vals["energy_inside"] = pg, en
-            if part_ctx is not None:
-                for metric in ("part_rank_corr", "top_part_key", "key_part_share"):
-                    vals[metric] = get_metric(metric)(model, images, maps, targets, **part_ctx)
-            k = min(cfg.sanity_n, b)
-            if k > 0:
-                adv = prog.task(f"sanity check {name}", 1)
-                res = cascading_randomisation(
-                    model, fn, images[:k], targets[:k], maps[:k], seed=seed, points=cfg.sanity_points
-                )
-                adv(1)
-                vals["sanity_rank_corr"] = np.concatenate([res["final"], np.full(b - k, np.nan)])
-                sanity["methods"][name] = {
-                    "stages": res["stages"],
-                    "corr": res["corr"].tolist(),
-                    "mean_abs": np.nanmean(np.abs(res["corr"]), axis=1).tolist(),
-                }
-            if seeded is not None and cfg.stability_n > 0:
-                k = min(cfg.stability_n, b)
-                adv = prog.task(f"stability {name}", len(cfg.stability_seeds))
-                runs = []
-                for s in cfg.stability_seeds:
-                    runs.append(seeded(s)(model, images[:k], targets[:k]))
-                    adv(1)
-                vals["stability"] = np.concatenate(
-                    [seed_stability(runs, cfg.stability_fraction), np.full(b - k, np.nan)]
-                )
-            per_image[name] = {key: np.asarray(v, dtype=float).tolist() for key, v in vals.items()}
+    vals.update(_sanity(name, fn, maps, sample, cfg, seed, prog, scored))
+    vals.update(_stability(name, seeded, sample, cfg, prog))
+    scored.per_image[name] = {key: np.asarray(v, dtype=float).tolist() for key, v in vals.items()}
 
+
+def _faithfulness(
+    name: str, maps: torch.Tensor, sample: _Sample, cfg: EvalSettings, prog: _Progress, scored: _Scored
+) -> dict[str, np.ndarray]:
+    """Deletion and insertion AUCs per image (the mean curves go to ``scored.curves``)."""
+    h, w = sample.images.shape[2:]
+    n_pairs = sample.n * (min(cfg.n_steps, h * w) + 1) * 2
+    cur = perturbation_curves(
+        sample.scorer,
+        sample.images,
+        maps,
+        sample.targets,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        progress=prog.task(f"deletion/insertion {name}", n_pairs),
+    )
+    vals: dict[str, np.ndarray] = {}
+    scored.curves[name] = {}
+    for mode, c in cur.items():
+        vals[mode] = c.auc
+        scored.curves[name][mode] = {
+            "fractions": c.fractions.tolist(),
+            "mean": c.probs.mean(0).tolist(),
+            "auc": float(c.auc.mean()),
+        }
+    return vals
+
+
+def _localisation(maps: torch.Tensor, sample: _Sample, truth: _Truth) -> dict[str, np.ndarray]:
+    """Pointing game and energy inside the object, for the images that have a region (NaN elsewhere)."""
+    if truth.regions is None or truth.has_region is None:
+        return {}
+    has, regions = truth.has_region, truth.regions
+    pg = np.full(sample.n, np.nan)
+    en = np.full(sample.n, np.nan)
+    pg[has.numpy()] = pointing_game(maps[has], regions[has]).numpy()
+    en[has.numpy()] = energy_share(maps[has], regions[has]).numpy()
+    return {"pointing_game": pg, "energy_inside": en}
+
+
+def _sanity(
+    name: str,
+    fn: ExplainFn,
+    maps: torch.Tensor,
+    sample: _Sample,
+    cfg: EvalSettings,
+    seed: int,
+    prog: _Progress,
+    scored: _Scored,
+) -> dict[str, np.ndarray]:
+    """The cascading-randomisation check on the first ``sanity_n`` images."""
+    k = min(cfg.sanity_n, sample.n)
+    if k <= 0:
+        return {}
+    adv = prog.task(f"sanity check {name}", 1)
+    res = cascading_randomisation(
+        sample.model, fn, sample.images[:k], sample.targets[:k], maps[:k], seed=seed, points=cfg.sanity_points
+    )
+    adv(1)
+    scored.sanity["methods"][name] = {
+        "stages": res["stages"],
+        "corr": res["corr"].tolist(),
+        "mean_abs": np.nanmean(np.abs(res["corr"]), axis=1).tolist(),
+    }
+    return {"sanity_rank_corr": np.concatenate([res["final"], np.full(sample.n - k, np.nan)])}
+
+
+def _stability(
+    name: str,
+    seeded: Callable[[int], ExplainFn] | None,
+    sample: _Sample,
+    cfg: EvalSettings,
+    prog: _Progress,
+) -> dict[str, np.ndarray]:
+    """Agreement of the top pixels across seeds, for stochastic methods."""
+    if seeded is None or cfg.stability_n <= 0:
+        return {}
+    k = min(cfg.stability_n, sample.n)
+    adv = prog.task(f"stability {name}", len(cfg.stability_seeds))
+    runs = []
+    for s in cfg.stability_seeds:
+        runs.append(seeded(s)(sample.model, sample.images[:k], sample.targets[:k]))
+        adv(1)
+    return {
+        "stability": np.concatenate(
+            [seed_stability(runs, cfg.stability_fraction), np.full(sample.n - k, np.nan)]
+        )
+    }
+
+
+def _results(
+    trained: Any,
+    sample: _Sample,
+    truth: _Truth,
+    cfg: EvalSettings,
+    seed: int,
+    split: str | None,
+    scored: _Scored,
+) -> dict[str, Any]:
+    """The results dict (``results.json``): summaries with intervals, rankings, curves and the sanity verdicts."""
+    per_image, sanity = scored.per_image, scored.sanity
     summary = summarise(per_image, n_resamples=cfg.n_resamples, seed=seed)
     for name in summary:
         st = summary[name].get("sanity_rank_corr")
         sanity["verdicts"][name] = sanity_verdict(st["mean"] if st else None)
     ranking = rank_methods(summary)
     used = sorted({k for per in per_image.values() for k in per})
-    results: dict[str, Any] = {
+    return {
         "schema": SCHEMA,
         "model": {
             "name": trained.model_name,
             "classes": len(trained.classes),
             "cam_layer": trained.cam_layer,
-            "image_size": size,
+            "image_size": sample.size,
         },
         "data": {
-            "root": str(root) if root else None,
+            "root": str(sample.root) if sample.root else None,
             "split": split,
-            "n": b,
-            "images": [str(r.path) for r in records],
-            "regions": region_source,
-            "synthetic_parts": part_ctx is not None,
-            "render_vs_disk_max_abs": render_gap,
+            "n": sample.n,
+            "images": [str(r.path) for r in sample.records],
+            "regions": truth.region_source,
+            "synthetic_parts": truth.part_ctx is not None,
+            "render_vs_disk_max_abs": truth.render_gap,
         },
         "seed": seed,
         "settings": _jsonable(asdict(cfg)),
         "sample": {
-            "accuracy": float((preds == labels).float().mean()),
-            "mean_target_prob": float(probs_all.gather(1, targets[:, None]).mean()),
+            "accuracy": float((sample.preds == sample.labels).float().mean()),
+            "mean_target_prob": float(sample.probs.gather(1, sample.targets[:, None]).mean()),
             "target": cfg.target,
         },
         "metrics": {m: metric_info(m) for m in used},
         "methods": summary,
         "ranking": ranking,
         "top_resolved": best_vs_runner_up(per_image, ranking, seed=seed),
-        "curves": curves,
+        "curves": scored.curves,
         "sanity": sanity,
-        "seconds_per_image": seconds,
-        "errors": errors,
+        "seconds_per_image": scored.seconds,
+        "errors": scored.errors,
         "seconds_total": None,
         "figures": [],
     }
-    results["seconds_total"] = time.perf_counter() - t_start
-    if out_dir is not None:
-        _write(results, per_image, Path(out_dir), cfg.figures)
-    if print_table:
-        from birdlens.explain.metrics.table import print_results
-
-        print_results(results)
-    return results
 
 
 def _scoring_model(model: nn.Module, images: torch.Tensor) -> nn.Module:

@@ -35,8 +35,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from birdlens.explain import imaging
 from birdlens.explain.metrics.base import Category, Direction, Metric, register_metric
 from birdlens.explain.metrics.ranking import pixel_rank
 from birdlens.explain.outputs import OutputSelector, select_output
@@ -51,19 +51,8 @@ def select_logits(out: Any, output: OutputSelector = None) -> torch.Tensor:
 
 
 def gaussian_blur(images: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Separable Gaussian blur with reflect padding (a constant image stays constant)."""
-    half = kernel_size // 2
-    x = torch.arange(kernel_size, dtype=images.dtype, device=images.device) - half
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = images.shape[1]
-    pad_h, pad_w = min(half, images.shape[2] - 1), min(half, images.shape[3] - 1)
-    if pad_h != half or pad_w != half:  # tiny images: shrink the kernel to what reflect padding allows
-        return gaussian_blur(images, 2 * min(pad_h, pad_w) + 1, sigma) if min(pad_h, pad_w) > 0 else images
-    y = F.pad(images, (half, half, 0, 0), mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.pad(y, (0, 0, half, half), mode="reflect")
-    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    """The ``"blur"`` substrate: :func:`birdlens.explain.imaging.gaussian_blur` with an 11-tap kernel."""
+    return imaging.gaussian_blur(images, sigma, radius=kernel_size // 2)
 
 
 def make_substrate(images: torch.Tensor, substrate: Substrate) -> torch.Tensor:
