@@ -115,7 +115,7 @@ def test_freeze_bn_keeps_every_batchnorm_in_eval_mode(tmp_path: Path) -> None:
 def test_head_first_then_unfreeze_with_local_weights(tiny_data: Path, tmp_path: Path) -> None:
     """With a pretrained (here: a local weights file) backbone, epoch 1 trains only the head."""
     from birdlens.models import create_model
-    from birdlens.train.checkpoint import save_weights
+    from birdlens.runs.trained import save_weights
 
     weights = tmp_path / "start.safetensors"
     start = create_model("simple_cnn", num_classes=3, pretrained=False)

@@ -24,7 +24,7 @@ from birdlens.app.schemas import Evidence, ModelInfo, Species
 from birdlens.app.tasks import Task, TaskQueue, Watch, WatchedModel
 from birdlens.explain import make_explainer, select_output
 from birdlens.models import denormalize, resize_size
-from birdlens.train.checkpoint import TrainedModel, load_trained
+from birdlens.runs.trained import TrainedModel, load_trained
 
 TOP_K = 5
 

@@ -14,8 +14,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from birdlens.train.checkpoint import save_weights
-from birdlens.train.logcsv import write_log_csv
+from birdlens.runs.logcsv import write_log_csv
+from birdlens.runs.trained import save_weights
 from birdlens.utils.atomic import atomic_path
 
 

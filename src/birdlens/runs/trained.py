@@ -1,5 +1,8 @@
 """Trained weights on disk (safetensors + ``meta.json``) and :func:`load_trained`, what every later stage uses.
 
+It lives with the run layout, below training, so that evaluate, explain, the app and the study read a run
+without importing the trainer.
+
 Weights are plain tensors (safetensors); everything needed to rebuild and use the model (name, classes,
 data config, image size, CAM layer) is JSON in ``meta.json``. Nothing is ever unpickled.
 """
@@ -17,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from birdlens.train import rundir
+from birdlens.runs import layout
 from birdlens.utils.atomic import atomic_path, write_json
 
 
@@ -47,7 +50,7 @@ def save_weights(
 
 
 def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(run_dir) / rundir.META
+    path = Path(run_dir) / layout.META
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: {run_dir} is not a finished birdlens training run "
@@ -59,7 +62,7 @@ def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def update_meta(run_dir: str | os.PathLike[str], **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into ``meta.json`` (created if missing), atomically."""
-    path = Path(run_dir) / rundir.META
+    path = Path(run_dir) / layout.META
     meta: dict[str, Any] = {}
     if path.is_file():
         with open(path, encoding="utf-8") as f:
@@ -128,9 +131,9 @@ def load_trained(
 
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
-    path = run_dir / (rundir.BEST if which == "best" else rundir.LAST)
+    path = run_dir / (layout.BEST if which == "best" else layout.LAST)
     if which == "last" and not path.is_file():
-        path = run_dir / rundir.BEST
+        path = run_dir / layout.BEST
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: the run in {run_dir} has no saved weights yet "
