@@ -40,8 +40,10 @@ def train(
     """Train one model as ``config`` says and return its run directory.
 
     ``force`` replaces an existing run, ``resume`` continues it from ``last.ckpt`` with its saved config
-    (only ``quiet`` may change). ``evaluate`` writes ``metrics/{valid,test}.json`` and figures at the end.
-    ``callbacks`` are extra Lightning callbacks (fine-tune mode).
+    (only ``quiet`` may change); a run stopped before its first ``last.ckpt`` is trained again from the
+    beginning with that config, so it ends where an uninterrupted run would. ``evaluate`` writes
+    ``metrics/{valid,test}.json`` and figures at the end. ``callbacks`` are extra Lightning callbacks
+    (fine-tune mode).
     """
     import torch
 
@@ -89,13 +91,27 @@ def train(
 def _resume_state(
     config: TrainConfig, out: Path, *, force: bool, resume: bool, child: bool
 ) -> tuple[TrainConfig, bool]:
-    """The config to train with (a resume takes the run's saved one) and whether to resume."""
+    """The config to train with and whether there is a checkpoint to continue from.
+
+    A resume takes the run's saved config. Without ``last.ckpt`` (stopped before the first one, or a damaged
+    one deleted) nothing can be continued: the run starts again from the beginning, as a fresh run of that
+    config would, instead of continuing half-set-up (without the probe-initialised head).
+    """
     if resume:
         saved = out / layout.CONFIG
         if saved.is_file():
             config = TrainConfig.from_yaml(saved, quiet=config.quiet)
     if not child:
         layout.prepare_run_dir(out, force=force, resume=resume)
+    if resume and not (out / layout.LAST_CKPT).is_file():
+        if not child:
+            note(
+                f"no {layout.LAST_CKPT} in {out} (stopped before its first checkpoint): training it again "
+                "from the beginning with its saved config",
+                is_quiet(config.quiet),
+            )
+            layout.clear_run_dir(out, keep=(layout.CONFIG,))
+        resume = False
     return config, resume
 
 
