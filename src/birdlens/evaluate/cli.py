@@ -23,6 +23,9 @@ def evaluate(
 
     try:
         m = evaluate_run(run, data=data, split=split, which=which, quiet=quiet)
+    except layout.RunDirError as e:  # a damaged checkpoint or meta.json: the message names it
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

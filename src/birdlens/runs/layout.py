@@ -44,7 +44,11 @@ TRAIN_RESUMABLE = (LAST_CKPT, CONFIG)
 
 
 class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked (exists without --force, nothing to resume, ...)."""
+    """The run directory cannot be used as asked (exists without --force, nothing to resume, damaged file)."""
+
+
+class CheckpointError(RunDirError):
+    """A saved file of a run (checkpoint, weights, meta.json) is damaged; the message says which and what to do."""
 
 
 def prepare_run_dir(

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from birdlens.runs import layout
+from birdlens.runs.layout import CheckpointError
 from birdlens.utils.atomic import atomic_path, write_json
 
 
@@ -56,8 +57,37 @@ def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path} not found: {run_dir} is not a finished birdlens training run "
             "(run `birdlens train ... --out RUN_DIR` first)"
         )
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} cannot be read ({type(e).__name__}: {e}); restore it or retrain with "
+            f"{retrain_command(run_dir)}"
+        ) from None
+    if not isinstance(meta, dict) or "classes" not in meta or "model" not in meta:
+        raise CheckpointError(
+            f"{path} is not a birdlens meta.json (no model or classes); restore it or retrain with "
+            f"{retrain_command(run_dir)}"
+        )
+    return meta
+
+
+def retrain_command(run_dir: str | os.PathLike[str]) -> str:
+    """The command that trains a run again in place from its own saved config."""
+    run_dir = Path(run_dir)
+    return f"`birdlens train --config {run_dir / layout.CONFIG} --out {run_dir} --force`"
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a damaged file is one :class:`CheckpointError` naming it."""
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises its own error types (and OSError) for a damaged file
+        raise CheckpointError(
+            f"{path} is damaged ({type(e).__name__}: {str(e)[:80]}); restore it, or retrain with "
+            f"{retrain_command(path.parent)}"
+        ) from None
 
 
 def update_meta(run_dir: str | os.PathLike[str], **fields: Any) -> dict[str, Any]:
@@ -141,10 +171,10 @@ def load_trained(
         )
     classes = list(meta["classes"])
     model = create_model(meta["model"], num_classes=len(classes), pretrained=False)
-    state = load_file(str(path), device="cpu")
+    state = load_weights(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(
+        raise CheckpointError(
             f"{path} does not fit model {meta['model']!r}: missing {list(missing)[:5]}, "
             f"unexpected {list(unexpected)[:5]}"
         )

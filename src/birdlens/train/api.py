@@ -100,7 +100,9 @@ def _resume_state(
     if resume:
         saved = out / layout.CONFIG
         if saved.is_file():
-            config = TrainConfig.from_yaml(saved, quiet=config.quiet)
+            config = TrainConfig.from_yaml(
+                saved, quiet=config.quiet, out=str(out)
+            )  # the folder may have moved
     if not child:
         layout.prepare_run_dir(out, force=force, resume=resume)
     if resume and not (out / layout.LAST_CKPT).is_file():

@@ -114,7 +114,7 @@ def _config(
         if config is not None:
             return TrainConfig.from_yaml(config, **fields)
         if resume and (out / layout.CONFIG).is_file():
-            return TrainConfig.from_yaml(out / layout.CONFIG, quiet=quiet or None)
+            return TrainConfig.from_yaml(out / layout.CONFIG, quiet=quiet or None, out=str(out))
         if data is None:
             raise typer.BadParameter("--data is required (or --config YAML, or --resume of an existing run)")
         return TrainConfig(**{k: v for k, v in fields.items() if v is not None})
