@@ -17,7 +17,9 @@ def evaluate(
     which: Annotated[str, typer.Option("--weights", help="best | last")] = "best",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Evaluate a run: metrics/<split>.json (accuracy + Wilson CI, per-class, ECE, confusions) and figures."""
+    """Evaluate a run: metrics/<split>.json (accuracy + Wilson CI, per-class, ECE, confusions) and figures.
+
+    With --data the outputs are named <split>-on-<dataset>, so the run's own results are kept."""
     from birdlens.evaluate import evaluate_run
     from birdlens.runs import layout
 
@@ -33,7 +35,7 @@ def evaluate(
     typer.echo(
         f"{split}: accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (n={m['n']}), top-5 "
         f"{m['top5_accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}"
-        f"\nwrote {run / layout.METRICS_DIR / (m['split'] + '.json')} and "
+        f"\nwrote {run / layout.METRICS_DIR / (layout.metrics_name(m['split'], data) + '.json')} and "
         f"{run / layout.FIGURES_DIR}/"
     )
 

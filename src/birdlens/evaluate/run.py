@@ -1,4 +1,8 @@
-"""Evaluate a training run on one split: ``metrics/<split>.json`` and the figures in ``figures/``."""
+"""Evaluate a training run on one split: ``metrics/<split>.json`` and the figures in ``figures/``.
+
+On another dataset (``data=``) the outputs are named after it (``metrics/<split>-on-<dataset>.json``), so
+the run's own results are never overwritten.
+"""
 
 from __future__ import annotations
 
@@ -56,8 +60,9 @@ def evaluate_run(
     ``trained``: an already loaded :class:`~birdlens.runs.trained.TrainedModel` of this run (saves
     rebuilding a large model when several splits are evaluated). With ``data``, images of classes the model
     does not know are skipped and counted in ``skipped_unknown``.
-    Writes ``metrics/<split>.json`` and, when ``figures``, ``figures/confusion_<split>_{counts,normalized}.png``,
-    ``figures/reliability_<split>.png``, ``figures/top_losses_<split>.png`` and ``figures/learning_curves.png``.
+    Writes ``metrics/<name>.json`` and, when ``figures``, ``figures/confusion_<name>_{counts,normalized}.png``,
+    ``figures/reliability_<name>.png``, ``figures/top_losses_<name>.png`` and ``figures/learning_curves.png``,
+    where ``<name>`` is :func:`birdlens.runs.layout.metrics_name` (the split, or the split on ``data``).
     """
     from birdlens.data.manifest import normalise_split
     from birdlens.runs.trained import load_trained
@@ -103,7 +108,7 @@ def evaluate_run(
             "images_per_s": len(targets) / seconds if seconds > 0 else None,
         }
     )
-    name = split
+    name = layout.metrics_name(split, data)
     write_json(run_dir / layout.METRICS_DIR / f"{name}.json", metrics)
     if figures:
         _write_figures(run_dir, trained, part, metrics, probs, targets, losses, order, name)

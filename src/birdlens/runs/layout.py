@@ -13,13 +13,15 @@ Training run layout (``RUN_DIR``)::
     last.ckpt              Lightning checkpoint (fine-tune only): exact resume, written every N steps
     meta.json              model name, classes, data config, CAM layer, image size, mode, metrics, timings
     log.csv                one row per epoch (probe: one row per regularisation strength tried)
-    metrics/<split>.json   evaluation (``birdlens evaluate``)
+    metrics/<split>.json   evaluation on the run's own images (``birdlens evaluate``)
+    metrics/<split>-on-<dataset>.json   evaluation on another dataset (``birdlens evaluate --data``)
     figures/*.png          confusion matrices, learning curves, reliability diagram, top-loss grid
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,6 +101,19 @@ def clear_run_dir(out: Path, keep: Sequence[str] = ()) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
+
+
+def metrics_name(split: str, data: str | os.PathLike[str] | None = None) -> str:
+    """``<split>`` for the run's own images, ``<split>-on-<dataset>`` for another dataset.
+
+    Evaluating on another dataset must never overwrite the run's own results (issue 26).
+    """
+    if data is None:
+        return split
+    p = Path(data)
+    name = p.stem if p.suffix.lower() == ".csv" else p.name
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "data"
+    return f"{split}-on-{slug}"
 
 
 def run_manifest(run_dir: str | os.PathLike[str]) -> Manifest:
