@@ -114,7 +114,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the server")
     args = ap.parse_args()
 
-    from birdlens.train.data import run_manifest
+    from birdlens.runs.layout import run_manifest
 
     run = args.run or default_run()
     manifest = run_manifest(run)

@@ -102,7 +102,7 @@ def make_synth_run(
     from birdlens.data.images import load_rgb
     from birdlens.data.synth import generate_dataset
     from birdlens.models import DataConfig, create_model, eval_transform
-    from birdlens.train.checkpoint import save_weights
+    from birdlens.runs.trained import save_weights
     from birdlens.utils.atomic import write_json
 
     data, run = out / "synth_data", out / "synth_run"
@@ -182,7 +182,7 @@ def run_one(
 ) -> str:
     from birdlens.data import load_manifest
     from birdlens.explain.metrics.evaluate import evaluate_explanations
-    from birdlens.train.checkpoint import load_trained
+    from birdlens.runs.trained import load_trained
 
     trained = load_trained(run)
     manifest = load_manifest(data)

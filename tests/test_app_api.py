@@ -145,7 +145,7 @@ def test_predict_top5_and_gradcam(client: TestClient, label: str) -> None:
 
 def test_predict_probabilities_match_the_trained_model(client: TestClient, tiny_run: Path) -> None:
     from birdlens.data.images import load_rgb
-    from birdlens.train.checkpoint import load_trained
+    from birdlens.runs.trained import load_trained
 
     trained = load_trained(tiny_run)
     path = sorted((Path(json.loads((tiny_run / "meta.json").read_text())["data"]) / "test").rglob("*.png"))[0]

@@ -70,8 +70,8 @@ def photo(lite_run: Path) -> tuple[Path, str]:
     import torch
 
     from birdlens.data.images import load_rgb
-    from birdlens.train.checkpoint import load_trained
-    from birdlens.train.data import run_manifest
+    from birdlens.runs.layout import run_manifest
+    from birdlens.runs.trained import load_trained
 
     trained = load_trained(lite_run)
     tf = trained.transform()

@@ -30,7 +30,7 @@ from birdlens.explain.base import (
     validate_params,
 )
 from birdlens.models import DataConfig, create_model
-from birdlens.train.checkpoint import TrainedModel, save_weights
+from birdlens.runs.trained import TrainedModel, save_weights
 from birdlens.utils.atomic import write_json
 
 SIZE = 64

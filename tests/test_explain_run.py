@@ -89,7 +89,7 @@ def test_explain_images_writes_everything(tmp_path: Path) -> None:
 def test_cli_explain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    import birdlens.train.checkpoint as checkpoint
+    import birdlens.runs.trained as checkpoint
     from birdlens.cli import app
 
     monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best": tiny_trained())

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from birdlens.runs.layout import RunDirError
 from birdlens.study.config import load_study_config
-from birdlens.study.run import RunDirError, run_study
+from birdlens.study.run import run_study
 
 CONFIG = Path(__file__).parent / "data" / "study_tiny.yaml"
 SECTIONS = ("data", "augment", "gan", "curves", "confusion", "models", "explain", "explain_eval", "footer")

@@ -124,3 +124,22 @@ def test_compare_writes_table_1(probe_run: Path, tmp_path: Path) -> None:
     md = (tmp_path / "table.md").read_text()
     assert md.startswith("| run | model |") and "simple_cnn" in md
     assert json.loads((tmp_path / "table.json").read_text())[0]["model"] == "simple_cnn"
+
+
+def test_evaluate_on_another_dataset_keeps_the_runs_own_results(probe_run: Path, tmp_path: Path) -> None:
+    """Issue 26 #7d: ``evaluate --data OTHER`` used to overwrite the run's own metrics/test.json and figures."""
+    import shutil
+
+    run = Path(shutil.copytree(probe_run, tmp_path / "run"))
+    other = make_image_folder(tmp_path / "other birds", test=3, seed=1)
+    own = {p.name: p.read_bytes() for p in [*(run / "metrics").iterdir(), *(run / "figures").iterdir()]}
+    res = runner.invoke(app, ["evaluate", "--run", str(run), "--data", str(other), "--split", "test", "-q"])
+    assert res.exit_code == 0, res.output
+    for name, data in own.items():
+        folder = "metrics" if name.endswith(".json") else "figures"
+        assert (run / folder / name).read_bytes() == data, f"{folder}/{name} was overwritten"
+    theirs = run / "metrics" / "test-on-other_birds.json"
+    assert str(theirs) in res.output
+    m = json.loads(theirs.read_text())
+    assert m["n"] == 9 and m["data"] == str(other)
+    assert (run / "figures" / "confusion_test-on-other_birds_counts.png").stat().st_size > 1000

@@ -115,7 +115,7 @@ def test_freeze_bn_keeps_every_batchnorm_in_eval_mode(tmp_path: Path) -> None:
 def test_head_first_then_unfreeze_with_local_weights(tiny_data: Path, tmp_path: Path) -> None:
     """With a pretrained (here: a local weights file) backbone, epoch 1 trains only the head."""
     from birdlens.models import create_model
-    from birdlens.train.checkpoint import save_weights
+    from birdlens.runs.trained import save_weights
 
     weights = tmp_path / "start.safetensors"
     start = create_model("simple_cnn", num_classes=3, pretrained=False)
@@ -207,6 +207,30 @@ def _run_script(
 def _wait(p: subprocess.Popen, timeout: float = 240) -> None:
     out, _ = p.communicate(timeout=timeout)
     assert p.returncode == 0, out.decode(errors="replace")[-3000:]
+
+
+def test_resume_before_the_first_checkpoint_trains_what_a_fresh_run_trains(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    """Issue 26: a fine-tune stopped before its first ``last.ckpt`` and resumed used to start again without
+    its probe-initialised head (a worse model, no warning); it must end where an uninterrupted run ends."""
+    from lightning.pytorch.callbacks import Callback
+
+    class StopAtFirstBatch(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
+            raise RuntimeError("stopped before the first checkpoint")
+
+    settings = {"head_init": "probe", "epochs": 1, "patience": None, "accelerator": "cpu"}
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    train(_cfg(tiny_data, straight, **settings), evaluate=False)
+    with pytest.raises(RuntimeError, match="before the first checkpoint"):
+        train(_cfg(tiny_data, stopped, **settings), evaluate=False, callbacks=[StopAtFirstBatch()])
+    assert (stopped / "config.yaml").is_file() and not (stopped / "last.ckpt").exists()
+
+    train(_cfg(tiny_data, stopped, **settings), resume=True, evaluate=False)
+    assert "probe_init" in json.loads((stopped / "meta.json").read_text())
+    assert _same_weights(straight / "last.safetensors", stopped / "last.safetensors")
+    assert _same_weights(straight / "best.safetensors", stopped / "best.safetensors")
 
 
 @pytest.mark.slow

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from _trainutil import make_image_folder
+from birdlens.runs.layout import RunDirError
 from birdlens.train import TrainConfig, load_trained, train
 from birdlens.train.probe_head import fit_probe
-from birdlens.train.rundir import RunDirError
 
 
 @pytest.fixture(scope="module")

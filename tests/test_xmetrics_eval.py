@@ -16,7 +16,7 @@ from birdlens.data.synth import PARTS, generate_dataset
 from birdlens.explain.metrics.evaluate import evaluate_explanations, select_records
 from birdlens.explain.metrics.regions import match_box, read_boxes
 from birdlens.models import DataConfig, create_model
-from birdlens.train.checkpoint import TrainedModel, save_weights
+from birdlens.runs.trained import TrainedModel, save_weights
 from birdlens.utils.atomic import write_json
 
 SIZE = 64

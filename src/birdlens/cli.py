@@ -41,6 +41,9 @@ _r_gan(app)
 from birdlens.train.cli import register as _r_train  # noqa: E402
 
 _r_train(app)
+from birdlens.evaluate.cli import register as _r_evaluate  # noqa: E402
+
+_r_evaluate(app)
 from birdlens.explain.cli import register as _r_explain  # noqa: E402
 
 _r_explain(app)

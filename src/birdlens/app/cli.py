@@ -54,13 +54,19 @@ def serve(
     if threads is not None:
         torch.set_num_threads(threads)
     budget = Budget(lime_max_samples=max_samples, shap_max_evals=max_samples, timeout_s=timeout)
-    app = create_app_from_run(
-        run,
-        examples_dir=examples,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        budget=budget,
-        which=which,
-    )
+    from birdlens.runs.layout import RunDirError
+
+    try:
+        app = create_app_from_run(
+            run,
+            examples_dir=examples,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            budget=budget,
+            which=which,
+        )
+    except RunDirError as e:  # a damaged best.safetensors or meta.json: the message names it
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.secho(
             f"warning: binding {host}: the page is reachable from other machines", fg="yellow", err=True

@@ -25,7 +25,7 @@ from birdlens.app.tasks import Task, TaskQueue, Watch, WatchedModel
 from birdlens.explain import select_output
 from birdlens.explain.base import Explainer, explainer_for, method_class
 from birdlens.models import denormalize, resize_size
-from birdlens.train.checkpoint import TrainedModel, load_trained
+from birdlens.runs.trained import TrainedModel, load_trained
 
 TOP_K = 5
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from birdlens.runs import layout
 from birdlens.utils.atomic import write_text
 
 COLUMNS = (
@@ -33,11 +34,11 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike[str]], split: str = "test"
     rows = []
     for rd in run_dirs:
         rd = Path(rd)
-        meta_path = rd / "meta.json"
+        meta_path = rd / layout.META
         if not meta_path.is_file():
             raise FileNotFoundError(f"{rd} is not a training run (no meta.json)")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        mpath = rd / "metrics" / f"{split}.json"
+        mpath = rd / layout.METRICS_DIR / f"{split}.json"
         m = json.loads(mpath.read_text(encoding="utf-8")) if mpath.is_file() else {}
         ci = m.get("accuracy_ci95") or [None, None]
         params = (meta.get("params") or {}).get("total")

@@ -292,7 +292,7 @@ def explainer_for(
 ) -> Explainer:
     """Build ``method`` for a trained run: the one place explainer arguments are put together.
 
-    ``trained``: the loaded run (:class:`birdlens.train.checkpoint.TrainedModel`: model, data_config,
+    ``trained``: the loaded run (:class:`birdlens.runs.TrainedModel`: model, data_config,
     model_name, cam_layer). The run's normalisation and model name always go in; its CAM layer to methods
     that need a layer; ``seed`` to stochastic methods. ``overrides`` are the method's parameters, validated
     against its declared :class:`Param` s when ``check`` (user input); ``model`` replaces the run's model (a

@@ -29,7 +29,7 @@ def explain(
     """Explain IMAGE_OR_DIR... with the model of --run; write .npy maps, PNG overlays/panel, manifest.json."""
     from birdlens.explain.base import UnsupportedMethodError, list_methods, method_class
     from birdlens.explain.run import explain_images
-    from birdlens.train.checkpoint import load_trained
+    from birdlens.runs.trained import load_trained
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if not names:

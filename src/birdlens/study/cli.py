@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 import yaml
 
+from birdlens.runs.layout import RunDirError
 from birdlens.study.config import ConfigError, load_study_config
-from birdlens.study.run import RunDirError, bundled_config, run_study
+from birdlens.study.run import bundled_config, run_study
 from birdlens.study.stages import StageFailed
 
 

@@ -211,7 +211,7 @@ def _pick_images(dataset: str, split: str, n: int, seed: int) -> list[tuple[Path
 
 def explain_stage(ctx: StageContext) -> dict[str, Any]:
     from birdlens.explain.run import explain_images
-    from birdlens.train.checkpoint import load_trained
+    from birdlens.runs.trained import load_trained
 
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
     trained = load_trained(ctx.inputs[model_stage]["run"])
@@ -235,7 +235,7 @@ def explain_stage(ctx: StageContext) -> dict[str, Any]:
 def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
     from birdlens.data import load_manifest
     from birdlens.explain.metrics import evaluate_explanations
-    from birdlens.train.checkpoint import load_trained
+    from birdlens.runs.trained import load_trained
 
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
     trained = load_trained(ctx.inputs[model_stage]["run"])

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from birdlens.runs.layout import prepare_run_dir
 from birdlens.study.config import StudyConfig
 from birdlens.study.stages import MARKERS, Stage, StageResult, run_stages
 from birdlens.utils.atomic import write_json, write_text
 from birdlens.utils.env import environment_info
-
-
-class RunDirError(RuntimeError):
-    """The run directory exists and neither --resume nor --force was given."""
-
-
-def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if force:
-            shutil.rmtree(out)
-        elif not resume:
-            hint = "continue it with --resume" if (out / MARKERS).is_dir() else "choose another --out"
-            raise RunDirError(f"{out} already exists and is not empty: {hint}, or start over with --force.")
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def run_study(
@@ -41,7 +27,7 @@ def run_study(
     if quiet:
         os.environ["BIRDLENS_QUIET"] = "1"
     out = Path(out)
-    prepare_run_dir(out, resume, force)
+    prepare_run_dir(out, force=force, resume=resume, resumable=(MARKERS,), require_resumable=False)
     write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     write_json(out / "env.json", environment_info(cfg.seed))
     stages = build_stages(cfg)

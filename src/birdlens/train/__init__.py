@@ -1,7 +1,8 @@
 """Training: linear probe on cached frozen features, or fine-tuning on Lightning (checkpoints, resume, DDP).
 
-Entry points: :func:`birdlens.train.api.train` (``TrainConfig`` -> run directory) and
-:func:`birdlens.train.checkpoint.load_trained` (run directory -> model ready for inference).
+Entry points: :func:`birdlens.train.api.train` (``TrainConfig`` -> run directory) and ``load_trained`` (run
+directory -> model ready for inference). ``birdlens.train.load_trained`` and ``TrainedModel`` are public aliases
+of :func:`birdlens.runs.load_trained` / :class:`birdlens.runs.TrainedModel`, where reading a run lives.
 """
 
 from birdlens.utils.lazy import lazy_exports
@@ -9,8 +10,8 @@ from birdlens.utils.lazy import lazy_exports
 # Lazy exports: ``birdlens --help`` must not pay for importing torch (seconds on this CPU).
 _LAZY = {
     "TrainConfig": "birdlens.train.config",
-    "TrainedModel": "birdlens.train.checkpoint",
-    "load_trained": "birdlens.train.checkpoint",
+    "TrainedModel": "birdlens.runs.trained",
+    "load_trained": "birdlens.runs.trained",
     "train": "birdlens.train.api",
 }
 

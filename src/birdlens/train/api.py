@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from birdlens.train import rundir
-from birdlens.train.checkpoint import data_config_to_dict, save_weights, update_meta
+from birdlens.runs import layout
+from birdlens.runs.trained import data_config_to_dict, save_weights, update_meta
 from birdlens.train.config import TrainConfig, resolve
 from birdlens.train.context import RunContext
-from birdlens.train.data import MANIFEST, prepare_data
+from birdlens.train.data import prepare_data
 from birdlens.train.parts import count_params
 from birdlens.train.progress import is_quiet, note
 from birdlens.utils.atomic import write_json, write_text
@@ -26,7 +26,7 @@ def is_ddp_child() -> bool:
 
 
 def load_run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
-    return TrainConfig.from_yaml(Path(run_dir) / rundir.CONFIG)
+    return TrainConfig.from_yaml(Path(run_dir) / layout.CONFIG)
 
 
 def train(
@@ -40,65 +40,31 @@ def train(
     """Train one model as ``config`` says and return its run directory.
 
     ``force`` replaces an existing run, ``resume`` continues it from ``last.ckpt`` with its saved config
-    (only ``quiet`` may change). ``evaluate`` writes ``metrics/{valid,test}.json`` and figures at the end.
-    ``callbacks`` are extra Lightning callbacks (fine-tune mode).
+    (only ``quiet`` may change); a run stopped before its first ``last.ckpt`` is trained again from the
+    beginning with that config, so it ends where an uninterrupted run would. ``evaluate`` writes
+    ``metrics/{valid,test}.json`` and figures at the end. ``callbacks`` are extra Lightning callbacks
+    (fine-tune mode).
     """
     import torch
 
     child = is_ddp_child()
     out = Path(config.out)
-    if resume:
-        saved = out / rundir.CONFIG
-        if saved.is_file():
-            config = TrainConfig.from_yaml(saved, quiet=config.quiet)
-    if not child:
-        rundir.prepare_run_dir(out, force=force, resume=resume)
+    config, resume = _resume_state(config, out, force=force, resume=resume, child=child)
     quiet = is_quiet(config.quiet)
     seed_everything(config.seed, config.deterministic)
     if int(os.environ.get("OMP_NUM_THREADS", "0") or 0) > 0:
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
     t0 = time.perf_counter()
-    data = prepare_data(
-        config.data,
-        seed=config.seed,
-        ratios=config.split_ratios,
-        top=config.top,
-        per_class=config.per_class,
-        image_cache=config.image_cache,
-        quiet=quiet or child,
-    )
-    from birdlens.models import create_model, get_model_info
-
-    model = create_model(
-        config.model, num_classes=len(data.classes), pretrained=config.pretrained, weights=config.weights
-    )
-    info = get_model_info(model)
-    cfg = resolve(config, default_image_size=info.data_config.input_size)
-    data_config = info.data_config.with_size(cfg.image_size)
-    seed_everything(cfg.seed, cfg.deterministic)  # model building consumed RNG differently per source
-    ctx = RunContext(
-        cfg=cfg,
-        out=out,
-        data=data,
-        model=model,
-        info=info,
-        data_config=data_config,
-        is_main=not child,
-        resume=resume,
-    )
+    ctx = _build_context(config, out, child=child, resume=resume, quiet=quiet)
     if not child:
-        write_text(out / rundir.CONFIG, cfg.to_yaml())
-        write_json(out / rundir.ENV, environment_info(seed=cfg.seed))
-        data.manifest.to_csv(out / MANIFEST)
-        if not resume or not (out / rundir.META).is_file():
-            write_json(out / rundir.META, _static_meta(ctx))
+        _write_run_files(ctx)
+    cfg = ctx.cfg
     note(
-        f"[bold]{cfg.model}[/] {cfg.mode} on {len(data.manifest)} images, {len(data.classes)} classes "
-        f"-> {out}",
+        f"[bold]{cfg.model}[/] {cfg.mode} on {len(ctx.data.manifest)} images, {len(ctx.data.classes)} "
+        f"classes -> {out}",
         quiet,
     )
-
     if cfg.mode == "probe":
         from birdlens.train.probe import run_probe
 
@@ -111,32 +77,108 @@ def train(
         fields = run_finetune(ctx, callbacks=callbacks)
     if not ctx.is_main:
         return out
-    model.eval()
-    if cfg.mode == "finetune":
-        save_weights(model, out / rundir.LAST, metadata={"mode": cfg.mode})
-        if not (out / rundir.BEST).is_file():  # no validation ran: the last weights are the best we have
-            save_weights(model, out / rundir.BEST, metadata={"mode": cfg.mode})
-    fields["total_seconds"] = time.perf_counter() - t0
-    fields["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    update_meta(out, **fields, params=count_params(model))
+    _save_final(ctx, fields, seconds=time.perf_counter() - t0)
     if evaluate:
         from birdlens.evaluate import evaluate_run
 
-        trained = _in_memory_best(out, model)
+        trained = _in_memory_best(out, ctx.model)
         for split in ("valid", "test"):  # figures for test only: valid is what training already looked at
-            if data.split(split).records:
+            if ctx.data.split(split).records:
                 evaluate_run(out, split=split, quiet=quiet, figures=split == "test", trained=trained)
     return out
+
+
+def _resume_state(
+    config: TrainConfig, out: Path, *, force: bool, resume: bool, child: bool
+) -> tuple[TrainConfig, bool]:
+    """The config to train with and whether there is a checkpoint to continue from.
+
+    A resume takes the run's saved config. Without ``last.ckpt`` (stopped before the first one, or a damaged
+    one deleted) nothing can be continued: the run starts again from the beginning, as a fresh run of that
+    config would, instead of continuing half-set-up (without the probe-initialised head).
+    """
+    if resume:
+        saved = out / layout.CONFIG
+        if saved.is_file():
+            config = TrainConfig.from_yaml(
+                saved, quiet=config.quiet, out=str(out)
+            )  # the folder may have moved
+    if not child:
+        layout.prepare_run_dir(out, force=force, resume=resume)
+    if resume and not (out / layout.LAST_CKPT).is_file():
+        if not child:
+            note(
+                f"no {layout.LAST_CKPT} in {out} (stopped before its first checkpoint): training it again "
+                "from the beginning with its saved config",
+                is_quiet(config.quiet),
+            )
+            layout.clear_run_dir(out, keep=(layout.CONFIG,))
+        resume = False
+    return config, resume
+
+
+def _build_context(config: TrainConfig, out: Path, *, child: bool, resume: bool, quiet: bool) -> RunContext:
+    """Data, model and the resolved config (image size and recipe defaults depend on the model)."""
+    from birdlens.models import create_model, get_model_info
+
+    data = prepare_data(
+        config.data,
+        seed=config.seed,
+        ratios=config.split_ratios,
+        top=config.top,
+        per_class=config.per_class,
+        image_cache=config.image_cache,
+        quiet=quiet or child,
+    )
+    model = create_model(
+        config.model, num_classes=len(data.classes), pretrained=config.pretrained, weights=config.weights
+    )
+    info = get_model_info(model)
+    cfg = resolve(config, default_image_size=info.data_config.input_size)
+    seed_everything(cfg.seed, cfg.deterministic)  # model building consumed RNG differently per source
+    return RunContext(
+        cfg=cfg,
+        out=out,
+        data=data,
+        model=model,
+        info=info,
+        data_config=info.data_config.with_size(cfg.image_size),
+        is_main=not child,
+        resume=resume,
+    )
+
+
+def _write_run_files(ctx: RunContext) -> None:
+    """config.yaml, env.json, manifest.csv and (unless a resumed run has it) the static part of meta.json."""
+    out, cfg = ctx.out, ctx.cfg
+    write_text(out / layout.CONFIG, cfg.to_yaml())
+    write_json(out / layout.ENV, environment_info(seed=cfg.seed))
+    ctx.data.manifest.to_csv(out / layout.MANIFEST)
+    if not ctx.resume or not (out / layout.META).is_file():
+        write_json(out / layout.META, _static_meta(ctx))
+
+
+def _save_final(ctx: RunContext, fields: dict[str, Any], seconds: float) -> None:
+    """The last (and, without validation, best) weights of a fine-tune, and the timings in meta.json."""
+    out, model, mode = ctx.out, ctx.model, ctx.cfg.mode
+    model.eval()
+    if mode == "finetune":
+        save_weights(model, out / layout.LAST, metadata={"mode": mode})
+        if not (out / layout.BEST).is_file():  # no validation ran: the last weights are the best we have
+            save_weights(model, out / layout.BEST, metadata={"mode": mode})
+    fields["total_seconds"] = seconds
+    fields["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    update_meta(out, **fields, params=count_params(model))
 
 
 def _in_memory_best(out: Path, model: Any) -> Any:
     """The run's best weights in the model already in memory (rebuilding VGG19 costs seconds)."""
     from safetensors.torch import load_file
 
-    from birdlens.train.checkpoint import TrainedModel, data_config_from_dict, read_meta
+    from birdlens.runs.trained import TrainedModel, data_config_from_dict, read_meta
 
     meta = read_meta(out)
-    model.load_state_dict(load_file(str(out / rundir.BEST), device="cpu"))
+    model.load_state_dict(load_file(str(out / layout.BEST), device="cpu"))
     model.eval().to("cpu")
     return TrainedModel(
         model=model,

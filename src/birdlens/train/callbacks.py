@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from birdlens.train.checkpoint import save_weights
-from birdlens.train.logcsv import write_log_csv
+from birdlens.runs.layout import CheckpointError
+from birdlens.runs.logcsv import write_log_csv
+from birdlens.runs.trained import save_weights
 from birdlens.utils.atomic import atomic_path
 
 
@@ -32,7 +34,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: Any, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # empty, truncated, not a checkpoint, or pickled code weights_only refuses
+            raise damaged_checkpoint(path, _what_is_wrong(Path(path), e)) from None
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+            raise damaged_checkpoint(path, "not a Lightning checkpoint (no state_dict)")
+        return ckpt
+
+
+def _what_is_wrong(path: Path, error: Exception) -> str:
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds pickled objects that are not tensors; refused, nothing in it was run"
+    return f"it is truncated or not a checkpoint: {type(error).__name__}"
+
+
+def damaged_checkpoint(path: Any, what: str) -> CheckpointError:
+    """One line for a ``last.ckpt`` that cannot be resumed from: which file, what is wrong, what to do."""
+    return CheckpointError(
+        f"{path} cannot be resumed from ({what}); delete it and run the same command again to train the run "
+        "from the beginning, or start over with --force"
+    )
 
 
 class BestSafetensors(ModelCheckpoint):

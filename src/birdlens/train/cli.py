@@ -1,5 +1,5 @@
-"""``birdlens train | evaluate | predict | compare``: thin wrappers over :mod:`birdlens.train` and
-:mod:`birdlens.evaluate`."""
+"""``birdlens train | predict``: thin wrappers over :mod:`birdlens.train` (``evaluate`` and ``compare`` live in
+:mod:`birdlens.evaluate.cli`)."""
 
 from __future__ import annotations
 
@@ -58,53 +58,13 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
     """Train a classifier: a linear probe on cached frozen features, or a fine-tune (Lightning)."""
-    from pydantic import ValidationError
-
+    from birdlens.runs.layout import RunDirError
     from birdlens.train.api import train as run_train
-    from birdlens.train.config import TrainConfig
-    from birdlens.train.rundir import RunDirError
 
-    fields: dict[str, Any] = {
-        "data": data,
-        "out": str(out),
-        "model": model,
-        "mode": mode,
-        "augment": augment,
-        "epochs": epochs,
-        "image_size": image_size,
-        "top": top,
-        "per_class": per_class,
-        "seed": seed,
-        "batch_size": batch_size,
-        "lr": lr,
-        "label_smoothing": label_smoothing,
-        "unfreeze_stages": unfreeze_stages,
-        "head_epochs": head_epochs,
-        "devices": devices,
-        "strategy": strategy,
-        "accelerator": accelerator,
-        "precision": precision,
-        "weights": weights,
-        "quiet": quiet or None,
-        "pretrained": False if no_pretrained else None,
-    }
-    try:
-        if config is not None:
-            cfg = TrainConfig.from_yaml(config, **fields)
-        elif resume and (out / "config.yaml").is_file():
-            cfg = TrainConfig.from_yaml(out / "config.yaml", quiet=quiet or None)
-        else:
-            if data is None:
-                raise typer.BadParameter(
-                    "--data is required (or --config YAML, or --resume of an existing run)"
-                )
-            cfg = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
-    except ValidationError as e:
-        typer.echo(f"error: invalid training settings:\n{e}", err=True)
-        raise typer.Exit(2) from None
-    except FileNotFoundError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    # every option named like a TrainConfig field is an override; None means "not given"
+    fields: dict[str, Any] = {k: v for k, v in locals().items() if k in _CONFIG_OPTIONS}
+    fields.update(out=str(out), quiet=quiet or None, pretrained=False if no_pretrained else None)
+    cfg = _config(fields, config=config, resume=resume, out=out, data=data, quiet=quiet)
     try:
         run_dir = run_train(cfg, force=force, resume=resume, evaluate=not no_evaluate)
     except RunDirError as e:
@@ -113,41 +73,74 @@ def train(
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
-    if not (run_dir / "meta.json").is_file():  # a DDP helper process: rank 0 reports
-        return
-    summary = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
-    test = run_dir / "metrics" / "test.json"
+    summary = _summary(run_dir)
+    if summary:  # none in a DDP helper process: rank 0 reports
+        typer.echo(summary)
+
+
+_CONFIG_OPTIONS = (
+    "data",
+    "model",
+    "mode",
+    "augment",
+    "epochs",
+    "image_size",
+    "top",
+    "per_class",
+    "seed",
+    "batch_size",
+    "lr",
+    "label_smoothing",
+    "unfreeze_stages",
+    "head_epochs",
+    "devices",
+    "strategy",
+    "accelerator",
+    "precision",
+    "weights",
+)
+
+
+def _config(
+    fields: dict[str, Any], *, config: Path | None, resume: bool, out: Path, data: str | None, quiet: bool
+) -> Any:
+    """The run's TrainConfig: a YAML with the options on top, a resumed run's own, or the options alone."""
+    from pydantic import ValidationError
+
+    from birdlens.runs import layout
+    from birdlens.train.config import TrainConfig
+
+    try:
+        if config is not None:
+            return TrainConfig.from_yaml(config, **fields)
+        if resume and (out / layout.CONFIG).is_file():
+            return TrainConfig.from_yaml(out / layout.CONFIG, quiet=quiet or None, out=str(out))
+        if data is None:
+            raise typer.BadParameter("--data is required (or --config YAML, or --resume of an existing run)")
+        return TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as e:
+        typer.echo(f"error: invalid training settings:\n{e}", err=True)
+        raise typer.Exit(2) from None
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _summary(run_dir: Path) -> str | None:
+    """Where the run is, its training time and, when evaluated, its test accuracy with the interval."""
+    from birdlens.runs import layout
+
+    meta = run_dir / layout.META
+    if not meta.is_file():
+        return None
+    summary = json.loads(meta.read_text(encoding="utf-8"))
+    test = run_dir / layout.METRICS_DIR / "test.json"
     msg = f"run: {run_dir}  ({summary.get('train_seconds', 0):.0f} s training)"
     if test.is_file():
         m = json.loads(test.read_text(encoding="utf-8"))
         lo, hi = m["accuracy_ci95"]
         msg += f"\ntest accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] on {m['n']} images, macro-F1 {m['macro_f1']:.3f}"
-    typer.echo(msg)
-
-
-def evaluate(
-    run: Annotated[Path, typer.Option("--run", help="training run directory")],
-    data: Annotated[
-        str | None, typer.Option("--data", help="another dataset (default: the run's own manifest)")
-    ] = None,
-    split: Annotated[str, typer.Option("--split", help="train | valid | test")] = "test",
-    which: Annotated[str, typer.Option("--weights", help="best | last")] = "best",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-) -> None:
-    """Evaluate a run: metrics/<split>.json (accuracy + Wilson CI, per-class, ECE, confusions) and figures."""
-    from birdlens.evaluate import evaluate_run
-
-    try:
-        m = evaluate_run(run, data=data, split=split, which=which, quiet=quiet)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
-    lo, hi = m["accuracy_ci95"]
-    typer.echo(
-        f"{split}: accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (n={m['n']}), top-5 "
-        f"{m['top5_accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}"
-        f"\nwrote {run / 'metrics' / (split + '.json')} and {run / 'figures'}/"
-    )
+    return msg
 
 
 def predict(
@@ -158,7 +151,7 @@ def predict(
     which: Annotated[str, typer.Option("--weights", help="best | last")] = "best",
 ) -> None:
     """Top-k species for each image; a bad image prints one error line and makes the exit code 1."""
-    from birdlens.train.checkpoint import load_trained
+    from birdlens.runs.trained import load_trained
     from birdlens.train.predict import predict_files
 
     try:
@@ -178,32 +171,6 @@ def predict(
         raise typer.Exit(1)
 
 
-def compare(
-    runs: Annotated[list[Path], typer.Argument(help="training run directories")],
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="FILE.csv | FILE.md | FILE.json (other names: all three)"),
-    ] = None,
-    split: Annotated[str, typer.Option("--split")] = "test",
-) -> None:
-    """The study's Table 1 for several runs: test accuracy with CI, macro-F1, train time, params."""
-    from rich.console import Console
-
-    from birdlens.evaluate.compare import compare_runs, rich_table, write_table
-
-    try:
-        rows = compare_runs(runs, split=split)
-    except FileNotFoundError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
-    Console().print(rich_table(rows, title=f"Runs ({split})"))
-    if out is not None:
-        for p in write_table(rows, out):
-            typer.echo(f"wrote {p}")
-
-
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
-    app.command("evaluate")(evaluate)
     app.command("predict")(predict)
-    app.command("compare")(compare)

@@ -1,6 +1,6 @@
 """The images a run trains and evaluates on: discovery -> validation -> top-N / per-class selection.
 
-The result is written to ``RUN_DIR/manifest.csv``, so evaluation and explanation see exactly the images and
+The result is written to ``RUN_DIR/manifest.csv`` (:data:`birdlens.runs.layout.MANIFEST`), so evaluation and explanation see exactly the images and
 splits training saw, even if the dataset folder changes later.
 """
 
@@ -9,14 +9,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from birdlens.data.manifest import Manifest
 
 logger = logging.getLogger("birdlens.train")
-
-MANIFEST = "manifest.csv"
 
 
 @dataclass
@@ -82,10 +79,3 @@ def prepare_data(
     selection = sel.to_dict()
     selection.pop("classes", None)
     return RunData(manifest=manifest, classes=classes, skipped=skipped, selection=selection)
-
-
-def run_manifest(run_dir: str | os.PathLike[str]) -> Manifest:
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; pass --data PATH to evaluate on another dataset")
-    return Manifest.from_csv(path)

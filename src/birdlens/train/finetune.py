@@ -16,9 +16,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
 
 from birdlens.data.dataset import ImageDataset
-from birdlens.train import rundir
+from birdlens.runs import layout
+from birdlens.runs.trained import update_meta
 from birdlens.train.callbacks import AtomicCheckpointIO, BestSafetensors, EpochLog, last_checkpoints
-from birdlens.train.checkpoint import update_meta
 from birdlens.train.context import RunContext
 from birdlens.train.loader import KeyedDataset, KeyedSampler, ResumableLoader, plain_loader
 from birdlens.train.module import Classifier
@@ -83,16 +83,7 @@ def run_finetune(ctx: RunContext, callbacks: list[Callback] | None = None) -> di
     cfg = ctx.cfg
     assert cfg.epochs is not None
     out = ctx.out
-    quiet = ctx.quiet
-    if quiet:
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*Found .* module.* in eval mode.*")
-    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-
+    _quiet_lightning(ctx.quiet)
     if cfg.head_init == "probe" and not ctx.resume:
         from birdlens.train.probe import fit_probe_head
 
@@ -104,49 +95,11 @@ def run_finetune(ctx: RunContext, callbacks: list[Callback] | None = None) -> di
     )
     if cfg.channels_last:
         module.model.to(memory_format=torch.channels_last)
-
-    monitor, mode = ("val_loss", "min") if has_valid else ("train_loss", "min")
-
-    def on_best(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        m = trainer.callback_metrics
-        update_meta(
-            out,
-            best_epoch=trainer.current_epoch,
-            valid={"loss": _f(m.get("val_loss")), "accuracy": _f(m.get("val_acc"))},
-        )
-
-    epoch_log = EpochLog(out / rundir.LOG, head_epochs=cfg.head_epochs or 0)
-    cbs: list[Callback] = [
-        epoch_log,
-        BestSafetensors(out, monitor=monitor, mode=mode, on_best=on_best),
-        *last_checkpoints(out, cfg.checkpoint_every_n_steps),
-    ]
-    if cfg.patience:
-        cbs.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))
-    if not quiet:
-        cbs.append(RichProgressBar())
-    cbs.extend(callbacks or [])
-
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        strategy=cfg.strategy,
-        precision=resolve_precision(cfg.precision, cfg.accelerator),  # type: ignore[arg-type]
-        deterministic="warn" if cfg.deterministic else False,  # type: ignore[arg-type]
-        callbacks=cbs,
-        logger=False,
-        enable_progress_bar=not quiet,
-        enable_model_summary=not quiet,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-        plugins=[AtomicCheckpointIO()],
-        limit_train_batches=cfg.limit_train_batches,
-        limit_val_batches=cfg.limit_val_batches if has_valid else 0,
-        default_root_dir=str(out),
-        log_every_n_steps=10,
-    )
-    ckpt = out / rundir.LAST_CKPT
+    monitor = "val_loss" if has_valid else "train_loss"
+    epoch_log = EpochLog(out / layout.LOG, head_epochs=cfg.head_epochs or 0)
+    cbs = [epoch_log, *_run_callbacks(ctx, monitor), *(callbacks or [])]
+    trainer = _trainer(ctx, cbs, has_valid)
+    ckpt = out / layout.LAST_CKPT
     t0 = time.perf_counter()
     trainer.fit(
         module,
@@ -168,6 +121,64 @@ def run_finetune(ctx: RunContext, callbacks: list[Callback] | None = None) -> di
         "world_size": trainer.world_size,
         "precision": str(trainer.precision),
     }
+
+
+def _quiet_lightning(quiet: bool) -> None:
+    """Lightning's notes that say nothing to a birdlens user (and all its logging when quiet)."""
+    if quiet:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Found .* module.* in eval mode.*")
+    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+
+
+def _run_callbacks(ctx: RunContext, monitor: str) -> list[Callback]:
+    """Best weights (with their epoch in meta.json), the periodic ``last.ckpt``, early stopping, progress."""
+    cfg, out = ctx.cfg, ctx.out
+
+    def on_best(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        update_meta(
+            out,
+            best_epoch=trainer.current_epoch,
+            valid={"loss": _f(m.get("val_loss")), "accuracy": _f(m.get("val_acc"))},
+        )
+
+    cbs: list[Callback] = [
+        BestSafetensors(out, monitor=monitor, mode="min", on_best=on_best),
+        *last_checkpoints(out, cfg.checkpoint_every_n_steps),
+    ]
+    if cfg.patience:
+        cbs.append(EarlyStopping(monitor=monitor, mode="min", patience=cfg.patience))
+    if not ctx.quiet:
+        cbs.append(RichProgressBar())
+    return cbs
+
+
+def _trainer(ctx: RunContext, cbs: list[Callback], has_valid: bool) -> L.Trainer:
+    cfg, quiet = ctx.cfg, ctx.quiet
+    return L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        precision=resolve_precision(cfg.precision, cfg.accelerator),  # type: ignore[arg-type]
+        deterministic="warn" if cfg.deterministic else False,  # type: ignore[arg-type]
+        callbacks=cbs,
+        logger=False,
+        enable_progress_bar=not quiet,
+        enable_model_summary=not quiet,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
+        limit_train_batches=cfg.limit_train_batches,
+        limit_val_batches=cfg.limit_val_batches if has_valid else 0,
+        default_root_dir=str(ctx.out),
+        log_every_n_steps=10,
+    )
 
 
 def _f(v: Any) -> float | None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from birdlens.train.checkpoint import TrainedModel
+from birdlens.runs.trained import TrainedModel
 
 
 @dataclass

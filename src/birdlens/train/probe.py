@@ -15,11 +15,11 @@ import torch
 
 from birdlens.data.dataset import ImageDataset
 from birdlens.data.images import content_hash, read_image_bytes
-from birdlens.train import rundir
-from birdlens.train.checkpoint import save_weights
+from birdlens.runs import layout
+from birdlens.runs.logcsv import write_log_csv
+from birdlens.runs.trained import save_weights
 from birdlens.train.context import RunContext
 from birdlens.train.features import FeatureCache, ViewSpec, describe_transform, extract_features
-from birdlens.train.logcsv import write_log_csv
 from birdlens.train.parts import backbone_fingerprint, set_linear_head
 from birdlens.train.probe_head import ProbeFit, fit_probe
 from birdlens.train.progress import note, progress
@@ -136,7 +136,7 @@ def run_probe(ctx: RunContext) -> dict[str, Any]:
     fit, info = _fit(ctx, views=int(ctx.cfg.probe_views or 0))
     extract_s = info["extract_seconds"]
     if ctx.is_main:
-        save_weights(ctx.model, ctx.out / rundir.BEST, metadata={"mode": "probe"})
+        save_weights(ctx.model, ctx.out / layout.BEST, metadata={"mode": "probe"})
         rows = []
         for i, h in enumerate(fit.history):
             rows.append(
@@ -153,7 +153,7 @@ def run_probe(ctx: RunContext) -> dict[str, Any]:
                     "images_per_s": math.nan,
                 }
             )
-        write_log_csv(ctx.out / rundir.LOG, rows)
+        write_log_csv(ctx.out / layout.LOG, rows)
     best = next(h for h in fit.history if h["c"] == fit.c)
     note(
         f"probe: {info['train_vectors']} train vectors, C={fit.c:g} ({fit.solver}), valid acc "

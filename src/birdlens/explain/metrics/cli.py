@@ -71,7 +71,7 @@ def explain_eval(
     from birdlens.explain.base import UnsupportedMethodError
     from birdlens.explain.metrics.evaluate import evaluate_explanations
     from birdlens.explain.metrics.table import print_results
-    from birdlens.train.checkpoint import load_trained
+    from birdlens.runs.trained import load_trained
 
     if quiet:
         os.environ["BIRDLENS_QUIET"] = "1"

@@ -235,7 +235,7 @@ def evaluate_explanations(
     """Score ``methods`` (plus the baselines) on ``n`` images of ``split``; returns the results dict and, with
     ``out_dir``, writes ``results.json``, ``per_image.json`` and ``figures/*.png`` there.
 
-    ``trained``: a :class:`birdlens.train.checkpoint.TrainedModel` (model, classes, data_config, model_name,
+    ``trained``: a :class:`birdlens.runs.trained.TrainedModel` (model, classes, data_config, model_name,
     cam_layer). ``manifest``: the dataset's Manifest. ``overrides`` set :class:`EvalSettings` fields.
     """
     from birdlens.data.progress import quiet as env_quiet

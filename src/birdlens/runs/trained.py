@@ -1,5 +1,8 @@
 """Trained weights on disk (safetensors + ``meta.json``) and :func:`load_trained`, what every later stage uses.
 
+It lives with the run layout, below training, so that evaluate, explain, the app and the study read a run
+without importing the trainer.
+
 Weights are plain tensors (safetensors); everything needed to rebuild and use the model (name, classes,
 data config, image size, CAM layer) is JSON in ``meta.json``. Nothing is ever unpickled.
 """
@@ -17,7 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from birdlens.train import rundir
+from birdlens.runs import layout
+from birdlens.runs.layout import CheckpointError
 from birdlens.utils.atomic import atomic_path, write_json
 
 
@@ -47,19 +51,48 @@ def save_weights(
 
 
 def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(run_dir) / rundir.META
+    path = Path(run_dir) / layout.META
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: {run_dir} is not a finished birdlens training run "
             "(run `birdlens train ... --out RUN_DIR` first)"
         )
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} cannot be read ({type(e).__name__}: {e}); restore it or retrain with "
+            f"{retrain_command(run_dir)}"
+        ) from None
+    if not isinstance(meta, dict) or "classes" not in meta or "model" not in meta:
+        raise CheckpointError(
+            f"{path} is not a birdlens meta.json (no model or classes); restore it or retrain with "
+            f"{retrain_command(run_dir)}"
+        )
+    return meta
+
+
+def retrain_command(run_dir: str | os.PathLike[str]) -> str:
+    """The command that trains a run again in place from its own saved config."""
+    run_dir = Path(run_dir)
+    return f"`birdlens train --config {run_dir / layout.CONFIG} --out {run_dir} --force`"
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a damaged file is one :class:`CheckpointError` naming it."""
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises its own error types (and OSError) for a damaged file
+        raise CheckpointError(
+            f"{path} is damaged ({type(e).__name__}: {str(e)[:80]}); restore it, or retrain with "
+            f"{retrain_command(path.parent)}"
+        ) from None
 
 
 def update_meta(run_dir: str | os.PathLike[str], **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into ``meta.json`` (created if missing), atomically."""
-    path = Path(run_dir) / rundir.META
+    path = Path(run_dir) / layout.META
     meta: dict[str, Any] = {}
     if path.is_file():
         with open(path, encoding="utf-8") as f:
@@ -128,9 +161,9 @@ def load_trained(
 
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
-    path = run_dir / (rundir.BEST if which == "best" else rundir.LAST)
+    path = run_dir / (layout.BEST if which == "best" else layout.LAST)
     if which == "last" and not path.is_file():
-        path = run_dir / rundir.BEST
+        path = run_dir / layout.BEST
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: the run in {run_dir} has no saved weights yet "
@@ -138,10 +171,10 @@ def load_trained(
         )
     classes = list(meta["classes"])
     model = create_model(meta["model"], num_classes=len(classes), pretrained=False)
-    state = load_file(str(path), device="cpu")
+    state = load_weights(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(
+        raise CheckpointError(
             f"{path} does not fit model {meta['model']!r}: missing {list(missing)[:5]}, "
             f"unexpected {list(unexpected)[:5]}"
         )
