@@ -13,6 +13,7 @@ import torch
 from birdlens.evaluate.metrics import classification_metrics
 from birdlens.evaluate.plots import plot_confusion, plot_learning_curves, plot_reliability, plot_top_losses
 from birdlens.utils.atomic import write_json
+from birdlens.utils.console import warn
 
 TOP_LOSSES = 16
 
@@ -63,7 +64,6 @@ def evaluate_run(
     from birdlens.train import rundir
     from birdlens.train.checkpoint import load_trained
     from birdlens.train.data import load_manifest, run_manifest
-    from birdlens.train.logcsv import read_log_csv
 
     run_dir = Path(run_dir)
     split = normalise_split(split) or "test"
@@ -120,50 +120,71 @@ def evaluate_run(
     )
     write_json(run_dir / rundir.METRICS_DIR / f"{split}.json", metrics)
     if figures:
-        fig_dir = run_dir / rundir.FIGURES_DIR
-        cm = np.asarray(metrics["confusion_matrix"])
-        name = trained.model_name
-        plot_confusion(
-            cm,
-            classes,
-            fig_dir / f"confusion_{split}_counts.png",
-            title=f"{name} {split}: confusion (counts)",
-        )
-        plot_confusion(
-            cm,
-            classes,
-            fig_dir / f"confusion_{split}_normalized.png",
-            normalize=True,
-            title=f"{name} {split}: confusion (row-normalised)",
-        )
-        plot_reliability(
-            metrics["reliability"],
-            metrics["ece"],
-            fig_dir / f"reliability_{split}.png",
-            title=f"{name} {split}: reliability (ECE {metrics['ece']:.3f})",
-        )
+        _write_figures(run_dir, trained, metrics, part, order, quiet=quiet)
+    return metrics
+
+
+def _write_figures(
+    run_dir: Path,
+    trained: Any,
+    metrics: dict[str, Any],
+    part: Any,
+    order: np.ndarray,
+    quiet: bool = False,
+) -> None:
+    """The split's figures, each on its own: one that fails is named on stderr and the others still come."""
+    from birdlens.data.dataset import ImageDataset
+    from birdlens.train import rundir
+    from birdlens.train.logcsv import read_log_csv
+
+    split, classes, name = metrics["split"], trained.classes, trained.model_name
+    fig_dir = run_dir / rundir.FIGURES_DIR
+    cm = np.asarray(metrics["confusion_matrix"])
+
+    def top_losses(path: Path) -> None:
         raw = ImageDataset(part, transform=None, class_to_idx={c: i for i, c in enumerate(classes)})
         geom = _display_geometry(trained)
         imgs = [np.asarray(geom(raw.load_image(int(i)))).transpose(1, 2, 0) for i in order]
+        top = metrics["top_losses"]  # the rows of ``order``, as written to the JSON
         plot_top_losses(
             imgs,
-            [classes[targets[i]] for i in order],
-            [classes[int(probs[i].argmax())] for i in order],
-            [float(probs[i].max()) for i in order],
-            [float(losses[i]) for i in order],
-            fig_dir / f"top_losses_{split}.png",
+            [t["true"] for t in top],
+            [t["pred"] for t in top],
+            [t["prob"] for t in top],
+            [t["loss"] for t in top],
+            path,
             title=f"{name} {split}: highest-loss images",
         )
+
+    def learning_curves(path: Path) -> None:
         log = run_dir / rundir.LOG
-        if log.is_file():
-            rows = read_log_csv(log)
-            if rows:
-                plot_learning_curves(
-                    rows,
-                    fig_dir / "learning_curves.png",
-                    title=f"{name} ({trained.meta.get('mode')}, augment {trained.meta.get('augment')})",
-                )
-    return metrics
+        rows = read_log_csv(log) if log.is_file() else []
+        if rows:
+            meta = trained.meta
+            title = f"{name} ({meta.get('mode')}, augment {meta.get('augment')})"
+            plot_learning_curves(rows, path, title=title)
+
+    figures = {
+        f"confusion_{split}_counts.png": lambda p: plot_confusion(
+            cm, classes, p, title=f"{name} {split}: confusion (counts)"
+        ),
+        f"confusion_{split}_normalized.png": lambda p: plot_confusion(
+            cm, classes, p, normalize=True, title=f"{name} {split}: confusion (row-normalised)"
+        ),
+        f"reliability_{split}.png": lambda p: plot_reliability(
+            metrics["reliability"],
+            metrics["ece"],
+            p,
+            title=f"{name} {split}: reliability (ECE {metrics['ece']:.3f})",
+        ),
+        f"top_losses_{split}.png": top_losses,
+        "learning_curves.png": learning_curves,
+    }
+    for file, draw in figures.items():
+        try:
+            draw(fig_dir / file)
+        except Exception as e:  # a figure is a view of the metrics already written: never lose those for it
+            warn(f"figure {fig_dir / file} not written: {type(e).__name__}: {e}")
 
 
 def _display_geometry(trained: Any) -> Any:

@@ -37,6 +37,7 @@ from birdlens.augment.gan.progress import is_quiet
 from birdlens.augment.gan.train import CHECKPOINT, load_sampler, train_gan
 from birdlens.evaluate.metrics import t_interval
 from birdlens.utils.atomic import atomic_path, write_json, write_text
+from birdlens.utils.plaintext import plain
 
 ARMS: tuple[str, ...] = ("real", "real+classic", "real+gan", "real+classic+gan")
 REFERENCE = "real+classic"
@@ -259,7 +260,7 @@ def plot_ablation(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         means = np.array([r["mean"] for r in rows])
         err = np.array([[r["mean"] - r["ci95"][0] for r in rows], [r["ci95"][1] - r["mean"] for r in rows]])
         err = np.where(np.isfinite(err), err, 0.0)
-        ax.bar(xs, means, width, yerr=err, capsize=3, label=arm)
+        ax.bar(xs, means, width, yerr=err, capsize=3, label=plain(arm))
     ax.set_xticks(np.arange(len(budgets)), [f"{b}/class" for b in budgets])
     ax.set_ylabel("test accuracy (mean, 95% CI)")
     ax.set_ylim(0, 1)
