@@ -24,7 +24,7 @@ def predict_dataset(
     """Class probabilities ``[N, C]`` and targets for a dataset yielding ``(normalised image, target)``."""
     from torch.utils.data import DataLoader
 
-    from birdlens.train.progress import progress
+    from birdlens.utils.console import progress
 
     model = trained.model
     device = next(model.parameters()).device

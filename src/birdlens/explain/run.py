@@ -20,6 +20,7 @@ import torch
 from birdlens.explain.base import Explanation, make_explainer
 from birdlens.explain.outputs import select_output
 from birdlens.explain.viz import PanelRow, overlay_for, panel, save_png
+from birdlens.utils import console
 from birdlens.utils.atomic import atomic_path, write_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -155,8 +156,6 @@ def explain_images(
         keep = sorted(random.Random(seed).sample(range(len(items)), n))
         items = [items[k] for k in keep]
         item_labels = [item_labels[k] for k in keep]
-    if quiet is None:
-        quiet = os.environ.get("BIRDLENS_QUIET", "") not in ("", "0")
 
     model = trained.model.eval()
     classes = list(trained.classes)
@@ -170,18 +169,8 @@ def explain_images(
     used_names: set[str] = set()
     t0 = time.perf_counter()
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("explain"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        disable=quiet,
-    )
-    with progress:
-        task = progress.add_task("", total=len(items))
+    with console.bars(quiet, transient=False, elapsed=True, info=True) as group:
+        bar = group.task("explain", total=len(items))
         for k, item in enumerate(items):
             is_path = isinstance(item, (str, os.PathLike))
             name = _slug(f"{Path(item).parent.name}_{Path(item).stem}" if is_path else f"image_{k:04d}")
@@ -198,7 +187,7 @@ def explain_images(
             overlays: dict[str, np.ndarray] = {}
             exp: Explanation | None = None
             for m, explainer in explainers.items():
-                progress.update(task, description=f"{name} · {m}")
+                bar.update(info=f"{name} · {m}")
                 exp = explainer.explain(x[None])
                 seconds[m].append(exp.seconds)
                 params.setdefault(m, _jsonable(exp.params))
@@ -234,7 +223,7 @@ def explain_images(
                     true=true,
                 )
             )
-            progress.advance(task)
+            bar.advance()
 
     panels = []
     for p in range(0, len(rows), PANEL_ROWS):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -38,8 +37,6 @@ def run_study(
 
     from birdlens.study.pipeline import build_stages
 
-    if quiet:
-        os.environ["BIRDLENS_QUIET"] = "1"
     out = Path(out)
     prepare_run_dir(out, resume, force)
     write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -62,7 +59,7 @@ def run_study(
         elif kind == "failed":
             console.print(f"[red]{tag}: FAILED — {info['error']}[/red]")
 
-    results = run_stages(stages, out, on_event=on_event)
+    results = run_stages(stages, out, on_event=on_event, quiet=quiet)
     report = Path(results[-1].summary.get("report", out / "report.html"))
     ran = sum(r.status == "done" for r in results)
     console.print(

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["QUIET_ENV", "Bar", "env_quiet", "is_quiet", "note", "progress", "track", "warn"]
+__all__ = ["QUIET_ENV", "Bar", "Bars", "bars", "env_quiet", "is_quiet", "note", "progress", "track", "warn"]
 
 T = TypeVar("T")
 QUIET_ENV = "BIRDLENS_QUIET"
@@ -42,7 +42,7 @@ def _stderr() -> Any:
 
 
 class Bar:
-    """What :func:`progress` yields: ``advance(n)`` and ``update(completed, info)``; does nothing when quiet."""
+    """One task of a progress display: ``advance(n)`` and ``update(completed=, info=)``; no-op when quiet."""
 
     def __init__(self, bar: Any = None, task: Any = None) -> None:
         self._bar, self._task = bar, task
@@ -51,31 +51,41 @@ class Bar:
         if self._bar is not None:
             self._bar.advance(self._task, n)
 
-    def update(self, completed: int, info: str = "") -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=completed, info=info)
+    def update(self, completed: int | None = None, info: str | None = None) -> None:
+        if self._bar is None:
+            return
+        fields: dict[str, Any] = {} if info is None else {"info": info}
+        self._bar.update(self._task, completed=completed, **fields)
 
     def __call__(self, n: int = 1) -> None:
         self.advance(n)
 
 
+class Bars:
+    """What :func:`bars` yields: one display that holds several tasks (bars) at once."""
+
+    def __init__(self, progress: Any = None) -> None:
+        self._progress = progress
+
+    def task(self, description: str, total: int | None, start: int = 0) -> Bar:
+        if self._progress is None:
+            return Bar()
+        return Bar(
+            self._progress, self._progress.add_task(description, total=total, completed=start, info="")
+        )
+
+
 @contextlib.contextmanager
-def progress(
-    total: int | None,
-    description: str,
-    quiet: bool | None = None,
-    start: int = 0,
-    transient: bool = True,
-    elapsed: bool = False,
-    info: bool = False,
-) -> Iterator[Bar]:
-    """A rich bar on stderr for ``total`` steps, unless quiet or fewer than two steps.
+def bars(
+    quiet: bool | None = None, transient: bool = True, elapsed: bool = False, info: bool = False
+) -> Iterator[Bars]:
+    """A rich progress display on stderr for several tasks, or nothing when quiet.
 
     ``transient`` removes it when done (a scan); ``elapsed`` adds the time so far and ``info`` a text
-    field set by :meth:`Bar.update` (long training loops that show their losses).
+    field set by :meth:`Bar.update` (long loops that show their losses or the current item).
     """
-    if is_quiet(quiet) or (total is not None and total < 2):
-        yield Bar()
+    if is_quiet(quiet):
+        yield Bars()
         return
     from rich.progress import (
         BarColumn,
@@ -90,9 +100,25 @@ def progress(
     columns += [TimeElapsedColumn()] if elapsed else []
     columns += [TimeRemainingColumn()]
     columns += [TextColumn("{task.fields[info]}")] if info else []
-    with Progress(*columns, console=_stderr(), transient=transient) as bar:
-        task = bar.add_task(description, total=total, completed=start, info="")
-        yield Bar(bar, task)
+    with Progress(*columns, console=_stderr(), transient=transient) as progress:
+        yield Bars(progress)
+
+
+@contextlib.contextmanager
+def progress(
+    total: int | None,
+    description: str,
+    quiet: bool | None = None,
+    start: int = 0,
+    transient: bool = True,
+    elapsed: bool = False,
+    info: bool = False,
+) -> Iterator[Bar]:
+    """One bar of ``total`` steps (see :func:`bars`); nothing for fewer than two steps."""
+    if total is not None and total < 2:
+        quiet = True
+    with bars(quiet, transient=transient, elapsed=elapsed, info=info) as group:
+        yield group.task(description, total, start=start)
 
 
 def track(

@@ -33,9 +33,9 @@ from birdlens.augment.gan.data import ImageSet, to_unit
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.features import FeatureFn, extract
 from birdlens.augment.gan.probe import fit_probe
-from birdlens.augment.gan.progress import is_quiet
 from birdlens.augment.gan.train import CHECKPOINT, load_sampler, train_gan
 from birdlens.evaluate.metrics import t_interval
+from birdlens.utils import console
 from birdlens.utils.atomic import atomic_path, write_json, write_text
 from birdlens.utils.plaintext import plain
 
@@ -150,7 +150,7 @@ def run_ablation(
     """Run every (budget, seed, arm); GAN runs are kept under ``OUT/gans`` and reused when complete."""
     cfg = cfg or AblationConfig()
     out = Path(out)
-    say = log or (print if not is_quiet(quiet) else (lambda s: None))
+    say = log or (print if not console.is_quiet(quiet) else (lambda s: None))
     if train.classes != test.classes:
         raise ValueError("train and test sets must share the class list")
     say(f"features of {len(train)} train and {len(test)} test images")

@@ -36,6 +36,7 @@ from birdlens.data.manifest import SPLITS, Manifest, Record
 from birdlens.data.synth.catalog import ATTRIBUTES, DRAW_ORDER, PART_IDS, PARTS, class_catalog, parts_summary
 from birdlens.data.synth.render import SUPERSAMPLE, render_bird
 from birdlens.data.synth.spec import SPEC_VERSION, BirdSpec, sample_spec
+from birdlens.utils import console
 from birdlens.utils.atomic import write_json, write_text
 
 _OWNED = ("train", "valid", "test", "masks", "specs.jsonl", "parts.json", "manifest.csv")
@@ -88,26 +89,12 @@ def _is_synth_dataset(root: Path) -> bool:
         return False
 
 
-def _is_quiet(quiet: bool) -> bool:
-    return quiet or os.environ.get("BIRDLENS_QUIET", "") not in ("", "0")
-
-
 def _pool_context() -> multiprocessing.context.BaseContext:
     # fork on Linux: no re-import of the caller's script (spawn's classic pitfall) and instant start-up;
     # the workers only use numpy and Pillow, never torch, so forking a torch-using parent is safe.
     if sys.platform == "linux":
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
-
-
-def _progress(total: int, quiet: bool, label: str) -> Any:
-    if quiet:
-        return contextlib.nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-    )
 
 
 def generate_dataset(
@@ -150,7 +137,6 @@ def generate_dataset(
             elif p.exists() or p.is_symlink():
                 p.unlink()
     root.mkdir(parents=True, exist_ok=True)
-    quiet = _is_quiet(quiet)
     catalog = class_catalog(classes, seed)
     counts = _split_counts(per_class, splits)
 
@@ -217,8 +203,7 @@ def generate_dataset(
 
 def _run_jobs(jobs: list[_Job], root: str, workers: int, quiet: bool) -> Iterator[Any]:
     render = functools.partial(_render_job, root=root)
-    with _progress(len(jobs), quiet, "synth birds") as progress:
-        task = progress.add_task("render", total=len(jobs)) if progress is not None else None
+    with console.progress(len(jobs), "synth birds", quiet) as bar:
         if workers == 1:
             results: Iterator[Any] = map(render, jobs)
             pool = None
@@ -227,8 +212,7 @@ def _run_jobs(jobs: list[_Job], root: str, workers: int, quiet: bool) -> Iterato
             results = pool.map(render, jobs, chunksize=8)
         try:
             for r in results:
-                if progress is not None:
-                    progress.advance(task)
+                bar.advance()
                 yield r
         finally:
             if pool is not None:

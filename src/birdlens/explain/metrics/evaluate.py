@@ -16,11 +16,10 @@ the same pipeline so every number can be read against chance.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from birdlens.explain.metrics.regions import (
 from birdlens.explain.metrics.sanity import FAIL_THRESHOLD, cascading_randomisation, sanity_verdict
 from birdlens.explain.metrics.stability import seed_stability
 from birdlens.explain.metrics.summary import best_vs_runner_up, rank_methods, summarise
+from birdlens.utils.console import bars
 
 SCHEMA = "birdlens.explain-eval/1"
 BASELINE_SUFFIX = " (baseline)"
@@ -207,39 +207,6 @@ def baseline_explain_fn(name: str, seed: int = 0) -> ExplainFn:
     return fn
 
 
-# ------------------------------------------------------------------------------------------- progress
-class _Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar: Any = None
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[_Progress]:
-        if not self.enabled:
-            yield self
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        ) as bar:
-            self._bar = bar
-            yield self
-        self._bar = None
-
-    def task(self, description: str, total: int) -> Callable[[int], None]:
-        if self._bar is None:
-            return lambda k: None
-        t = self._bar.add_task(description, total=total)
-        return lambda k: self._bar.advance(t, k)
-
-
 # ------------------------------------------------------------------------------------------- main entry
 def evaluate_explanations(
     trained: Any,
@@ -263,7 +230,6 @@ def evaluate_explanations(
     ``trained``: a :class:`birdlens.train.checkpoint.TrainedModel` (model, classes, data_config, model_name,
     cam_layer). ``manifest``: the dataset's Manifest. ``overrides`` set :class:`EvalSettings` fields.
     """
-    from birdlens.data.progress import quiet as env_quiet
     from birdlens.models import eval_geometry
 
     cfg = settings or EvalSettings()
@@ -273,7 +239,6 @@ def evaluate_explanations(
         setattr(cfg, k, v)
     if cfg.target not in ("pred", "label"):
         raise ValueError("target must be 'pred' or 'label'")
-    show = not (env_quiet() if quiet is None else quiet)
     t_start = time.perf_counter()
     torch.manual_seed(seed)
 
@@ -351,7 +316,7 @@ def evaluate_explanations(
     seconds: dict[str, float] = {}
     errors: dict[str, str] = {}
     n_pairs = b * (min(cfg.n_steps, h * w) + 1) * 2
-    with _Progress(show).running() as prog:
+    with bars(quiet) as prog:
         for name, fn, seeded in entries:
             t0 = time.perf_counter()
             adv = prog.task(f"explain {name}", 1)
