@@ -41,7 +41,9 @@ from birdlens.utils.atomic import write_json, write_text
 
 _OWNED = ("train", "valid", "test", "masks", "specs.jsonl", "parts.json", "manifest.csv")
 _GENERATOR = "birdlens.data.synth"
-PNG_COMPRESS_LEVEL = 1  # fixed, so the same spec always gives the same bytes; 1 is ~2x faster than 6
+# fixed, so the same spec always gives the same bytes; the fastest level, since encoding is much of the
+# time spent per image and the files are small anyway
+PNG_COMPRESS_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,26 @@ def generate_dataset(
         raise ValueError("size must be >= 32 pixels")
     if per_class < 1:
         raise ValueError("per_class must be >= 1")
+    _clear_output(root, force)
+    catalog = class_catalog(classes, seed)
+    jobs, split_of = _plan_jobs(catalog, _split_counts(per_class, splits), size, seed)
+    n_workers = workers if workers is not None else (1 if len(jobs) < 200 else min(2, os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    boxes = list(_run_jobs(jobs, str(root), max(1, n_workers), quiet))
+    seconds = time.perf_counter() - t0
+    settings = {"seed": seed, "size": size, "per_class": per_class, "splits": list(splits)}
+    _write_specs_and_parts(root, jobs, split_of, catalog, settings, seconds, n_workers)
+    records = [
+        Record(root / j.image, j.spec.class_name, s, box, root / j.mask)
+        for j, s, box in zip(jobs, split_of, boxes, strict=True)
+    ]
+    manifest = Manifest(records, root)
+    manifest.to_csv(root / "manifest.csv")
+    return manifest
+
+
+def _clear_output(root: Path, force: bool) -> None:
+    """Make ``root`` an empty-enough folder: refuse what is not ours, replace a previous synth output."""
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"{root} exists and is not a folder")
     if root.is_dir() and any(root.iterdir()):
@@ -137,9 +159,12 @@ def generate_dataset(
             elif p.exists() or p.is_symlink():
                 p.unlink()
     root.mkdir(parents=True, exist_ok=True)
-    catalog = class_catalog(classes, seed)
-    counts = _split_counts(per_class, splits)
 
+
+def _plan_jobs(
+    catalog: Sequence[Any], counts: Sequence[int], size: int, seed: int
+) -> tuple[list[_Job], list[str]]:
+    """One job per image, each with its own seed (``SeedSequence([seed, class, i])``), and its split."""
     jobs: list[_Job] = []
     split_of: list[str] = []
     for cls in catalog:
@@ -156,12 +181,19 @@ def generate_dataset(
                 )
             )
             split_of.append(split)
+    return jobs, split_of
 
-    n_workers = workers if workers is not None else (1 if len(jobs) < 200 else min(2, os.cpu_count() or 1))
-    t0 = time.perf_counter()
-    boxes = list(_run_jobs(jobs, str(root), max(1, n_workers), quiet))
-    seconds = time.perf_counter() - t0
 
+def _write_specs_and_parts(
+    root: Path,
+    jobs: Sequence[_Job],
+    split_of: Sequence[str],
+    catalog: Sequence[Any],
+    settings: dict[str, Any],
+    seconds: float,
+    n_workers: int,
+) -> None:
+    """``specs.jsonl`` (one spec per image) and ``parts.json`` (what the masks and attributes mean)."""
     lines = [
         json.dumps(
             {"path": j.image, "mask": j.mask, "split": s, "spec": j.spec.to_dict()},
@@ -176,10 +208,7 @@ def generate_dataset(
         {
             "generator": _GENERATOR,
             "version": SPEC_VERSION,
-            "seed": seed,
-            "size": size,
-            "per_class": per_class,
-            "splits": list(splits),
+            **settings,
             "supersample": SUPERSAMPLE,
             "parts": list(PARTS),
             "part_ids": {"background": 0, **PART_IDS},
@@ -192,13 +221,6 @@ def generate_dataset(
             "workers": n_workers,
         },
     )
-    records = [
-        Record(root / j.image, j.spec.class_name, s, box, root / j.mask)
-        for j, s, box in zip(jobs, split_of, boxes, strict=True)
-    ]
-    manifest = Manifest(records, root)
-    manifest.to_csv(root / "manifest.csv")
-    return manifest
 
 
 def _run_jobs(jobs: list[_Job], root: str, workers: int, quiet: bool) -> Iterator[Any]:
