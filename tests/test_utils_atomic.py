@@ -71,3 +71,28 @@ def test_current_umask_reads_without_changing_it() -> None:
         assert atomic.current_umask() == 0o027
         assert os.umask(0o027) == 0o027  # still what was set
         assert atomic.default_file_mode() == 0o640
+
+
+def test_a_training_run_writes_ordinary_files(tmp_path: Path) -> None:
+    """Checkpoints, metrics, figures, manifest, logs and the feature cache of a real (tiny) run."""
+    from _trainutil import make_image_folder
+    from birdlens.train import TrainConfig, train
+
+    data = make_image_folder(tmp_path / "birds")
+    cfg = TrainConfig(
+        data=str(data),
+        out=str(tmp_path / "run"),
+        model="simple_cnn",
+        mode="probe",
+        image_size=32,
+        feature_cache=str(tmp_path / "features"),
+        quiet=True,
+    )
+    with umask(0o022):
+        run = train(cfg)
+    written = [p for root in (run, tmp_path / "features") for p in root.rglob("*") if p.is_file()]
+    names = {p.name for p in written}
+    assert {"best.safetensors", "test.json", "manifest.csv", "reliability_test.png"} <= names
+    assert any(p.is_relative_to(tmp_path / "features") for p in written)
+    private = [(str(p.relative_to(tmp_path)), oct(mode(p))) for p in written if mode(p) != 0o644]
+    assert private == []

@@ -1,9 +1,9 @@
 """Atomic file writes: a crash or Ctrl-C never leaves a half-written checkpoint or report.
 
 Everything is written to a temporary file in the destination folder and moved over the target with
-``os.replace`` (atomic on POSIX and Windows when source and target are on the same filesystem). The temp file
-is given the mode an ordinary ``open()`` would give (``0666 & ~umask``), because ``mkstemp`` creates it 0600
-and the rename keeps that: results shared with a group or a web server must stay readable.
+``os.replace`` (atomic on POSIX and Windows when source and target are on the same filesystem). Before the
+rename the file gets the mode an ordinary ``open()`` would give (``0666 & ~umask``), because ``mkstemp``
+creates it 0600 and the rename keeps that: results shared with a group or a web server must stay readable.
 """
 
 from __future__ import annotations
@@ -61,16 +61,12 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     fd, tmp = tempfile.mkstemp(
         prefix=f"{TEMP_PREFIX}{target.name}.", suffix=suffix or ".tmp", dir=target.parent
     )
-    try:
-        os.fchmod(fd, default_file_mode())
-    except (AttributeError, OSError):  # pragma: no cover - Windows has no fchmod; its mode bits mean little
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, default_file_mode())
-    finally:
-        os.close(fd)
+    os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # at the end, not at creation: a writer may replace the temp file with its own (safetensors does)
+        os.chmod(tmp_path, default_file_mode())
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
