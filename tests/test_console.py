@@ -63,6 +63,8 @@ def test_progress_and_track_yield_everything_quiet_or_not(monkeypatch: pytest.Mo
             bar.advance()
             bar(1)
             bar.update(3, info="done")
+        with console.loop_progress(4, "loop", quiet, start=1) as bar:
+            bar.update(4, "D 0.1  G 0.2")
         with console.bars(quiet) as group:
             a, b = group.task("a", 2), group.task("b", 4)
             a.advance(2)

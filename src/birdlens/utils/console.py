@@ -14,7 +14,19 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["QUIET_ENV", "Bar", "Bars", "bars", "env_quiet", "is_quiet", "note", "progress", "track", "warn"]
+__all__ = [
+    "QUIET_ENV",
+    "Bar",
+    "Bars",
+    "bars",
+    "env_quiet",
+    "is_quiet",
+    "loop_progress",
+    "note",
+    "progress",
+    "track",
+    "warn",
+]
 
 T = TypeVar("T")
 QUIET_ENV = "BIRDLENS_QUIET"
@@ -119,6 +131,13 @@ def progress(
         quiet = True
     with bars(quiet, transient=transient, elapsed=elapsed, info=info) as group:
         yield group.task(description, total, start=start)
+
+
+def loop_progress(
+    total: int, description: str, quiet: bool | None = None, start: int = 0
+) -> contextlib.AbstractContextManager[Bar]:
+    """A bar that stays on screen with the time so far and an info field: long loops that report numbers."""
+    return progress(total, description, quiet, start=start, transient=False, elapsed=True, info=True)
 
 
 def track(

@@ -57,7 +57,7 @@ def write_samples(
         for old in out.glob(f"{split}/*/gan_*.png"):
             old.unlink()
     records: list[Record] = []
-    with console.progress(len(wanted), "sampling", quiet, transient=False, elapsed=True, info=True) as bar:
+    with console.loop_progress(len(wanted), "sampling", quiet) as bar:
         for n_done, name in enumerate(wanted, 1):
             label = run_classes.index(name)
             # one seed per class, so adding classes later does not change the images of the others

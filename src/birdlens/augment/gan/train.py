@@ -459,14 +459,8 @@ def train_gan(
     grid_labels, grid_z = fixed_grid_inputs(cfg, len(data.classes))
     grids: list[Path] = []
     t0 = time.perf_counter()
-    with console.progress(
-        cfg.iterations,
-        f"{cfg.arch} {cfg.image_size}px",
-        quiet,
-        start=state.iteration,
-        transient=False,
-        elapsed=True,
-        info=True,
+    with console.loop_progress(
+        cfg.iterations, f"{cfg.arch} {cfg.image_size}px", quiet, start=state.iteration
     ) as bar:
         while state.iteration < cfg.iterations:
             t_step = time.perf_counter()
