@@ -149,3 +149,44 @@ def test_a_failing_figure_never_loses_the_results(
     assert not (run / "figures" / "reliability_test.png").exists()
     err = capsys.readouterr().err
     assert "reliability_test.png not written" in err and "no figure today" in err
+
+
+def _broken(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("no figure today")
+
+
+def test_a_failing_panel_never_loses_the_explanations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from birdlens.explain import run as explain_run
+    from test_explain_run import photos, tiny_trained
+
+    monkeypatch.setattr(explain_run, "panel", _broken)
+    out = tmp_path / "out"
+    man = explain_run.explain_images(tiny_trained(), photos(tmp_path), ["gradcam"], out, quiet=True)
+    assert json.loads((out / "manifest.json").read_text())["panels"] == man["panels"] == []
+    assert any((out / "gradcam").glob("*.npy"))
+    assert "panel.png not written: RuntimeError: no figure today" in capsys.readouterr().err
+
+
+def test_a_failing_quality_figure_never_loses_the_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from birdlens.explain.metrics import evaluate as xeval
+    from birdlens.explain.metrics import figures as xfigures
+
+    monkeypatch.setattr(xfigures, "plot_curves", _broken)
+    curves = {"gradcam": {"deletion": {"fractions": [0, 1], "mean": [1, 0], "auc": [0.5]}}}
+    summary = {"gradcam": {"deletion": {"mean": 0.5, "ci95": [0.4, 0.6], "n": 3}}}
+    results = {
+        "curves": curves,
+        "ranking": ["deletion"],
+        "methods": summary,
+        "sanity": {"methods": {}},
+        "data": {"images": ["a.png"]},
+    }
+    xeval._write(results, {"gradcam": {}}, tmp_path, figures=True)
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["figures"] == ["figures/bars_deletion.png"]
+    assert (tmp_path / "per_image.json").is_file() and (tmp_path / "figures" / "bars_deletion.png").is_file()
+    assert "curves.png not written" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import torch
 from birdlens.evaluate.metrics import classification_metrics
 from birdlens.evaluate.plots import plot_confusion, plot_learning_curves, plot_reliability, plot_top_losses
 from birdlens.utils.atomic import write_json
-from birdlens.utils.console import warn
+from birdlens.utils.figures import figure_or_warning
 
 TOP_LOSSES = 16
 
@@ -181,10 +181,7 @@ def _write_figures(
         "learning_curves.png": learning_curves,
     }
     for file, draw in figures.items():
-        try:
-            draw(fig_dir / file)
-        except Exception as e:  # a figure is a view of the metrics already written: never lose those for it
-            warn(f"figure {fig_dir / file} not written: {type(e).__name__}: {e}")
+        figure_or_warning(draw, fig_dir / file)
 
 
 def _display_geometry(trained: Any) -> Any:

@@ -6,6 +6,7 @@ the manifest records versions, seeds, each method's full params (the chosen CAM 
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -22,6 +23,7 @@ from birdlens.explain.outputs import select_output
 from birdlens.explain.viz import PanelRow, overlay_for, panel, save_png
 from birdlens.utils import console
 from birdlens.utils.atomic import atomic_path, write_json
+from birdlens.utils.figures import figure_or_warning
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_METHODS = ("gradcam", "lime", "shap", "ig")
@@ -228,8 +230,9 @@ def explain_images(
     panels = []
     for p in range(0, len(rows), PANEL_ROWS):
         fname = "panel.png" if len(rows) <= PANEL_ROWS else f"panel_{p // PANEL_ROWS + 1:02d}.png"
-        panel(rows[p : p + PANEL_ROWS], out / fname, methods=[m for m in methods])
-        panels.append(fname)
+        draw = functools.partial(panel, rows[p : p + PANEL_ROWS], methods=[m for m in methods])
+        if figure_or_warning(draw, out / fname) is not None:
+            panels.append(fname)
 
     manifest = {
         "environment": environment_info(seed),

@@ -16,6 +16,7 @@ the same pipeline so every number can be read against chance.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import zlib
@@ -512,17 +513,21 @@ def _jsonable(obj: Any) -> Any:
 
 def _write(results: dict[str, Any], per_image: Mapping[str, Any], out: Path, figures: bool) -> None:
     from birdlens.utils.atomic import write_json
+    from birdlens.utils.figures import figure_or_warning
 
     out.mkdir(parents=True, exist_ok=True)
     if figures:
         from birdlens.explain.metrics.figures import plot_curves, plot_metric_bars, plot_sanity
 
         fig_dir = out / "figures"
-        paths = [plot_curves(results["curves"], fig_dir / "curves.png")]
+        paths = [figure_or_warning(lambda p: plot_curves(results["curves"], p), fig_dir / "curves.png")]
         for metric in results["ranking"]:
-            paths.append(plot_metric_bars(results["methods"], metric, fig_dir / f"bars_{metric}.png"))
+            bars = functools.partial(plot_metric_bars, results["methods"], metric)
+            paths.append(figure_or_warning(bars, fig_dir / f"bars_{metric}.png"))
         if results["sanity"]["methods"]:
-            paths.append(plot_sanity(results["sanity"], fig_dir / "sanity.png"))
-        results["figures"] = [p.relative_to(out).as_posix() for p in paths]
+            paths.append(
+                figure_or_warning(lambda p: plot_sanity(results["sanity"], p), fig_dir / "sanity.png")
+            )
+        results["figures"] = [p.relative_to(out).as_posix() for p in paths if p is not None]
     write_json(out / "per_image.json", {"images": results["data"]["images"], "methods": per_image})
     write_json(out / "results.json", results)
