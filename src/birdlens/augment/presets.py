@@ -140,6 +140,7 @@ def augment_examples_figure(
 
     from birdlens.data.images import load_rgb
     from birdlens.utils.atomic import atomic_path
+    from birdlens.utils.plaintext import plain
 
     if not images or not presets:
         raise ValueError("augment_examples_figure needs at least one image and one preset")
@@ -157,7 +158,7 @@ def augment_examples_figure(
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(name, fontsize=9)
+                ax.set_ylabel(plain(name), fontsize=9)
             if r == 0:
                 ax.set_title("original" if c == 0 else f"view {c}", fontsize=8)
     fig.tight_layout()

@@ -146,10 +146,9 @@ def _matches(path: Path, checksum: Checksum) -> bool:
 
 
 def _iter_chunks(resp: Any, total: int | None, start: int, progress: bool | None, name: str) -> Any:
-    from birdlens.data.progress import quiet
+    from birdlens.utils.console import is_quiet
 
-    show = (not quiet()) if progress is None else (progress and not quiet())
-    if not show:
+    if is_quiet(progress is False):
         while chunk := resp.read(CHUNK):
             yield chunk
         return

@@ -37,10 +37,10 @@ from birdlens.data.images import (
     transform_box,
 )
 from birdlens.data.manifest import Manifest, Record
-from birdlens.data.progress import track
 from birdlens.data.report import DataUnusable, scan_data
 from birdlens.data.splits import DEFAULT_RATIOS
 from birdlens.utils.atomic import write_json
+from birdlens.utils.console import track
 
 JPEG_QUALITY = 95
 # Lossless sources stay lossless (PNG), so synthetic images keep exact pixels; photos become JPEG q95.
@@ -138,7 +138,7 @@ def prepare_dataset(
         failed: list[dict[str, str]] = []
         items = list(zip(scan.manifest.records, scan.infos, strict=True))
         for rec, info in track(
-            items, total=len(items), description=f"writing {size}px images", enabled=progress
+            items, total=len(items), description=f"writing {size}px images", quiet=progress is False
         ):
             split = rec.split or "train"
             cls = _safe_name(rec.label)

@@ -95,7 +95,7 @@ def validate_manifest(
 
     Never raises for a bad file: every failure becomes a :class:`Skipped` entry with a readable reason.
     """
-    from birdlens.data.progress import track
+    from birdlens.utils.console import track
 
     c = as_cache(cache)
     t0 = time.perf_counter()
@@ -126,7 +126,7 @@ def validate_manifest(
             zip(manifest.records, results, strict=True),
             total=len(manifest),
             description=description,
-            enabled=progress,
+            quiet=progress is False,
         ):
             if info is None:
                 skipped.append(Skipped(display_path(rec.path, root), reason or "unknown error"))

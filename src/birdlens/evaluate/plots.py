@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from birdlens.utils.atomic import atomic_path
+from birdlens.utils.plaintext import plain
 
 
 def _save(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
@@ -29,9 +30,9 @@ def _save(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
 
 
 def _short(name: str, width: int = 22) -> str:
-    """Readable tick labels for long species names: title case, ellipsis past ``width``."""
+    """Readable labels for long species names: title case, ellipsis past ``width``, drawn as plain text."""
     s = name.title() if name.isupper() else name
-    return s if len(s) <= width else s[: width - 1] + "…"
+    return plain(s if len(s) <= width else s[: width - 1] + "…")
 
 
 def plot_confusion(
@@ -76,7 +77,11 @@ def plot_confusion(
                     fontsize=max(4, fs - 2),
                     color="white" if v > thresh else "black",
                 )
-    ax.set_title(title or ("confusion matrix (row-normalised)" if normalize else "confusion matrix (counts)"))
+    ax.set_title(
+        plain(title)
+        if title
+        else ("confusion matrix (row-normalised)" if normalize else "confusion matrix (counts)")
+    )
     return _save(fig, path)
 
 
@@ -89,7 +94,7 @@ def plot_learning_curves(
     probe = bool(rows) and str(rows[0].get("stage", "")).startswith("probe")
     if probe:  # a probe has no epochs: one point per regularisation strength
         x = list(range(1, len(rows) + 1))
-        ticks = [str(r["stage"]).replace("probe ", "") for r in rows]
+        ticks = [plain(str(r["stage"]).replace("probe ", "")) for r in rows]
     for ax, key, label in ((ax_l, "loss", "loss"), (ax_a, "acc", "accuracy")):
         for split, style in (("train", "-o"), ("valid", "-s")):
             ys = [r.get(f"{split}_{key}", math.nan) for r in rows]
@@ -106,7 +111,7 @@ def plot_learning_curves(
         ax.grid(alpha=0.3)
         ax.legend()
     ax_a.set_ylim(0, 1.02)
-    fig.suptitle(title or "learning curves")
+    fig.suptitle(plain(title or "learning curves"))
     return _save(fig, path)
 
 
@@ -131,7 +136,7 @@ def plot_reliability(
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_title(title or f"reliability (ECE = {ece:.3f})")
+    ax.set_title(plain(title or f"reliability (ECE = {ece:.3f})"))
     ax.legend(loc="upper left", fontsize=8)
     ax_n.bar(lo, cnt, width=w, align="edge", color="grey", edgecolor="black")
     ax_n.set_xlabel("confidence (max probability)")
@@ -164,5 +169,5 @@ def plot_top_losses(
             fontsize=8,
             color="black" if ok else "darkred",
         )
-    fig.suptitle(title or "highest-loss images")
+    fig.suptitle(plain(title or "highest-loss images"))
     return _save(fig, path)

@@ -18,6 +18,7 @@ from birdlens.evaluate.metrics import classification_metrics
 from birdlens.evaluate.plots import plot_confusion, plot_learning_curves, plot_reliability, plot_top_losses
 from birdlens.runs import layout
 from birdlens.utils.atomic import write_json
+from birdlens.utils.figures import figure_or_warning
 
 TOP_LOSSES = 16
 
@@ -28,18 +29,19 @@ def predict_dataset(
     """Class probabilities ``[N, C]`` and targets for a dataset yielding ``(normalised image, target)``."""
     from torch.utils.data import DataLoader
 
-    from birdlens.data.progress import track
+    from birdlens.utils.console import progress
 
     model = trained.model
     device = next(model.parameters()).device
     model.eval().to(memory_format=torch.channels_last)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     probs, targets = [], []
-    with torch.inference_mode():
-        for x, y in track(loader, total=len(loader), description=description, enabled=not quiet):
+    with progress(len(dataset), description, quiet) as advance, torch.inference_mode():
+        for x, y in loader:
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             probs.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
             targets.append(np.asarray(y))
+            advance(len(y))
     if not probs:
         return np.zeros((0, len(trained.classes))), np.zeros(0, dtype=np.int64)
     return np.concatenate(probs).astype(np.float64), np.concatenate(targets).astype(np.int64)
@@ -154,7 +156,10 @@ def _write_figures(
     order: np.ndarray,
     name: str,
 ) -> None:
-    """Confusion (counts and row-normalised), reliability, top losses and the learning curves."""
+    """Confusion (counts and row-normalised), reliability, top losses and the learning curves.
+
+    Each figure on its own: one that fails is named on stderr and the others (and the JSON) still come.
+    """
     from birdlens.models.data_config import eval_geometry
 
     classes, model, split = trained.classes, trained.model_name, metrics["split"]
@@ -162,35 +167,41 @@ def _write_figures(
     cm = np.asarray(metrics["confusion_matrix"])
     for normalize, kind in ((False, "counts"), (True, "row-normalised")):
         suffix = "normalized" if normalize else "counts"
-        plot_confusion(
-            cm,
-            classes,
+        figure_or_warning(
+            lambda p, normalize=normalize, kind=kind: plot_confusion(
+                cm, classes, p, normalize=normalize, title=f"{model} {split}: confusion ({kind})"
+            ),
             fig_dir / f"confusion_{name}_{suffix}.png",
-            normalize=normalize,
-            title=f"{model} {split}: confusion ({kind})",
         )
-    plot_reliability(
-        metrics["reliability"],
-        metrics["ece"],
+    figure_or_warning(
+        lambda p: plot_reliability(
+            metrics["reliability"],
+            metrics["ece"],
+            p,
+            title=f"{model} {split}: reliability (ECE {metrics['ece']:.3f})",
+        ),
         fig_dir / f"reliability_{name}.png",
-        title=f"{model} {split}: reliability (ECE {metrics['ece']:.3f})",
     )
-    raw = _dataset(part, classes, transform=None)
-    geom = eval_geometry(trained.data_config)
-    imgs = [np.asarray(geom(raw.load_image(int(i)))).transpose(1, 2, 0) for i in order]
-    plot_top_losses(
-        imgs,
-        [classes[targets[i]] for i in order],
-        [classes[int(probs[i].argmax())] for i in order],
-        [float(probs[i].max()) for i in order],
-        [float(losses[i]) for i in order],
-        fig_dir / f"top_losses_{name}.png",
-        title=f"{model} {split}: highest-loss images",
-    )
-    _write_learning_curves(run_dir, trained, fig_dir)
+
+    def top_losses(path: Path) -> None:
+        raw = _dataset(part, classes, transform=None)
+        geom = eval_geometry(trained.data_config)
+        imgs = [np.asarray(geom(raw.load_image(int(i)))).transpose(1, 2, 0) for i in order]
+        plot_top_losses(
+            imgs,
+            [classes[targets[i]] for i in order],
+            [classes[int(probs[i].argmax())] for i in order],
+            [float(probs[i].max()) for i in order],
+            [float(losses[i]) for i in order],
+            path,
+            title=f"{model} {split}: highest-loss images",
+        )
+
+    figure_or_warning(top_losses, fig_dir / f"top_losses_{name}.png")
+    figure_or_warning(lambda p: _write_learning_curves(run_dir, trained, p), fig_dir / "learning_curves.png")
 
 
-def _write_learning_curves(run_dir: Path, trained: Any, fig_dir: Path) -> None:
+def _write_learning_curves(run_dir: Path, trained: Any, path: Path) -> None:
     from birdlens.runs.logcsv import read_log_csv
 
     log = run_dir / layout.LOG
@@ -198,6 +209,6 @@ def _write_learning_curves(run_dir: Path, trained: Any, fig_dir: Path) -> None:
     if rows:
         plot_learning_curves(
             rows,
-            fig_dir / "learning_curves.png",
+            path,
             title=f"{trained.model_name} ({trained.meta.get('mode')}, augment {trained.meta.get('augment')})",
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -45,7 +44,7 @@ def explain(
             out,
             seed=seed,
             n=n,
-            quiet=quiet or os.environ.get("BIRDLENS_QUIET", "") not in ("", "0"),
+            quiet=quiet,
             force=force,
             method_params={
                 "lime": {"num_samples": lime_samples},

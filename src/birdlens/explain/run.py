@@ -6,6 +6,7 @@ the manifest records versions, seeds, each method's full params (the chosen CAM 
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -20,7 +21,9 @@ import torch
 from birdlens.explain.base import Explanation, explainer_for
 from birdlens.explain.outputs import select_output
 from birdlens.explain.viz import PanelRow, overlay_for, panel, save_png
+from birdlens.utils import console
 from birdlens.utils.atomic import atomic_path, write_json
+from birdlens.utils.figures import figure_or_warning
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_METHODS = ("gradcam", "lime", "shap", "ig")
@@ -127,18 +130,16 @@ def explain_images(
     if (out / "manifest.json").exists() and not force:
         raise FileExistsError(f"{out} already holds explanations (manifest.json); pass force=True / --force")
     items, item_labels = _expand_items(images, labels, n, seed)
-    if quiet is None:
-        quiet = os.environ.get("BIRDLENS_QUIET", "") not in ("", "0")
     trained.model.eval()
     extra = method_params or {}
     explainers = {m: explainer_for(trained, m, seed=seed, **extra.get(m, {})) for m in methods}
     state = _RunState(methods)
     t0 = time.perf_counter()
-    with _progress(quiet) as progress:
-        task = progress.add_task("", total=len(items))
+    with console.bars(quiet, transient=False, elapsed=True, info=True) as group:
+        bar = group.task("explain", total=len(items))
         for k, item in enumerate(items):
-            _explain_one(trained, explainers, out, k, item, item_labels[k], state, progress, task)
-            progress.advance(task)
+            _explain_one(trained, explainers, out, k, item, item_labels[k], state, bar)
+            bar.advance()
     panels = _write_panels(state.rows, out, methods)
     manifest = _manifest(trained, seed, state, panels, time.perf_counter() - t0)
     write_json(out / "manifest.json", manifest)
@@ -187,19 +188,6 @@ class _RunState:
         return name
 
 
-def _progress(quiet: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("explain"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        disable=quiet,
-    )
-
-
 def _explain_one(
     trained: Any,
     explainers: dict[str, Any],
@@ -208,8 +196,7 @@ def _explain_one(
     item: Any,
     given_label: Any,
     state: _RunState,
-    progress: Any,
-    task: Any,
+    bar: Any,
 ) -> None:
     """Every method on one image: maps and overlays written, its record and panel row kept in ``state``."""
     is_path = isinstance(item, (str, os.PathLike))
@@ -224,7 +211,7 @@ def _explain_one(
     overlays: dict[str, np.ndarray] = {}
     exp: Explanation | None = None
     for m, explainer in explainers.items():
-        progress.update(task, description=f"{name} · {m}")
+        bar.update(info=f"{name} · {m}")
         exp = explainer.explain(x[None])
         state.seconds[m].append(exp.seconds)
         state.params.setdefault(m, _jsonable(exp.params))
@@ -267,8 +254,9 @@ def _write_panels(rows: Sequence[PanelRow], out: Path, methods: Sequence[str]) -
     panels = []
     for p in range(0, len(rows), PANEL_ROWS):
         fname = "panel.png" if len(rows) <= PANEL_ROWS else f"panel_{p // PANEL_ROWS + 1:02d}.png"
-        panel(rows[p : p + PANEL_ROWS], out / fname, methods=list(methods))
-        panels.append(fname)
+        draw = functools.partial(panel, rows[p : p + PANEL_ROWS], methods=list(methods))
+        if figure_or_warning(draw, out / fname) is not None:
+            panels.append(fname)
     return panels
 
 

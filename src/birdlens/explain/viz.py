@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from birdlens.utils.atomic import atomic_path
+from birdlens.utils.plaintext import plain
 
 
 def _facts(method: str) -> Any:
@@ -201,7 +202,7 @@ def panel(
     )
     plt.rcParams.update({"font.family": "DejaVu Sans"})
     for c, name in enumerate(["Photo", *[method_title(m) for m in cols]]):
-        axes[0, c].set_title(name, fontsize=10.5, fontweight="bold", pad=6)
+        axes[0, c].set_title(plain(name), fontsize=10.5, fontweight="bold", pad=6)
     for r, row in enumerate(rows):
         axes[r, 0].imshow(row.image)
         prob = f" ({row.probability:.0%})" if row.probability is not None else ""
@@ -210,7 +211,7 @@ def panel(
         if row.true is not None:
             label += f"\ntrue: {row.true.title()}"
         axes[r, 0].set_ylabel(
-            label,
+            plain(label),
             fontsize=7.5,
             rotation=0,
             ha="right",
@@ -246,7 +247,7 @@ def panel(
         cb.ax.tick_params(labelsize=6.5, length=2, pad=1)
         cb.outline.set_linewidth(0.4)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(plain(title), fontsize=11)
     fig.subplots_adjust(left=label_w / width, right=0.995, top=1 - top_h / height, bottom=bottom_h / height)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from birdlens.data.manifest import Manifest
 from birdlens.utils.atomic import atomic_path
+from birdlens.utils.plaintext import plain
 
 
 def sample_grid(
@@ -45,7 +46,7 @@ def sample_grid(
                 except BadImage:
                     ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=7)
             if j == 0:
-                ax.set_ylabel(c.title(), rotation=0, ha="right", va="center", fontsize=8)
+                ax.set_ylabel(plain(c.title()), rotation=0, ha="right", va="center", fontsize=8)
     fig.subplots_adjust(left=0.3, wspace=0.04, hspace=0.06)
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")

@@ -25,12 +25,6 @@ def _dataset_dir(run_dir: Path) -> Path:
     return run_dir / "data" / "dataset"
 
 
-def _quiet() -> bool:
-    import os
-
-    return os.environ.get("BIRDLENS_QUIET", "") not in ("", "0")
-
-
 # ---------------------------------------------------------------------------------------------- data
 def data_stage(ctx: StageContext) -> dict[str, Any]:
     from birdlens.data import load_manifest
@@ -52,7 +46,7 @@ def data_stage(ctx: StageContext) -> dict[str, Any]:
             size=s["size"],
             seed=seed,
             force=True,
-            quiet=_quiet(),
+            quiet=ctx.quiet,
         )
     else:
         from birdlens.data.prepare import prepare_dataset
@@ -67,7 +61,7 @@ def data_stage(ctx: StageContext) -> dict[str, Any]:
             seed=seed,
             dedupe=cfg["dedupe"],
             force=True,
-            progress=not _quiet(),
+            progress=not ctx.quiet,
         )
     manifest = load_manifest(out, seed=seed)
     report = build_data_report(manifest)
@@ -123,8 +117,8 @@ def gan_stage(ctx: StageContext) -> dict[str, Any]:
         checkpoint_every=max(25, g["iterations"] // 4),
     )
     run = ctx.dir / "run"
-    result = train_gan(cfg, train_set, run, resume=ctx.resume, force=True, quiet=_quiet())
-    samples = write_samples(run, ctx.dir / "samples", g["per_class"], seed=seed, quiet=_quiet(), force=True)
+    result = train_gan(cfg, train_set, run, resume=ctx.resume, force=True, quiet=ctx.quiet)
+    samples = write_samples(run, ctx.dir / "samples", g["per_class"], seed=seed, quiet=ctx.quiet, force=True)
     metrics = gan_metrics(run, train_set, seed=seed)
     write_json(ctx.dir / "fd.json", metrics)
     # real images + GAN samples (train split only), for models with use_gan: true
@@ -163,7 +157,7 @@ def train_stage(ctx: StageContext) -> dict[str, Any]:
         "lr": m.lr,
         "weights": m.weights,
         "seed": ctx.config["seed"],
-        "quiet": _quiet(),
+        "quiet": ctx.quiet,
     }
     fields.update(m.options)
     train(
@@ -180,7 +174,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
 
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
     run = Path(ctx.inputs[model_stage]["run"])
-    metrics = evaluate_run(run, split=ctx.config["split"])
+    metrics = evaluate_run(run, split=ctx.config["split"], quiet=ctx.quiet)
     return {"run": str(run), "metrics": metrics, "entry": ctx.inputs[model_stage]["entry"]}
 
 
@@ -227,7 +221,7 @@ def explain_stage(ctx: StageContext) -> dict[str, Any]:
         seed=ctx.config["seed"],
         method_params=ctx.config["params"],
         force=True,
-        quiet=_quiet(),
+        quiet=ctx.quiet,
     )
     return {"model": model_stage.split(":", 1)[1], **result}
 
@@ -251,7 +245,7 @@ def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
         split=c["split"],
         dataset_dir=ctx.inputs["data"]["dataset"],
         method_params=c["method_params"],
-        quiet=_quiet(),
+        quiet=ctx.quiet,
         **c["params"],
     )
     return {"model": model_stage.split(":", 1)[1], "results": result, "dir": str(ctx.dir)}

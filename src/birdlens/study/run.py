@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,6 @@ def run_study(
 
     from birdlens.study.pipeline import build_stages
 
-    if quiet:
-        os.environ["BIRDLENS_QUIET"] = "1"
     out = Path(out)
     prepare_run_dir(out, force=force, resume=resume, resumable=(MARKERS,), require_resumable=False)
     write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -48,7 +45,7 @@ def run_study(
         elif kind == "failed":
             console.print(f"[red]{tag}: FAILED — {info['error']}[/red]")
 
-    results = run_stages(stages, out, on_event=on_event)
+    results = run_stages(stages, out, on_event=on_event, quiet=quiet)
     report = Path(results[-1].summary.get("report", out / "report.html"))
     ran = sum(r.status == "done" for r in results)
     console.print(

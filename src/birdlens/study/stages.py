@@ -49,6 +49,7 @@ class StageContext:
     inputs: dict[str, dict[str, Any]]
     resume: bool
     progress: Callable[[str], None] = field(default=lambda msg: None)
+    quiet: bool = False  # no progress bars in the stage's work (the runner's --quiet)
 
 
 StageFn = Callable[[StageContext], dict[str, Any]]
@@ -107,6 +108,7 @@ def run_stages(
     run_dir: Path,
     *,
     on_event: Callable[[str, Stage, dict[str, Any]], None] | None = None,
+    quiet: bool = False,
 ) -> list[StageResult]:
     """Run ``stages`` in order (they must be listed after their deps), skipping the unchanged ones.
 
@@ -147,6 +149,7 @@ def run_stages(
             config=stage.config,
             inputs={d: summaries[d] for d in stage.deps},
             resume=resume,
+            quiet=quiet,
         )
         emit("start", stage, {"resume": resume})
         t0 = time.perf_counter()

@@ -14,8 +14,8 @@ from birdlens.train.config import TrainConfig, resolve
 from birdlens.train.context import RunContext
 from birdlens.train.data import prepare_data
 from birdlens.train.parts import count_params
-from birdlens.train.progress import is_quiet, note
 from birdlens.utils.atomic import write_json, write_text
+from birdlens.utils.console import is_quiet, note
 from birdlens.utils.env import environment_info
 from birdlens.utils.seed import seed_everything
 

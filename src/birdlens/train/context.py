@@ -26,7 +26,7 @@ class RunContext:
 
     @property
     def quiet(self) -> bool:
-        from birdlens.train.progress import is_quiet
+        from birdlens.utils.console import is_quiet
 
         return is_quiet(self.cfg.quiet)
 

@@ -22,7 +22,7 @@ from birdlens.train.context import RunContext
 from birdlens.train.features import FeatureCache, ViewSpec, describe_transform, extract_features
 from birdlens.train.parts import backbone_fingerprint, set_linear_head
 from birdlens.train.probe_head import ProbeFit, fit_probe
-from birdlens.train.progress import note, progress
+from birdlens.utils.console import note, progress
 
 
 def image_keys(ds: ImageDataset) -> list[str]:

@@ -33,10 +33,11 @@ from birdlens.augment.gan.data import ImageSet, to_unit
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.features import FeatureFn, extract
 from birdlens.augment.gan.probe import fit_probe
-from birdlens.augment.gan.progress import is_quiet
 from birdlens.augment.gan.train import CHECKPOINT, load_sampler, train_gan
 from birdlens.evaluate.metrics import t_interval
+from birdlens.utils import console
 from birdlens.utils.atomic import atomic_path, write_json, write_text
+from birdlens.utils.plaintext import plain
 
 ARMS: tuple[str, ...] = ("real", "real+classic", "real+gan", "real+classic+gan")
 REFERENCE = "real+classic"
@@ -149,7 +150,7 @@ def run_ablation(
     """Run every (budget, seed, arm); GAN runs are kept under ``OUT/gans`` and reused when complete."""
     cfg = cfg or AblationConfig()
     out = Path(out)
-    say = log or (print if not is_quiet(quiet) else (lambda s: None))
+    say = log or (print if not console.is_quiet(quiet) else (lambda s: None))
     if train.classes != test.classes:
         raise ValueError("train and test sets must share the class list")
     say(f"features of {len(train)} train and {len(test)} test images")
@@ -259,7 +260,7 @@ def plot_ablation(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         means = np.array([r["mean"] for r in rows])
         err = np.array([[r["mean"] - r["ci95"][0] for r in rows], [r["ci95"][1] - r["mean"] for r in rows]])
         err = np.where(np.isfinite(err), err, 0.0)
-        ax.bar(xs, means, width, yerr=err, capsize=3, label=arm)
+        ax.bar(xs, means, width, yerr=err, capsize=3, label=plain(arm))
     ax.set_xticks(np.arange(len(budgets)), [f"{b}/class" for b in budgets])
     ax.set_ylabel("test accuracy (mean, 95% CI)")
     ax.set_ylim(0, 1)

@@ -16,9 +16,9 @@ from PIL import Image
 
 from birdlens.augment.gan.data import to_uint8
 from birdlens.augment.gan.evaluate import sample_images
-from birdlens.augment.gan.progress import progress_bar
 from birdlens.augment.gan.train import CHECKPOINT, load_generator
 from birdlens.data.manifest import Manifest, Record, normalise_label
+from birdlens.utils import console
 from birdlens.utils.atomic import atomic_path, write_json
 
 
@@ -57,7 +57,7 @@ def write_samples(
         for old in out.glob(f"{split}/*/gan_*.png"):
             old.unlink()
     records: list[Record] = []
-    with progress_bar(len(wanted), "sampling", quiet=quiet) as bar:
+    with console.loop_progress(len(wanted), "sampling", quiet) as bar:
         for n_done, name in enumerate(wanted, 1):
             label = run_classes.index(name)
             # one seed per class, so adding classes later does not change the images of the others

@@ -42,8 +42,8 @@ from birdlens.augment.gan.diffaug import AdaptiveP, diff_augment
 from birdlens.augment.gan.ema import EMA
 from birdlens.augment.gan.losses import LOSSES, LeCam, mode_seeking
 from birdlens.augment.gan.models import build_discriminator, build_generator
-from birdlens.augment.gan.progress import progress_bar
 from birdlens.augment.gan.transfer import to_device
+from birdlens.utils import console
 from birdlens.utils.atomic import atomic_path, write_json
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -459,8 +459,8 @@ def train_gan(
     grid_labels, grid_z = fixed_grid_inputs(cfg, len(data.classes))
     grids: list[Path] = []
     t0 = time.perf_counter()
-    with progress_bar(
-        cfg.iterations, f"{cfg.arch} {cfg.image_size}px", start=state.iteration, quiet=quiet
+    with console.loop_progress(
+        cfg.iterations, f"{cfg.arch} {cfg.image_size}px", quiet, start=state.iteration
     ) as bar:
         while state.iteration < cfg.iterations:
             t_step = time.perf_counter()

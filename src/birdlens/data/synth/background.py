@@ -54,8 +54,18 @@ def render_background(
     scene = list(_SCENES)[int(rng.integers(len(_SCENES)))]
     top = np.array(C.sample_hsv(rng, _SCENES[scene][0]), dtype=np.float32)
     bot = np.array(C.sample_hsv(rng, _SCENES[scene][1]), dtype=np.float32)
+    # the layers draw from one generator in this order, so each image's bytes stay fixed by its seed
+    img = _soft_scene(rng, size, n, top, bot)
+    d = ImageDraw.Draw(img)
+    _twigs_and_leaves(d, rng, n)
+    _distractors(d, rng, n)
+    if perch is not None:
+        _perch(d, rng, n, perch)
+    return np.asarray(img, dtype=np.uint8)
 
-    # 1. a soft, out-of-focus scene at low resolution, upsampled (cheap bokeh)
+
+def _soft_scene(rng: np.random.Generator, size: int, n: int, top: np.ndarray, bot: np.ndarray) -> Image.Image:
+    """A soft, out-of-focus scene at low resolution, upsampled to ``n`` pixels (cheap bokeh)."""
     lo = max(size // 4, 16)
     g = np.linspace(0.0, 1.0, lo, dtype=np.float32)[:, None, None]
     soft = Image.fromarray(np.broadcast_to(top * (1 - g) + bot * g, (lo, lo, 3)).astype(np.uint8))
@@ -70,12 +80,13 @@ def render_background(
         )
         d.ellipse((cx - r, cy - r * rng.uniform(0.5, 1.0), cx + r, cy + r), fill=col)
     # blurred and upsampled to the output size, then each pixel repeated to full resolution: the soft layer
-    # has no edges to anti-alias, and this is ~5x cheaper than a smooth resize to full resolution
+    # has no edges to anti-alias, so a smooth resize to full resolution would cost more for the same look
     soft = soft.filter(ImageFilter.GaussianBlur(lo / 64)).resize((size, size), Image.Resampling.BILINEAR)
-    img = soft.resize((n, n), Image.Resampling.NEAREST)
+    return soft.resize((n, n), Image.Resampling.NEAREST)
 
-    # 2. crisp clutter at full resolution: branches, leaves, dots, bars and triangles
-    d = ImageDraw.Draw(img)
+
+def _twigs_and_leaves(d: ImageDraw.ImageDraw, rng: np.random.Generator, n: int) -> None:
+    """Crisp clutter at full resolution: branches and leaves."""
     for _ in range(int(rng.integers(1, 4))):  # twigs
         x0, y0 = rng.uniform(0, 1, 2) * n
         ang = rng.uniform(0, 2 * math.pi)
@@ -93,7 +104,11 @@ def render_background(
             rng.uniform(0, 2 * math.pi),
         )
         d.polygon(leaf, fill=C.sample_hsv(rng, (100.0, 40.0, (0.35, 0.8), (0.3, 0.75))))
-    for _ in range(int(rng.integers(3, 10))):  # distractors in the birds' own colours
+
+
+def _distractors(d: ImageDraw.ImageDraw, rng: np.random.Generator, n: int) -> None:
+    """Dots, bars and triangles in the birds' own colours, so a coloured blob is no evidence of a part."""
+    for _ in range(int(rng.integers(3, 10))):
         cx, cy = rng.uniform(0, 1, 2) * n
         r = rng.uniform(0.01, 0.05) * n
         kind = int(rng.integers(3))
@@ -114,26 +129,28 @@ def render_background(
                 fill=col,
             )
 
-    # 3. the perch the bird stands on (depends on the pose, not on the class)
-    if perch is not None:
-        px, py, pang = perch[0] * n, perch[1] * n, math.radians(perch[2] + rng.uniform(-8, 8))
-        ln = 2.0 * n
-        c, s = math.cos(pang), math.sin(pang)
-        thick = rng.uniform(0.025, 0.045) * n
-        # the perch's top edge passes through the feet
-        ox, oy = -s * thick / 2, c * thick / 2
-        bark = C.sample_hsv(rng, (28.0, 10.0, (0.35, 0.6), (0.25, 0.45)))
-        d.line(
-            (px - ln * c + ox, py - ln * s + oy, px + ln * c + ox, py + ln * s + oy),
-            fill=bark,
-            width=max(1, int(thick)),
-        )
-        d.line(
-            (px - ln * c + ox * 0.4, py - ln * s + oy * 0.4, px + ln * c + ox * 0.4, py + ln * s + oy * 0.4),
-            fill=C.scale(bark, 1.25),
-            width=max(1, int(thick * 0.2)),
-        )
-    return np.asarray(img, dtype=np.uint8)
+
+def _perch(
+    d: ImageDraw.ImageDraw, rng: np.random.Generator, n: int, perch: tuple[float, float, float]
+) -> None:
+    """The perch the bird stands on: it depends on the pose, never on the class."""
+    px, py, pang = perch[0] * n, perch[1] * n, math.radians(perch[2] + rng.uniform(-8, 8))
+    ln = 2.0 * n
+    c, s = math.cos(pang), math.sin(pang)
+    thick = rng.uniform(0.025, 0.045) * n
+    # the perch's top edge passes through the feet
+    ox, oy = -s * thick / 2, c * thick / 2
+    bark = C.sample_hsv(rng, (28.0, 10.0, (0.35, 0.6), (0.25, 0.45)))
+    d.line(
+        (px - ln * c + ox, py - ln * s + oy, px + ln * c + ox, py + ln * s + oy),
+        fill=bark,
+        width=max(1, int(thick)),
+    )
+    d.line(
+        (px - ln * c + ox * 0.4, py - ln * s + oy * 0.4, px + ln * c + ox * 0.4, py + ln * s + oy * 0.4),
+        fill=C.scale(bark, 1.25),
+        width=max(1, int(thick * 0.2)),
+    )
 
 
 def background_noise(seed: int, size: int) -> np.ndarray:

@@ -36,11 +36,14 @@ from birdlens.data.manifest import SPLITS, Manifest, Record
 from birdlens.data.synth.catalog import ATTRIBUTES, DRAW_ORDER, PART_IDS, PARTS, class_catalog, parts_summary
 from birdlens.data.synth.render import SUPERSAMPLE, render_bird
 from birdlens.data.synth.spec import SPEC_VERSION, BirdSpec, sample_spec
+from birdlens.utils import console
 from birdlens.utils.atomic import write_json, write_text
 
 _OWNED = ("train", "valid", "test", "masks", "specs.jsonl", "parts.json", "manifest.csv")
 _GENERATOR = "birdlens.data.synth"
-PNG_COMPRESS_LEVEL = 1  # fixed, so the same spec always gives the same bytes; 1 is ~2x faster than 6
+# fixed, so the same spec always gives the same bytes; the fastest level, since encoding is much of the
+# time spent per image and the files are small anyway
+PNG_COMPRESS_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -88,26 +91,12 @@ def _is_synth_dataset(root: Path) -> bool:
         return False
 
 
-def _is_quiet(quiet: bool) -> bool:
-    return quiet or os.environ.get("BIRDLENS_QUIET", "") not in ("", "0")
-
-
 def _pool_context() -> multiprocessing.context.BaseContext:
     # fork on Linux: no re-import of the caller's script (spawn's classic pitfall) and instant start-up;
     # the workers only use numpy and Pillow, never torch, so forking a torch-using parent is safe.
     if sys.platform == "linux":
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
-
-
-def _progress(total: int, quiet: bool, label: str) -> Any:
-    if quiet:
-        return contextlib.nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-    )
 
 
 def generate_dataset(
@@ -132,6 +121,26 @@ def generate_dataset(
         raise ValueError("size must be >= 32 pixels")
     if per_class < 1:
         raise ValueError("per_class must be >= 1")
+    _clear_output(root, force)
+    catalog = class_catalog(classes, seed)
+    jobs, split_of = _plan_jobs(catalog, _split_counts(per_class, splits), size, seed)
+    n_workers = workers if workers is not None else (1 if len(jobs) < 200 else min(2, os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    boxes = list(_run_jobs(jobs, str(root), max(1, n_workers), quiet))
+    seconds = time.perf_counter() - t0
+    settings = {"seed": seed, "size": size, "per_class": per_class, "splits": list(splits)}
+    _write_specs_and_parts(root, jobs, split_of, catalog, settings, seconds, n_workers)
+    records = [
+        Record(root / j.image, j.spec.class_name, s, box, root / j.mask)
+        for j, s, box in zip(jobs, split_of, boxes, strict=True)
+    ]
+    manifest = Manifest(records, root)
+    manifest.to_csv(root / "manifest.csv")
+    return manifest
+
+
+def _clear_output(root: Path, force: bool) -> None:
+    """Make ``root`` an empty-enough folder: refuse what is not ours, replace a previous synth output."""
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"{root} exists and is not a folder")
     if root.is_dir() and any(root.iterdir()):
@@ -150,10 +159,12 @@ def generate_dataset(
             elif p.exists() or p.is_symlink():
                 p.unlink()
     root.mkdir(parents=True, exist_ok=True)
-    quiet = _is_quiet(quiet)
-    catalog = class_catalog(classes, seed)
-    counts = _split_counts(per_class, splits)
 
+
+def _plan_jobs(
+    catalog: Sequence[Any], counts: Sequence[int], size: int, seed: int
+) -> tuple[list[_Job], list[str]]:
+    """One job per image, each with its own seed (``SeedSequence([seed, class, i])``), and its split."""
     jobs: list[_Job] = []
     split_of: list[str] = []
     for cls in catalog:
@@ -170,12 +181,19 @@ def generate_dataset(
                 )
             )
             split_of.append(split)
+    return jobs, split_of
 
-    n_workers = workers if workers is not None else (1 if len(jobs) < 200 else min(2, os.cpu_count() or 1))
-    t0 = time.perf_counter()
-    boxes = list(_run_jobs(jobs, str(root), max(1, n_workers), quiet))
-    seconds = time.perf_counter() - t0
 
+def _write_specs_and_parts(
+    root: Path,
+    jobs: Sequence[_Job],
+    split_of: Sequence[str],
+    catalog: Sequence[Any],
+    settings: dict[str, Any],
+    seconds: float,
+    n_workers: int,
+) -> None:
+    """``specs.jsonl`` (one spec per image) and ``parts.json`` (what the masks and attributes mean)."""
     lines = [
         json.dumps(
             {"path": j.image, "mask": j.mask, "split": s, "spec": j.spec.to_dict()},
@@ -190,10 +208,7 @@ def generate_dataset(
         {
             "generator": _GENERATOR,
             "version": SPEC_VERSION,
-            "seed": seed,
-            "size": size,
-            "per_class": per_class,
-            "splits": list(splits),
+            **settings,
             "supersample": SUPERSAMPLE,
             "parts": list(PARTS),
             "part_ids": {"background": 0, **PART_IDS},
@@ -206,19 +221,11 @@ def generate_dataset(
             "workers": n_workers,
         },
     )
-    records = [
-        Record(root / j.image, j.spec.class_name, s, box, root / j.mask)
-        for j, s, box in zip(jobs, split_of, boxes, strict=True)
-    ]
-    manifest = Manifest(records, root)
-    manifest.to_csv(root / "manifest.csv")
-    return manifest
 
 
 def _run_jobs(jobs: list[_Job], root: str, workers: int, quiet: bool) -> Iterator[Any]:
     render = functools.partial(_render_job, root=root)
-    with _progress(len(jobs), quiet, "synth birds") as progress:
-        task = progress.add_task("render", total=len(jobs)) if progress is not None else None
+    with console.progress(len(jobs), "synth birds", quiet) as bar:
         if workers == 1:
             results: Iterator[Any] = map(render, jobs)
             pool = None
@@ -227,8 +234,7 @@ def _run_jobs(jobs: list[_Job], root: str, workers: int, quiet: bool) -> Iterato
             results = pool.map(render, jobs, chunksize=8)
         try:
             for r in results:
-                if progress is not None:
-                    progress.advance(task)
+                bar.advance()
                 yield r
         finally:
             if pool is not None:

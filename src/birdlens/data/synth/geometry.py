@@ -60,20 +60,48 @@ BODY_TILT = -18.0  # the body leans forward-up, like a perching bird
 def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str, PartShape]:
     """Every part of a bird with these attributes and shape jitters (``shape`` factors are ~1.0)."""
     a = attributes
-    out: dict[str, PartShape] = {}
     aspect = shape.get("body_aspect", 1.0)
-    out["body"] = PartShape(
-        [ellipse(0.0, 0.0, 0.5, 0.3 * aspect, BODY_TILT, 56)],
-        "body",
-        outline=0.014,
-        shade=(0.05, -0.12, 0.55),
-    )
+    head = _Head.place(shape, aspect)
+    out: dict[str, PartShape] = {
+        "body": PartShape(
+            [ellipse(0.0, 0.0, 0.5, 0.3 * aspect, BODY_TILT, 56)],
+            "body",
+            outline=0.014,
+            shade=(0.05, -0.12, 0.55),
+        ),
+        "head": _head(a, head),
+        "beak": _beak(a["beak_shape"], shape.get("beak", 1.0), head),
+        "eye": _eye(a["eye_ring"], head),
+    }
+    crest = _crest(a["crest"], shape.get("crest", 1.0), head)
+    if crest is not None:
+        out["crest"] = crest
+    out["wing"] = _wing(a["wing_pattern"], shape.get("wing", 1.0))
+    out["tail"] = _tail(a["tail_shape"], shape.get("tail", 1.0))
+    out["legs"] = _legs(leg_foot_y(attributes, shape))
+    return out
 
-    # head ------------------------------------------------------------------------------------------
-    r = 0.2 * shape.get("head", 1.0)
-    hx, hy = 0.42, -0.33 * aspect - 0.05
+
+@dataclass(frozen=True)
+class _Head:
+    """Where the head sits (centre ``hx, hy``, radius ``r``) and its eye (``ex, ey``): beak, eye and crest hang on it."""
+
+    hx: float
+    hy: float
+    r: float
+    ex: float
+    ey: float
+
+    @classmethod
+    def place(cls, shape: dict[str, float], aspect: float) -> _Head:
+        r = 0.2 * shape.get("head", 1.0)
+        hx, hy = 0.42, -0.33 * aspect - 0.05
+        return cls(hx, hy, r, hx + 0.36 * r, hy - 0.12 * r)
+
+
+def _head(a: dict[str, str], h: _Head) -> PartShape:
+    hx, hy, r, ey = h.hx, h.hy, h.r, h.ey
     head_deco: list[tuple[list[Poly], str]] = []
-    ex, ey = hx + 0.36 * r, hy - 0.12 * r
     if a["head_pattern"] == "BLACK-CAPPED":
         cap = rotate(_poly([(-2.0, -2.0), (2.0, -2.0), (2.0, -0.1), (-2.0, 0.15)]) * r, -8.0) + np.array(
             [hx, hy]
@@ -89,14 +117,14 @@ def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str
             ]
         )
         head_deco.append(([band], "cap"))
-    out["head"] = PartShape(
+    return PartShape(
         [ellipse(hx, hy, r, r, 0.0, 40)], "head", head_deco, outline=0.014, shade=(hx, hy, r * 1.2)
     )
 
-    # beak: anchored at the front of the head ---------------------------------------------------------
-    b = shape.get("beak", 1.0)
-    bx, by = hx + 0.8 * r, hy + 0.12 * r
-    kind = a["beak_shape"]
+
+def _beak(kind: str, b: float, h: _Head) -> PartShape:
+    """Anchored at the front of the head."""
+    bx, by = h.hx + 0.8 * h.r, h.hy + 0.12 * h.r
     if kind == "CONE":  # short and deep, a finch
         pts = [(-0.03, -0.085), (0.17 * b, 0.0), (-0.03, 0.085)]
     elif kind == "LONG":  # long and thin, a probing bill
@@ -122,11 +150,14 @@ def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str
             (-0.03, 0.07),
         ]
     beak = _poly(pts) + np.array([bx, by])
-    out["beak"] = PartShape([beak], "beak", outline=0.01)
+    return PartShape([beak], "beak", outline=0.01)
 
-    # eye: ring, pupil, highlight -------------------------------------------------------------------
-    ring_r = 0.066 if a["eye_ring"] != "NONE" else 0.045
-    out["eye"] = PartShape(
+
+def _eye(eye_ring: str, h: _Head) -> PartShape:
+    """Ring, pupil, highlight."""
+    ex, ey = h.ex, h.ey
+    ring_r = 0.066 if eye_ring != "NONE" else 0.045
+    return PartShape(
         [ellipse(ex, ey, ring_r, ring_r, 0.0, 28)],
         "eye_ring",
         [
@@ -135,9 +166,11 @@ def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str
         ],
     )
 
-    # crest: behind the head, sprouting from its top-back -------------------------------------------
-    c = shape.get("crest", 1.0)
-    if a["crest"] == "SPIKY":
+
+def _crest(kind: str, c: float, h: _Head) -> PartShape | None:
+    """Behind the head, sprouting from its top-back; None for a bird without one."""
+    hx, hy, r = h.hx, h.hy, h.r
+    if kind == "SPIKY":
         spikes = []
         for ang, length in ((-75.0, 0.19), (-105.0, 0.24), (-135.0, 0.22), (-160.0, 0.16)):
             base_ang = math.radians(ang)
@@ -146,23 +179,40 @@ def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str
             tx, ty = hx + (r + length * c) * math.cos(tip_ang), hy + (r + length * c) * math.sin(tip_ang)
             nx, ny = -math.sin(base_ang) * 0.045, math.cos(base_ang) * 0.045
             spikes.append(_poly([(px + nx, py + ny), (tx, ty), (px - nx, py - ny)]))
-        out["crest"] = PartShape(spikes, "crest", outline=0.008)
-    elif a["crest"] == "ROUND":
+        return PartShape(spikes, "crest", outline=0.008)
+    if kind == "ROUND":
         ang = math.radians(-118.0)
         cx, cy = hx + 0.95 * r * math.cos(ang), hy + 0.95 * r * math.sin(ang)
-        out["crest"] = PartShape(
+        return PartShape(
             [ellipse(cx, cy, 0.15 * c, 0.12 * c, -28.0, 32)], "crest", outline=0.012, shade=(cx, cy, 0.16)
         )
+    return None
 
-    # wing: a leaf over the body, pointed at the back -------------------------------------------------
-    w = shape.get("wing", 1.0)
+
+def _wing(pattern: str, w: float) -> PartShape:
+    """A leaf over the body, pointed at the back, with its pattern."""
     wcx, wcy, wrot = -0.07, -0.02, BODY_TILT + 8.0
     t = np.linspace(0.0, 2.0 * math.pi, 48, endpoint=False)
     wx = 0.33 * w * np.cos(t)
     wy = 0.15 * np.sin(t) * np.where(np.cos(t) < 0, 1.0 + 0.75 * np.cos(t), 1.0)  # narrows to a tip
     wing_local = np.stack([wx - 0.04, wy], axis=1)  # wing frame
+    wing_deco = _wing_pattern(pattern)
+
+    def to_body(p: Poly) -> Poly:
+        return rotate(p, wrot) + np.array([wcx, wcy])
+
+    return PartShape(
+        [to_body(wing_local)],
+        "wing",
+        [([to_body(p) for p in ps], k) for ps, k in wing_deco],
+        outline=0.012,
+        shade=(wcx + 0.05, wcy - 0.06, 0.36),
+    )
+
+
+def _wing_pattern(pattern: str) -> list[tuple[list[Poly], str]]:
+    """The wing's decorations in the wing's own frame."""
     wing_deco: list[tuple[list[Poly], str]] = []
-    pattern = a["wing_pattern"]
     if pattern == "STRIPED":  # three long feather stripes along the wing
         stripes = [thick_line((-0.42, dy * 0.9), (0.18, dy), 0.026) for dy in (-0.065, 0.0, 0.065)]
         wing_deco.append((stripes, "pattern"))
@@ -184,21 +234,11 @@ def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str
         wing_deco.append((spots, "pattern"))
     elif pattern == "BAR":  # one broad bar across the wing
         wing_deco.append(([_poly([(0.0, -0.3), (0.09, -0.3), (0.07, 0.3), (-0.02, 0.3)])], "pattern"))
+    return wing_deco
 
-    def to_body(p: Poly) -> Poly:
-        return rotate(p, wrot) + np.array([wcx, wcy])
 
-    out["wing"] = PartShape(
-        [to_body(wing_local)],
-        "wing",
-        [([to_body(p) for p in ps], k) for ps, k in wing_deco],
-        outline=0.012,
-        shade=(wcx + 0.05, wcy - 0.06, 0.36),
-    )
-
-    # tail: from the rear of the body, pointing back and down ---------------------------------------
-    tl = shape.get("tail", 1.0)
-    tail_kind = a["tail_shape"]
+def _tail(tail_kind: str, tl: float) -> PartShape:
+    """From the rear of the body, pointing back and down."""
     if tail_kind == "FAN":
         arc = [
             (0.34 * tl * math.cos(math.radians(d)), 0.34 * tl * math.sin(math.radians(d)))
@@ -210,10 +250,11 @@ def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str
     else:  # LONG
         tpts = [(0.04, -0.05), (-0.6 * tl, -0.06), (-0.67 * tl, -0.01), (-0.6 * tl, 0.04), (0.04, 0.05)]
     tail = rotate(_poly(tpts), BODY_TILT - 10.0) + np.array([-0.38, 0.1])
-    out["tail"] = PartShape([tail], "tail", outline=0.012, shade=(-0.5, 0.05, 0.4))
+    return PartShape([tail], "tail", outline=0.012, shade=(-0.5, 0.05, 0.4))
 
-    # legs: two thin legs with toes, ending on the perch -------------------------------------------
-    foot_y = leg_foot_y(attributes, shape)
+
+def _legs(foot_y: float) -> PartShape:
+    """Two thin legs with toes, ending on the perch."""
     legs = []
     for lx in (0.0, 0.12):
         top = (lx, 0.12)
@@ -221,8 +262,7 @@ def bird_shapes(attributes: dict[str, str], shape: dict[str, float]) -> dict[str
         legs.append(thick_line(top, foot, 0.03))
         for tx, ty in ((0.09, 0.005), (0.075, -0.025), (-0.06, 0.0)):
             legs.append(thick_line(foot, (foot[0] + tx, foot[1] + ty), 0.022))
-    out["legs"] = PartShape(legs, "legs")
-    return out
+    return PartShape(legs, "legs")
 
 
 def leg_foot_y(attributes: dict[str, str], shape: dict[str, float]) -> float:

@@ -7,7 +7,6 @@ sentence on stderr, never a traceback.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,8 +72,6 @@ def explain_eval(
     from birdlens.explain.metrics.table import print_results
     from birdlens.runs.trained import load_trained
 
-    if quiet:
-        os.environ["BIRDLENS_QUIET"] = "1"
     if (out / "results.json").exists() and not force:
         raise _fail(f"{out / 'results.json'} exists; choose another --out or pass --force")
     if target not in ("pred", "label"):

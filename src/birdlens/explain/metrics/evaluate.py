@@ -16,10 +16,10 @@ the same pipeline so every number can be read against chance.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from birdlens.explain.metrics.regions import (
 from birdlens.explain.metrics.sanity import FAIL_THRESHOLD, cascading_randomisation, sanity_verdict
 from birdlens.explain.metrics.stability import seed_stability
 from birdlens.explain.metrics.summary import best_vs_runner_up, rank_methods, summarise
+from birdlens.utils.console import bars
 
 SCHEMA = "birdlens.explain-eval/1"
 BASELINE_SUFFIX = " (baseline)"
@@ -182,39 +183,6 @@ def baseline_explain_fn(name: str, seed: int = 0) -> ExplainFn:
     return fn
 
 
-# ------------------------------------------------------------------------------------------- progress
-class _Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar: Any = None
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[_Progress]:
-        if not self.enabled:
-            yield self
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        ) as bar:
-            self._bar = bar
-            yield self
-        self._bar = None
-
-    def task(self, description: str, total: int) -> Callable[[int], None]:
-        if self._bar is None:
-            return lambda k: None
-        t = self._bar.add_task(description, total=total)
-        return lambda k: self._bar.advance(t, k)
-
-
 # ------------------------------------------------------------------------------------------- main entry
 def evaluate_explanations(
     trained: Any,
@@ -238,10 +206,7 @@ def evaluate_explanations(
     ``trained``: a :class:`birdlens.runs.trained.TrainedModel` (model, classes, data_config, model_name,
     cam_layer). ``manifest``: the dataset's Manifest. ``overrides`` set :class:`EvalSettings` fields.
     """
-    from birdlens.data.progress import quiet as env_quiet
-
     cfg = _settings(settings, overrides)
-    show = not (env_quiet() if quiet is None else quiet)
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     methods = _known_methods(methods, cfg.method_params)
@@ -249,7 +214,7 @@ def evaluate_explanations(
     truth = _ground_truth(sample, trained, boxes, cfg)
     entries = _entries(methods, trained, cfg, seed)
     scored = _Scored(sanity_n=min(cfg.sanity_n, sample.n))
-    with _Progress(show).running() as prog:
+    with bars(quiet) as prog:
         for name, fn, seeded in entries:
             _score_method(name, fn, seeded, sample, truth, cfg, seed, prog, scored)
     results = _results(trained, sample, truth, cfg, seed, split, scored)
@@ -446,7 +411,7 @@ def _score_method(
     truth: _Truth,
     cfg: EvalSettings,
     seed: int,
-    prog: _Progress,
+    prog: Any,
     scored: _Scored,
 ) -> None:
     """Explain the sample with one method and score every applicable metric into ``scored``."""
@@ -472,7 +437,7 @@ def _score_method(
 
 
 def _faithfulness(
-    name: str, maps: torch.Tensor, sample: _Sample, cfg: EvalSettings, prog: _Progress, scored: _Scored
+    name: str, maps: torch.Tensor, sample: _Sample, cfg: EvalSettings, prog: Any, scored: _Scored
 ) -> dict[str, np.ndarray]:
     """Deletion and insertion AUCs per image (the mean curves go to ``scored.curves``)."""
     h, w = sample.images.shape[2:]
@@ -517,7 +482,7 @@ def _sanity(
     sample: _Sample,
     cfg: EvalSettings,
     seed: int,
-    prog: _Progress,
+    prog: Any,
     scored: _Scored,
 ) -> dict[str, np.ndarray]:
     """The cascading-randomisation check on the first ``sanity_n`` images."""
@@ -542,7 +507,7 @@ def _stability(
     seeded: Callable[[int], ExplainFn] | None,
     sample: _Sample,
     cfg: EvalSettings,
-    prog: _Progress,
+    prog: Any,
 ) -> dict[str, np.ndarray]:
     """Agreement of the top pixels across seeds, for stochastic methods."""
     if seeded is None or cfg.stability_n <= 0:
@@ -695,17 +660,21 @@ def _jsonable(obj: Any) -> Any:
 
 def _write(results: dict[str, Any], per_image: Mapping[str, Any], out: Path, figures: bool) -> None:
     from birdlens.utils.atomic import write_json
+    from birdlens.utils.figures import figure_or_warning
 
     out.mkdir(parents=True, exist_ok=True)
     if figures:
         from birdlens.explain.metrics.figures import plot_curves, plot_metric_bars, plot_sanity
 
         fig_dir = out / "figures"
-        paths = [plot_curves(results["curves"], fig_dir / "curves.png")]
+        paths = [figure_or_warning(lambda p: plot_curves(results["curves"], p), fig_dir / "curves.png")]
         for metric in results["ranking"]:
-            paths.append(plot_metric_bars(results["methods"], metric, fig_dir / f"bars_{metric}.png"))
+            draw = functools.partial(plot_metric_bars, results["methods"], metric)
+            paths.append(figure_or_warning(draw, fig_dir / f"bars_{metric}.png"))
         if results["sanity"]["methods"]:
-            paths.append(plot_sanity(results["sanity"], fig_dir / "sanity.png"))
-        results["figures"] = [p.relative_to(out).as_posix() for p in paths]
+            paths.append(
+                figure_or_warning(lambda p: plot_sanity(results["sanity"], p), fig_dir / "sanity.png")
+            )
+        results["figures"] = [p.relative_to(out).as_posix() for p in paths if p is not None]
     write_json(out / "per_image.json", {"images": results["data"]["images"], "methods": per_image})
     write_json(out / "results.json", results)

@@ -12,6 +12,7 @@ import numpy as np
 from birdlens.explain.metrics.base import Direction, metric_info
 from birdlens.explain.metrics.sanity import FAIL_THRESHOLD
 from birdlens.utils.atomic import atomic_path
+from birdlens.utils.plaintext import plain
 
 
 def _plt():  # type: ignore[no-untyped-def]
@@ -40,7 +41,7 @@ def plot_curves(curves: Mapping[str, Mapping[str, Any]], path: str | Path) -> Pa
                 continue
             c = per[mode]
             style = "--" if method.endswith("(baseline)") else "-"
-            ax.plot(c["fractions"], c["mean"], style, label=f"{method} (AUC {np.mean(c['auc']):.3f})")
+            ax.plot(c["fractions"], c["mean"], style, label=plain(f"{method} (AUC {np.mean(c['auc']):.3f})"))
         ax.set_title(f"{mode} ({'lower' if mode == 'deletion' else 'higher'} AUC is better)")
         ax.set_xlabel("fraction of pixels " + ("removed" if mode == "deletion" else "inserted"))
         ax.set_ylabel("class probability")
@@ -63,10 +64,10 @@ def plot_metric_bars(
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(methods) + 1.5), 3.8))
     colors = ["#999999" if m.endswith("(baseline)") else "#3b75af" for m in methods]
     ax.bar(range(len(methods)), means, color=colors, yerr=np.vstack([means - lo, hi - means]), capsize=4)
-    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+    ax.set_xticks(range(len(methods)), [plain(m) for m in methods], rotation=30, ha="right")
     arrow = Direction(metric_info(metric)["direction"]).arrow
     n = max((summary[m][metric]["n"] for m in methods), default=0)
-    ax.set_title(f"{metric} {arrow}  (mean, 95% bootstrap CI, n≤{n})")
+    ax.set_title(plain(f"{metric} {arrow}  (mean, 95% bootstrap CI, n≤{n})"))
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, Path(path))
 
@@ -80,10 +81,12 @@ def plot_sanity(sanity: Mapping[str, Any], path: str | Path) -> Path:
         stages = res["stages"]
         mean = np.nanmean(np.abs(np.asarray(res["corr"], dtype=float)), axis=1) if res["corr"] else []
         style = "--" if method.endswith("(baseline)") else "-o"
-        ax.plot(range(1, len(mean) + 1), mean, style, label=method, markersize=4)
+        ax.plot(range(1, len(mean) + 1), mean, style, label=plain(method), markersize=4)
     ax.axhline(FAIL_THRESHOLD, color="red", lw=0.8, ls=":", label=f"fail above {FAIL_THRESHOLD}")
     if stages:
-        ax.set_xticks(range(1, len(stages) + 1), stages, rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(
+            range(1, len(stages) + 1), [plain(s) for s in stages], rotation=45, ha="right", fontsize=7
+        )
     ax.set_xlabel("randomised down to (cascading, top first)")
     ax.set_ylabel("|Spearman(|original|, |randomised|)|")
     ax.set_ylim(-0.1, 1.05)
