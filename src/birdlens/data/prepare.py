@@ -15,6 +15,7 @@ output only once the new one is finished.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from birdlens.data.images import (
     ImageLimits,
     center_crop_box,
     load_resized,
+    read_image_bytes,
     transform_box,
 )
 from birdlens.data.manifest import Manifest, Record
@@ -188,13 +190,13 @@ def prepare_dataset(
 def _write_mask(src: Path, dst: Path, size: int) -> Path | None:
     """Resize a label mask like its image (nearest neighbour: part ids never blend); None if unreadable."""
     try:
-        with Image.open(src) as m:
+        with Image.open(io.BytesIO(read_image_bytes(src))) as m:  # regular files only, bounded read
             m.load()
             m = m.resize((size, size), Image.Resampling.NEAREST, box=center_crop_box(m.width, m.height, size))
             dst.parent.mkdir(parents=True, exist_ok=True)
             m.save(dst, "PNG")
         return dst
-    except (OSError, ValueError):
+    except (BadImage, OSError, ValueError):
         return None
 
 
