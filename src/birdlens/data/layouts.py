@@ -31,6 +31,7 @@ from typing import TextIO
 from birdlens.data.images import Skipped, is_ignored_name, is_image_candidate
 from birdlens.data.manifest import SPLITS, Manifest, Record, normalise_label, normalise_split
 from birdlens.data.splits import DEFAULT_RATIOS, carve_valid, check_ratios, stratified_split
+from birdlens.data.staging import is_staging_path
 
 PATH_COLUMNS = ("path", "filepaths", "filepath", "relative_path", "file", "filename", "image", "image_path")
 LABEL_COLUMNS = ("label", "labels", "species", "class", "class_name", "category")
@@ -96,6 +97,11 @@ def discover(
     p = Path(path).expanduser()
     if not p.exists():
         raise LayoutError(f"{p} does not exist: give a folder of images or a CSV manifest.")
+    if is_staging_path(p):
+        raise LayoutError(
+            f"{p} is the unfinished output of an interrupted `birdlens data prepare`: run prepare again "
+            "(it removes this folder) and use its --out folder."
+        )
     if p.is_file():
         if p.suffix.lower() != ".csv":
             raise LayoutError(

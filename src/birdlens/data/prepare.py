@@ -8,9 +8,9 @@ Output (``OUT``)::
     manifest.csv                                          birdlens CSV (boxes moved into the new pixel frame)
     data_report.json                                      the data report of the source + the selection
 
-The output is built in a hidden temporary folder next to ``OUT`` and moved into place at the end, so an
-interrupted run never leaves a half-written dataset that looks complete, and ``--force`` replaces an old
-output only once the new one is finished.
+The output is built in a hidden staging folder next to ``OUT`` (:mod:`birdlens.data.staging`) and moved into
+place at the end, so an interrupted run never leaves a half-written dataset that looks complete, ``--force``
+replaces an old output only once the new one is finished, and the next run removes what a killed one left.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import io
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from birdlens.data.manifest import Manifest, Record
 from birdlens.data.progress import track
 from birdlens.data.report import DataUnusable, scan_data
 from birdlens.data.splits import DEFAULT_RATIOS
+from birdlens.data.staging import clean_stale, make_staging_dir, staging_name
 from birdlens.utils.atomic import write_json
 
 JPEG_QUALITY = 95
@@ -132,8 +132,8 @@ def prepare_dataset(
         raise DataUnusable(problem)
     report = scan.report()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    cleaned = clean_stale(out)  # what a killed run left (kept out of the try: it is not this run's)
+    tmp = make_staging_dir(out)
     try:
         records: list[Record] = []
         used: set[str] = set()
@@ -177,6 +177,7 @@ def prepare_dataset(
             "n_written": len(records),
             "failed": failed,
             "splits": {s: len(manifest.split(s)) for s in ("train", "valid", "test")},
+            "removed_stale": cleaned,
         }
         write_json(tmp / "data_report.json", report)
         _swap_into_place(tmp, out)
@@ -204,7 +205,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` to ``out``; an old ``out`` (only with --force) is removed after the move."""
     old = None
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = staging_name(out, "old")
         os.replace(out, old)
     os.replace(tmp, out)
     if old is not None:

@@ -1,0 +1,91 @@
+"""Issue 26 (6, 7): ``prepare`` output folders follow the umask, a killed run's leftovers are cleaned and never
+read as a dataset, class names map to one safe folder each, and empty class folders are reported."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from _data_helpers import make_split_tree
+from birdlens.data.layouts import LayoutError, discover
+from birdlens.data.prepare import prepare_dataset
+
+
+def _two_classes(root: Path) -> Path:
+    return make_split_tree(
+        root, {"A": {"train": 3, "valid": 1, "test": 1}, "B": {"train": 3, "valid": 1, "test": 1}}
+    )
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_prepared_root_follows_the_umask_when_it_replaces_a_folder(tmp_path: Path, umask_022: None) -> None:
+    src = _two_classes(tmp_path / "src")
+    out = tmp_path / "out"
+    out.mkdir(mode=0o755)
+    (out / "old.txt").write_text("an earlier output")
+    prepare_dataset(src, out, size=16, force=True, near_threshold=None, progress=False)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_dir()} == {0o755}
+
+
+_KILLED = textwrap.dedent(
+    """
+    import os, signal, sys
+    import birdlens.data.prepare as prep
+    calls = []
+    real = prep.load_resized
+    def dies_on_the_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer or `kill -9` does: no clean-up runs
+        return real(*a, **k)
+    prep.load_resized = dies_on_the_third
+    prep.prepare_dataset(sys.argv[1], sys.argv[2], size=16, near_threshold=None, progress=False)
+    """
+)
+
+
+def test_a_killed_prepare_leaves_nothing_that_is_read_or_kept(tmp_path: Path) -> None:
+    src = _two_classes(tmp_path / "src")
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BIRDLENS_QUIET": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", _KILLED, str(src), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == -9, res.stderr[-2000:]
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+    assert len(left) == 1 and not out.exists()  # the precondition: a half-written staging folder
+    with pytest.raises(LayoutError, match="unfinished output of an interrupted `birdlens data prepare`"):
+        discover(left[0])
+    with pytest.raises(LayoutError, match="unfinished output"):
+        discover(left[0] / "train")
+    again = prepare_dataset(src, out, size=16, near_threshold=None, progress=False)
+    assert again.report["prepared"]["removed_stale"] == [left[0].name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
+    assert len(again.manifest) == 10
+
+
+def test_a_running_prepares_staging_folder_is_not_removed(tmp_path: Path) -> None:
+    src = _two_classes(tmp_path / "src")
+    busy = tmp_path / f".out.partial-{os.getppid()}-abcd1234"  # a live process (our parent)
+    busy.mkdir()
+    res = prepare_dataset(src, tmp_path / "out", size=16, near_threshold=None, progress=False)
+    assert busy.is_dir() and res.report["prepared"]["removed_stale"] == []
