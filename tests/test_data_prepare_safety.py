@@ -89,3 +89,43 @@ def test_a_running_prepares_staging_folder_is_not_removed(tmp_path: Path) -> Non
     busy.mkdir()
     res = prepare_dataset(src, tmp_path / "out", size=16, near_threshold=None, progress=False)
     assert busy.is_dir() and res.report["prepared"]["removed_stale"] == []
+
+
+def _csv_dataset(root: Path, labels: dict[str, str]) -> Path:
+    """A CSV whose rows relabel the images of ``_two_classes``: folder name -> CSV label."""
+    _two_classes(root)
+    rows = ["path,label,split"]
+    rows += [
+        f"{p.relative_to(root).as_posix()},{labels[p.parent.name]},{p.parts[-3]}"
+        for p in sorted(root.glob("*/*/*.jpg"))
+    ]
+    (root / "list.csv").write_text("\n".join(rows) + "\n")
+    return root / "list.csv"
+
+
+def test_a_dot_dot_label_gets_its_own_safe_folder_with_a_note(tmp_path: Path) -> None:
+    csv_path = _csv_dataset(tmp_path / "src", {"A": "..", "B": ".hidden"})
+    out = tmp_path / "out"
+    res = prepare_dataset(csv_path, out, size=16, near_threshold=None, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "data_report.json",
+        "manifest.csv",
+        "test",
+        "train",
+        "valid",
+    ]
+    for split in ("train", "valid", "test"):
+        assert sorted(p.name for p in (out / split).iterdir()) == ["_HIDDEN", "__"]
+        assert not [p for p in (out / split).iterdir() if p.is_file()]
+    assert res.manifest.classes == ["..", ".HIDDEN"]  # the labels themselves are kept
+    assert res.report["prepared"]["class_folders"] == {"..": "__", ".HIDDEN": "_HIDDEN"}
+    assert any("class '..' is written to the folder '__'" in n for n in res.report["notes"])
+
+
+def test_two_labels_that_map_to_one_folder_are_an_error_naming_both(tmp_path: Path) -> None:
+    from birdlens.data.report import DataUnusable
+
+    csv_path = _csv_dataset(tmp_path / "src", {"A": "A/B", "B": "A_B"})
+    with pytest.raises(DataUnusable, match=r"classes 'A/B' and 'A_B' both map to the folder name 'A_B'"):
+        prepare_dataset(csv_path, tmp_path / "out", size=16, near_threshold=None, progress=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))

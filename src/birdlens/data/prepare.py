@@ -15,6 +15,7 @@ replaces an old output only once the new one is finished, and the next run remov
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -61,9 +62,48 @@ class PrepareResult:
     seconds: float
 
 
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
+_MAX_NAME_BYTES = 200  # file systems allow 255 bytes per name; room for a hash suffix and an extension
+
+
 def _safe_name(name: str) -> str:
-    """A file-name-safe version of a class name (slashes and control characters only; unicode is kept)."""
-    return re.sub(r"[/\\\x00-\x1f]", "_", name).strip() or "_"
+    """One file or folder name for ``name``: no slashes or control characters, not ``.``/``..`` or hidden.
+
+    Unicode is kept; a name too long for a file system is cut and told apart by a hash of the whole.
+    """
+    safe = _UNSAFE.sub("_", name).strip()
+    safe = re.sub(r"^\.+", lambda m: "_" * len(m.group()), safe) or "_"
+    if len(safe.encode("utf-8")) > _MAX_NAME_BYTES:
+        digest = hashlib.sha1(name.encode("utf-8"), usedforsecurity=False).hexdigest()[:8]
+        safe = safe.encode("utf-8")[:_MAX_NAME_BYTES].decode("utf-8", "ignore") + "_" + digest
+    return safe
+
+
+def class_folders(labels: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Each class's folder name, and a note per class whose name had to change.
+
+    Raises :class:`DataUnusable` naming both classes when two map to one folder (also when they differ only
+    in case, which a case-insensitive file system would merge).
+    """
+    folders: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    notes: list[str] = []
+    for label in sorted(labels):
+        folder = _safe_name(label)
+        key = folder.casefold()
+        if key in owner:
+            raise DataUnusable(
+                f"classes {owner[key]!r} and {label!r} both map to the folder name {folder!r}: "
+                "rename one of them in the source (its folder or CSV label)."
+            )
+        owner[key] = label
+        folders[label] = folder
+        if folder != label:
+            notes.append(
+                f"class {label!r} is written to the folder {folder!r} (a folder name cannot be '.' or '..', "
+                "start with '.', or hold slashes or control characters)"
+            )
+    return folders, notes
 
 
 def check_output(source: Path, out: Path, force: bool) -> None:
@@ -131,6 +171,8 @@ def prepare_dataset(
     if problem:
         raise DataUnusable(problem)
     report = scan.report()
+    folders, renamed = class_folders(scan.manifest.classes)
+    report["notes"].extend(renamed)
 
     cleaned = clean_stale(out)  # what a killed run left (kept out of the try: it is not this run's)
     tmp = make_staging_dir(out)
@@ -143,12 +185,14 @@ def prepare_dataset(
             items, total=len(items), description=f"writing {size}px images", enabled=progress
         ):
             split = rec.split or "train"
-            cls = _safe_name(rec.label)
+            cls = folders[rec.label]
             stem = _safe_name(Path(rec.path).stem)
             ext = ".png" if info.format in LOSSLESS_FORMATS else ".jpg"
             rel = f"{split}/{cls}/{stem}{ext}"
-            if rel.lower() in used:  # two sources with one file name: keep both, told apart by content
-                stem = f"{stem}_{info.sha1[:8]}"
+            n = 0
+            while rel.lower() in used:  # two sources with one file name: keep both, told apart by content
+                n += 1
+                stem = f"{_safe_name(Path(rec.path).stem)}_{info.sha1[:8]}{f'_{n}' if n > 1 else ''}"
                 rel = f"{split}/{cls}/{stem}{ext}"
             used.add(rel.lower())
             try:
@@ -178,6 +222,7 @@ def prepare_dataset(
             "failed": failed,
             "splits": {s: len(manifest.split(s)) for s in ("train", "valid", "test")},
             "removed_stale": cleaned,
+            "class_folders": {k: v for k, v in folders.items() if k != v},
         }
         write_json(tmp / "data_report.json", report)
         _swap_into_place(tmp, out)
