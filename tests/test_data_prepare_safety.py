@@ -129,3 +129,28 @@ def test_two_labels_that_map_to_one_folder_are_an_error_naming_both(tmp_path: Pa
     with pytest.raises(DataUnusable, match=r"classes 'A/B' and 'A_B' both map to the folder name 'A_B'"):
         prepare_dataset(csv_path, tmp_path / "out", size=16, near_threshold=None, progress=False)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_empty_class_folders_are_reported_as_skipped_classes(tmp_path: Path) -> None:
+    from _data_helpers import make_class_tree
+    from birdlens.data.report import scan_data
+
+    flat = make_class_tree(tmp_path / "flat", {"A": 4, "B": 4})
+    (flat / "EMPTY").mkdir()
+    (flat / "NOTES ONLY").mkdir()
+    (flat / "NOTES ONLY" / "readme.txt").write_text("no pictures here")
+    rep = scan_data(flat, near_threshold=None, progress=False).report()
+    assert rep["skipped"] == [
+        {"path": "EMPTY/", "reason": "empty class folder (no image files): class 'EMPTY' left out"},
+        {"path": "NOTES ONLY/", "reason": "empty class folder (no image files): class 'NOTES ONLY' left out"},
+    ]
+    split = _two_classes(tmp_path / "split")
+    (split / "train" / "GONE").mkdir()
+    (split / "test" / "B").rename(split / "test-B")  # B has images in train and valid only
+    (split / "test" / "B").mkdir()
+    rep = scan_data(split, near_threshold=None, progress=False).report()
+    assert rep["n_skipped"] == 2 and rep["usable"]
+    assert {s["path"]: s["reason"] for s in rep["skipped"]} == {
+        "train/GONE/": "empty class folder (no image files): class 'GONE' left out",
+        "test/B/": "empty class folder (no image files) in this split (class 'B' has images elsewhere)",
+    }
