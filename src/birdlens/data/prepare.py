@@ -40,7 +40,7 @@ from birdlens.data.images import (
 )
 from birdlens.data.manifest import Manifest, Record
 from birdlens.data.progress import track
-from birdlens.data.report import DataUnusable, scan_data
+from birdlens.data.report import DataScan, DataUnusable, scan_data
 from birdlens.data.splits import DEFAULT_RATIOS
 from birdlens.data.staging import clean_stale, make_staging_dir, staging_name
 from birdlens.utils.atomic import write_json
@@ -177,40 +177,7 @@ def prepare_dataset(
     cleaned = clean_stale(out)  # what a killed run left (kept out of the try: it is not this run's)
     tmp = make_staging_dir(out)
     try:
-        records: list[Record] = []
-        used: set[str] = set()
-        failed: list[dict[str, str]] = []
-        items = list(zip(scan.manifest.records, scan.infos, strict=True))
-        for rec, info in track(
-            items, total=len(items), description=f"writing {size}px images", enabled=progress
-        ):
-            split = rec.split or "train"
-            cls = folders[rec.label]
-            stem = _safe_name(Path(rec.path).stem)
-            ext = ".png" if info.format in LOSSLESS_FORMATS else ".jpg"
-            rel = f"{split}/{cls}/{stem}{ext}"
-            n = 0
-            while rel.lower() in used:  # two sources with one file name: keep both, told apart by content
-                n += 1
-                stem = f"{_safe_name(Path(rec.path).stem)}_{info.sha1[:8]}{f'_{n}' if n > 1 else ''}"
-                rel = f"{split}/{cls}/{stem}{ext}"
-            used.add(rel.lower())
-            try:
-                img = load_resized(rec.path, size, limits)
-            except BadImage as e:  # changed on disk since validation
-                failed.append({"path": str(rec.path), "reason": e.reason})
-                continue
-            dst = tmp / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if ext == ".png":
-                img.save(dst, "PNG", compress_level=1)  # fast; lossless sources (synthetic birds) stay exact
-            else:
-                img.save(dst, "JPEG", quality=JPEG_QUALITY, subsampling=0)
-            box = transform_box(rec.box, info.width, info.height, size) if rec.box else None
-            mask = None
-            if rec.mask is not None:
-                mask = _write_mask(rec.mask, tmp / "masks" / split / cls / f"{stem}.png", size)
-            records.append(Record(path=dst, label=rec.label, split=split, box=box, mask=mask))
+        records, failed = _write_images(scan, tmp, folders, size, limits, progress)
         manifest = Manifest(records, tmp)
         manifest.to_csv(tmp / "manifest.csv")
         report["prepared"] = {
@@ -231,6 +198,53 @@ def prepare_dataset(
         raise
     final = Manifest.from_csv(out / "manifest.csv")
     return PrepareResult(out, final, report, time.perf_counter() - t0)
+
+
+def _write_images(
+    scan: DataScan,
+    tmp: Path,
+    folders: dict[str, str],
+    size: int,
+    limits: ImageLimits,
+    progress: bool | None,
+) -> tuple[list[Record], list[dict[str, str]]]:
+    """Write every selected image (and mask) under ``tmp``; the new records and the files that failed."""
+    records: list[Record] = []
+    used: set[str] = set()
+    failed: list[dict[str, str]] = []
+    items = list(zip(scan.manifest.records, scan.infos, strict=True))
+    for rec, info in track(items, total=len(items), description=f"writing {size}px images", enabled=progress):
+        split = rec.split or "train"
+        cls = folders[rec.label]
+        ext = ".png" if info.format in LOSSLESS_FORMATS else ".jpg"
+        stem = _unique_stem(f"{split}/{cls}", _safe_name(Path(rec.path).stem), ext, info.sha1, used)
+        try:
+            img = load_resized(rec.path, size, limits)
+        except BadImage as e:  # changed on disk since validation
+            failed.append({"path": str(rec.path), "reason": e.reason})
+            continue
+        dst = tmp / split / cls / f"{stem}{ext}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if ext == ".png":
+            img.save(dst, "PNG", compress_level=1)  # fast; lossless sources (synthetic birds) stay exact
+        else:
+            img.save(dst, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+        box = transform_box(rec.box, info.width, info.height, size) if rec.box else None
+        mask = None
+        if rec.mask is not None:
+            mask = _write_mask(rec.mask, tmp / "masks" / split / cls / f"{stem}.png", size)
+        records.append(Record(path=dst, label=rec.label, split=split, box=box, mask=mask))
+    return records, failed
+
+
+def _unique_stem(folder: str, stem: str, ext: str, sha1: str, used: set[str]) -> str:
+    """``stem``, or when two sources share a file name, one told apart by content (then by a counter)."""
+    candidate, n = stem, 0
+    while f"{folder}/{candidate}{ext}".lower() in used:
+        n += 1
+        candidate = f"{stem}_{sha1[:8]}{f'_{n}' if n > 1 else ''}"
+    used.add(f"{folder}/{candidate}{ext}".lower())
+    return candidate
 
 
 def _write_mask(src: Path, dst: Path, size: int) -> Path | None:
