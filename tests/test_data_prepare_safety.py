@@ -154,3 +154,17 @@ def test_empty_class_folders_are_reported_as_skipped_classes(tmp_path: Path) -> 
         "train/GONE/": "empty class folder (no image files): class 'GONE' left out",
         "test/B/": "empty class folder (no image files) in this split (class 'B' has images elsewhere)",
     }
+
+
+def test_prepare_cli_says_which_classes_were_renamed_and_what_was_cleaned(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from birdlens.data.cli import data_app
+
+    csv_path = _csv_dataset(tmp_path / "src", {"A": "..", "B": "B"})
+    (tmp_path / ".out.partial-abc_1234").mkdir()  # left by a birdlens before pid-named staging folders
+    res = CliRunner().invoke(data_app, ["prepare", str(csv_path), "--out", str(tmp_path / "out"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "note: class '..' is written to the folder '__' (safe folder name)" in res.output
+    assert "note: removed 1 folder(s) an interrupted prepare left: .out.partial-abc_1234" in res.output
+    assert not (tmp_path / ".out.partial-abc_1234").exists()
