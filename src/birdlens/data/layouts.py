@@ -381,6 +381,17 @@ def read_csv_manifest(path: Path) -> Discovery:
         raise LayoutError(f"cannot read {path} ({e.strerror}): check the file's permissions.") from None
 
 
+def _csv_file(raw: str, base: Path) -> Path:
+    """The file a CSV path cell names: as written when that exists (a file name may hold spaces or a
+    backslash), else stripped, with a Windows CSV's backslashes read as separators."""
+    if os.path.lexists(base / raw):
+        return base / raw
+    rel = raw.strip()
+    if "\\" in rel and os.sep == "/":
+        rel = rel.replace("\\", "/")  # a CSV written on Windows
+    return base / rel  # an absolute path stays itself
+
+
 def _parse_csv(f: TextIO, path: Path) -> Discovery:
     base = path.parent
     records: list[Record] = []
@@ -402,7 +413,8 @@ def _parse_csv(f: TextIO, path: Path) -> Discovery:
     c_mask = _find_column(fields, ("mask", "mask_path"))
     try:
         for line, row in enumerate(reader, start=2):
-            rel = (row.get(c_path) or "").strip()
+            raw_path = row.get(c_path) or ""
+            rel = raw_path.strip()
             raw_label = row.get(c_label) or ""
             label = normalise_label(raw_label)
             where = f"{path.name}:{line}"
@@ -423,12 +435,9 @@ def _parse_csv(f: TextIO, path: Path) -> Discovery:
                 except ValueError:
                     box = None
             mask_rel = (row.get(c_mask) or "").strip() if c_mask else ""
-            if "\\" in rel and os.sep == "/":
-                rel = rel.replace("\\", "/")  # a CSV written on Windows
-            p = Path(rel)
             records.append(
                 Record(
-                    path=p if p.is_absolute() else base / p,
+                    path=_csv_file(raw_path, base),
                     label=label,
                     split=split,
                     box=box,
