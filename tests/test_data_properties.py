@@ -10,6 +10,7 @@ examples on every run, so CI is reproducible) and kept small: the whole file run
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import os
 import stat
@@ -80,12 +81,14 @@ def trees(draw: st.DrawFn, min_classes: int = 1) -> dict[str, Any]:
             )
         )
         classes.append({"name": name, "entries": entries, "locked": draw(st.integers(0, 9)) == 0})
-    return {"classes": classes, "split_folders": draw(st.booleans()), "root_loop": draw(st.booleans())}
+    layout = draw(st.sampled_from(["class-folders", "split-folders", "csv"]))
+    return {"classes": classes, "layout": layout, "root_loop": draw(st.booleans()) and layout != "csv"}
 
 
 @dataclass
 class Built:
     root: Path
+    source: Path  # what is scanned: the root folder, or the CSV in it
     good: set[str] = field(default_factory=set)  # display paths (relative to root) that must be kept
     bad: set[str] = field(default_factory=set)  # display paths that must be skipped with a reason
     folders: set[str] = field(default_factory=set)  # class folders that must be reported as skipped
@@ -97,46 +100,46 @@ def _build(spec: dict[str, Any], base: Path) -> Built:
     root = base / "data"
     outside = base / "outside"
     outside.mkdir()
-    b = Built(root)
+    csv_rows: list[list[str]] = []
+    b = Built(root, root / "list.csv" if spec["layout"] == "csv" else root)
+    top = "train/" if spec["layout"] == "split-folders" else ""
     seed = 0
     for c in spec["classes"]:
-        rel_dir = ("train/" if spec["split_folders"] else "") + c["name"]
+        rel_dir = top + c["name"]
         d = root / rel_dir
         d.mkdir(parents=True)
-        candidates = 0
+        candidates: set[str] = set()
         for kind, stem, ext in c["entries"]:
             seed += 1
-            name = (
-                f".{stem}{ext}"
-                if kind == "hidden"
-                else f"{stem}.txt"
-                if kind.startswith("junk")
-                else stem + ext
-            )
+            ignored = kind in ("junk", "hidden", "junk-fifo")
+            name = f".{stem}{ext}" if kind == "hidden" else f"{stem}.txt" if ignored else stem + ext
             p, rel = d / name, f"{rel_dir}/{name}"
             _make(kind, p, seed, outside)
-            if kind in ("junk", "hidden", "junk-fifo"):
+            if ignored:
                 b.ignored.add(rel)
                 continue
-            candidates += 1
+            candidates.add(rel)
+            csv_rows.append([rel, c["name"]])
             readable = kind != "unreadable" or os.access(p, os.R_OK)  # root reads a 000 file
-            (b.good if kind in (GOOD, "link-good") or (kind == "unreadable" and readable) else b.bad).add(rel)
+            (b.good if kind in (GOOD, "link-good", "unreadable") and readable else b.bad).add(rel)
         if c["locked"]:
             d.chmod(0)
             b.locked.append(d)
-            if not os.access(d, os.R_OK):  # not root: the folder is reported, its files cannot be seen
-                entries = {r for r in b.good | b.bad if r.startswith(rel_dir + "/")}
-                b.good -= entries
-                b.bad -= entries
-                candidates = 0
-        if candidates == 0:
+            if not os.access(d, os.R_OK | os.X_OK):  # not root: nothing inside can be seen or opened
+                b.good -= candidates
+                if spec["layout"] == "csv":
+                    b.bad |= candidates  # each row is reported (permission denied)
+                else:
+                    b.bad -= candidates  # the folder is reported instead
+                    candidates = set()
+        if not candidates and spec["layout"] != "csv":
             b.folders.add(rel_dir + "/")
+    if spec["layout"] == "csv":
+        with open(b.source, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([["path", "label"], *csv_rows])
     if spec["root_loop"]:
-        os.symlink(
-            root / ("train" if spec["split_folders"] else "."),
-            root / ("train" if spec["split_folders"] else ".") / "loop",
-        )
-        b.folders.add(("train/" if spec["split_folders"] else "") + "loop/")
+        os.symlink(root / top, root / top / "loop")
+        b.folders.add(top + "loop/")
     return b
 
 
@@ -213,7 +216,7 @@ PROPERTY_SETTINGS = settings(
 
 def _check_scan(b: Built) -> Any:
     try:
-        scan = _within(lambda: scan_data(b.root, near_threshold=None, progress=False), "scan_data")
+        scan = _within(lambda: scan_data(b.source, near_threshold=None, progress=False), "scan_data")
     except LayoutError as e:
         assert not b.good, f"layout refused although good images exist: {e}"
         return None
@@ -237,7 +240,9 @@ def test_inspect_keeps_every_good_image_and_names_every_other_file(spec: dict[st
         _check_scan(b)
         report = b.root.parent / "report.json"
         res = _within(
-            lambda: CliRunner().invoke(data_app, ["inspect", str(b.root), "--json", str(report), "--quiet"]),
+            lambda: CliRunner().invoke(
+                data_app, ["inspect", str(b.source), "--json", str(report), "--quiet"]
+            ),
             "birdlens data inspect",
         )
         assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
@@ -254,7 +259,7 @@ def test_prepare_writes_every_good_image_or_says_why_not(spec: dict[str, Any]) -
         out = b.root.parent / "prepared"
         try:
             res = _within(
-                lambda: prepare_dataset(b.root, out, size=32, near_threshold=None, progress=False),
+                lambda: prepare_dataset(b.source, out, size=32, near_threshold=None, progress=False),
                 "prepare_dataset",
             )
         except (LayoutError, DataUnusable) as e:
