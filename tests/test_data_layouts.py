@@ -163,3 +163,14 @@ def test_manifest_csv_outside_the_data_folder_reads_back_from_any_directory(
     monkeypatch.chdir(tmp_path / "run")
     back = Manifest.from_csv(tmp_path / "run" / "manifest.csv")
     assert back[0].path.is_file() and back[0].path.resolve() == (tmp_path / "data" / "train" / "A" / "1.png")
+
+
+def test_csv_paths_are_read_as_written_when_such_a_file_exists(tmp_path: Path) -> None:
+    # a POSIX file name may hold a backslash or edge spaces; a Windows CSV's backslashes are separators
+    odd = [save_image(tmp_path / " A" / "lead.png", 1), save_image(tmp_path / "A" / "back\\slash.png", 2)]
+    win = save_image(tmp_path / "B" / "win.png", 3)
+    rows = ["path,label", " A/lead.png,A", "A/back\\slash.png,A", "B\\win.png,B"]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    d = discover(tmp_path / "m.csv")
+    assert [r.path for r in d.manifest] == [*odd, win]
+    assert all(r.path.is_file() for r in d.manifest)

@@ -193,6 +193,14 @@ def prepare(
         f"{size}x{size} to {res.out} in {res.seconds:.1f} s; {rep['n_skipped']} skipped, "
         f"{len(rep['leaks'])} leak(s){' (deduped)' if dedupe else ''}; report: {res.out / 'data_report.json'}"
     )
+    for label, folder in rep["prepared"]["class_folders"].items():
+        typer.echo(f"note: class {label!r} is written to the folder {folder!r} (safe folder name)", err=True)
+    if rep["prepared"]["removed_stale"]:
+        typer.echo(
+            f"note: removed {len(rep['prepared']['removed_stale'])} folder(s) an interrupted prepare left: "
+            + ", ".join(rep["prepared"]["removed_stale"]),
+            err=True,
+        )
 
 
 @data_app.command()

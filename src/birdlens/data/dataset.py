@@ -6,6 +6,7 @@ Items are ``(tv_tensors.Image uint8 [3, H, W], int target)`` so torchvision v2 t
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -96,9 +97,9 @@ class ImageDataset(Dataset[tuple[Any, int]]):
             return None
         from PIL import Image
 
-        from birdlens.data.images import center_crop_box
+        from birdlens.data.images import center_crop_box, read_image_bytes
 
-        with Image.open(rec.mask) as m:
+        with Image.open(io.BytesIO(read_image_bytes(rec.mask))) as m:  # regular files only, bounded read
             m.load()
             if self.size is not None:
                 m = m.resize(

@@ -27,6 +27,7 @@ import hashlib
 import io
 import math
 import os
+import stat
 import struct
 import threading
 import warnings
@@ -159,8 +160,16 @@ def content_hash(data: bytes) -> str:
 
 
 def read_image_bytes(path: str | os.PathLike[str], max_bytes: int | None = None) -> bytes:
-    """Read a file, turning every filesystem failure into a :class:`BadImage` with a readable reason."""
+    """Read a file, turning every filesystem failure into a :class:`BadImage` with a readable reason.
+
+    Only regular files are read (a symbolic link is followed, but its target must be one): a character
+    device such as ``/dev/zero`` reports size 0 and never ends, and a FIFO blocks its reader for ever. The
+    open is non-blocking and the type is checked on the opened descriptor, so a file swapped for a FIFO after
+    a check cannot hang the scan, and at most ``max_bytes`` (default: :data:`DEFAULT_LIMITS`) are read
+    whatever ``stat`` claims.
+    """
     p = Path(path)
+    limit = DEFAULT_LIMITS.max_bytes if max_bytes is None else max_bytes
     try:
         if p.is_symlink():
             try:
@@ -171,11 +180,11 @@ def read_image_bytes(path: str | os.PathLike[str], max_bytes: int | None = None)
                 if isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP:
                     raise BadImage("symbolic link loop") from None
                 raise
-        if p.is_dir():
-            raise BadImage("is a directory, not an image file")
-        if max_bytes is not None and (size := p.stat().st_size) > max_bytes:
-            raise BadImage(f"file too large ({size / 2**20:.0f} MiB > {max_bytes / 2**20:.0f} MiB limit)")
-        data = p.read_bytes()
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        try:
+            data = _read_regular(fd, limit)
+        finally:
+            os.close(fd)
     except BadImage:
         raise
     except FileNotFoundError:
@@ -191,6 +200,44 @@ def read_image_bytes(path: str | os.PathLike[str], max_bytes: int | None = None)
     if not data:
         raise BadImage("empty file (0 bytes)")
     return data
+
+
+def _read_regular(fd: int, limit: int) -> bytes:
+    """At most ``limit`` bytes of an open regular file; anything else is a :class:`BadImage`."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise BadImage(_not_regular(st.st_mode))
+    if st.st_size > limit:
+        raise BadImage(_too_large(st.st_size, limit))
+    chunks: list[bytes] = []
+    n = 0
+    while n <= limit:  # stat may lie (a file still growing, a FUSE mount): the read itself is bounded
+        chunk = os.read(fd, min(1 << 20, limit + 1 - n))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n += len(chunk)
+    if n > limit:
+        raise BadImage(_too_large(n, limit, at_least=True))
+    return b"".join(chunks)
+
+
+def _not_regular(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an image file"
+    kinds = [
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISFIFO, "FIFO, a named pipe"),
+        (stat.S_ISSOCK, "socket"),
+    ]
+    kind = next((name for test, name in kinds if test(mode)), "special file")
+    return f"not a regular file ({kind}; only regular files are read)"
+
+
+def _too_large(size: int, limit: int, at_least: bool = False) -> str:
+    more = "more than " if at_least else ""
+    return f"file too large ({more}{size / 2**20:.0f} MiB > {limit / 2**20:.0f} MiB limit)"
 
 
 def open_image(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:

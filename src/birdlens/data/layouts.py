@@ -14,7 +14,8 @@ Detection order for a PATH (first match wins):
 
 Inside class folders only direct entries are read. Hidden/system files and non-image extensions are ignored
 silently; an entry with an image extension is always listed, even a directory or a broken link, so that
-validation reports it by name instead of it vanishing.
+validation reports it by name instead of it vanishing. Likewise a class folder without image files (or one
+that cannot be read) is listed as skipped with its reason, never dropped in silence.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TextIO
 from birdlens.data.images import Skipped, is_ignored_name, is_image_candidate
 from birdlens.data.manifest import SPLITS, Manifest, Record, normalise_label, normalise_split
 from birdlens.data.splits import DEFAULT_RATIOS, carve_valid, check_ratios, stratified_split
+from birdlens.data.staging import is_staging_path
 
 PATH_COLUMNS = ("path", "filepaths", "filepath", "relative_path", "file", "filename", "image", "image_path")
 LABEL_COLUMNS = ("label", "labels", "species", "class", "class_name", "category")
@@ -96,6 +98,11 @@ def discover(
     p = Path(path).expanduser()
     if not p.exists():
         raise LayoutError(f"{p} does not exist: give a folder of images or a CSV manifest.")
+    if is_staging_path(p):
+        raise LayoutError(
+            f"{p} is the unfinished output of an interrupted `birdlens data prepare`: run prepare again "
+            "(it removes this folder) and use its --out folder."
+        )
     if p.is_file():
         if p.suffix.lower() != ".csv":
             raise LayoutError(
@@ -236,30 +243,68 @@ def _only_subdir(p: Path) -> Path | None:
     return Path(subs[0].path) if len(subs) == 1 else None
 
 
-def _scan_class_dir(d: Path) -> list[Path]:
-    """Direct entries with an image name (files, and also directories/links so validation can report them)."""
+def _scan_class_dir(d: Path) -> tuple[list[Path], str | None]:
+    """Direct entries with an image name (files, and also directories/links so validation can report them).
+
+    The second item is why the folder gives no images (empty, unreadable), for the report; None otherwise.
+    """
     try:
         with os.scandir(d) as it:
-            return sorted((Path(e.path) for e in it if is_image_candidate(e.name)), key=lambda q: q.name)
-    except OSError:
-        return []
+            found = sorted((Path(e.path) for e in it if is_image_candidate(e.name)), key=lambda q: q.name)
+    except OSError as e:
+        return [], f"cannot read the folder ({e.strerror or e})"
+    return found, None if found else "empty class folder (no image files)"
+
+
+class _ClassFolders:
+    """Records read from class folders, and the folders that gave none (reported, never dropped silently)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.records: list[Record] = []
+        self.spellings: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        self.empty: list[tuple[Path, str, str]] = []  # folder, label, reason
+
+    def read(self, d: Path, split: str | None) -> None:
+        label = normalise_label(d.name)
+        if not label:
+            self.empty.append((d, "", "folder name is blank, so it names no class"))
+            return
+        self.spellings[label][split or "unsplit"].append(d.name)
+        files, why = _scan_class_dir(d)
+        if why is not None:
+            self.empty.append((d, label, why))
+        self.records.extend(Record(path=f, label=label, split=split) for f in files)
+
+    def skipped(self) -> list[Skipped]:
+        have = {r.label for r in self.records}
+        out = []
+        for d, label, why in self.empty:
+            if label and label not in have:
+                why += f": class {label!r} left out"
+            elif label:
+                why += f" in this split (class {label!r} has images elsewhere)"
+            out.append(Skipped(f"{_rel_dir(d, self.root)}/", why))
+        return out
+
+
+def _rel_dir(d: Path, root: Path) -> str:
+    try:
+        return d.relative_to(root).as_posix()
+    except ValueError:
+        return str(d)
 
 
 def read_split_folders(root: Path, splits: dict[str, Path] | None = None) -> Discovery:
     """Layout (a): ``train/ valid/ test/`` (any alias) each with one folder per class."""
     splits = splits or _split_dirs(root)
-    records: list[Record] = []
-    spellings: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    found = _ClassFolders(root)
     notes: list[str] = []
     for split in SPLITS:
         if split not in splits:
             continue
         for e in _subdirs(splits[split]):
-            label = normalise_label(e.name)
-            if not label:
-                continue
-            spellings[label][split].append(e.name)
-            records.extend(Record(path=f, label=label, split=split) for f in _scan_class_dir(Path(e.path)))
+            found.read(Path(e.path), split)
     present = {d.name.lower() for d in (Path(e.path) for e in _subdirs(root))}
     others = sorted(n for n in present if n not in SPLIT_DIR_NAMES)
     if others:
@@ -268,27 +313,34 @@ def read_split_folders(root: Path, splits: dict[str, Path] | None = None) -> Dis
     if absent:
         notes.append(f"no {'/'.join(absent)} folder: that split is empty")
     return Discovery(
-        Manifest(records, root),
+        Manifest(found.records, root),
         "split-folders",
         root,
         notes,
-        spellings={k: dict(v) for k, v in spellings.items()},
+        found.skipped(),
+        spellings={k: dict(v) for k, v in found.spellings.items()},
     )
 
 
 def read_class_folders(root: Path, class_dirs: list[Path] | None = None) -> Discovery:
-    """Layout (b): one folder per class, no split yet (``_finish`` makes one)."""
+    """Layout (b): one folder per class, no split yet (``_finish`` makes one).
+
+    Sub-folders of ``root`` without images are reported as skipped classes, not dropped in silence.
+    """
     class_dirs = class_dirs if class_dirs is not None else _class_dirs(root)
-    records: list[Record] = []
-    spellings: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    found = _ClassFolders(root)
     for d in class_dirs:
-        label = normalise_label(d.name)
-        if not label:
-            continue
-        spellings[label]["unsplit"].append(d.name)
-        records.extend(Record(path=f, label=label, split=None) for f in _scan_class_dir(d))
+        found.read(d, None)
+    chosen = set(class_dirs)
+    for e in _subdirs(root):
+        if Path(e.path) not in chosen:
+            found.read(Path(e.path), None)
     return Discovery(
-        Manifest(records, root), "class-folders", root, spellings={k: dict(v) for k, v in spellings.items()}
+        Manifest(found.records, root),
+        "class-folders",
+        root,
+        skipped=found.skipped(),
+        spellings={k: dict(v) for k, v in found.spellings.items()},
     )
 
 
@@ -329,6 +381,17 @@ def read_csv_manifest(path: Path) -> Discovery:
         raise LayoutError(f"cannot read {path} ({e.strerror}): check the file's permissions.") from None
 
 
+def _csv_file(raw: str, base: Path) -> Path:
+    """The file a CSV path cell names: as written when that exists (a file name may hold spaces or a
+    backslash), else stripped, with a Windows CSV's backslashes read as separators."""
+    if os.path.lexists(base / raw):
+        return base / raw
+    rel = raw.strip()
+    if "\\" in rel and os.sep == "/":
+        rel = rel.replace("\\", "/")  # a CSV written on Windows
+    return base / rel  # an absolute path stays itself
+
+
 def _parse_csv(f: TextIO, path: Path) -> Discovery:
     base = path.parent
     records: list[Record] = []
@@ -350,7 +413,8 @@ def _parse_csv(f: TextIO, path: Path) -> Discovery:
     c_mask = _find_column(fields, ("mask", "mask_path"))
     try:
         for line, row in enumerate(reader, start=2):
-            rel = (row.get(c_path) or "").strip()
+            raw_path = row.get(c_path) or ""
+            rel = raw_path.strip()
             raw_label = row.get(c_label) or ""
             label = normalise_label(raw_label)
             where = f"{path.name}:{line}"
@@ -371,12 +435,9 @@ def _parse_csv(f: TextIO, path: Path) -> Discovery:
                 except ValueError:
                     box = None
             mask_rel = (row.get(c_mask) or "").strip() if c_mask else ""
-            if "\\" in rel and os.sep == "/":
-                rel = rel.replace("\\", "/")  # a CSV written on Windows
-            p = Path(rel)
             records.append(
                 Record(
-                    path=p if p.is_absolute() else base / p,
+                    path=_csv_file(raw_path, base),
                     label=label,
                     split=split,
                     box=box,

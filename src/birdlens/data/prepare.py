@@ -8,17 +8,18 @@ Output (``OUT``)::
     manifest.csv                                          birdlens CSV (boxes moved into the new pixel frame)
     data_report.json                                      the data report of the source + the selection
 
-The output is built in a hidden temporary folder next to ``OUT`` and moved into place at the end, so an
-interrupted run never leaves a half-written dataset that looks complete, and ``--force`` replaces an old
-output only once the new one is finished.
+The output is built in a hidden staging folder next to ``OUT`` (:mod:`birdlens.data.staging`) and moved into
+place at the end, so an interrupted run never leaves a half-written dataset that looks complete, ``--force``
+replaces an old output only once the new one is finished, and the next run removes what a killed one left.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +35,13 @@ from birdlens.data.images import (
     ImageLimits,
     center_crop_box,
     load_resized,
+    read_image_bytes,
     transform_box,
 )
 from birdlens.data.manifest import Manifest, Record
-from birdlens.data.report import DataUnusable, scan_data
+from birdlens.data.report import DataScan, DataUnusable, scan_data
 from birdlens.data.splits import DEFAULT_RATIOS
+from birdlens.data.staging import clean_stale, make_staging_dir, staging_name
 from birdlens.utils.atomic import write_json
 from birdlens.utils.console import track
 
@@ -59,9 +62,48 @@ class PrepareResult:
     seconds: float
 
 
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
+_MAX_NAME_BYTES = 200  # file systems allow 255 bytes per name; room for a hash suffix and an extension
+
+
 def _safe_name(name: str) -> str:
-    """A file-name-safe version of a class name (slashes and control characters only; unicode is kept)."""
-    return re.sub(r"[/\\\x00-\x1f]", "_", name).strip() or "_"
+    """One file or folder name for ``name``: no slashes or control characters, not ``.``/``..`` or hidden.
+
+    Unicode is kept; a name too long for a file system is cut and told apart by a hash of the whole.
+    """
+    safe = _UNSAFE.sub("_", name).strip()
+    safe = re.sub(r"^\.+", lambda m: "_" * len(m.group()), safe) or "_"
+    if len(safe.encode("utf-8")) > _MAX_NAME_BYTES:
+        digest = hashlib.sha1(name.encode("utf-8"), usedforsecurity=False).hexdigest()[:8]
+        safe = safe.encode("utf-8")[:_MAX_NAME_BYTES].decode("utf-8", "ignore") + "_" + digest
+    return safe
+
+
+def class_folders(labels: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Each class's folder name, and a note per class whose name had to change.
+
+    Raises :class:`DataUnusable` naming both classes when two map to one folder (also when they differ only
+    in case, which a case-insensitive file system would merge).
+    """
+    folders: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    notes: list[str] = []
+    for label in sorted(labels):
+        folder = _safe_name(label)
+        key = folder.casefold()
+        if key in owner:
+            raise DataUnusable(
+                f"classes {owner[key]!r} and {label!r} both map to the folder name {folder!r}: "
+                "rename one of them in the source (its folder or CSV label)."
+            )
+        owner[key] = label
+        folders[label] = folder
+        if folder != label:
+            notes.append(
+                f"class {label!r} is written to the folder {folder!r} (a folder name cannot be '.' or '..', "
+                "start with '.', or hold slashes or control characters)"
+            )
+    return folders, notes
 
 
 def check_output(source: Path, out: Path, force: bool) -> None:
@@ -129,42 +171,13 @@ def prepare_dataset(
     if problem:
         raise DataUnusable(problem)
     report = scan.report()
+    folders, renamed = class_folders(scan.manifest.classes)
+    report["notes"].extend(renamed)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    cleaned = clean_stale(out)  # what a killed run left (kept out of the try: it is not this run's)
+    tmp = make_staging_dir(out)
     try:
-        records: list[Record] = []
-        used: set[str] = set()
-        failed: list[dict[str, str]] = []
-        items = list(zip(scan.manifest.records, scan.infos, strict=True))
-        for rec, info in track(
-            items, total=len(items), description=f"writing {size}px images", quiet=progress is False
-        ):
-            split = rec.split or "train"
-            cls = _safe_name(rec.label)
-            stem = _safe_name(Path(rec.path).stem)
-            ext = ".png" if info.format in LOSSLESS_FORMATS else ".jpg"
-            rel = f"{split}/{cls}/{stem}{ext}"
-            if rel.lower() in used:  # two sources with one file name: keep both, told apart by content
-                stem = f"{stem}_{info.sha1[:8]}"
-                rel = f"{split}/{cls}/{stem}{ext}"
-            used.add(rel.lower())
-            try:
-                img = load_resized(rec.path, size, limits)
-            except BadImage as e:  # changed on disk since validation
-                failed.append({"path": str(rec.path), "reason": e.reason})
-                continue
-            dst = tmp / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if ext == ".png":
-                img.save(dst, "PNG", compress_level=1)  # fast; lossless sources (synthetic birds) stay exact
-            else:
-                img.save(dst, "JPEG", quality=JPEG_QUALITY, subsampling=0)
-            box = transform_box(rec.box, info.width, info.height, size) if rec.box else None
-            mask = None
-            if rec.mask is not None:
-                mask = _write_mask(rec.mask, tmp / "masks" / split / cls / f"{stem}.png", size)
-            records.append(Record(path=dst, label=rec.label, split=split, box=box, mask=mask))
+        records, failed = _write_images(scan, tmp, folders, size, limits, progress)
         manifest = Manifest(records, tmp)
         manifest.to_csv(tmp / "manifest.csv")
         report["prepared"] = {
@@ -175,6 +188,8 @@ def prepare_dataset(
             "n_written": len(records),
             "failed": failed,
             "splits": {s: len(manifest.split(s)) for s in ("train", "valid", "test")},
+            "removed_stale": cleaned,
+            "class_folders": {k: v for k, v in folders.items() if k != v},
         }
         write_json(tmp / "data_report.json", report)
         _swap_into_place(tmp, out)
@@ -185,16 +200,65 @@ def prepare_dataset(
     return PrepareResult(out, final, report, time.perf_counter() - t0)
 
 
+def _write_images(
+    scan: DataScan,
+    tmp: Path,
+    folders: dict[str, str],
+    size: int,
+    limits: ImageLimits,
+    progress: bool | None,
+) -> tuple[list[Record], list[dict[str, str]]]:
+    """Write every selected image (and mask) under ``tmp``; the new records and the files that failed."""
+    records: list[Record] = []
+    used: set[str] = set()
+    failed: list[dict[str, str]] = []
+    items = list(zip(scan.manifest.records, scan.infos, strict=True))
+    for rec, info in track(
+        items, total=len(items), description=f"writing {size}px images", quiet=progress is False
+    ):
+        split = rec.split or "train"
+        cls = folders[rec.label]
+        ext = ".png" if info.format in LOSSLESS_FORMATS else ".jpg"
+        stem = _unique_stem(f"{split}/{cls}", _safe_name(Path(rec.path).stem), ext, info.sha1, used)
+        try:
+            img = load_resized(rec.path, size, limits)
+        except BadImage as e:  # changed on disk since validation
+            failed.append({"path": str(rec.path), "reason": e.reason})
+            continue
+        dst = tmp / split / cls / f"{stem}{ext}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if ext == ".png":
+            img.save(dst, "PNG", compress_level=1)  # fast; lossless sources (synthetic birds) stay exact
+        else:
+            img.save(dst, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+        box = transform_box(rec.box, info.width, info.height, size) if rec.box else None
+        mask = None
+        if rec.mask is not None:
+            mask = _write_mask(rec.mask, tmp / "masks" / split / cls / f"{stem}.png", size)
+        records.append(Record(path=dst, label=rec.label, split=split, box=box, mask=mask))
+    return records, failed
+
+
+def _unique_stem(folder: str, stem: str, ext: str, sha1: str, used: set[str]) -> str:
+    """``stem``, or when two sources share a file name, one told apart by content (then by a counter)."""
+    candidate, n = stem, 0
+    while f"{folder}/{candidate}{ext}".lower() in used:
+        n += 1
+        candidate = f"{stem}_{sha1[:8]}{f'_{n}' if n > 1 else ''}"
+    used.add(f"{folder}/{candidate}{ext}".lower())
+    return candidate
+
+
 def _write_mask(src: Path, dst: Path, size: int) -> Path | None:
     """Resize a label mask like its image (nearest neighbour: part ids never blend); None if unreadable."""
     try:
-        with Image.open(src) as m:
+        with Image.open(io.BytesIO(read_image_bytes(src))) as m:  # regular files only, bounded read
             m.load()
             m = m.resize((size, size), Image.Resampling.NEAREST, box=center_crop_box(m.width, m.height, size))
             dst.parent.mkdir(parents=True, exist_ok=True)
             m.save(dst, "PNG")
         return dst
-    except (OSError, ValueError):
+    except (BadImage, OSError, ValueError):
         return None
 
 
@@ -202,7 +266,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` to ``out``; an old ``out`` (only with --force) is removed after the move."""
     old = None
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = staging_name(out, "old")
         os.replace(out, old)
     os.replace(tmp, out)
     if old is not None:

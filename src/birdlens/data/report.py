@@ -242,11 +242,19 @@ def _reason_counts(skipped: Sequence[Skipped]) -> dict[str, int]:
 # ------------------------------------------------------------------------------------------------ render
 def render_report(report: dict[str, Any], console: Any = None, max_rows: int = 40) -> None:
     """Print the report as rich tables (classes, sizes, skipped files, duplicates and leaks)."""
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
     con = console or Console()
+    _render_summary(con, report)
+    _render_classes(con, report, max_rows)
+    _render_sizes(con, report)
+    _render_skipped(con, report, max_rows)
+    _render_duplicates(con, report, max_rows)
+    _render_verdict(con, report)
+
+
+def _render_summary(con: Any, report: dict[str, Any]) -> None:
+    """The title, the one-line counts, and the notes."""
     n_img, n_cls = report["n_images"], report["n_classes"]
     sp = report["splits"]
     con.print()
@@ -276,91 +284,117 @@ def render_report(report: dict[str, Any], console: Any = None, max_rows: int = 4
     for note in report["notes"]:
         con.print(f"  [yellow]•[/] {note}")
 
-    # classes
+
+def _render_classes(con: Any, report: dict[str, Any], max_rows: int) -> None:
+    """Classes, largest first, with a red zero where a split that has images lacks the class."""
+    from rich import box
+    from rich.table import Table
+
     classes = report["classes"]
-    if classes:
-        t = Table(box=box.SIMPLE_HEAD, title="classes (largest first)", title_justify="left", pad_edge=False)
-        t.add_column("#", justify="right", style="dim")
-        t.add_column("class")
-        for s in SPLITS:
-            t.add_column(s, justify="right")
-        t.add_column("total", justify="right", style="bold")
-        ranked = sorted(classes.items(), key=lambda kv: (-kv[1]["total"], kv[0]))
-        for i, (label, c) in enumerate(ranked[:max_rows]):
-            cells = [f"[red]{c[s]}[/]" if c[s] == 0 and sp[s] > 0 else str(c[s]) for s in SPLITS]
-            t.add_row(str(i + 1), label, *cells, str(c["total"]))
-        if len(ranked) > max_rows:
-            last, c = ranked[-1]
-            t.add_row(
-                "", f"[dim]… {len(ranked) - max_rows} more (smallest: {last}, {c['total']})[/]", *[""] * 4
-            )
-        t.add_section()
-        t.add_row("", f"[bold]{n_cls} classes[/]", *[f"{sp[s]:,}" for s in SPLITS], f"{n_img:,}")
-        con.print(t)
+    if not classes:
+        return
+    n_img, n_cls = report["n_images"], report["n_classes"]
+    sp = report["splits"]
+    t = Table(box=box.SIMPLE_HEAD, title="classes (largest first)", title_justify="left", pad_edge=False)
+    t.add_column("#", justify="right", style="dim")
+    t.add_column("class")
+    for s in SPLITS:
+        t.add_column(s, justify="right")
+    t.add_column("total", justify="right", style="bold")
+    ranked = sorted(classes.items(), key=lambda kv: (-kv[1]["total"], kv[0]))
+    for i, (label, c) in enumerate(ranked[:max_rows]):
+        cells = [f"[red]{c[s]}[/]" if c[s] == 0 and sp[s] > 0 else str(c[s]) for s in SPLITS]
+        t.add_row(str(i + 1), label, *cells, str(c["total"]))
+    if len(ranked) > max_rows:
+        last, c = ranked[-1]
+        t.add_row("", f"[dim]… {len(ranked) - max_rows} more (smallest: {last}, {c['total']})[/]", *[""] * 4)
+    t.add_section()
+    t.add_row("", f"[bold]{n_cls} classes[/]", *[f"{sp[s]:,}" for s in SPLITS], f"{n_img:,}")
+    con.print(t)
 
-    # sizes
+
+def _render_sizes(con: Any, report: dict[str, Any]) -> None:
+    """One line of image sizes, then the Pillow modes and formats."""
     sizes = report["image_sizes"]
-    if sizes:
-        if sizes["distinct_sizes"] == 1:
-            line = f"all {n_img:,} images are {sizes['most_common'][0][0]}"
-        else:
-            w, h = sizes["width"], sizes["height"]
-            common = ", ".join(f"{s} ({n:,})" for s, n in sizes["most_common"][:3])
-            line = (
-                f"width {w['min']}–{w['max']} (median {w['median']:g}), height {h['min']}–{h['max']} "
-                f"(median {h['median']:g}); {sizes['distinct_sizes']:,} distinct sizes, most common {common}"
-            )
-        modes = ", ".join(f"{k} {v:,}" for k, v in sizes["modes"].items())
-        fmts = ", ".join(f"{k} {v:,}" for k, v in sizes["formats"].items())
-        con.print(f"[bold]image sizes[/]  {line}\n[bold]modes[/]  {modes}   [bold]formats[/]  {fmts}")
+    if not sizes:
+        return
+    n_img = report["n_images"]
+    if sizes["distinct_sizes"] == 1:
+        line = f"all {n_img:,} images are {sizes['most_common'][0][0]}"
+    else:
+        w, h = sizes["width"], sizes["height"]
+        common = ", ".join(f"{s} ({n:,})" for s, n in sizes["most_common"][:3])
+        line = (
+            f"width {w['min']}–{w['max']} (median {w['median']:g}), height {h['min']}–{h['max']} "
+            f"(median {h['median']:g}); {sizes['distinct_sizes']:,} distinct sizes, most common {common}"
+        )
+    modes = ", ".join(f"{k} {v:,}" for k, v in sizes["modes"].items())
+    fmts = ", ".join(f"{k} {v:,}" for k, v in sizes["formats"].items())
+    con.print(f"[bold]image sizes[/]  {line}\n[bold]modes[/]  {modes}   [bold]formats[/]  {fmts}")
 
-    # skipped
+
+def _render_skipped(con: Any, report: dict[str, Any], max_rows: int) -> None:
+    """The skipped files and folders with their reasons (the first ``max_rows // 2``; all are in --json)."""
+    from rich import box
+    from rich.table import Table
+
     skipped = report["skipped"]
-    if skipped:
-        t = Table(
-            box=box.SIMPLE_HEAD, title=f"skipped files ({len(skipped)})", title_justify="left", pad_edge=False
-        )
-        t.add_column("file", overflow="fold")
-        t.add_column("reason", style="yellow", overflow="fold")
-        for s in skipped[: max_rows // 2]:
-            t.add_row(s["path"], s["reason"])
-        if len(skipped) > max_rows // 2:
-            t.add_row(f"[dim]… {len(skipped) - max_rows // 2} more (see --json)[/]", "")
-        con.print(t)
-        if len(skipped) > max_rows // 2 and len(report["skipped_reasons"]) > 1:
-            con.print("  by reason: " + ", ".join(f"{k} {v}" for k, v in report["skipped_reasons"].items()))
+    if not skipped:
+        return
+    t = Table(
+        box=box.SIMPLE_HEAD, title=f"skipped files ({len(skipped)})", title_justify="left", pad_edge=False
+    )
+    t.add_column("file", overflow="fold")
+    t.add_column("reason", style="yellow", overflow="fold")
+    for s in skipped[: max_rows // 2]:
+        t.add_row(s["path"], s["reason"])
+    if len(skipped) > max_rows // 2:
+        t.add_row(f"[dim]… {len(skipped) - max_rows // 2} more (see --json)[/]", "")
+    con.print(t)
+    if len(skipped) > max_rows // 2 and len(report["skipped_reasons"]) > 1:
+        con.print("  by reason: " + ", ".join(f"{k} {v}" for k, v in report["skipped_reasons"].items()))
 
-    # duplicates
-    if dup:
-        t = Table(
-            box=box.SIMPLE_HEAD,
-            title=f"duplicate pairs ({len(dup)}, {len(leaks)} across splits = leaks)",
-            title_justify="left",
-            pad_edge=False,
-        )
-        t.add_column("")
-        t.add_column("kind")
-        t.add_column("image a", overflow="fold")
-        t.add_column("image b", overflow="fold")
-        t.add_column("note", overflow="fold")
-        ordered = sorted(dup, key=lambda r: (not r["leak"], r["a"]))
-        for r in ordered[: max_rows // 2]:
-            tag = "[bold red]LEAK[/]" if r["leak"] else "dup"
-            kind = "exact" if r["kind"] == "exact" else f"near (d={r['distance']})"
-            note = []
-            if r["label_conflict"]:
-                note.append("[red]different labels[/]")
-            if r["dropped"]:
-                note.append(f"dropped {r['dropped']}")
-            t.add_row(tag, kind, r["a"], r["b"], "; ".join(note))
-        if len(dup) > max_rows // 2:
-            t.add_row("", "", f"[dim]… {len(dup) - max_rows // 2} more (see --json)[/]", "", "")
-        con.print(t)
-        if leaks and not report["dedupe_dropped"]:
-            con.print(
-                "  [red]leaks inflate test accuracy[/]: re-run with --dedupe to drop the later split's copy"
-            )
 
+def _render_duplicates(con: Any, report: dict[str, Any], max_rows: int) -> None:
+    """Duplicate pairs, leaks across splits first, and what to do about leaks."""
+    from rich import box
+    from rich.table import Table
+
+    dup, leaks = report["duplicates"], report["leaks"]
+    if not dup:
+        return
+    t = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"duplicate pairs ({len(dup)}, {len(leaks)} across splits = leaks)",
+        title_justify="left",
+        pad_edge=False,
+    )
+    t.add_column("")
+    t.add_column("kind")
+    t.add_column("image a", overflow="fold")
+    t.add_column("image b", overflow="fold")
+    t.add_column("note", overflow="fold")
+    ordered = sorted(dup, key=lambda r: (not r["leak"], r["a"]))
+    for r in ordered[: max_rows // 2]:
+        tag = "[bold red]LEAK[/]" if r["leak"] else "dup"
+        kind = "exact" if r["kind"] == "exact" else f"near (d={r['distance']})"
+        note = []
+        if r["label_conflict"]:
+            note.append("[red]different labels[/]")
+        if r["dropped"]:
+            note.append(f"dropped {r['dropped']}")
+        t.add_row(tag, kind, r["a"], r["b"], "; ".join(note))
+    if len(dup) > max_rows // 2:
+        t.add_row("", "", f"[dim]… {len(dup) - max_rows // 2} more (see --json)[/]", "", "")
+    con.print(t)
+    if leaks and not report["dedupe_dropped"]:
+        con.print(
+            "  [red]leaks inflate test accuracy[/]: re-run with --dedupe to drop the later split's copy"
+        )
+
+
+def _render_verdict(con: Any, report: dict[str, Any]) -> None:
+    """Classes missing from a split after selection (unless a note said so), then usable or why not."""
     told = " ".join(n for n in report["notes"] if "missing from" in n)
     for mrow in [m for m in report["missing_from_splits"] if repr(m["class"]) not in told][:10]:
         con.print(
