@@ -161,7 +161,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
             lines.append(f"  - {loc}: required field is missing")
         elif e["type"] == "extra_forbidden":
             lines.append(
-                f"  - {loc}: unknown field (check the spelling; see configs/demo.yaml for the fields)"
+                f"  - {loc}: unknown field (check the spelling; see src/birdlens/configs/demo.yaml for the fields)"
             )
         else:
             lines.append(f"  - {loc}: got {e.get('input')!r} — {msg}")
