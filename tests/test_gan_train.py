@@ -405,7 +405,7 @@ def test_ablation_end_to_end_writes_table_and_plot(tmp_path: Path) -> None:
 
 
 def test_gpu_recipe_is_a_valid_config() -> None:
-    from birdlens.augment.gan.cli import merge_recipe
+    from birdlens.augment.gan.config import merge_recipe
     from birdlens.augment.gan.models import build_discriminator, build_generator
 
     recipe = Path(__file__).resolve().parents[1] / "configs" / "gan-gpu.yaml"

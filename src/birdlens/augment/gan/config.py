@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 ARCHS: tuple[str, ...] = ("cgan", "dcgan")
@@ -157,3 +159,53 @@ def arch_defaults(arch: str) -> dict[str, Any]:
             "lecam_weight": 0.3,
         }
     raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
+
+
+class RecipeError(ValueError):
+    """A YAML recipe (``--config``) that cannot be used: unreadable, not a mapping, or with unknown keys."""
+
+
+def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The keys of a YAML recipe, checked against :class:`GANConfig` (plus ``device``), so a typo is an error."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise RecipeError(f"cannot read the recipe {path}: {e}") from None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"the recipe {path} must be a mapping of GAN settings (arch: cgan, ...)")
+    unknown = sorted(set(recipe) - ({f.name for f in dataclasses.fields(GANConfig)} | {"device"}))
+    if unknown:
+        raise RecipeError(f"unknown keys in {path}: {unknown}")
+    return recipe
+
+
+def merge_recipe(path: str | os.PathLike[str], given: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """YAML recipe values, overridden by every flag in ``explicit``; flags the recipe does not set keep the
+    command line's value (its default when omitted)."""
+    recipe = read_recipe(path)
+    merged = dict(recipe)
+    for k, v in given.items():
+        if k not in recipe or k in explicit:
+            merged[k] = v
+    return merged
+
+
+def resume_settings(
+    saved: dict[str, Any], given: dict[str, Any], explicit: set[str]
+) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+    """Settings for ``--resume``: the checkpoint's (all of them, also those without a flag), except the ones set
+    explicitly, which win; and those explicit ones that change a training setting (``key: (checkpoint's, now)``),
+    so the user is told.
+
+    Why: a flag left out must not fall back to its default on resume (a run trained with ``--ema-rampup
+    0.05`` would quietly go on without it); a flag given means the user wants it.
+    """
+    merged = {**saved, **{k: v for k, v in given.items() if k in explicit or k not in saved}}
+    changed = {
+        k: (saved[k], merged[k])
+        for k in explicit
+        if k in saved and k not in SCHEDULE_KEYS and merged[k] is not None and saved[k] != merged[k]
+    }
+    return merged, changed
