@@ -13,12 +13,6 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from _data_helpers import tiny_image_set
-from birdlens.augment.gan.ablation import (
-    AblationConfig,
-    run_ablation,
-    stratified_subset,
-    summarise,
-)
 from birdlens.augment.gan.config import GANConfig
 from birdlens.augment.gan.train import (
     CHECKPOINT,
@@ -30,6 +24,12 @@ from birdlens.augment.gan.train import (
 )
 from birdlens.data.manifest import Manifest
 from birdlens.evaluate.metrics import t_interval
+from birdlens.study.ablation import (
+    AblationConfig,
+    run_ablation,
+    stratified_subset,
+    summarise,
+)
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -747,7 +747,7 @@ def test_cli_bad_data_is_an_error_message_and_cas_skips_classes_without_test_ima
 
 
 def test_ablation_reuses_a_kept_gan_only_when_it_is_the_one_asked_for(tmp_path: Path) -> None:
-    from birdlens.augment.gan.ablation import reuse_action
+    from birdlens.study.ablation import reuse_action
 
     data = tiny_image_set()
     small = {"arch": "cgan", "image_size": 16, "batch_size": 4, "g_width": 4, "d_width": 4, "seed": 1}

@@ -1,4 +1,7 @@
-"""``birdlens gan ...``: train a GAN, sample a dataset from it, measure it, run the augmentation ablation."""
+"""``birdlens gan ...``: train a GAN, sample a dataset from it, measure it, export it.
+
+The ``gan ablation`` command is a classifier experiment, so it lives with the study's experiments
+(:mod:`birdlens.study.ablation`) and :mod:`birdlens.study.cli` attaches it to this group."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import typer
 app = typer.Typer(
     name="gan",
     help="GAN augmentation: the study's DCGAN, a data-efficient conditional GAN, "
-    "FD-lite0/KID-lite0, and the real/classic/GAN ablation.",
+    "FD-lite0/KID-lite0, and the real/classic/GAN ablation (registered by birdlens.study.cli).",
     no_args_is_help=True,
 )
 
@@ -93,7 +96,8 @@ def _error(message: object) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _threads(threads: int | None) -> None:
+def set_threads(threads: int | None) -> None:
+    """torch CPU threads: the flag, else OMP_NUM_THREADS, else torch's own choice."""
     import torch
 
     torch.set_num_threads(
@@ -237,7 +241,7 @@ def train(
     from birdlens.augment.gan.data import load_images, resolve_manifest, select
     from birdlens.augment.gan.train import RunExistsError, train_gan
 
-    _threads(threads)
+    set_threads(threads)
     try:
         settings = train_settings(ctx, config, resume, out)
         run_device = str(settings.pop("device"))
@@ -325,7 +329,7 @@ def evaluate(
     from birdlens.augment.gan.train import load_generator
     from birdlens.utils.atomic import write_json
 
-    _threads(threads)
+    set_threads(threads)
     try:
         loaded = load_generator(run, weights=weights)
         cfg, classes = loaded.cfg, loaded.classes
@@ -370,61 +374,6 @@ def evaluate(
     if out is not None:
         write_json(out, rep)
     typer.echo(json.dumps({k: v for k, v in rep.items() if k != "per_class"}, indent=2))
-
-
-@app.command()
-def ablation(
-    data: Annotated[Path, typer.Option(help="real images with train and test (or valid) splits")],
-    out: Annotated[Path, typer.Option(help="folder for ablation.json/.md/.png and the GAN runs")],
-    budgets: Annotated[str, typer.Option(help="real images per class, comma list")] = "10,40",
-    seeds: Annotated[str, typer.Option(help="comma list (>= 3 for intervals worth reading)")] = "0,1,2",
-    image_size: int = 32,
-    arch: str = "cgan",
-    gan_iterations: int = 500,
-    gan_batch_size: int = 16,
-    gan_width: int = 16,
-    gan_per_class: Annotated[int | None, typer.Option(help="generated per class (default: = budget)")] = None,
-    classic_copies: int = 2,
-    classes: Annotated[list[str] | None, typer.Option(help="only these classes (repeatable)")] = None,
-    threads: int | None = None,
-    quiet: Annotated[bool, _QUIET] = False,
-) -> None:
-    """real / real+classic / real+GAN / real+classic+GAN at small real budgets, several seeds, 95% intervals."""
-    from birdlens.augment.gan.ablation import AblationConfig, run_ablation
-    from birdlens.augment.gan.config import GANConfig
-    from birdlens.augment.gan.data import load_images, resolve_manifest, select
-    from birdlens.augment.gan.features import Lite0Features
-
-    _threads(threads)
-    try:
-        manifest = resolve_manifest(data)
-        train_m = select(manifest, "train", classes)
-        names = train_m.classes
-        test_split = "test" if "test" in manifest.splits else "valid"
-        train_set = load_images(train_m, image_size, names)
-        test_set = load_images(select(manifest, test_split, names), image_size, names)
-    except (FileNotFoundError, ValueError) as e:
-        raise _error(e) from None
-    cfg = AblationConfig(
-        budgets=[int(b) for b in budgets.split(",")],
-        seeds=[int(s) for s in seeds.split(",")],
-        classic_copies=classic_copies,
-        gan_per_class=gan_per_class,
-        gan=GANConfig(
-            arch=arch,
-            image_size=image_size,
-            iterations=gan_iterations,
-            batch_size=gan_batch_size,
-            g_width=gan_width,
-            d_width=gan_width,
-            sample_every=max(gan_iterations // 2, 1),
-            checkpoint_every=max(gan_iterations // 4, 1),
-        ),
-    )
-    result = run_ablation(train_set, test_set, Lite0Features(), out, cfg, quiet=quiet)
-    from birdlens.augment.gan.ablation import markdown_table
-
-    typer.echo(markdown_table(result))
 
 
 def register(parent: typer.Typer) -> None:

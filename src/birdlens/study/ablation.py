@@ -32,7 +32,7 @@ from birdlens.augment.gan.config import SCHEDULE_KEYS, GANConfig
 from birdlens.augment.gan.data import ImageSet, to_unit
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.features import FeatureFn, extract
-from birdlens.augment.gan.probe import fit_probe
+from birdlens.augment.gan.probe import linear_probe
 from birdlens.augment.gan.progress import is_quiet
 from birdlens.augment.gan.train import CHECKPOINT, load_sampler, train_gan
 from birdlens.evaluate.metrics import t_interval
@@ -188,7 +188,7 @@ def run_ablation(
                 use = arm.split("+")
                 X = np.concatenate([parts[u][0] for u in use])
                 y = np.concatenate([parts[u][1] for u in use])
-                clf = fit_probe(X, y, seed)
+                clf = linear_probe(X, y, seed)
                 a = float((clf.predict(f_test) == y_test).mean())
                 acc[budget][arm].append(a)
                 details.append({"budget": budget, "seed": seed, "arm": arm, "n_train": len(y), "accuracy": a})
