@@ -376,6 +376,25 @@ def evaluate(
     typer.echo(json.dumps({k: v for k, v in rep.items() if k != "per_class"}, indent=2))
 
 
+@app.command()
+def export(
+    run: Annotated[Path, typer.Option(help="a run folder written by 'birdlens gan train'")],
+    data: Annotated[
+        Path, typer.Option(help="the dataset folder the run was trained on (its record is kept)")
+    ],
+    out: Annotated[Path, typer.Option(help="the generator file to write (.safetensors, + a .json sidecar)")],
+    weights: Annotated[str, typer.Option(help="auto (EMA when the run has one), ema or live")] = "auto",
+) -> None:
+    """Write the run's generator alone, with its config, classes and how its data were made (for shipping)."""
+    from birdlens.augment.gan.export import data_record, export_generator
+
+    try:
+        path = export_generator(run, out, data_record(data), weights=weights)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise _error(e) from None
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
 def register(parent: typer.Typer) -> None:
     """Attach ``gan`` to the top-level ``birdlens`` command."""
     parent.add_typer(app, name="gan")
