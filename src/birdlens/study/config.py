@@ -57,8 +57,25 @@ class AugmentConfig(_Strict):
         return v
 
 
+class GanCompareConfig(_Strict):
+    """The same linear probe fitted on real / +classic / +GAN / both, one fit per seed of the augmentations."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=2)
+    classic_copies: int = Field(1, ge=1, description="classically augmented copies of each real image")
+    per_class: int | None = Field(
+        None, ge=1, description="GAN images per class; default: the largest real class"
+    )
+    feature_size: int = Field(224, ge=32, le=512, description="Lite0 input size of the probe's features")
+
+
 class GanConfig(_Strict):
     enabled: bool = False
+    generator: str | None = Field(
+        None,
+        description="sample this generator ('birdlens gan export'; 'demo' = the one shipped for the demo's "
+        "synthetic birds) instead of training one; it must have been trained on the study's data",
+    )
+    compare: GanCompareConfig | None = None
     arch: Literal["cgan", "dcgan"] = "cgan"
     image_size: int = Field(64, ge=16, le=256)
     iterations: int = Field(300, ge=1)

@@ -98,20 +98,31 @@ def augment_stage(ctx: StageContext) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- GAN
-def gan_stage(ctx: StageContext) -> dict[str, Any]:
-    """Train the GAN on the training split, sample it, measure FD/KID-lite0, and build a real+GAN manifest."""
+SHIPPED_GENERATORS = {"demo": "demo-gan.safetensors"}  # under birdlens/configs, beside the demo's config
+
+
+def _generator_file(name: str) -> Path:
+    """A shipped generator by name, or a generator file by path."""
+    if name in SHIPPED_GENERATORS:
+        return Path(__file__).resolve().parents[1] / "configs" / SHIPPED_GENERATORS[name]
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"gan.generator {name!r}: no such file; give a file written by 'birdlens gan export' or "
+            f"one of {sorted(SHIPPED_GENERATORS)}"
+        )
+    return path
+
+
+def _train_generator(ctx: StageContext, manifest: Any) -> tuple[Path, dict[str, Any]]:
+    """Train the study's GAN on the training split; its run folder and what the report shows of it."""
     from birdlens.augment.gan.config import GANConfig
     from birdlens.augment.gan.data import load_images
     from birdlens.augment.gan.evaluate import gan_metrics
-    from birdlens.augment.gan.sample import write_samples
     from birdlens.augment.gan.train import train_gan
-    from birdlens.data import load_manifest
-    from birdlens.data.manifest import Manifest
     from birdlens.utils.atomic import write_json
 
-    g = ctx.config["gan"]
-    seed = ctx.config["seed"]
-    manifest = load_manifest(ctx.inputs["data"]["dataset"])
+    g, seed = ctx.config["gan"], ctx.config["seed"]
     train_set = load_images(manifest.split("train"), g["image_size"], classes=manifest.classes)
     cfg = GANConfig(
         arch=g["arch"],
@@ -124,21 +135,86 @@ def gan_stage(ctx: StageContext) -> dict[str, Any]:
     )
     run = ctx.dir / "run"
     result = train_gan(cfg, train_set, run, resume=ctx.resume, force=True, quiet=_quiet())
-    samples = write_samples(run, ctx.dir / "samples", g["per_class"], seed=seed, quiet=_quiet(), force=True)
     metrics = gan_metrics(run, train_set, seed=seed)
     write_json(ctx.dir / "fd.json", metrics)
-    # real images + GAN samples (train split only), for models with use_gan: true
-    mixed = Manifest(list(manifest.records) + list(samples.records), ctx.dir)
-    mixed.to_csv(ctx.dir / "mixed.csv")
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "note"}
-    return {
+    return run, {
         "figures": [str(p) for p in result.grids[-1:]],
         "metrics": scalars,
         "note": metrics.get("note"),
-        "mixed_manifest": str(ctx.dir / "mixed.csv"),
-        "samples": str(ctx.dir / "samples"),
         "seconds": result.seconds,
     }
+
+
+def _shipped_generator(ctx: StageContext, manifest: Any) -> tuple[Path, str]:
+    """The configured generator file and, when it was not trained on the study's data, why ('' otherwise)."""
+    from birdlens.augment.gan.checkpoint import load_meta
+    from birdlens.augment.gan.export import data_mismatch, data_record
+
+    path = _generator_file(ctx.config["gan"]["generator"])
+    meta = load_meta(path)
+    actual = data_record(ctx.inputs["data"]["dataset"])
+    reason = data_mismatch(meta.get("data") or {}, actual, manifest.classes, list(meta.get("classes") or []))
+    return path, reason
+
+
+def _compare(ctx: StageContext, source: Path, manifest: Any) -> dict[str, Any]:
+    """real / +classic / +GAN / both with the generator, written as compare.json/.md/.png."""
+    from birdlens.augment.gan.data import load_images
+    from birdlens.augment.gan.features import Lite0Features
+    from birdlens.augment.gan.train import load_generator
+    from birdlens.study.ablation import AblationConfig, compare_generator, markdown_table, plot_ablation
+    from birdlens.utils.atomic import write_json, write_text
+
+    c = ctx.config["gan"]["compare"]
+    loaded = load_generator(source)
+    assert loaded.cfg.z_dim is not None
+    size, classes = loaded.cfg.image_size, manifest.classes
+    train_set = load_images(manifest.split("train"), size, classes)
+    test_set = load_images(manifest.split(ctx.config["split"]), size, classes)
+    cfg = AblationConfig(seeds=c["seeds"], classic_copies=c["classic_copies"], gan_per_class=c["per_class"])
+    features = Lite0Features(input_size=c["feature_size"])
+    result = compare_generator(train_set, test_set, features, loaded.G, loaded.cfg.z_dim, cfg)
+    result["gan"].update(arch=loaded.cfg.arch, iterations=loaded.iteration)
+    result["classifier"] += f" ({c['feature_size']} px input)"
+    write_json(ctx.dir / "compare.json", result)
+    write_text(ctx.dir / "compare.md", markdown_table(result))
+    plot_ablation(result, ctx.dir / "compare.png")
+    return {**result, "figure": str(ctx.dir / "compare.png")}
+
+
+def gan_stage(ctx: StageContext) -> dict[str, Any]:
+    """Train the GAN (or take a shipped one trained on these data), sample it per class, build a real+GAN
+    manifest, and with ``gan.compare`` measure what its images do for a classifier."""
+    from birdlens.augment.gan.sample import write_samples
+    from birdlens.data import load_manifest
+    from birdlens.data.manifest import Manifest
+    from birdlens.study.figures import sample_grid
+
+    g, seed = ctx.config["gan"], ctx.config["seed"]
+    manifest = load_manifest(ctx.inputs["data"]["dataset"])
+    if g["generator"]:
+        source, reason = _shipped_generator(ctx, manifest)
+        if reason:
+            if ctx.config["needed"]:
+                raise ValueError(f"gan.generator {g['generator']!r} does not fit this study: {reason}")
+            return {"skipped": f"the generator {source.name} was not used: {reason}"}
+        summary: dict[str, Any] = {"generator": str(source), "figures": [], "metrics": {}}
+    else:
+        source, summary = _train_generator(ctx, manifest)
+    samples = write_samples(
+        source, ctx.dir / "samples", g["per_class"], seed=seed, quiet=_quiet(), force=True
+    )
+    summary["sample_grid"] = str(
+        sample_grid(samples, ctx.dir / "samples.png", per_class=min(g["per_class"], 8), seed=seed, thumb=64)
+    )
+    # real images + GAN samples (train split only), for models with use_gan: true
+    mixed = Manifest(list(manifest.records) + list(samples.records), ctx.dir)
+    mixed.to_csv(ctx.dir / "mixed.csv")
+    summary.update(mixed_manifest=str(ctx.dir / "mixed.csv"), samples=str(ctx.dir / "samples"))
+    if g["compare"]:
+        summary["compare"] = _compare(ctx, source, manifest)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -268,7 +344,9 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
         Stage("augment", augment_stage, {"examples": cfg.augment.examples, "seed": seed}, deps=["data"])
     )
     if cfg.gan.enabled:
-        stages.append(Stage("gan", gan_stage, {"gan": cfg.gan.model_dump(), "seed": seed}, deps=["data"]))
+        needed = any(m.use_gan for m in cfg.models)
+        gan_slice = {"gan": cfg.gan.model_dump(), "seed": seed, "split": cfg.evaluate_split, "needed": needed}
+        stages.append(Stage("gan", gan_stage, gan_slice, deps=["data"]))
     for m in cfg.models:
         deps = ["data", *(["gan"] if m.use_gan else [])]
         stages.append(

@@ -198,6 +198,62 @@ def _xeval_section(name: str, res: dict[str, Any], folder: Path) -> str:
     return "".join(parts)
 
 
+def _compare_html(c: dict[str, Any]) -> str:
+    """The real / +classic / +GAN table: accuracy with its interval, and each arm's paired difference."""
+    rows = []
+    for arm in c["arms"]:
+        r = c["summary"]["all"][arm]
+        d = r.get("diff_vs_real+classic")
+        rows.append(
+            {
+                "arm": arm,
+                "accuracy": f"{r['mean']:.3f} {_ci(r['ci95'])}",
+                "diff": f"{d['mean']:+.3f} {_ci(d['ci95'])}" if d else "(reference)",
+                "verdict": d["verdict"] if d else "",
+            }
+        )
+    cols = [("arm", "training set"), ("accuracy", "test accuracy (mean, 95% CI)")]
+    cols += [("diff", "vs real+classic (95% CI)"), ("verdict", "verdict")]
+    return (
+        f"<p>Does adding its images help a classifier? {_esc(c['classifier'])}, {len(c['seeds'])} seeds; "
+        f"classic: {_esc(c['classic_augmentation'])}; GAN: {c['gan']['per_class']} images per class.</p>"
+        + html_table(rows, cols)
+        + f"<p class=muted>{_esc(c['interval'])}. A verdict is given only where the interval excludes zero.</p>"
+        + embed_image(c["figure"], "gan comparison", "Test accuracy per training set (mean, 95% CI).")
+    )
+
+
+def _gan_section(g_cfg: dict[str, Any], g: dict[str, Any]) -> str:
+    """Generated samples per class, the trained GAN's metrics, and the classifier comparison."""
+    if g.get("skipped"):
+        return f"<p class=muted>Skipped: {_esc(g['skipped'])}.</p>"
+    if g.get("generator"):
+        what = f"the shipped generator {_esc(Path(g['generator']).name)}, trained on exactly these synthetic birds"
+    else:
+        what = f"{_esc(g_cfg['arch'])} after {g_cfg['iterations']} iterations"
+    html_ = ""
+    if g.get("sample_grid"):
+        html_ += embed_image(
+            g["sample_grid"], "gan samples", f"Generated images, one row per class ({what})."
+        )
+    html_ += figures_html(
+        [
+            {"path": p, "caption": f"{what}, one row per class (EMA generator, fixed noise)"}
+            for p in g.get("figures", [])
+        ]
+    )
+    if g.get("note"):
+        html_ += f"<p class=muted>{_esc(g['note'])}</p>"
+    if g.get("metrics"):
+        html_ += html_table(
+            [{"metric": k, "value": v} for k, v in g["metrics"].items()],
+            [("metric", "metric"), ("value", "value")],
+        )
+    if g.get("compare"):
+        html_ += _compare_html(g["compare"])
+    return html_
+
+
 def report_stage(ctx: StageContext) -> dict[str, Any]:
     run = ctx.run_dir
     cfg = ctx.config["config"]
@@ -224,24 +280,7 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
             inputs["augment"]["figure"], "augmentation", "Augmentation presets applied to the same images."
         )
     if "gan" in inputs:
-        g = inputs["gan"]
-        sections["gan"] = figures_html(
-            [
-                {
-                    "path": p,
-                    "caption": f"{cfg['gan']['arch']} after {cfg['gan']['iterations']} iterations, one row per "
-                    "class (EMA generator, fixed noise)",
-                }
-                for p in g.get("figures", [])
-            ]
-        )
-        if g.get("note"):
-            sections["gan"] += f"<p class=muted>{_esc(g['note'])}</p>"
-        if g.get("metrics"):
-            sections["gan"] += html_table(
-                [{"metric": k, "value": v} for k, v in g["metrics"].items()],
-                [("metric", "metric"), ("value", "value")],
-            )
+        sections["gan"] = _gan_section(cfg["gan"], inputs["gan"])
     model_rows = _model_rows(inputs)
     curves, confusion = [], []
     for r in model_rows:

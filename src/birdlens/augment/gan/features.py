@@ -42,6 +42,7 @@ class Lite0Features:
         batch_size: int = 16,
         channels_last: bool = True,
         device: str | torch.device = "cpu",
+        input_size: int = LITE0_INPUT,
     ) -> None:
         self.device = torch.device(device)
         self.model = (model or build_lite0()).eval().to(self.device)
@@ -49,14 +50,16 @@ class Lite0Features:
         if channels_last:  # 2.5-3x faster inference on this CPU (DESIGN.md)
             self.model = self.model.to(memory_format=torch.channels_last)
         self.batch_size = batch_size
+        self.input_size = input_size  # below 224 only where time is short (the demo): FD-lite0 uses 224
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         out = []
         for i in range(0, len(images), self.batch_size):
             x = images[i : i + self.batch_size].to(self.device).float()
-            if x.shape[-1] != LITE0_INPUT or x.shape[-2] != LITE0_INPUT:
-                x = F.interpolate(x, size=(LITE0_INPUT, LITE0_INPUT), mode="bilinear", align_corners=False)
+            if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+                size = (self.input_size, self.input_size)
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             out.append(self.model(x).flatten(1).cpu())
