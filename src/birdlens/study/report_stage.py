@@ -254,20 +254,14 @@ def _gan_section(g_cfg: dict[str, Any], g: dict[str, Any]) -> str:
     return html_
 
 
-def report_stage(ctx: StageContext) -> dict[str, Any]:
-    run = ctx.run_dir
-    cfg = ctx.config["config"]
-    inputs = ctx.inputs
-    sections: dict[str, str] = {}
-
-    data = inputs["data"]
-    report = json.loads(Path(data["report"]).read_text())
+def _data_section(data: dict[str, Any], report: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """Counts per class and split, what was skipped, duplicates and leaks, and the sample grid."""
     counts = report.get("classes", {})
     rows = [{"class": c, **{k: v for k, v in sorted(s.items())}} for c, s in counts.items()]
     split_cols = sorted({k for r in rows for k in r if k != "class"})
     warn = "".join(f'<div class="warn">{_esc(w)}</div>' for w in data.get("warnings") or [])
     skipped = report.get("skipped") or []
-    sections["data"] = (
+    return (
         f"<p>{report.get('n_images')} images, {report.get('n_classes')} classes "
         f"({_esc('synthetic part-based birds' if data.get('source') == 'synth' else cfg['data'].get('path'))}); "
         f"{len(skipped)} file(s) skipped, {len(report.get('duplicates') or [])} duplicate group(s), "
@@ -275,13 +269,10 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
         + html_table(rows, [("class", "class"), *[(s, s) for s in split_cols]])
         + embed_image(data["samples"], "samples", "Sample training images per class (the study's Fig. 1).")
     )
-    if "augment" in inputs:
-        sections["augment"] = embed_image(
-            inputs["augment"]["figure"], "augmentation", "Augmentation presets applied to the same images."
-        )
-    if "gan" in inputs:
-        sections["gan"] = _gan_section(cfg["gan"], inputs["gan"])
-    model_rows = _model_rows(inputs)
+
+
+def _model_sections(model_rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Learning curves, confusion matrices and the table of models (the best one marked)."""
     curves, confusion = [], []
     for r in model_rows:
         figdir = Path(r["run"]) / "figures"
@@ -292,10 +283,8 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
             {"path": p, "caption": f"{r['name']}: {_caption(p)}"}
             for p in _figs(figdir, "*confusion*normalized*.png")
         ]
-    sections["curves"] = figures_html(curves) or "<p class=muted>No learning curves (probe-only models).</p>"
-    sections["confusion"] = figures_html(confusion)
     best = max(range(len(model_rows)), key=lambda i: model_rows[i]["accuracy"] or -1) if model_rows else None
-    sections["models"] = html_table(
+    table = html_table(
         model_rows,
         [
             ("name", "entry"),
@@ -313,6 +302,15 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
         ],
         best=best,
     )
+    return {
+        "curves": figures_html(curves) or "<p class=muted>No learning curves (probe-only models).</p>",
+        "confusion": figures_html(confusion),
+        "models": table,
+    }
+
+
+def _explain_section(run: Path, inputs: dict[str, dict[str, Any]]) -> str:
+    """The explanation panels of every explained model."""
     explain_html = []
     for name in inputs:
         if name.startswith("explain:"):
@@ -327,15 +325,12 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
                     for p in panels
                 )
             )
-    sections["explain"] = "".join(explain_html)
-    xeval = {n.split(":", 1)[1]: s["results"] for n, s in inputs.items() if n.startswith("explain_eval:")}
-    sections["explain_eval"] = "".join(
-        _xeval_section(n, res, run / "explain_eval" / n) for n, res in xeval.items()
-    )
+    return "".join(explain_html)
 
-    env = environment_info(cfg.get("seed"))
-    timings = {k: round(v.get("seconds", 0.0), 1) for k, v in finished_stages(run).items()}
-    sections["footer"] = (
+
+def _footer(timings: dict[str, float], env: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """Stage timings, the environment and the config, so the report says how it was made."""
+    return (
         "<h3>Timings (s)</h3>"
         + html_table(
             [{"stage": k, "seconds": v} for k, v in timings.items()],
@@ -348,6 +343,31 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
         + _esc(yaml.safe_dump(cfg, sort_keys=False))
         + "</pre>"
     )
+
+
+def report_stage(ctx: StageContext) -> dict[str, Any]:
+    """Every stage's summary into ``results.json`` and ``report.html``, one section per stage."""
+    run = ctx.run_dir
+    cfg = ctx.config["config"]
+    inputs = ctx.inputs
+    report = json.loads(Path(inputs["data"]["report"]).read_text())
+    sections: dict[str, str] = {"data": _data_section(inputs["data"], report, cfg)}
+    if "augment" in inputs:
+        sections["augment"] = embed_image(
+            inputs["augment"]["figure"], "augmentation", "Augmentation presets applied to the same images."
+        )
+    if "gan" in inputs:
+        sections["gan"] = _gan_section(cfg["gan"], inputs["gan"])
+    model_rows = _model_rows(inputs)
+    sections.update(_model_sections(model_rows))
+    sections["explain"] = _explain_section(run, inputs)
+    xeval = {n.split(":", 1)[1]: s["results"] for n, s in inputs.items() if n.startswith("explain_eval:")}
+    sections["explain_eval"] = "".join(
+        _xeval_section(n, res, run / "explain_eval" / n) for n, res in xeval.items()
+    )
+    env = environment_info(cfg.get("seed"))
+    timings = {k: round(v.get("seconds", 0.0), 1) for k, v in finished_stages(run).items()}
+    sections["footer"] = _footer(timings, env, cfg)
     findings = _findings(model_rows, xeval)
     results = {
         "title": f"birdlens study: {cfg.get('name')}",
