@@ -15,7 +15,7 @@ from birdlens.augment.gan.config import GANConfig
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.export import SYNTH_KEYS, data_mismatch, data_record, export_generator
 from birdlens.augment.gan.train import CHECKPOINT, load_generator, train_gan
-from birdlens.study.config import load_study_config
+from birdlens.study.config import GanConfig, load_study_config
 from birdlens.study.pipeline import _generator_file, gan_stage
 from birdlens.study.run import bundled_config
 from birdlens.study.stages import StageContext
@@ -99,7 +99,7 @@ def test_the_shipped_generator_was_trained_on_the_demos_data_from_its_recipe():
 
 
 def _ctx(tmp: Path, dataset: Path, gan: dict, needed: bool = False) -> StageContext:
-    g = {"per_class": 3, "compare": None, **gan}
+    g = GanConfig(enabled=True, per_class=3, **gan)
     out = tmp / "gan"
     out.mkdir(parents=True)
     return StageContext(

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from birdlens.train.config import TrainConfig
 
 EXPLAIN_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "ig", "lime", "shap", "random")
 AUGMENT_PRESETS = ("none", "light", "keras-paper", "randaugment", "trivialaugment")
@@ -95,6 +98,28 @@ class ModelEntry(_Strict):
     weights: str | None = None
     use_gan: bool = False
     options: dict[str, Any] = Field(default_factory=dict, description="passed through to the trainer")
+
+    def train_config(self, data: str, out: str, seed: int, quiet: bool) -> TrainConfig:
+        """This entry as the trainer's own config: one translation (the study's ``scratch`` mode is a
+        fine-tune without pretrained weights), ``options`` passed through and validated by the trainer."""
+        from birdlens.train.config import TrainConfig
+
+        fields: dict[str, Any] = {
+            "data": data,
+            "out": out,
+            "model": self.model,
+            "mode": "probe" if self.mode == "probe" else "finetune",
+            "pretrained": self.mode != "scratch",
+            "augment": self.augment,
+            "epochs": self.epochs,
+            "image_size": self.image_size,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weights": self.weights,
+            "seed": seed,
+            "quiet": quiet,
+        }
+        return TrainConfig(**{**fields, **self.options})  # an option given overrides the entry's field
 
     @field_validator("name")
     @classmethod

@@ -79,8 +79,15 @@ class StageResult:
     error: str | None = None
 
 
+def _plain(obj: Any) -> Any:
+    """A typed config slice (pydantic) as the dict it dumps to, so a stage's key does not depend on whether
+    its slice is passed typed or as a dict."""
+    dump = getattr(obj, "model_dump", None)
+    return dump(mode="json") if callable(dump) else str(obj)
+
+
 def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return json.dumps(obj, sort_keys=True, default=_plain, separators=(",", ":"))
 
 
 def stage_key(stage: Stage, upstream_keys: Sequence[str]) -> str:
