@@ -137,13 +137,9 @@ def arch_defaults(arch: str) -> dict[str, Any]:
         }
     if arch == "cgan":
         # BigGAN's balance: Adam(beta1=0), D lr 4x G's, two D steps per G step, hinge; widths small enough for
-        # a CPU (GPU: 64). Why: with one D step at equal rates the discriminator went flat on the CPU runs (hinge
-        # loss 2.00 over 4,500 steps, logits sd 0.007 across real images); with these its loss fell from 1.91
-        # to 1.63 within 700 steps and its logits spread (sd 0.40).
+        # a CPU (GPU: 64). Why: with one D step at equal rates the discriminator went flat on the CPU runs.
         # LeCam 0.3 (Tseng et al. 2021) and the EMA's 5% ramp-up (StyleGAN2-ADA). Why: the discriminator overfits
-        # a few hundred images (CPU, synthetic birds: its hinge loss fell from 1.92 to 0.75 in 4,500 steps); with
-        # LeCam FD-lite0 at 10,500 steps was 143.9 / 149.1 (live / EMA) against 177.1 / 167.5, on the photos
-        # within 16% either way; with it the cgan was under half the dcgan's FD on both datasets at 20,000 steps.
+        # a few hundred images. The runs behind both choices: docs/benchmarks.md, "GAN".
         return {
             "z_dim": 128,
             "g_width": 32,
