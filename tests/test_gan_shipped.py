@@ -135,3 +135,19 @@ def test_gan_stage_samples_and_compares_a_matching_generator(tmp_path, synth):
     assert all(len(r["per_seed"]) == 2 and 0 <= r["mean"] <= 1 for r in rows.values())
     assert "verdict" in rows["real+gan"]["diff_vs_real+classic"]
     assert Path(summary["compare"]["figure"]).stat().st_size > 0
+
+
+def test_the_reports_gan_section_shows_samples_and_the_effect_with_its_interval(tmp_path, synth):
+    from birdlens.data import load_manifest
+    from birdlens.study.report_stage import _gan_section
+
+    run = _tiny_run(tmp_path / "run", load_manifest(synth).classes)
+    gen = export_generator(run, tmp_path / "g.safetensors", data_record(synth))
+    compare = {"seeds": [0, 1], "classic_copies": 1, "per_class": 2, "feature_size": 32}
+    summary = gan_stage(_ctx(tmp_path / "st", synth, {"generator": str(gen), "compare": compare}))
+    assert (summary["arch"], summary["iterations"]) == ("cgan", 2)
+    html = _gan_section(GanConfig().model_dump(), summary)
+    assert html.count("<img") == 2  # the samples per class and the comparison plot
+    assert "2 iterations on a CPU" in html and "real+classic+gan" in html and "95% CI" in html
+    skipped = _gan_section(GanConfig().model_dump(), {"skipped": "the generator g was not used: why"})
+    assert "Skipped: the generator g was not used: why" in skipped

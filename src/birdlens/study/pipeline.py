@@ -147,8 +147,9 @@ def _train_generator(ctx: StageContext, manifest: Any) -> tuple[Path, dict[str, 
     }
 
 
-def _shipped_generator(ctx: StageContext, manifest: Any) -> tuple[Path, str]:
-    """The configured generator file and, when it was not trained on the study's data, why ('' otherwise)."""
+def _shipped_generator(ctx: StageContext, manifest: Any) -> tuple[Path, str, dict[str, Any]]:
+    """The configured generator file, why it was not trained on the study's data ('' when it was), and what
+    the report says of it."""
     from birdlens.augment.gan.checkpoint import load_meta
     from birdlens.augment.gan.export import data_mismatch, data_record
 
@@ -156,7 +157,8 @@ def _shipped_generator(ctx: StageContext, manifest: Any) -> tuple[Path, str]:
     meta = load_meta(path)
     actual = data_record(ctx.inputs["data"]["dataset"])
     reason = data_mismatch(meta.get("data") or {}, actual, manifest.classes, list(meta.get("classes") or []))
-    return path, reason
+    about = {"arch": (meta.get("config") or {}).get("arch"), "iterations": meta.get("iteration")}
+    return path, reason, about
 
 
 def _compare(ctx: StageContext, source: Path, manifest: Any) -> dict[str, Any]:
@@ -196,12 +198,12 @@ def gan_stage(ctx: StageContext) -> dict[str, Any]:
     seed = ctx.config["seed"]
     manifest = load_manifest(ctx.inputs["data"]["dataset"])
     if g.generator:
-        source, reason = _shipped_generator(ctx, manifest)
+        source, reason, about = _shipped_generator(ctx, manifest)
         if reason:
             if ctx.config["needed"]:
                 raise ValueError(f"gan.generator {g.generator!r} does not fit this study: {reason}")
             return {"skipped": f"the generator {source.name} was not used: {reason}"}
-        summary: dict[str, Any] = {"generator": str(source), "figures": [], "metrics": {}}
+        summary: dict[str, Any] = {"generator": str(source), **about, "figures": [], "metrics": {}}
     else:
         source, summary = _train_generator(ctx, manifest)
     samples = write_samples(source, ctx.dir / "samples", g.per_class, seed=seed, quiet=_quiet(), force=True)

@@ -228,7 +228,10 @@ def _gan_section(g_cfg: dict[str, Any], g: dict[str, Any]) -> str:
     if g.get("skipped"):
         return f"<p class=muted>Skipped: {_esc(g['skipped'])}.</p>"
     if g.get("generator"):
-        what = f"the shipped generator {_esc(Path(g['generator']).name)}, trained on exactly these synthetic birds"
+        what = (
+            f"the shipped generator {_esc(Path(g['generator']).name)}: {_esc(g.get('arch'))}, "
+            f"{_esc(g.get('iterations'))} iterations on a CPU, trained on exactly these synthetic birds"
+        )
     else:
         what = f"{_esc(g_cfg['arch'])} after {g_cfg['iterations']} iterations"
     html_ = ""
