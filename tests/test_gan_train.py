@@ -815,3 +815,15 @@ def test_an_interrupted_run_resumed_writes_the_same_loss_history(tmp_path: Path,
 
     assert [r["iteration"] for r in straight] == [4, 6]
     assert losses(resumed) == losses(straight)
+
+
+def test_gan_ablation_command_is_still_under_gan(tmp_path: Path) -> None:
+    """The ablation lives in birdlens.study; ``birdlens gan ablation`` stays where users call it."""
+    from birdlens.cli import app
+
+    res = CliRunner().invoke(app, ["gan", "ablation", "--help"])
+    assert res.exit_code == 0 and "--gan-iterations" in res.output
+    res = CliRunner().invoke(
+        app, ["gan", "ablation", "--data", str(tmp_path / "none"), "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and res.output.startswith("error: ")
