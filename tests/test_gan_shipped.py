@@ -151,3 +151,22 @@ def test_the_reports_gan_section_shows_samples_and_the_effect_with_its_interval(
     assert "2 iterations on a CPU" in html and "real+classic+gan" in html and "95% CI" in html
     skipped = _gan_section(GanConfig().model_dump(), {"skipped": "the generator g was not used: why"})
     assert "Skipped: the generator g was not used: why" in skipped
+
+
+def test_a_re_exported_generator_changes_the_gan_stages_key(tmp_path):
+    from birdlens.study.config import parse_study_config
+    from birdlens.study.pipeline import build_stages
+    from birdlens.study.stages import stage_key
+
+    gen = tmp_path / "g.safetensors"
+    gen.write_bytes(b"one")
+    data = {"gan": {"enabled": True, "generator": str(gen)}, "models": [{"name": "a", "model": "simple_cnn"}]}
+
+    def key() -> str:
+        (stage,) = [s for s in build_stages(parse_study_config(data)) if s.name == "gan"]
+        return stage_key(stage, ["data-key"])
+
+    first = key()
+    assert key() == first
+    gen.write_bytes(b"two")
+    assert key() != first

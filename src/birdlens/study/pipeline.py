@@ -114,6 +114,12 @@ def _generator_file(name: str) -> Path:
     return path
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _train_generator(ctx: StageContext, manifest: Any) -> tuple[Path, dict[str, Any]]:
     """Train the study's GAN on the training split; its run folder and what the report shows of it."""
     from birdlens.augment.gan.config import GANConfig
@@ -329,6 +335,8 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
     if cfg.gan.enabled:
         needed = any(m.use_gan for m in cfg.models)
         gan_slice = {"gan": cfg.gan, "seed": seed, "split": cfg.evaluate_split, "needed": needed}
+        if cfg.gan.generator:  # a re-exported generator is another generator: the stage must run again
+            gan_slice["generator_sha256"] = _sha256(_generator_file(cfg.gan.generator))
         stages.append(Stage("gan", gan_stage, gan_slice, deps=["data"]))
     for m in cfg.models:
         deps = ["data", *(["gan"] if m.use_gan else [])]
