@@ -170,3 +170,15 @@ def test_a_re_exported_generator_changes_the_gan_stages_key(tmp_path):
     assert key() == first
     gen.write_bytes(b"two")
     assert key() != first
+
+
+def test_a_study_naming_a_missing_generator_fails_in_one_line_before_touching_the_run(tmp_path):
+    from birdlens.cli import app
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(
+        "gan: {enabled: true, generator: /nonexistent/g.safetensors}\nmodels: [{name: a, model: simple_cnn}]\n"
+    )
+    res = CliRunner().invoke(app, ["run", str(cfg), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "no such file" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "run").exists()

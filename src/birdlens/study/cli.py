@@ -34,7 +34,7 @@ def _run(config: Path, out: Path | None, resume: bool, force: bool, quiet: bool,
     out = out or Path("runs") / cfg.name
     try:
         report, _ = run_study(cfg, out, resume=resume, force=force, quiet=quiet)
-    except RunDirError as e:
+    except (RunDirError, ConfigError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     except StageFailed as e:

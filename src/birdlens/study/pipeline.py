@@ -17,7 +17,14 @@ import random
 from pathlib import Path
 from typing import Any
 
-from birdlens.study.config import DataConfig, GanCompareConfig, GanConfig, ModelEntry, StudyConfig
+from birdlens.study.config import (
+    ConfigError,
+    DataConfig,
+    GanCompareConfig,
+    GanConfig,
+    ModelEntry,
+    StudyConfig,
+)
 from birdlens.study.stages import Stage, StageContext
 
 
@@ -336,7 +343,10 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
         needed = any(m.use_gan for m in cfg.models)
         gan_slice = {"gan": cfg.gan, "seed": seed, "split": cfg.evaluate_split, "needed": needed}
         if cfg.gan.generator:  # a re-exported generator is another generator: the stage must run again
-            gan_slice["generator_sha256"] = _sha256(_generator_file(cfg.gan.generator))
+            try:
+                gan_slice["generator_sha256"] = _sha256(_generator_file(cfg.gan.generator))
+            except FileNotFoundError as e:
+                raise ConfigError(str(e)) from None
         stages.append(Stage("gan", gan_stage, gan_slice, deps=["data"]))
     for m in cfg.models:
         deps = ["data", *(["gan"] if m.use_gan else [])]

@@ -41,10 +41,10 @@ def run_study(
     if quiet:
         os.environ["BIRDLENS_QUIET"] = "1"
     out = Path(out)
+    stages = build_stages(cfg)  # first: a config naming a missing file fails before the run folder is touched
     prepare_run_dir(out, resume, force)
     write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     write_json(out / "env.json", environment_info(cfg.seed))
-    stages = build_stages(cfg)
     console = Console(stderr=True, quiet=quiet)
     t0 = time.perf_counter()
     index = {s.name: i for i, s in enumerate(stages, 1)}
