@@ -827,3 +827,20 @@ def test_gan_ablation_command_is_still_under_gan(tmp_path: Path) -> None:
         app, ["gan", "ablation", "--data", str(tmp_path / "none"), "--out", str(tmp_path)]
     )
     assert res.exit_code == 2 and res.output.startswith("error: ")
+
+
+def test_a_recipe_with_an_unknown_key_is_one_error_line(tmp_path: Path) -> None:
+    from birdlens.augment.gan.config import RecipeError, read_recipe
+    from birdlens.cli import app
+
+    bad = tmp_path / "r.yaml"
+    bad.write_text("arch: cgan\niterashuns: 5\n")
+    with pytest.raises(RecipeError, match="iterashuns"):
+        read_recipe(bad)
+    res = CliRunner().invoke(
+        app, ["gan", "train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(bad)]
+    )
+    assert res.exit_code == 2 and "unknown keys" in res.output and "Traceback" not in res.output
+    (tmp_path / "list.yaml").write_text("- arch\n")
+    with pytest.raises(RecipeError, match="mapping"):
+        read_recipe(tmp_path / "list.yaml")
