@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from birdlens.augment.gan.ablation import AblationConfig, markdown_table, run_ablation
 from birdlens.augment.gan.config import GANConfig
 from birdlens.augment.gan.data import load_images, resolve_manifest, select
 from birdlens.augment.gan.features import Lite0Features
+from birdlens.study.ablation import AblationConfig, markdown_table, run_ablation
 from birdlens.utils.atomic import write_json
 
 

@@ -13,12 +13,6 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from _data_helpers import tiny_image_set
-from birdlens.augment.gan.ablation import (
-    AblationConfig,
-    run_ablation,
-    stratified_subset,
-    summarise,
-)
 from birdlens.augment.gan.config import GANConfig
 from birdlens.augment.gan.train import (
     CHECKPOINT,
@@ -30,6 +24,12 @@ from birdlens.augment.gan.train import (
 )
 from birdlens.data.manifest import Manifest
 from birdlens.evaluate.metrics import t_interval
+from birdlens.study.ablation import (
+    AblationConfig,
+    run_ablation,
+    stratified_subset,
+    summarise,
+)
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -405,7 +405,7 @@ def test_ablation_end_to_end_writes_table_and_plot(tmp_path: Path) -> None:
 
 
 def test_gpu_recipe_is_a_valid_config() -> None:
-    from birdlens.augment.gan.cli import merge_recipe
+    from birdlens.augment.gan.config import merge_recipe
     from birdlens.augment.gan.models import build_discriminator, build_generator
 
     recipe = Path(__file__).resolve().parents[1] / "configs" / "gan-gpu.yaml"
@@ -747,7 +747,7 @@ def test_cli_bad_data_is_an_error_message_and_cas_skips_classes_without_test_ima
 
 
 def test_ablation_reuses_a_kept_gan_only_when_it_is_the_one_asked_for(tmp_path: Path) -> None:
-    from birdlens.augment.gan.ablation import reuse_action
+    from birdlens.study.ablation import reuse_action
 
     data = tiny_image_set()
     small = {"arch": "cgan", "image_size": 16, "batch_size": 4, "g_width": 4, "d_width": 4, "seed": 1}
@@ -815,3 +815,32 @@ def test_an_interrupted_run_resumed_writes_the_same_loss_history(tmp_path: Path,
 
     assert [r["iteration"] for r in straight] == [4, 6]
     assert losses(resumed) == losses(straight)
+
+
+def test_gan_ablation_command_is_still_under_gan(tmp_path: Path) -> None:
+    """The ablation lives in birdlens.study; ``birdlens gan ablation`` stays where users call it."""
+    from birdlens.cli import app
+
+    res = CliRunner().invoke(app, ["gan", "ablation", "--help"])
+    assert res.exit_code == 0 and "--gan-iterations" in res.output
+    res = CliRunner().invoke(
+        app, ["gan", "ablation", "--data", str(tmp_path / "none"), "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and res.output.startswith("error: ")
+
+
+def test_a_recipe_with_an_unknown_key_is_one_error_line(tmp_path: Path) -> None:
+    from birdlens.augment.gan.config import RecipeError, read_recipe
+    from birdlens.cli import app
+
+    bad = tmp_path / "r.yaml"
+    bad.write_text("arch: cgan\niterashuns: 5\n")
+    with pytest.raises(RecipeError, match="iterashuns"):
+        read_recipe(bad)
+    res = CliRunner().invoke(
+        app, ["gan", "train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(bad)]
+    )
+    assert res.exit_code == 2 and "unknown keys" in res.output and "Traceback" not in res.output
+    (tmp_path / "list.yaml").write_text("- arch\n")
+    with pytest.raises(RecipeError, match="mapping"):
+        read_recipe(tmp_path / "list.yaml")

@@ -75,8 +75,8 @@ def test_explanation_and_study_figures_take_hostile_names(tmp_path: Path) -> Non
 
 
 def test_study_sample_grid_and_ablation_take_hostile_names(tmp_path: Path) -> None:
-    from birdlens.augment.gan.ablation import plot_ablation
     from birdlens.data.manifest import Manifest, Record
+    from birdlens.study.ablation import plot_ablation
     from birdlens.study.figures import sample_grid
 
     data = _hostile_folder(tmp_path / "birds")

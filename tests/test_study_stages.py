@@ -201,3 +201,35 @@ def test_the_temp_file_atomic_path_writes_is_what_the_globs_skip(tmp_path):
         assert tmp.exists() and is_leftover(tmp) and _figs(tmp_path, "*.png") == []
     assert not is_leftover(tmp_path / "confusion_test.png")
     assert _figs(tmp_path, "*.png") == [tmp_path / "confusion_test.png"]
+
+
+def test_a_typed_config_slice_has_the_key_of_its_dump():
+    """Stages get typed slices; their cache key must be what the dumped dict gives (old runs stay cached)."""
+    from birdlens.study.config import ModelEntry
+    from birdlens.study.stages import stage_key
+
+    m = ModelEntry(name="a", model="simple_cnn", options={"x": 1})
+    typed = Stage("m", lambda ctx: {}, {"model": m, "seed": 0})
+    plain = Stage("m", lambda ctx: {}, {"model": m.model_dump(), "seed": 0})
+    assert stage_key(typed, []) == stage_key(plain, [])
+    other = Stage("m", lambda ctx: {}, {"model": m.model_copy(update={"epochs": 9}), "seed": 0})
+    assert stage_key(other, []) != stage_key(plain, [])
+
+
+def test_a_model_entry_becomes_the_trainers_config_in_one_step():
+    from birdlens.study.config import ModelEntry
+
+    m = ModelEntry(name="a", model="simple_cnn", mode="scratch", epochs=3, options={"epochs": 2})
+    t = m.train_config("data", "out", seed=4, quiet=True)
+    assert (t.model, t.mode, t.pretrained, t.epochs, t.seed, t.quiet) == (
+        "simple_cnn",
+        "finetune",
+        False,
+        2,
+        4,
+        True,
+    )
+    p = ModelEntry(name="b", model="efficientnet_lite0", mode="probe").train_config(
+        "d", "o", seed=0, quiet=False
+    )
+    assert (p.mode, p.pretrained) == ("probe", True)

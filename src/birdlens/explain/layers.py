@@ -31,10 +31,8 @@ def registry_cam_layer(model_name: str | None, model: nn.Module | None = None) -
         return str(info.cam_layer)
     if not model_name:
         return None
-    try:
-        from birdlens.models import get_model_info
-    except ImportError:
-        return None
+    from birdlens.models import get_model_info
+
     try:
         info = get_model_info(model_name)
     except Exception:

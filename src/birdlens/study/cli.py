@@ -1,4 +1,4 @@
-"""``birdlens run STUDY.yaml`` and ``birdlens demo``."""
+"""``birdlens run STUDY.yaml``, ``birdlens demo`` and ``birdlens gan ablation`` (the study's GAN experiment)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 import yaml
 
+from birdlens.augment.gan.cli import set_threads
 from birdlens.runs.layout import RunDirError
+from birdlens.study.ablation import AblationConfig, markdown_table, run_ablation
 from birdlens.study.config import ConfigError, load_study_config
 from birdlens.study.run import bundled_config, run_study
 from birdlens.study.stages import StageFailed
@@ -33,7 +35,7 @@ def _run(config: Path, out: Path | None, resume: bool, force: bool, quiet: bool,
     out = out or Path("runs") / cfg.name
     try:
         report, _ = run_study(cfg, out, resume=resume, force=force, quiet=quiet)
-    except RunDirError as e:
+    except (RunDirError, ConfigError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     except StageFailed as e:
@@ -73,6 +75,63 @@ def demo(
     _run(bundled_config("demo"), out, resume=not force, force=force, quiet=quiet, sets=[])
 
 
+def gan_ablation(
+    data: Annotated[Path, typer.Option(help="real images with train and test (or valid) splits")],
+    out: Annotated[Path, typer.Option(help="folder for ablation.json/.md/.png and the GAN runs")],
+    budgets: Annotated[str, typer.Option(help="real images per class, comma list")] = "10,40",
+    seeds: Annotated[str, typer.Option(help="comma list (>= 3 for intervals worth reading)")] = "0,1,2",
+    image_size: int = 32,
+    arch: str = "cgan",
+    gan_iterations: int = 500,
+    gan_batch_size: int = 16,
+    gan_width: int = 16,
+    gan_per_class: Annotated[int | None, typer.Option(help="generated per class (default: = budget)")] = None,
+    classic_copies: int = 2,
+    classes: Annotated[list[str] | None, typer.Option(help="only these classes (repeatable)")] = None,
+    threads: int | None = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="no progress bar (also BIRDLENS_QUIET=1)")
+    ] = False,
+) -> None:
+    """real / real+classic / real+GAN / real+classic+GAN at small real budgets, several seeds, 95% intervals."""
+    from birdlens.augment.gan.config import GANConfig
+    from birdlens.augment.gan.data import load_images, resolve_manifest, select
+    from birdlens.augment.gan.features import Lite0Features
+
+    set_threads(threads)
+    try:
+        manifest = resolve_manifest(data)
+        train_m = select(manifest, "train", classes)
+        names = train_m.classes
+        test_split = "test" if "test" in manifest.splits else "valid"
+        train_set = load_images(train_m, image_size, names)
+        test_set = load_images(select(manifest, test_split, names), image_size, names)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    cfg = AblationConfig(
+        budgets=[int(b) for b in budgets.split(",")],
+        seeds=[int(s) for s in seeds.split(",")],
+        classic_copies=classic_copies,
+        gan_per_class=gan_per_class,
+        gan=GANConfig(
+            arch=arch,
+            image_size=image_size,
+            iterations=gan_iterations,
+            batch_size=gan_batch_size,
+            g_width=gan_width,
+            d_width=gan_width,
+            sample_every=max(gan_iterations // 2, 1),
+            checkpoint_every=max(gan_iterations // 4, 1),
+        ),
+    )
+    result = run_ablation(train_set, test_set, Lite0Features(), out, cfg, quiet=quiet)
+    typer.echo(markdown_table(result))
+
+
 def register(app: typer.Typer) -> None:
+    from birdlens.augment.gan.cli import app as gan_app
+
     app.command("run")(run)
     app.command("demo")(demo)
+    gan_app.command("ablation")(gan_ablation)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from birdlens.train.config import TrainConfig
 
 AUGMENT_PRESETS = ("none", "light", "keras-paper", "randaugment", "trivialaugment")
 
@@ -56,8 +59,25 @@ class AugmentConfig(_Strict):
         return v
 
 
+class GanCompareConfig(_Strict):
+    """The same linear probe fitted on real / +classic / +GAN / both, one fit per seed of the augmentations."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=2)
+    classic_copies: int = Field(1, ge=1, description="classically augmented copies of each real image")
+    per_class: int | None = Field(
+        None, ge=1, description="GAN images per class; default: the largest real class"
+    )
+    feature_size: int = Field(224, ge=32, le=512, description="Lite0 input size of the probe's features")
+
+
 class GanConfig(_Strict):
     enabled: bool = False
+    generator: str | None = Field(
+        None,
+        description="sample this generator ('birdlens gan export'; 'demo' = the one shipped for the demo's "
+        "synthetic birds) instead of training one; it must have been trained on the study's data",
+    )
+    compare: GanCompareConfig | None = None
     arch: Literal["cgan", "dcgan"] = "cgan"
     image_size: int = Field(64, ge=16, le=256)
     iterations: int = Field(300, ge=1)
@@ -77,6 +97,28 @@ class ModelEntry(_Strict):
     weights: str | None = None
     use_gan: bool = False
     options: dict[str, Any] = Field(default_factory=dict, description="passed through to the trainer")
+
+    def train_config(self, data: str, out: str, seed: int, quiet: bool) -> TrainConfig:
+        """This entry as the trainer's own config: one translation (the study's ``scratch`` mode is a
+        fine-tune without pretrained weights), ``options`` passed through and validated by the trainer."""
+        from birdlens.train.config import TrainConfig
+
+        fields: dict[str, Any] = {
+            "data": data,
+            "out": out,
+            "model": self.model,
+            "mode": "probe" if self.mode == "probe" else "finetune",
+            "pretrained": self.mode != "scratch",
+            "augment": self.augment,
+            "epochs": self.epochs,
+            "image_size": self.image_size,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weights": self.weights,
+            "seed": seed,
+            "quiet": quiet,
+        }
+        return TrainConfig(**{**fields, **self.options})  # an option given overrides the entry's field
 
     @field_validator("name")
     @classmethod
@@ -174,7 +216,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
             lines.append(f"  - {loc}: required field is missing")
         elif e["type"] == "extra_forbidden":
             lines.append(
-                f"  - {loc}: unknown field (check the spelling; see configs/demo.yaml for the fields)"
+                f"  - {loc}: unknown field (check the spelling; see src/birdlens/configs/demo.yaml for the fields)"
             )
         else:
             lines.append(f"  - {loc}: got {e.get('input')!r} — {msg}")

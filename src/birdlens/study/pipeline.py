@@ -17,7 +17,14 @@ import random
 from pathlib import Path
 from typing import Any
 
-from birdlens.study.config import ModelEntry, StudyConfig
+from birdlens.study.config import (
+    ConfigError,
+    DataConfig,
+    GanCompareConfig,
+    GanConfig,
+    ModelEntry,
+    StudyConfig,
+)
 from birdlens.study.stages import Stage, StageContext
 
 
@@ -32,18 +39,18 @@ def data_stage(ctx: StageContext) -> dict[str, Any]:
     from birdlens.study.figures import sample_grid
     from birdlens.utils.atomic import write_json
 
-    cfg = ctx.config["data"]
+    cfg: DataConfig = ctx.config["data"]
     seed = ctx.config["seed"]
     out = ctx.dir / "dataset"
-    if cfg["source"] == "synth":
+    if cfg.source == "synth":
         from birdlens.data.synth import generate_dataset
 
-        s = cfg["synth"]
+        s = cfg.synth
         generate_dataset(
             out,
-            classes=s["classes"],
-            per_class=s["per_class"],
-            size=s["size"],
+            classes=s.classes,
+            per_class=s.per_class,
+            size=s.size,
             seed=seed,
             force=True,
             quiet=ctx.quiet,
@@ -52,14 +59,14 @@ def data_stage(ctx: StageContext) -> dict[str, Any]:
         from birdlens.data.prepare import prepare_dataset
 
         prepare_dataset(
-            cfg["path"],
+            cfg.path,
             out,
-            top=cfg["top"],
-            per_class=cfg["per_class"],
-            min_per_class=cfg["min_per_class"],
-            size=cfg["image_size"],
+            top=cfg.top,
+            per_class=cfg.per_class,
+            min_per_class=cfg.min_per_class,
+            size=cfg.image_size,
             seed=seed,
-            dedupe=cfg["dedupe"],
+            dedupe=cfg.dedupe,
             force=True,
             progress=not ctx.quiet,
         )
@@ -74,7 +81,7 @@ def data_stage(ctx: StageContext) -> dict[str, Any]:
         "n_images": report.get("n_images"),
         "n_classes": report.get("n_classes"),
         "warnings": list(report.get("warnings", [])),
-        "source": cfg["source"],
+        "source": cfg.source,
     }
 
 
@@ -92,76 +99,141 @@ def augment_stage(ctx: StageContext) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- GAN
-def gan_stage(ctx: StageContext) -> dict[str, Any]:
-    """Train the GAN on the training split, sample it, measure FD/KID-lite0, and build a real+GAN manifest."""
+SHIPPED_GENERATORS = {"demo": "demo-gan.safetensors"}  # under birdlens/configs, beside the demo's config
+
+
+def _generator_file(name: str) -> Path:
+    """A shipped generator by name, or a generator file by path."""
+    if name in SHIPPED_GENERATORS:
+        return Path(__file__).resolve().parents[1] / "configs" / SHIPPED_GENERATORS[name]
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"gan.generator {name!r}: no such file; give a file written by 'birdlens gan export' or "
+            f"one of {sorted(SHIPPED_GENERATORS)}"
+        )
+    return path
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _train_generator(ctx: StageContext, manifest: Any) -> tuple[Path, dict[str, Any]]:
+    """Train the study's GAN on the training split; its run folder and what the report shows of it."""
     from birdlens.augment.gan.config import GANConfig
     from birdlens.augment.gan.data import load_images
     from birdlens.augment.gan.evaluate import gan_metrics
-    from birdlens.augment.gan.sample import write_samples
     from birdlens.augment.gan.train import train_gan
-    from birdlens.data import load_manifest
-    from birdlens.data.manifest import Manifest
     from birdlens.utils.atomic import write_json
 
-    g = ctx.config["gan"]
+    g: GanConfig = ctx.config["gan"]
     seed = ctx.config["seed"]
-    manifest = load_manifest(ctx.inputs["data"]["dataset"])
-    train_set = load_images(manifest.split("train"), g["image_size"], classes=manifest.classes)
+    train_set = load_images(manifest.split("train"), g.image_size, classes=manifest.classes)
     cfg = GANConfig(
-        arch=g["arch"],
-        image_size=g["image_size"],
-        iterations=g["iterations"],
-        batch_size=g["batch_size"],
+        arch=g.arch,
+        image_size=g.image_size,
+        iterations=g.iterations,
+        batch_size=g.batch_size,
         seed=seed,
-        sample_every=g["iterations"],
-        checkpoint_every=max(25, g["iterations"] // 4),
+        sample_every=g.iterations,
+        checkpoint_every=max(25, g.iterations // 4),
     )
     run = ctx.dir / "run"
     result = train_gan(cfg, train_set, run, resume=ctx.resume, force=True, quiet=ctx.quiet)
-    samples = write_samples(run, ctx.dir / "samples", g["per_class"], seed=seed, quiet=ctx.quiet, force=True)
     metrics = gan_metrics(run, train_set, seed=seed)
     write_json(ctx.dir / "fd.json", metrics)
-    # real images + GAN samples (train split only), for models with use_gan: true
-    mixed = Manifest(list(manifest.records) + list(samples.records), ctx.dir)
-    mixed.to_csv(ctx.dir / "mixed.csv")
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "note"}
-    return {
+    return run, {
         "figures": [str(p) for p in result.grids[-1:]],
         "metrics": scalars,
         "note": metrics.get("note"),
-        "mixed_manifest": str(ctx.dir / "mixed.csv"),
-        "samples": str(ctx.dir / "samples"),
         "seconds": result.seconds,
     }
+
+
+def _shipped_generator(ctx: StageContext, manifest: Any) -> tuple[Path, str, dict[str, Any]]:
+    """The configured generator file, why it was not trained on the study's data ('' when it was), and what
+    the report says of it."""
+    from birdlens.augment.gan.checkpoint import load_meta
+    from birdlens.augment.gan.export import data_mismatch, data_record
+
+    path = _generator_file(str(ctx.config["gan"].generator))
+    meta = load_meta(path)
+    actual = data_record(ctx.inputs["data"]["dataset"])
+    reason = data_mismatch(meta.get("data") or {}, actual, manifest.classes, list(meta.get("classes") or []))
+    about = {"arch": (meta.get("config") or {}).get("arch"), "iterations": meta.get("iteration")}
+    return path, reason, about
+
+
+def _compare(ctx: StageContext, source: Path, manifest: Any) -> dict[str, Any]:
+    """real / +classic / +GAN / both with the generator, written as compare.json/.md/.png."""
+    from birdlens.augment.gan.data import load_images
+    from birdlens.augment.gan.features import Lite0Features
+    from birdlens.augment.gan.train import load_generator
+    from birdlens.study.ablation import AblationConfig, compare_generator, markdown_table, plot_ablation
+    from birdlens.utils.atomic import write_json, write_text
+
+    c: GanCompareConfig = ctx.config["gan"].compare
+    loaded = load_generator(source)
+    assert loaded.cfg.z_dim is not None
+    size, classes = loaded.cfg.image_size, manifest.classes
+    train_set = load_images(manifest.split("train"), size, classes)
+    test_set = load_images(manifest.split(ctx.config["split"]), size, classes)
+    cfg = AblationConfig(seeds=c.seeds, classic_copies=c.classic_copies, gan_per_class=c.per_class)
+    features = Lite0Features(input_size=c.feature_size)
+    result = compare_generator(train_set, test_set, features, loaded.G, loaded.cfg.z_dim, cfg)
+    result["gan"].update(arch=loaded.cfg.arch, iterations=loaded.iteration)
+    result["classifier"] += f" ({c.feature_size} px input)"
+    write_json(ctx.dir / "compare.json", result)
+    write_text(ctx.dir / "compare.md", markdown_table(result))
+    plot_ablation(result, ctx.dir / "compare.png")
+    return {**result, "figure": str(ctx.dir / "compare.png")}
+
+
+def gan_stage(ctx: StageContext) -> dict[str, Any]:
+    """Train the GAN (or take a shipped one trained on these data), sample it per class, build a real+GAN
+    manifest, and with ``gan.compare`` measure what its images do for a classifier."""
+    from birdlens.augment.gan.sample import write_samples
+    from birdlens.data import load_manifest
+    from birdlens.data.manifest import Manifest
+    from birdlens.study.figures import sample_grid
+
+    g: GanConfig = ctx.config["gan"]
+    seed = ctx.config["seed"]
+    manifest = load_manifest(ctx.inputs["data"]["dataset"])
+    if g.generator:
+        source, reason, about = _shipped_generator(ctx, manifest)
+        if reason:
+            if ctx.config["needed"]:
+                raise ValueError(f"gan.generator {g.generator!r} does not fit this study: {reason}")
+            return {"skipped": f"the generator {source.name} was not used: {reason}"}
+        summary: dict[str, Any] = {"generator": str(source), **about, "figures": [], "metrics": {}}
+    else:
+        source, summary = _train_generator(ctx, manifest)
+    samples = write_samples(source, ctx.dir / "samples", g.per_class, seed=seed, quiet=ctx.quiet, force=True)
+    summary["sample_grid"] = str(
+        sample_grid(samples, ctx.dir / "samples.png", per_class=min(g.per_class, 8), seed=seed, thumb=64)
+    )
+    # real images + GAN samples (train split only), for models with use_gan: true
+    mixed = Manifest(list(manifest.records) + list(samples.records), ctx.dir)
+    mixed.to_csv(ctx.dir / "mixed.csv")
+    summary.update(mixed_manifest=str(ctx.dir / "mixed.csv"), samples=str(ctx.dir / "samples"))
+    if g.compare:
+        summary["compare"] = _compare(ctx, source, manifest)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------- models
 def train_stage(ctx: StageContext) -> dict[str, Any]:
     from birdlens.train.api import train
-    from birdlens.train.config import TrainConfig
 
-    m = ModelEntry.model_validate(ctx.config["model"])
-    data = ctx.inputs["data"]["dataset"]
-    if m.use_gan:
-        data = ctx.inputs["gan"]["mixed_manifest"]
-    fields: dict[str, Any] = {
-        "data": data,
-        "out": str(ctx.dir),
-        "model": m.model,
-        "mode": "probe" if m.mode == "probe" else "finetune",
-        "pretrained": m.mode != "scratch",
-        "augment": m.augment,
-        "epochs": m.epochs,
-        "image_size": m.image_size,
-        "batch_size": m.batch_size,
-        "lr": m.lr,
-        "weights": m.weights,
-        "seed": ctx.config["seed"],
-        "quiet": ctx.quiet,
-    }
-    fields.update(m.options)
+    m: ModelEntry = ctx.config["model"]
+    data = ctx.inputs["gan"]["mixed_manifest"] if m.use_gan else ctx.inputs["data"]["dataset"]
     train(
-        TrainConfig(**fields),
+        m.train_config(data, str(ctx.dir), ctx.config["seed"], ctx.quiet),
         resume=ctx.resume and (ctx.dir / "config.yaml").is_file(),
         force=not ctx.resume,
         evaluate=False,
@@ -257,19 +329,26 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
     from birdlens.study.report_stage import report_stage
 
     seed = cfg.seed
-    stages = [Stage("data", data_stage, {"data": cfg.data.model_dump(), "seed": seed})]
+    stages = [Stage("data", data_stage, {"data": cfg.data, "seed": seed})]
     stages.append(
         Stage("augment", augment_stage, {"examples": cfg.augment.examples, "seed": seed}, deps=["data"])
     )
     if cfg.gan.enabled:
-        stages.append(Stage("gan", gan_stage, {"gan": cfg.gan.model_dump(), "seed": seed}, deps=["data"]))
+        needed = any(m.use_gan for m in cfg.models)
+        gan_slice = {"gan": cfg.gan, "seed": seed, "split": cfg.evaluate_split, "needed": needed}
+        if cfg.gan.generator:  # a re-exported generator is another generator: the stage must run again
+            try:
+                gan_slice["generator_sha256"] = _sha256(_generator_file(cfg.gan.generator))
+            except FileNotFoundError as e:
+                raise ConfigError(str(e)) from None
+        stages.append(Stage("gan", gan_stage, gan_slice, deps=["data"]))
     for m in cfg.models:
         deps = ["data", *(["gan"] if m.use_gan else [])]
         stages.append(
             Stage(
                 f"model:{m.name}",
                 train_stage,
-                {"model": m.model_dump(), "seed": seed},
+                {"model": m, "seed": seed},
                 deps=deps,
                 subdir=f"models/{m.name}",
             )

@@ -209,20 +209,73 @@ def _xeval_section(name: str, res: dict[str, Any], folder: Path) -> str:
     return "".join(parts)
 
 
-def report_stage(ctx: StageContext) -> dict[str, Any]:
-    run = ctx.run_dir
-    cfg = ctx.config["config"]
-    inputs = ctx.inputs
-    sections: dict[str, str] = {}
+def _compare_html(c: dict[str, Any]) -> str:
+    """The real / +classic / +GAN table: accuracy with its interval, and each arm's paired difference."""
+    rows = []
+    for arm in c["arms"]:
+        r = c["summary"]["all"][arm]
+        d = r.get("diff_vs_real+classic")
+        rows.append(
+            {
+                "arm": arm,
+                "accuracy": f"{r['mean']:.3f} {_ci(r['ci95'])}",
+                "diff": f"{d['mean']:+.3f} {_ci(d['ci95'])}" if d else "(reference)",
+                "verdict": d["verdict"] if d else "",
+            }
+        )
+    cols = [("arm", "training set"), ("accuracy", "test accuracy (mean, 95% CI)")]
+    cols += [("diff", "vs real+classic (95% CI)"), ("verdict", "verdict")]
+    return (
+        f"<p>Does adding its images help a classifier? {_esc(c['classifier'])}, {len(c['seeds'])} seeds; "
+        f"classic: {_esc(c['classic_augmentation'])}; GAN: {c['gan']['per_class']} images per class.</p>"
+        + html_table(rows, cols)
+        + f"<p class=muted>{_esc(c['interval'])}. A verdict is given only where the interval excludes zero.</p>"
+        + embed_image(c["figure"], "gan comparison", "Test accuracy per training set (mean, 95% CI).")
+    )
 
-    data = inputs["data"]
-    report = json.loads(Path(data["report"]).read_text())
+
+def _gan_section(g_cfg: dict[str, Any], g: dict[str, Any]) -> str:
+    """Generated samples per class, the trained GAN's metrics, and the classifier comparison."""
+    if g.get("skipped"):
+        return f"<p class=muted>Skipped: {_esc(g['skipped'])}.</p>"
+    if g.get("generator"):
+        what = (
+            f"the shipped generator {_esc(Path(g['generator']).name)}: {_esc(g.get('arch'))}, "
+            f"{_esc(g.get('iterations'))} iterations on a CPU, trained on exactly these synthetic birds"
+        )
+    else:
+        what = f"{_esc(g_cfg['arch'])} after {g_cfg['iterations']} iterations"
+    html_ = ""
+    if g.get("sample_grid"):
+        html_ += embed_image(
+            g["sample_grid"], "gan samples", f"Generated images, one row per class ({what})."
+        )
+    html_ += figures_html(
+        [
+            {"path": p, "caption": f"{what}, one row per class (EMA generator, fixed noise)"}
+            for p in g.get("figures", [])
+        ]
+    )
+    if g.get("note"):
+        html_ += f"<p class=muted>{_esc(g['note'])}</p>"
+    if g.get("metrics"):
+        html_ += html_table(
+            [{"metric": k, "value": v} for k, v in g["metrics"].items()],
+            [("metric", "metric"), ("value", "value")],
+        )
+    if g.get("compare"):
+        html_ += _compare_html(g["compare"])
+    return html_
+
+
+def _data_section(data: dict[str, Any], report: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """Counts per class and split, what was skipped, duplicates and leaks, and the sample grid."""
     counts = report.get("classes", {})
     rows = [{"class": c, **{k: v for k, v in sorted(s.items())}} for c, s in counts.items()]
     split_cols = sorted({k for r in rows for k in r if k != "class"})
     warn = "".join(f'<div class="warn">{_esc(w)}</div>' for w in data.get("warnings") or [])
     skipped = report.get("skipped") or []
-    sections["data"] = (
+    return (
         f"<p>{report.get('n_images')} images, {report.get('n_classes')} classes "
         f"({_esc('synthetic part-based birds' if data.get('source') == 'synth' else cfg['data'].get('path'))}); "
         f"{len(skipped)} file(s) skipped, {len(report.get('duplicates') or [])} duplicate group(s), "
@@ -230,30 +283,10 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
         + html_table(rows, [("class", "class"), *[(s, s) for s in split_cols]])
         + embed_image(data["samples"], "samples", "Sample training images per class (the study's Fig. 1).")
     )
-    if "augment" in inputs:
-        sections["augment"] = embed_image(
-            inputs["augment"]["figure"], "augmentation", "Augmentation presets applied to the same images."
-        )
-    if "gan" in inputs:
-        g = inputs["gan"]
-        sections["gan"] = figures_html(
-            [
-                {
-                    "path": p,
-                    "caption": f"{cfg['gan']['arch']} after {cfg['gan']['iterations']} iterations, one row per "
-                    "class (EMA generator, fixed noise)",
-                }
-                for p in g.get("figures", [])
-            ]
-        )
-        if g.get("note"):
-            sections["gan"] += f"<p class=muted>{_esc(g['note'])}</p>"
-        if g.get("metrics"):
-            sections["gan"] += html_table(
-                [{"metric": k, "value": v} for k, v in g["metrics"].items()],
-                [("metric", "metric"), ("value", "value")],
-            )
-    model_rows = _model_rows(inputs)
+
+
+def _model_sections(model_rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Learning curves, confusion matrices and the table of models (the best one marked)."""
     curves, confusion = [], []
     for r in model_rows:
         figdir = Path(r["run"]) / "figures"
@@ -264,10 +297,8 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
             {"path": p, "caption": f"{r['name']}: {_caption(p)}"}
             for p in _figs(figdir, "*confusion*normalized*.png")
         ]
-    sections["curves"] = figures_html(curves) or "<p class=muted>No learning curves (probe-only models).</p>"
-    sections["confusion"] = figures_html(confusion)
     best = max(range(len(model_rows)), key=lambda i: model_rows[i]["accuracy"] or -1) if model_rows else None
-    sections["models"] = html_table(
+    table = html_table(
         model_rows,
         [
             ("name", "entry"),
@@ -285,6 +316,15 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
         ],
         best=best,
     )
+    return {
+        "curves": figures_html(curves) or "<p class=muted>No learning curves (probe-only models).</p>",
+        "confusion": figures_html(confusion),
+        "models": table,
+    }
+
+
+def _explain_section(run: Path, inputs: dict[str, dict[str, Any]]) -> str:
+    """The explanation panels of every explained model."""
     explain_html = []
     for name in inputs:
         if name.startswith("explain:"):
@@ -295,15 +335,12 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
                 f"<h3>{_esc(name.split(':', 1)[1])}</h3>"
                 + "".join(embed_image(p, "panel", caption) for p in panels)
             )
-    sections["explain"] = "".join(explain_html)
-    xeval = {n.split(":", 1)[1]: s["results"] for n, s in inputs.items() if n.startswith("explain_eval:")}
-    sections["explain_eval"] = "".join(
-        _xeval_section(n, res, run / "explain_eval" / n) for n, res in xeval.items()
-    )
+    return "".join(explain_html)
 
-    env = environment_info(cfg.get("seed"))
-    timings = {k: round(v.get("seconds", 0.0), 1) for k, v in finished_stages(run).items()}
-    sections["footer"] = (
+
+def _footer(timings: dict[str, float], env: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """Stage timings, the environment and the config, so the report says how it was made."""
+    return (
         "<h3>Timings (s)</h3>"
         + html_table(
             [{"stage": k, "seconds": v} for k, v in timings.items()],
@@ -316,6 +353,31 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
         + _esc(yaml.safe_dump(cfg, sort_keys=False))
         + "</pre>"
     )
+
+
+def report_stage(ctx: StageContext) -> dict[str, Any]:
+    """Every stage's summary into ``results.json`` and ``report.html``, one section per stage."""
+    run = ctx.run_dir
+    cfg = ctx.config["config"]
+    inputs = ctx.inputs
+    report = json.loads(Path(inputs["data"]["report"]).read_text())
+    sections: dict[str, str] = {"data": _data_section(inputs["data"], report, cfg)}
+    if "augment" in inputs:
+        sections["augment"] = embed_image(
+            inputs["augment"]["figure"], "augmentation", "Augmentation presets applied to the same images."
+        )
+    if "gan" in inputs:
+        sections["gan"] = _gan_section(cfg["gan"], inputs["gan"])
+    model_rows = _model_rows(inputs)
+    sections.update(_model_sections(model_rows))
+    sections["explain"] = _explain_section(run, inputs)
+    xeval = {n.split(":", 1)[1]: s["results"] for n, s in inputs.items() if n.startswith("explain_eval:")}
+    sections["explain_eval"] = "".join(
+        _xeval_section(n, res, run / "explain_eval" / n) for n, res in xeval.items()
+    )
+    env = environment_info(cfg.get("seed"))
+    timings = {k: round(v.get("seconds", 0.0), 1) for k, v in finished_stages(run).items()}
+    sections["footer"] = _footer(timings, env, cfg)
     findings = _findings(model_rows, xeval)
     results = {
         "title": f"birdlens study: {cfg.get('name')}",

@@ -24,10 +24,10 @@ def run_study(
     from birdlens.study.pipeline import build_stages
 
     out = Path(out)
+    stages = build_stages(cfg)  # first: a config naming a missing file fails before the run folder is touched
     prepare_run_dir(out, force=force, resume=resume, resumable=(MARKERS,), require_resumable=False)
     write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     write_json(out / "env.json", environment_info(cfg.seed))
-    stages = build_stages(cfg)
     console = Console(stderr=True, quiet=quiet)
     t0 = time.perf_counter()
     index = {s.name: i for i, s in enumerate(stages, 1)}

@@ -80,8 +80,15 @@ class StageResult:
     error: str | None = None
 
 
+def _plain(obj: Any) -> Any:
+    """A typed config slice (pydantic) as the dict it dumps to, so a stage's key does not depend on whether
+    its slice is passed typed or as a dict."""
+    dump = getattr(obj, "model_dump", None)
+    return dump(mode="json") if callable(dump) else str(obj)
+
+
 def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return json.dumps(obj, sort_keys=True, default=_plain, separators=(",", ":"))
 
 
 def stage_key(stage: Stage, upstream_keys: Sequence[str]) -> str:
@@ -103,11 +110,74 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
+Emit = Callable[[str, Stage, dict[str, Any]], None]
+
+
+def _fresh_dir(stage: Stage, key: str, run_dir: Path) -> tuple[Path, bool]:
+    """The stage's folder and whether it resumes: only an interrupted run of this very key does; any other
+    leftover is deleted, so stale outputs of another config never mix with new ones."""
+    out_dir = run_dir / stage.folder
+    running = _read(_marker(run_dir, stage.name, ".running"))
+    resume = bool(running and running.get("key") == key and out_dir.exists())
+    if not resume and out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir, resume
+
+
+def _record_failure(run_dir: Path, stage: Stage, key: str, exc: Exception, seconds: float) -> None:
+    write_json(
+        _marker(run_dir, stage.name, ".failed"),
+        {
+            "key": key,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+            "seconds": seconds,
+        },
+    )
+
+
+def _run_one(
+    stage: Stage, key: str, run_dir: Path, inputs: dict[str, dict[str, Any]], emit: Emit, quiet: bool
+) -> StageResult:
+    """Run one stage whose key has no finished marker; mark it running first and finished last."""
+    out_dir, resume = _fresh_dir(stage, key, run_dir)
+    _marker(run_dir, stage.name, ".failed").unlink(missing_ok=True)
+    write_json(_marker(run_dir, stage.name, ".running"), {"key": key, "started": time.time()})
+    ctx = StageContext(
+        name=stage.name,
+        dir=out_dir,
+        run_dir=run_dir,
+        config=stage.config,
+        inputs=inputs,
+        resume=resume,
+        quiet=quiet,
+    )
+    emit("start", stage, {"resume": resume})
+    t0 = time.perf_counter()
+    try:
+        summary = stage.fn(ctx) or {}
+    except BaseException as exc:  # KeyboardInterrupt too: record it, keep the .running marker to resume
+        if isinstance(exc, Exception):
+            _record_failure(run_dir, stage, key, exc, time.perf_counter() - t0)
+            emit("failed", stage, {"error": str(exc)})
+            raise StageFailed(stage.name, exc) from exc
+        raise
+    seconds = time.perf_counter() - t0
+    write_json(
+        _marker(run_dir, stage.name),
+        {"key": key, "summary": summary, "seconds": seconds, "finished": time.time()},
+    )
+    _marker(run_dir, stage.name, ".running").unlink(missing_ok=True)
+    emit("done", stage, {"seconds": seconds})
+    return StageResult(stage.name, key, "done", seconds, summary)
+
+
 def run_stages(
     stages: Sequence[Stage],
     run_dir: Path,
     *,
-    on_event: Callable[[str, Stage, dict[str, Any]], None] | None = None,
+    on_event: Emit | None = None,
     quiet: bool = False,
 ) -> list[StageResult]:
     """Run ``stages`` in order (they must be listed after their deps), skipping the unchanged ones.
@@ -134,57 +204,9 @@ def run_stages(
             results.append(StageResult(stage.name, key, "cached", 0.0, summaries[stage.name]))
             emit("cached", stage, summaries[stage.name])
             continue
-        out_dir = run_dir / stage.folder
-        running = _read(_marker(run_dir, stage.name, ".running"))
-        resume = bool(running and running.get("key") == key and out_dir.exists())
-        if not resume and out_dir.exists():
-            shutil.rmtree(out_dir)  # stale outputs of another config: never mix them with new ones
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _marker(run_dir, stage.name, ".failed").unlink(missing_ok=True)
-        write_json(_marker(run_dir, stage.name, ".running"), {"key": key, "started": time.time()})
-        ctx = StageContext(
-            name=stage.name,
-            dir=out_dir,
-            run_dir=run_dir,
-            config=stage.config,
-            inputs={d: summaries[d] for d in stage.deps},
-            resume=resume,
-            quiet=quiet,
-        )
-        emit("start", stage, {"resume": resume})
-        t0 = time.perf_counter()
-        try:
-            summary = stage.fn(ctx) or {}
-        except BaseException as exc:  # KeyboardInterrupt too: record it, keep the .running marker to resume
-            seconds = time.perf_counter() - t0
-            if isinstance(exc, Exception):
-                write_json(
-                    _marker(run_dir, stage.name, ".failed"),
-                    {
-                        "key": key,
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "traceback": traceback.format_exc(),
-                        "seconds": seconds,
-                    },
-                )
-                results.append(StageResult(stage.name, key, "failed", seconds, {}, str(exc)))
-                emit("failed", stage, {"error": str(exc)})
-                raise StageFailed(stage.name, exc) from exc
-            raise
-        seconds = time.perf_counter() - t0
-        write_json(
-            _marker(run_dir, stage.name),
-            {
-                "key": key,
-                "summary": summary,
-                "seconds": seconds,
-                "finished": time.time(),
-            },
-        )
-        _marker(run_dir, stage.name, ".running").unlink(missing_ok=True)
-        summaries[stage.name] = summary
-        results.append(StageResult(stage.name, key, "done", seconds, summary))
-        emit("done", stage, {"seconds": seconds})
+        result = _run_one(stage, key, run_dir, {d: summaries[d] for d in stage.deps}, emit, quiet)
+        summaries[stage.name] = result.summary
+        results.append(result)
     return results
 
 

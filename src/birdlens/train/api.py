@@ -13,7 +13,7 @@ from birdlens.runs.trained import data_config_to_dict, save_weights, update_meta
 from birdlens.train.config import TrainConfig, resolve
 from birdlens.train.context import RunContext
 from birdlens.train.data import prepare_data
-from birdlens.train.parts import count_params
+from birdlens.train.parts import param_counts
 from birdlens.utils.atomic import write_json, write_text
 from birdlens.utils.console import is_quiet, note
 from birdlens.utils.env import environment_info
@@ -168,7 +168,7 @@ def _save_final(ctx: RunContext, fields: dict[str, Any], seconds: float) -> None
             save_weights(model, out / layout.BEST, metadata={"mode": mode})
     fields["total_seconds"] = seconds
     fields["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    update_meta(out, **fields, params=count_params(model))
+    update_meta(out, **fields, params=param_counts(model))
 
 
 def _in_memory_best(out: Path, model: Any) -> Any:
@@ -211,6 +211,6 @@ def _static_meta(ctx: RunContext) -> dict[str, Any]:
         "images": {s: len(ctx.data.split(s)) for s in ("train", "valid", "test")},
         "skipped_images": ctx.data.skipped,
         "selection": ctx.data.selection,
-        "params": count_params(ctx.model),
+        "params": param_counts(ctx.model),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -12,14 +12,14 @@ import hashlib
 import torch
 from torch import nn
 
-from birdlens.models import backbone_and_head, stages
+from birdlens.models import backbone_and_head, count_params, stages
 from birdlens.models import features as pooled_features
 
 __all__ = [
     "backbone_fingerprint",
-    "count_params",
     "head_module",
     "head_param_names",
+    "param_counts",
     "pooled_features",
     "set_linear_head",
     "trainable_backbone_names",
@@ -77,9 +77,10 @@ def backbone_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def count_params(model: nn.Module) -> dict[str, int]:
+def param_counts(model: nn.Module) -> dict[str, int]:
+    """Total, trainable and head parameters, for a run's meta.json (one number each: see ``count_params``)."""
     return {
-        "total": sum(p.numel() for p in model.parameters()),
-        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "head": sum(p.numel() for p in head_module(model).parameters()),
+        "total": count_params(model),
+        "trainable": count_params(model, trainable_only=True),
+        "head": count_params(head_module(model)),
     }

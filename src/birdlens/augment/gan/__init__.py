@@ -2,7 +2,7 @@
 
 Flow: ``data.load_images`` -> ``train.train_gan`` (run folder with checkpoints and sample grids) ->
 ``sample.write_samples`` (a split-folder dataset to mix into training) -> ``evaluate.gan_metrics``
-(FD-lite0 / KID-lite0 / CAS) and ``ablation.run_ablation`` (does GAN data help a classifier?).
+(FD-lite0 / KID-lite0 / CAS). Whether GAN data help a classifier is a study experiment: ``birdlens.study.ablation``.
 """
 
 from birdlens.utils.lazy import lazy_exports

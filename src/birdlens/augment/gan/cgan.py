@@ -12,9 +12,8 @@ Why each piece (all standard, chosen because the data are tiny, tens of images p
 * optional **per-pixel noise inputs** (StyleGAN, Karras et al. 2019; ``noise=True``): a learned per-channel
   scale (initially 0) times a fresh noise map after each generator convolution, so that a small generator can
   draw grain and fine texture instead of a smooth function of ``z``. Why it is there: the cgan's samples are
-  blurred and FD-lite0 punishes blur hard (the real synthetic birds blurred by sigma 0.8 px score FD 72, by 1.2 px
-  139: ``benchmarks/fd_calibration.py``). Why it is off: on the synthetic birds it led by 11% at 1,500 steps and by
-  nothing at 4,500 (README, session 10);
+  blurred and FD-lite0 punishes blur hard. Why it is off: its early lead on the synthetic birds did not last
+  (numbers: docs/benchmarks.md, "GAN");
 * **hinge loss** (``losses.py``), **EMA** of the generator weights for sampling (``ema.py``) and DiffAugment
   (``diffaug.py``) are wired in by the trainer.
 

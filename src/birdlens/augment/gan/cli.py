@@ -1,4 +1,7 @@
-"""``birdlens gan ...``: train a GAN, sample a dataset from it, measure it, run the augmentation ablation."""
+"""``birdlens gan ...``: train a GAN, sample a dataset from it, measure it, export it.
+
+The ``gan ablation`` command is a classifier experiment, so it lives with the study's experiments
+(:mod:`birdlens.study.ablation`) and :mod:`birdlens.study.cli` attaches it to this group."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import typer
 app = typer.Typer(
     name="gan",
     help="GAN augmentation: the study's DCGAN, a data-efficient conditional GAN, "
-    "FD-lite0/KID-lite0, and the real/classic/GAN ablation.",
+    "FD-lite0/KID-lite0, and the real/classic/GAN ablation (registered by birdlens.study.cli).",
     no_args_is_help=True,
 )
 
@@ -22,6 +25,33 @@ _QUIET = typer.Option("--quiet", "-q", help="no progress bar (also BIRDLENS_QUIE
 
 # config keys whose command-line flag has another name
 _FLAG_OF = {"g_width": "width", "d_width": "width", "ada_speed_images": "ada_speed"}
+# the settings ``train`` takes from its flags (and a recipe, and a resumed checkpoint)
+_TRAIN_KEYS: tuple[str, ...] = (
+    "arch",
+    "image_size",
+    "iterations",
+    "batch_size",
+    "seed",
+    "classes",
+    "split",
+    "g_width",
+    "d_width",
+    "n_dis",
+    "diffaugment",
+    "ema_decay",
+    "ema_start",
+    "ema_rampup",
+    "ada_target",
+    "ada_speed_images",
+    "lecam_weight",
+    "ms_weight",
+    "joint_d",
+    "noise_inputs",
+    "sample_every",
+    "checkpoint_every",
+    "snapshot_every",
+    "device",
+)
 
 
 def explicit_keys(ctx: typer.Context, keys: Iterable[str]) -> set[str]:
@@ -35,44 +65,30 @@ def explicit_keys(ctx: typer.Context, keys: Iterable[str]) -> set[str]:
     return {k for k in keys if given(_FLAG_OF.get(k, k))}
 
 
-def merge_recipe(path: Path, given: dict[str, object], explicit: set[str]) -> dict[str, object]:
-    """YAML recipe values, overridden by every flag in ``explicit``; flags the recipe does not set keep the
-    command line's value (its default when omitted)."""
-    import yaml
+def train_settings(ctx: typer.Context, config: Path | None, resume: bool, out: Path) -> dict[str, object]:
+    """The run's settings: the flags, under a ``--config`` recipe (explicit flags win), under the checkpoint's
+    own settings on ``--resume`` (explicit flags and recipe keys win; each change is noted on stderr)."""
+    from birdlens.augment.gan.checkpoint import load_meta
+    from birdlens.augment.gan.config import merge_recipe, read_recipe, resume_settings, saved_settings
+    from birdlens.augment.gan.train import CHECKPOINT
 
-    from birdlens.augment.gan.config import GANConfig
-
-    recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    known = set(GANConfig.__dataclass_fields__) | {"device"}
-    unknown = sorted(set(recipe) - known)
-    if unknown:
-        raise typer.BadParameter(f"unknown keys in {path}: {unknown}", param_hint="--config")
-    merged = dict(recipe)
-    for k, v in given.items():
-        if k not in recipe or k in explicit:
-            merged[k] = v
-    return merged
-
-
-def resume_settings(
-    saved: dict[str, object], given: dict[str, object], explicit: set[str]
-) -> tuple[dict[str, object], dict[str, tuple[object, object]]]:
-    """Settings for ``--resume``: the checkpoint's (all of them, also those without a flag), except the ones set
-    explicitly, which win; and those explicit ones that change a training setting (``key: (checkpoint's, now)``),
-    so the user is told.
-
-    Why: a flag left out must not fall back to its default on resume (a run trained with ``--ema-rampup
-    0.05`` would quietly go on without it); a flag given means the user wants it.
-    """
-    from birdlens.augment.gan.config import SCHEDULE_KEYS
-
-    merged = {**saved, **{k: v for k, v in given.items() if k in explicit or k not in saved}}
-    changed = {
-        k: (saved[k], merged[k])
-        for k in explicit
-        if k in saved and k not in SCHEDULE_KEYS and merged[k] is not None and saved[k] != merged[k]
-    }
-    return merged, changed
+    given = {k: ctx.params[_FLAG_OF.get(k, k)] for k in _TRAIN_KEYS}
+    given["classes"] = list(given["classes"]) if given["classes"] else None
+    explicit = explicit_keys(ctx, given)
+    if config is not None:
+        given = merge_recipe(config, given, explicit)
+        explicit |= set(read_recipe(config))  # a recipe named on resume is meant, like a flag
+    if resume and (out / CHECKPOINT).exists():
+        try:
+            saved = saved_settings(load_meta(out / CHECKPOINT)["config"])
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"cannot read the checkpoint in {out} ({e}); --force restarts the run") from None
+        given, changed = resume_settings(saved, given, explicit)
+        for k, (was, now) in sorted(changed.items()):
+            typer.echo(
+                f"note: resuming with {k} = {now!r} (the checkpoint was trained with {was!r})", err=True
+            )
+    return given
 
 
 def _error(message: object) -> typer.Exit:
@@ -80,13 +96,8 @@ def _error(message: object) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _recipe_keys(path: Path) -> set[str]:
-    import yaml
-
-    return set(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
-
-
-def _threads(threads: int | None) -> None:
+def set_threads(threads: int | None) -> None:
+    """torch CPU threads: the flag, else OMP_NUM_THREADS, else torch's own choice."""
     import torch
 
     torch.set_num_threads(
@@ -94,172 +105,147 @@ def _threads(threads: int | None) -> None:
     )
 
 
+# ``train``'s options, named here so that the command reads as a list of what it takes
+_Data = Annotated[Path, typer.Option(help="image folder (split/class/*.jpg), manifest.csv or dataset root")]
+_Out = Annotated[Path, typer.Option(help="run folder (checkpoints, sample grids)")]
+_Arch = Annotated[str, typer.Option(help="cgan (default, data-efficient) or dcgan (the study's baseline)")]
+_Size = Annotated[int, typer.Option(help="64 (default) or 128 (GPU); any power of two >= 16")]
+_Iterations = Annotated[int, typer.Option(help="generator updates")]
+_Classes = Annotated[
+    list[str] | None,
+    typer.Option(help="train on these classes only (repeatable); one class = the study's per-species GAN"),
+]
+_Width = Annotated[int | None, typer.Option(help="network width (default: cgan 32, dcgan 64)")]
+_NDis = Annotated[
+    int | None, typer.Option(help="discriminator steps per generator step (default: cgan 2, dcgan 1)")
+]
+_DiffAugment = Annotated[
+    str | None,
+    typer.Option(
+        help="DiffAugment policies, '' to disable (default: cgan color,translation,cutout; dcgan none)"
+    ),
+]
+_EmaDecay = Annotated[float | None, typer.Option(help="EMA decay of G (0 = off; default cgan 0.999)")]
+_EmaStart = Annotated[
+    int,
+    typer.Option(
+        help="generator steps before the EMA starts (the live G is sampled until then; BigGAN: 20000)"
+    ),
+]
+_EmaRampup = Annotated[
+    float | None,
+    typer.Option(
+        help="cap the EMA's half-life at this fraction of its "
+        "updates (default cgan 0.05, as StyleGAN2-ADA; 0 = BigGAN "
+        "warm-up)"
+    ),
+]
+_AdaTarget = Annotated[
+    float,
+    typer.Option(
+        help="adaptive DiffAugment: raise its probability while E[sign D(real)] > this (ADA: 0.6; 0 = always on)"
+    ),
+]
+_AdaSpeed = Annotated[int, typer.Option(help="real images over which the probability may go from 0 to 1")]
+_LeCam = Annotated[
+    float | None,
+    typer.Option(
+        help="LeCam regulariser on D for little data (Tseng et al. 2021; default cgan 0.3, dcgan 0 = off)"
+    ),
+]
+_MsWeight = Annotated[
+    float,
+    typer.Option(
+        help="mode-seeking term on G against per-class collapse (MSGAN: 1; 0 = off; needs an even batch)"
+    ),
+]
+_JointD = Annotated[
+    bool,
+    typer.Option(
+        "--joint-d", help="one discriminator call over real and fake together (GPU speed; cgan only)"
+    ),
+]
+_NoiseInputs = Annotated[
+    bool,
+    typer.Option(
+        "--noise-inputs",
+        help="per-pixel noise inputs in the generator (StyleGAN; sharper texture; cgan only)",
+    ),
+]
+_SampleEvery = Annotated[int, typer.Option(help="sample grid every N steps (0 = at the end only)")]
+_CheckpointEvery = Annotated[int, typer.Option(help="checkpoint every N steps (0 = at the end only)")]
+_SnapshotEvery = Annotated[
+    int,
+    typer.Option(
+        help="also keep the generators every N steps in RUN/snapshots (0 = never), to measure FD along the run"
+    ),
+]
+_Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="continue the run in --out with its own settings (flags given explicitly override them)",
+    ),
+]
+_ForceRestart = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="restart: delete the run in --out (checkpoint, grids, snapshots) and train from scratch",
+    ),
+]
+_Device = Annotated[str, typer.Option(help="cpu or cuda")]
+_Threads = Annotated[int | None, typer.Option(help="torch CPU threads")]
+_Recipe = Annotated[
+    Path | None,
+    typer.Option(help="YAML recipe (e.g. configs/gan-gpu.yaml); flags given explicitly override it"),
+]
+
+
 @app.command()
 def train(
     ctx: typer.Context,
-    data: Annotated[
-        Path, typer.Option(help="image folder (split/class/*.jpg), manifest.csv or dataset root")
-    ],
-    out: Annotated[Path, typer.Option(help="run folder (checkpoints, sample grids)")],
-    arch: Annotated[
-        str, typer.Option(help="cgan (default, data-efficient) or dcgan (the study's baseline)")
-    ] = "cgan",
-    image_size: Annotated[int, typer.Option(help="64 (default) or 128 (GPU); any power of two >= 16")] = 64,
-    iterations: Annotated[int, typer.Option(help="generator updates")] = 2000,
+    data: _Data,
+    out: _Out,
+    arch: _Arch = "cgan",
+    image_size: _Size = 64,
+    iterations: _Iterations = 2000,
     batch_size: int = 32,
     seed: int = 0,
-    classes: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="train on these classes only (repeatable); one class = the study's per-species GAN"
-        ),
-    ] = None,
+    classes: _Classes = None,
     split: str = "train",
-    width: Annotated[int | None, typer.Option(help="network width (default: cgan 32, dcgan 64)")] = None,
-    n_dis: Annotated[
-        int | None, typer.Option(help="discriminator steps per generator step (default: cgan 2, dcgan 1)")
-    ] = None,
-    diffaugment: Annotated[
-        str | None,
-        typer.Option(
-            help="DiffAugment policies, '' to disable (default: cgan color,translation,cutout; dcgan none)"
-        ),
-    ] = None,
-    ema_decay: Annotated[
-        float | None, typer.Option(help="EMA decay of G (0 = off; default cgan 0.999)")
-    ] = None,
-    ema_start: Annotated[
-        int,
-        typer.Option(
-            help="generator steps before the EMA starts (the live G is sampled until then; BigGAN: 20000)"
-        ),
-    ] = 0,
-    ema_rampup: Annotated[
-        float | None,
-        typer.Option(
-            help="cap the EMA's half-life at this fraction of its "
-            "updates (default cgan 0.05, as StyleGAN2-ADA; 0 = BigGAN "
-            "warm-up)"
-        ),
-    ] = None,
-    ada_target: Annotated[
-        float,
-        typer.Option(
-            help="adaptive DiffAugment: raise its probability while "
-            "E[sign D(real)] > this (ADA: 0.6; 0 = always on)"
-        ),
-    ] = 0.0,
-    ada_speed: Annotated[
-        int, typer.Option(help="real images over which the probability may go from 0 to 1")
-    ] = 100_000,
-    lecam_weight: Annotated[
-        float | None,
-        typer.Option(
-            help="LeCam regulariser on D for little data (Tseng et al. 2021; default cgan 0.3, dcgan 0 = off)"
-        ),
-    ] = None,
-    ms_weight: Annotated[
-        float,
-        typer.Option(
-            help="mode-seeking term on G against per-class collapse (MSGAN: 1; 0 = off; needs an even batch)"
-        ),
-    ] = 0.0,
-    joint_d: Annotated[
-        bool,
-        typer.Option(
-            "--joint-d", help="one discriminator call over real and fake together (GPU speed; cgan only)"
-        ),
-    ] = False,
-    noise_inputs: Annotated[
-        bool,
-        typer.Option(
-            "--noise-inputs",
-            help="per-pixel noise inputs in the generator (StyleGAN; sharper texture; cgan only)",
-        ),
-    ] = False,
-    sample_every: Annotated[int, typer.Option(help="sample grid every N steps (0 = at the end only)")] = 500,
-    checkpoint_every: Annotated[
-        int, typer.Option(help="checkpoint every N steps (0 = at the end only)")
-    ] = 500,
-    snapshot_every: Annotated[
-        int,
-        typer.Option(
-            help="also keep the generators every N steps in RUN/snapshots "
-            "(0 = never), to measure FD along the run"
-        ),
-    ] = 0,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume",
-            help="continue the run in --out with its own settings (flags given explicitly override them)",
-        ),
-    ] = False,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="restart: delete the run in --out (checkpoint, grids, snapshots) and train from scratch",
-        ),
-    ] = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(help="YAML recipe (e.g. configs/gan-gpu.yaml); flags given explicitly override it"),
-    ] = None,
+    width: _Width = None,
+    n_dis: _NDis = None,
+    diffaugment: _DiffAugment = None,
+    ema_decay: _EmaDecay = None,
+    ema_start: _EmaStart = 0,
+    ema_rampup: _EmaRampup = None,
+    ada_target: _AdaTarget = 0.0,
+    ada_speed: _AdaSpeed = 100_000,
+    lecam_weight: _LeCam = None,
+    ms_weight: _MsWeight = 0.0,
+    joint_d: _JointD = False,
+    noise_inputs: _NoiseInputs = False,
+    sample_every: _SampleEvery = 500,
+    checkpoint_every: _CheckpointEvery = 500,
+    snapshot_every: _SnapshotEvery = 0,
+    resume: _Resume = False,
+    force: _ForceRestart = False,
+    device: _Device = "cpu",
+    threads: _Threads = None,
+    config: _Recipe = None,
     quiet: Annotated[bool, _QUIET] = False,
 ) -> None:
     """Train a class-conditional GAN on the train split; sample grids every --sample-every iterations."""
-    from birdlens.augment.gan.checkpoint import load_meta
-    from birdlens.augment.gan.config import GANConfig, saved_settings
+    from birdlens.augment.gan.config import GANConfig
     from birdlens.augment.gan.data import load_images, resolve_manifest, select
-    from birdlens.augment.gan.train import CHECKPOINT, RunExistsError, train_gan
+    from birdlens.augment.gan.train import RunExistsError, train_gan
 
-    _threads(threads)
-    given = {
-        "arch": arch,
-        "image_size": image_size,
-        "iterations": iterations,
-        "batch_size": batch_size,
-        "seed": seed,
-        "classes": list(classes) if classes else None,
-        "split": split,
-        "g_width": width,
-        "d_width": width,
-        "n_dis": n_dis,
-        "diffaugment": diffaugment,
-        "ema_decay": ema_decay,
-        "ema_start": ema_start,
-        "ema_rampup": ema_rampup,
-        "ada_target": ada_target,
-        "ada_speed_images": ada_speed,
-        "lecam_weight": lecam_weight,
-        "ms_weight": ms_weight,
-        "joint_d": joint_d,
-        "noise_inputs": noise_inputs,
-        "sample_every": sample_every,
-        "checkpoint_every": checkpoint_every,
-        "snapshot_every": snapshot_every,
-        "device": device,
-    }
-    explicit = explicit_keys(ctx, given)
-    if config is not None:
-        given = merge_recipe(config, given, explicit)
-        explicit |= _recipe_keys(config)  # a recipe named on resume is meant, like a flag
-    if resume and (out / CHECKPOINT).exists():
-        try:
-            saved = saved_settings(load_meta(out / CHECKPOINT)["config"])
-        except (OSError, KeyError, ValueError) as e:
-            raise _error(f"cannot read the checkpoint in {out} ({e}); --force restarts the run") from None
-        given, changed = resume_settings(saved, given, explicit)
-        for k, (was, now) in sorted(changed.items()):
-            typer.echo(
-                f"note: resuming with {k} = {now!r} (the checkpoint was trained with {was!r})", err=True
-            )
-    device = given.pop("device")
+    set_threads(threads)
     try:
-        cfg = GANConfig.from_dict(given)
+        settings = train_settings(ctx, config, resume, out)
+        run_device = str(settings.pop("device"))
+        cfg = GANConfig.from_dict(settings)
         manifest = select(resolve_manifest(data), cfg.split, cfg.classes)
         images = load_images(manifest, cfg.image_size)
         res = train_gan(
@@ -270,7 +256,7 @@ def train(
             force=force,
             quiet=quiet,
             extra_meta={"data": str(data)},
-            device=device,
+            device=run_device,
         )
     except (RunExistsError, ValueError) as e:
         raise _error(e) from None
@@ -343,7 +329,7 @@ def evaluate(
     from birdlens.augment.gan.train import load_generator
     from birdlens.utils.atomic import write_json
 
-    _threads(threads)
+    set_threads(threads)
     try:
         loaded = load_generator(run, weights=weights)
         cfg, classes = loaded.cfg, loaded.classes
@@ -391,58 +377,22 @@ def evaluate(
 
 
 @app.command()
-def ablation(
-    data: Annotated[Path, typer.Option(help="real images with train and test (or valid) splits")],
-    out: Annotated[Path, typer.Option(help="folder for ablation.json/.md/.png and the GAN runs")],
-    budgets: Annotated[str, typer.Option(help="real images per class, comma list")] = "10,40",
-    seeds: Annotated[str, typer.Option(help="comma list (>= 3 for intervals worth reading)")] = "0,1,2",
-    image_size: int = 32,
-    arch: str = "cgan",
-    gan_iterations: int = 500,
-    gan_batch_size: int = 16,
-    gan_width: int = 16,
-    gan_per_class: Annotated[int | None, typer.Option(help="generated per class (default: = budget)")] = None,
-    classic_copies: int = 2,
-    classes: Annotated[list[str] | None, typer.Option(help="only these classes (repeatable)")] = None,
-    threads: int | None = None,
-    quiet: Annotated[bool, _QUIET] = False,
+def export(
+    run: Annotated[Path, typer.Option(help="a run folder written by 'birdlens gan train'")],
+    data: Annotated[
+        Path, typer.Option(help="the dataset folder the run was trained on (its record is kept)")
+    ],
+    out: Annotated[Path, typer.Option(help="the generator file to write (.safetensors, + a .json sidecar)")],
+    weights: Annotated[str, typer.Option(help="auto (EMA when the run has one), ema or live")] = "auto",
 ) -> None:
-    """real / real+classic / real+GAN / real+classic+GAN at small real budgets, several seeds, 95% intervals."""
-    from birdlens.augment.gan.ablation import AblationConfig, run_ablation
-    from birdlens.augment.gan.config import GANConfig
-    from birdlens.augment.gan.data import load_images, resolve_manifest, select
-    from birdlens.augment.gan.features import Lite0Features
+    """Write the run's generator alone, with its config, classes and how its data were made (for shipping)."""
+    from birdlens.augment.gan.export import data_record, export_generator
 
-    _threads(threads)
     try:
-        manifest = resolve_manifest(data)
-        train_m = select(manifest, "train", classes)
-        names = train_m.classes
-        test_split = "test" if "test" in manifest.splits else "valid"
-        train_set = load_images(train_m, image_size, names)
-        test_set = load_images(select(manifest, test_split, names), image_size, names)
-    except (FileNotFoundError, ValueError) as e:
+        path = export_generator(run, out, data_record(data), weights=weights)
+    except (FileNotFoundError, ValueError, KeyError) as e:
         raise _error(e) from None
-    cfg = AblationConfig(
-        budgets=[int(b) for b in budgets.split(",")],
-        seeds=[int(s) for s in seeds.split(",")],
-        classic_copies=classic_copies,
-        gan_per_class=gan_per_class,
-        gan=GANConfig(
-            arch=arch,
-            image_size=image_size,
-            iterations=gan_iterations,
-            batch_size=gan_batch_size,
-            g_width=gan_width,
-            d_width=gan_width,
-            sample_every=max(gan_iterations // 2, 1),
-            checkpoint_every=max(gan_iterations // 4, 1),
-        ),
-    )
-    result = run_ablation(train_set, test_set, Lite0Features(), out, cfg, quiet=quiet)
-    from birdlens.augment.gan.ablation import markdown_table
-
-    typer.echo(markdown_table(result))
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 def register(parent: typer.Typer) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 ARCHS: tuple[str, ...] = ("cgan", "dcgan")
@@ -135,13 +137,9 @@ def arch_defaults(arch: str) -> dict[str, Any]:
         }
     if arch == "cgan":
         # BigGAN's balance: Adam(beta1=0), D lr 4x G's, two D steps per G step, hinge; widths small enough for
-        # a CPU (GPU: 64). Why: with one D step at equal rates the discriminator went flat on the CPU runs (hinge
-        # loss 2.00 over 4,500 steps, logits sd 0.007 across real images); with these its loss fell from 1.91
-        # to 1.63 within 700 steps and its logits spread (sd 0.40).
+        # a CPU (GPU: 64). Why: with one D step at equal rates the discriminator went flat on the CPU runs.
         # LeCam 0.3 (Tseng et al. 2021) and the EMA's 5% ramp-up (StyleGAN2-ADA). Why: the discriminator overfits
-        # a few hundred images (CPU, synthetic birds: its hinge loss fell from 1.92 to 0.75 in 4,500 steps); with
-        # LeCam FD-lite0 at 10,500 steps was 143.9 / 149.1 (live / EMA) against 177.1 / 167.5, on the photos
-        # within 16% either way; with it the cgan was under half the dcgan's FD on both datasets at 20,000 steps.
+        # a few hundred images. The runs behind both choices: docs/benchmarks.md, "GAN".
         return {
             "z_dim": 128,
             "g_width": 32,
@@ -157,3 +155,53 @@ def arch_defaults(arch: str) -> dict[str, Any]:
             "lecam_weight": 0.3,
         }
     raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
+
+
+class RecipeError(ValueError):
+    """A YAML recipe (``--config``) that cannot be used: unreadable, not a mapping, or with unknown keys."""
+
+
+def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The keys of a YAML recipe, checked against :class:`GANConfig` (plus ``device``), so a typo is an error."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise RecipeError(f"cannot read the recipe {path}: {e}") from None
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"the recipe {path} must be a mapping of GAN settings (arch: cgan, ...)")
+    unknown = sorted(set(recipe) - ({f.name for f in dataclasses.fields(GANConfig)} | {"device"}))
+    if unknown:
+        raise RecipeError(f"unknown keys in {path}: {unknown}")
+    return recipe
+
+
+def merge_recipe(path: str | os.PathLike[str], given: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """YAML recipe values, overridden by every flag in ``explicit``; flags the recipe does not set keep the
+    command line's value (its default when omitted)."""
+    recipe = read_recipe(path)
+    merged = dict(recipe)
+    for k, v in given.items():
+        if k not in recipe or k in explicit:
+            merged[k] = v
+    return merged
+
+
+def resume_settings(
+    saved: dict[str, Any], given: dict[str, Any], explicit: set[str]
+) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+    """Settings for ``--resume``: the checkpoint's (all of them, also those without a flag), except the ones set
+    explicitly, which win; and those explicit ones that change a training setting (``key: (checkpoint's, now)``),
+    so the user is told.
+
+    Why: a flag left out must not fall back to its default on resume (a run trained with ``--ema-rampup
+    0.05`` would quietly go on without it); a flag given means the user wants it.
+    """
+    merged = {**saved, **{k: v for k, v in given.items() if k in explicit or k not in saved}}
+    changed = {
+        k: (saved[k], merged[k])
+        for k in explicit
+        if k in saved and k not in SCHEDULE_KEYS and merged[k] is not None and saved[k] != merged[k]
+    }
+    return merged, changed

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from birdlens.data.images import has_image_extension, load_resized
-from birdlens.data.manifest import Manifest, Record, normalise_label, normalise_split
+from birdlens.data.images import load_resized
+from birdlens.data.layouts import load_manifest
+from birdlens.data.manifest import Manifest, normalise_label
 
 
 @dataclass
@@ -39,41 +40,7 @@ def resolve_manifest(data: str | os.PathLike[str] | Manifest) -> Manifest:
     """A Manifest from a manifest, a ``manifest.csv``, or any dataset folder (``birdlens.data.layouts``)."""
     if isinstance(data, Manifest):
         return data
-    path = Path(data)
-    try:  # the data engineer's discovery understands every layout (folders, CSV, Kaggle, CUB)
-        from birdlens.data.layouts import load_manifest
-    except ImportError:  # pragma: no cover - only while that module is missing
-        load_manifest = None
-    if load_manifest is not None:
-        return load_manifest(path)
-    if path.is_file():
-        return Manifest.from_csv(path)
-    if (path / "manifest.csv").is_file():
-        try:
-            return Manifest.from_csv(path / "manifest.csv")
-        except KeyError:  # some other tool's CSV (no ``path`` column): read the folders instead
-            pass
-    return _scan_split_folders(path)
-
-
-def _scan_split_folders(root: Path) -> Manifest:
-    records = []
-    split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir()]
-    for sd in split_dirs:
-        try:
-            split = normalise_split(sd.name)
-        except ValueError:
-            split = None
-        class_dirs = [d for d in sorted(sd.iterdir()) if d.is_dir()] if split else [sd]
-        for cd in class_dirs:
-            for f in sorted(cd.iterdir()):
-                if f.is_file() and has_image_extension(f.name):
-                    records.append(Record(path=f, label=normalise_label(cd.name), split=split))
-    if not records:
-        raise FileNotFoundError(
-            f"no images found under {root} (expected <split>/<class>/*.jpg or manifest.csv)"
-        )
-    return Manifest(records, root)
+    return load_manifest(Path(data))
 
 
 def select(manifest: Manifest, split: str | None = "train", classes: Sequence[str] | None = None) -> Manifest:

@@ -16,7 +16,7 @@ import torch
 from birdlens.augment.gan.data import ImageSet, to_unit
 from birdlens.augment.gan.features import FeatureFn, Lite0Features, extract
 from birdlens.augment.gan.metrics import distance_report
-from birdlens.augment.gan.probe import fit_probe
+from birdlens.augment.gan.probe import linear_probe
 from birdlens.augment.gan.train import LoadedGenerator, generate, load_generator
 
 
@@ -78,7 +78,7 @@ def classification_accuracy_score(
     f_fake: np.ndarray, y_fake: np.ndarray, f_test: np.ndarray, y_test: np.ndarray, seed: int = 0
 ) -> dict[str, Any]:
     """CAS (Ravuri & Vinyals 2019): a linear probe fitted on generated features, accuracy on real test features."""
-    clf = fit_probe(f_fake, y_fake, seed)
+    clf = linear_probe(f_fake, y_fake, seed)
     acc = float((clf.predict(f_test) == y_test).mean())
     return {
         "accuracy": acc,

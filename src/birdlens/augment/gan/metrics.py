@@ -12,11 +12,8 @@ extractor the caller uses, which is why results carry the extractor's name (``FD
   subsets of size ``m`` (at most the number of real images and of generated images); mean and std reported.
 * precision / recall (Kynkäänniemi et al. 2019) and density / coverage (Naeem et al. 2020) from k-nearest-
   neighbour balls, as in the authors' ``prdc`` package (tested against it). Why: FD folds fidelity and
-  diversity into one number. On the shared birds the study's DCGAN collapsed to one image per class by 4,500
-  CPU steps while its FD-lite0 stayed near 220, which reads as "worse", not as "collapsed". Recall says it:
-  0.00 for the dcgan at every point from 1,500 to 10,500 steps, 0.25-0.48 for the cgan from 4,500 on (both 0.00
-  at 1,500). Precision and coverage were low for both (at most 0.14): at 64 px neither arm's images lie among
-  the real ones in Lite0 space.
+  diversity into one number, so a generator that collapsed to one image per class reads as "worse", not as
+  "collapsed"; recall says it (the study's DCGAN on the shared birds: docs/benchmarks.md, "GAN").
 """
 
 from __future__ import annotations

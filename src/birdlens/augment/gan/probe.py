@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
-def fit_probe(features: np.ndarray, labels: np.ndarray, seed: int = 0, C: float = 0.1) -> Pipeline:
+def linear_probe(features: np.ndarray, labels: np.ndarray, seed: int = 0, C: float = 0.1) -> Pipeline:
     """Standardise + L2 logistic regression (``C`` 0.1: strong regularisation for tens of images per class)."""
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
     return clf.fit(features, labels)

@@ -126,11 +126,8 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm
 def memory_format(device: str | torch.device) -> torch.memory_format:
     """Channels-last on the CPU, where oneDNN's convolutions skip a reorder per call; unchanged elsewhere.
 
-    Measured on this 2-core CPU (1 thread, 64 px, batch 16, random images, the other core busy with a GAN run;
-    ``benchmarks/gan_step_speed.py --layouts``, 3 alternating rounds of 8 steps): the default cgan (width 16)
-    1.06-1.43 s/step channels-last vs 1.62-1.80 s NCHW, **1.50x** (the step is 43 GFLOP, three quarters of its
-    time in convolutions); the dcgan (width 32) 1.05x. On CUDA it is left as it was: not measured there, and the
-    GPU step is bound by kernel launches, not by convolutions.
+    Why: most of a CPU step is convolutions (speed-up measured with ``benchmarks/gan_step_speed.py --layouts``:
+    docs/benchmarks.md, "GAN"). On CUDA it is left as it was: the GPU step is bound by kernel launches.
     Only the memory layout changes, so a run differs from an NCHW one by float rounding alone.
     """
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
@@ -150,9 +147,8 @@ def train_step(state: GANState, data: ImageSet) -> dict[str, float]:
     """``n_dis`` discriminator updates, then one generator update (and the EMA update).
 
     With ``joint_d`` the discriminator scores real and fake in one call: the same losses with half the D calls,
-    meant for a GPU, where launching kernels bounds the cgan step. It cuts them from 4,654 to 3,312 per step, but
-    the time only by 0.99-1.18x on an H200 (0.087 vs 0.088 s on one machine, 0.095 vs 0.111 on another); on the
-    2-core CPU (width 16, batch 16, NCHW) no gain showed either (1.33-1.35 s/step joint vs 1.15-1.34 separate). Spectral
+    meant for a GPU, where launching kernels bounds the cgan step; it cuts the kernels per step, but the time
+    hardly (docs/benchmarks.md, "GAN"). Spectral
     norm's power iteration runs once per D update instead of twice, and DiffAugment draws in another order, so it
     is opt-in: it changes the numbers every measured run was trained with.
     """

@@ -5,9 +5,7 @@ draws, and resume restores one generator state). A plain ``.to("cuda")`` of such
 memory, and that copy makes the host wait until the GPU has finished everything queued before it: 43 times per
 step of the cgan recipe (4 draws per D update, 7 per DiffAugment call; two D updates, five calls). Copying from
 pinned memory with ``non_blocking=True`` queues the copy and returns; PyTorch's pinned-memory cache keeps the
-source block until the copy has run. Measured on an H200 (cgan recipe, 64 px): 0.111 s per step against 0.116
-and 0.126 before (1.04-1.14x; the host's launching of ~4,650 kernels is what remains), losses over 8 steps equal
-to 3e-4.
+source block until the copy has run (the step time it saves on a GPU: docs/benchmarks.md, "GAN").
 """
 
 from __future__ import annotations

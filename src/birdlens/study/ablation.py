@@ -32,7 +32,7 @@ from birdlens.augment.gan.config import SCHEDULE_KEYS, GANConfig
 from birdlens.augment.gan.data import ImageSet, to_unit
 from birdlens.augment.gan.evaluate import sample_images
 from birdlens.augment.gan.features import FeatureFn, extract
-from birdlens.augment.gan.probe import fit_probe
+from birdlens.augment.gan.probe import linear_probe
 from birdlens.augment.gan.train import CHECKPOINT, load_sampler, train_gan
 from birdlens.evaluate.metrics import t_interval
 from birdlens.utils import console
@@ -42,6 +42,7 @@ from birdlens.utils.plaintext import plain
 ARMS: tuple[str, ...] = ("real", "real+classic", "real+gan", "real+classic+gan")
 REFERENCE = "real+classic"
 CLASSIC_DESCRIPTION = "flip, random resized crop (scale 0.7-1), rotation +-15 deg, colour jitter 0.2"
+CLASSIFIER = "standardised logistic regression (C=0.1) on lite0 features, same for every arm"
 
 
 @dataclass
@@ -96,7 +97,7 @@ def verdict(lo: float, hi: float) -> str:
     return "helps" if lo > 0 else "hurts" if hi < 0 else "no evidence"
 
 
-def summarise(acc: dict[int, dict[str, list[float]]]) -> dict[str, Any]:
+def summarise(acc: dict[Any, dict[str, list[float]]]) -> dict[str, Any]:
     """acc[budget][arm] = per-seed accuracies (same seed order in every arm) -> means, CIs, paired differences."""
     out: dict[str, Any] = {}
     for budget, arms in acc.items():
@@ -138,6 +139,89 @@ def reuse_action(run: Path, cfg: GANConfig, classes: list[str]) -> str:
     return "reused" if done == cfg.iterations else "resumed"
 
 
+Parts = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def arm_parts(
+    features: FeatureFn,
+    real: ImageSet,
+    f_real: np.ndarray,
+    G: torch.nn.Module,
+    z_dim: int,
+    cfg: AblationConfig,
+    seed: int,
+    gan_per_class: int,
+) -> Parts:
+    """Features and labels of what the arms are built from: the real images (features given), their classic
+    copies and ``gan_per_class`` generated images per class, the last two drawn from ``seed``."""
+    y_gan = torch.arange(len(real.classes)).repeat_interleave(gan_per_class)
+    f_gan = extract(features, sample_images(G, y_gan, z_dim, seed=seed + 7))
+    classic = classic_augment(real.images, cfg.classic_copies, seed)
+    f_classic = extract(features, to_unit(classic)) if len(classic) else np.empty((0, f_real.shape[1]))
+    y_classic = real.labels.repeat(cfg.classic_copies).numpy()
+    return {
+        "real": (f_real, real.labels.numpy()),
+        "classic": (f_classic, y_classic),
+        "gan": (f_gan, y_gan.numpy()),
+    }
+
+
+def fit_arms(parts: Parts, f_test: np.ndarray, y_test: np.ndarray, seed: int) -> dict[str, tuple[float, int]]:
+    """Each arm's test accuracy and training-set size: the same probe fitted on that arm's parts."""
+    out = {}
+    for arm in ARMS:
+        use = arm.split("+")
+        X = np.concatenate([parts[u][0] for u in use])
+        y = np.concatenate([parts[u][1] for u in use])
+        clf = linear_probe(X, y, seed)
+        out[arm] = (float((clf.predict(f_test) == y_test).mean()), len(y))
+    return out
+
+
+def compare_generator(
+    train: ImageSet,
+    test: ImageSet,
+    features: FeatureFn,
+    G: torch.nn.Module,
+    z_dim: int,
+    cfg: AblationConfig,
+) -> dict[str, Any]:
+    """The four arms with a generator trained on all of ``train`` (so every real image is in every arm: none is
+    left out for the GAN to leak), one fit per seed of the augmentations (classic copies and GAN samples).
+
+    Why: a shipped generator lets the demo measure the effect in seconds instead of training a GAN per subset;
+    the result has :func:`run_ablation`'s layout with one budget, ``all``.
+    """
+    if train.classes != test.classes:
+        raise ValueError("train and test sets must share the class list")
+    f_train = extract(features, to_unit(train.images))
+    f_test = extract(features, to_unit(test.images))
+    y_test = test.labels.numpy()
+    per_class = cfg.gan_per_class or max(train.per_class_counts().values())
+    acc: dict[str, dict[str, list[float]]] = {"all": {a: [] for a in ARMS}}
+    details = []
+    for seed in cfg.seeds:
+        parts = arm_parts(features, train, f_train, G, z_dim, cfg, seed, per_class)
+        for arm, (a, n) in fit_arms(parts, f_test, y_test, seed).items():
+            acc["all"][arm].append(a)
+            details.append({"budget": "all", "seed": seed, "arm": arm, "n_train": n, "accuracy": a})
+    return {
+        "arms": list(ARMS),
+        "reference": REFERENCE,
+        "budgets": ["all"],
+        "seeds": cfg.seeds,
+        "classifier": CLASSIFIER,
+        "classic_augmentation": f"{cfg.classic_copies} copies per image: {CLASSIC_DESCRIPTION}",
+        "gan": {"per_class": per_class, "trained_on": "the whole real training split"},
+        "image_size": int(train.images.shape[-1]),
+        "n_test": len(test),
+        "interval": "95% Student-t over seeds of the augmentations (real and test images fixed); "
+        "differences paired by seed",
+        "summary": summarise(acc),
+        "runs": details,
+    }
+
+
 def run_ablation(
     train: ImageSet,
     test: ImageSet,
@@ -173,33 +257,19 @@ def run_ablation(
                 train_gan(gan_cfg, sub, run, resume=action == "resumed", force=True, quiet=quiet)
             G, gcfg, _ = load_sampler(run)
             assert gcfg.z_dim is not None
-            n_gan = cfg.gan_per_class or budget
-            y_gan = torch.arange(len(train.classes)).repeat_interleave(n_gan)
-            f_gan = extract(features, sample_images(G, y_gan, gcfg.z_dim, seed=seed + 7))
-            classic = classic_augment(sub.images, cfg.classic_copies, seed)
-            f_classic = extract(features, to_unit(classic))
-            y_classic = sub.labels.repeat(cfg.classic_copies).numpy()
-            y_real = sub.labels.numpy()
-            parts = {
-                "real": (f_train[idx.numpy()], y_real),
-                "classic": (f_classic, y_classic),
-                "gan": (f_gan, y_gan.numpy()),
-            }
-            for arm in ARMS:
-                use = arm.split("+")
-                X = np.concatenate([parts[u][0] for u in use])
-                y = np.concatenate([parts[u][1] for u in use])
-                clf = fit_probe(X, y, seed)
-                a = float((clf.predict(f_test) == y_test).mean())
+            parts = arm_parts(
+                features, sub, f_train[idx.numpy()], G, gcfg.z_dim, cfg, seed, cfg.gan_per_class or budget
+            )
+            for arm, (a, n) in fit_arms(parts, f_test, y_test, seed).items():
                 acc[budget][arm].append(a)
-                details.append({"budget": budget, "seed": seed, "arm": arm, "n_train": len(y), "accuracy": a})
-                say(f"  {arm:>17}: {a:.3f} (n_train {len(y)})")
+                details.append({"budget": budget, "seed": seed, "arm": arm, "n_train": n, "accuracy": a})
+                say(f"  {arm:>17}: {a:.3f} (n_train {n})")
     result = {
         "arms": list(ARMS),
         "reference": REFERENCE,
         "budgets": cfg.budgets,
         "seeds": cfg.seeds,
-        "classifier": "standardised logistic regression (C=0.1) on lite0 features, same for every arm",
+        "classifier": CLASSIFIER,
         "classic_augmentation": f"{cfg.classic_copies} copies per image: {CLASSIC_DESCRIPTION}",
         "gan": {
             **cfg.gan.resolved().to_dict(),
@@ -225,8 +295,8 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"{result['n_test']} real test images)",
         "",
         f"Classifier: {result['classifier']}. Classic: {result['classic_augmentation']}. "
-        f"GAN: {result['gan']['arch']}, {result['gan']['iterations']} iterations, trained on the budget's "
-        f"real images only; {result['gan']['per_class']} generated per class.",
+        f"GAN: {result['gan']['arch']}, {result['gan']['iterations']} iterations, trained on "
+        f"{result['gan']['trained_on']}; {result['gan']['per_class']} generated per class.",
         "",
         "| real/class | arm | accuracy (mean, 95% CI) | diff vs real+classic (95% CI) | arm vs real+classic |",
         "|---:|---|---|---|---|",
