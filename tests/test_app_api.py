@@ -407,6 +407,86 @@ def test_explain_bad_parameters_get_400(client: TestClient, form: dict[str, str]
     assert msg in r.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("params", "msg"),
+    [
+        ('{"num_samples": Infinity}', "JSON object"),  # not JSON: was int(inf) -> OverflowError -> 500
+        ('{"num_samples": NaN}', "JSON object"),
+        ('{"num_samples": 1e400}', "finite number"),  # valid JSON that parses to inf
+        ('{"seed": 1000000000000000000000000000000}', "out of range"),  # was a 500 from numpy
+        ('{"num_samples": 20, "kernel_width": "%s"}' % ("x" * 500), "longer than"),
+        ('{"num_samples": [1, 2]}', "number, string or boolean"),
+        ("[" * 2000 + "]" * 2000, "JSON object"),  # deeper than json's recursion limit: was a 500
+        ("[" * 100_000 + "]" * 100_000, "at most 4096 characters"),  # 422 from the declared maxLength
+    ],
+)
+def test_params_outside_the_wire_format_get_4xx_naming_them(
+    client: TestClient, params: str, msg: str
+) -> None:
+    r = post_image(
+        client, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", method="lime", params=params
+    )
+    assert 400 <= r.status_code < 500, r.text
+    assert msg in str(r.json()["detail"]), r.json()
+
+
+def test_unknown_form_fields_are_refused_by_name(client: TestClient) -> None:
+    img = encode(noisy(COLOURS["RED BIRD"], seed=2))
+    for url, field in (("/api/explain", "param"), ("/api/tasks", "include_map"), ("/api/predict", "method")):
+        r = post_image(client, img, url=url, **{field: "1"})
+        assert r.status_code == 400, (url, r.text)
+        assert f"unknown form field {field!r}" in r.json()["detail"] and "image" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "msg"),
+    [
+        (
+            RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: 24 GB"),
+            503,
+            "out of memory",
+        ),
+        (MemoryError(), 503, "out of memory"),
+        (ValueError("steps must be in 1..128, got 0"), 400, "steps must be in 1..128"),
+    ],
+)
+def test_worker_failures_a_client_can_act_on_are_not_500(
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, status: int, msg: str
+) -> None:
+    svc = ModelService.from_run(tiny_run)
+
+    def fail(*_a: object, **_k: object) -> None:
+        raise error
+
+    monkeypatch.setattr(svc, "_explain", fail)
+    with TestClient(create_app(svc), raise_server_exceptions=False) as c:
+        r = post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", method="ig")
+        assert r.status_code == status and msg in r.json()["detail"], r.text
+    svc = ModelService.from_run(tiny_run)
+    monkeypatch.setattr(svc, "_explain", lambda *_a, **_k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with TestClient(create_app(svc), raise_server_exceptions=False) as c:  # other errors stay a 500
+        r = post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", method="ig")
+        assert r.status_code == 500
+
+
+def test_openapi_declares_exactly_what_the_forms_take(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    bodies = {
+        path: schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+        for path in ("/api/predict", "/api/explain", "/api/tasks")
+    }
+    components = schema["components"]["schemas"]
+    for path, ref in bodies.items():
+        body = components[ref.rsplit("/", 1)[1]]
+        assert body["additionalProperties"] is False, path
+        assert body["required"] == ["image"], path
+    explain = components[bodies["/api/explain"].rsplit("/", 1)[1]]["properties"]
+    assert explain["method"]["enum"] == ["gradcam", "lime", "shap", "ig"]
+    assert explain["params"]["contentMediaType"] == "application/json"
+    assert explain["target"]["minimum"] == 0 and explain["target"]["maximum"] == len(COLOURS) - 1
+    assert set(explain) == {"image", "method", "params", "target", "include_map"}
+
+
 def test_heavy_method_stops_at_the_time_budget(tiny_run: Path) -> None:
     svc = ModelService.from_run(tiny_run, budget=Budget(timeout_s=1e-9))
     with TestClient(create_app(svc)) as c:
