@@ -1,7 +1,7 @@
 """``birdlens serve``'s JSON API through FastAPI's TestClient, on a tiny run made by the real ``train`` API.
 
-The tiny run is a SimpleCNN probe on a synthetic 3-colour dataset (red / green / blue noise images, 96 px):
-it predicts the colour, so answers can be checked, and it is built in a few seconds on one thread.
+The tiny run (see ``_apputil``) is a SimpleCNN probe on red / green / blue noise images: it predicts the
+colour, so answers can be checked.
 """
 
 from __future__ import annotations
@@ -23,52 +23,16 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient
 
+from _apputil import COLOURS, big_png, encode, make_tiny_run, noisy
 from birdlens.app.budget import Budget
 from birdlens.app.server import create_app, create_app_from_run
 from birdlens.app.service import ModelService
 from birdlens.app.uploads import DEFAULT_MAX_UPLOAD_BYTES, BodyLimitMiddleware
 
-COLOURS = {"RED BIRD": (200, 40, 40), "GREEN BIRD": (40, 180, 60), "BLUE BIRD": (40, 60, 200)}
-
-
-def noisy(colour: tuple[int, int, int], seed: int, size: int = 96) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.clip(np.array(colour)[None, None] + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
-
-
-def encode(arr_or_img: np.ndarray | Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
-    img = Image.fromarray(arr_or_img) if isinstance(arr_or_img, np.ndarray) else arr_or_img
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real run directory (meta.json, best.safetensors, manifest.csv, config.yaml) from ``train``."""
-    from birdlens.train.api import train
-    from birdlens.train.config import TrainConfig
-
-    root = tmp_path_factory.mktemp("app_tiny")
-    for split, n in (("train", 6), ("valid", 2), ("test", 2)):
-        for k, (label, colour) in enumerate(COLOURS.items()):
-            d = root / "data" / split / label
-            d.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(noisy(colour, seed=1000 * k + 100 * len(split) + i)).save(d / f"{i}.png")
-    return train(
-        TrainConfig(
-            data=str(root / "data"),
-            out=str(root / "run"),
-            model="simple_cnn",
-            mode="probe",
-            pretrained=False,
-            image_size=96,
-            quiet=True,
-            feature_cache=str(root / "cache"),
-        ),
-        evaluate=False,
-    )
+    return make_tiny_run(tmp_path_factory.mktemp("app_tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +172,91 @@ def test_large_phone_photo_decodes_at_draft_scale_and_reports_its_size(client: T
     p = r.json()
     assert (p["width"], p["height"]) == (3000, 4000)
     assert p["top"][0]["label"] == "BLUE BIRD"
+
+
+def test_reduce_rgb_equals_converting_then_reducing_the_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    from birdlens.app import uploads
+    from birdlens.data.images import to_rgb
+
+    monkeypatch.setattr(uploads, "STRIP_PIXELS", 1000)  # many strips, and a last one that is cut short
+    a = np.random.default_rng(0).integers(0, 256, (301, 257, 4), dtype=np.uint8)
+    rgb = Image.fromarray(a[..., :3])
+    images = {
+        "RGB": rgb,
+        "RGBA": Image.fromarray(a),
+        "LA": Image.fromarray(a).convert("LA"),
+        "P": rgb.quantize(64),
+        "1": Image.fromarray(a[..., 0]).convert("1"),
+        "CMYK": rgb.convert("CMYK"),
+        "I;16": Image.fromarray(a[..., 0].astype(np.uint16) * 257),
+        "I": Image.fromarray(a[..., 0].astype(np.int32) * 3 - 100),
+        "F": Image.fromarray(a[..., 0].astype(np.float32) / 300),
+    }
+    keyed = rgb.quantize(64)
+    keyed.info["transparency"] = 3  # a palette entry that is transparent: composited on grey
+    images["P+transparency"] = keyed
+    for name, img in images.items():
+        for factor in (2, 3, 7):
+            got, want = uploads.reduce_rgb(img, factor), to_rgb(img).reduce(factor)
+            assert got.mode == "RGB" and np.array_equal(np.asarray(got), np.asarray(want)), (name, factor)
+
+
+def test_large_png_is_reduced_before_the_model_and_stays_upright(client: TestClient, tiny_run: Path) -> None:
+    from birdlens.train.checkpoint import load_trained
+
+    from birdlens.data.images import decode_rgb, open_image
+
+    arr = np.kron(noisy(COLOURS["GREEN BIRD"], seed=12, size=100), np.ones((30, 40, 1), np.uint8))
+    img = Image.fromarray(arr)  # 4000 x 3000
+    exif = img.getexif()
+    exif[0x0112] = 8  # shown rotated: 3000 wide, 4000 high
+    data = encode(img, "PNG", exif=exif)
+    got = _probs(client, data)
+    trained = load_trained(tiny_run)
+    full = trained.transform()(decode_rgb(open_image(data)))  # every pixel decoded and resized at once
+    want = trained.predict_proba(full[None])[0].numpy()
+    assert np.argmax(got) == np.argmax(want) == 1
+    assert np.allclose(got, want, atol=2e-3)
+    p = post_image(client, data).json()
+    assert (p["width"], p["height"]) == (3000, 4000)
+
+
+_PEAK_SCRIPT = """
+import resource, sys
+from birdlens.app.uploads import decode_upload
+from birdlens.models import resize_size
+from birdlens.train.checkpoint import load_trained
+trained = load_trained(sys.argv[1])
+transform = trained.transform()
+data = open(sys.argv[2], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+img = decode_upload(data, draft_size=resize_size(trained.data_config, trained.image_size))
+x = transform(img)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(img.size[0], img.size[1], (after - before) * 1024)
+"""
+
+
+def test_a_9000px_png_costs_about_its_decoded_size_not_several_copies(tiny_run: Path, tmp_path: Path) -> None:
+    """Issue 26: a 99 KB 9000 x 9000 grey PNG (under the pixel limit) cost ~390 MB; the 81 MB decode must be
+    the only full-size buffer (no RGB copy, no EXIF copy, no full-size resize input)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.png"
+    path.write_bytes(big_png(9000, 9000, (90,), rows=300))
+    assert path.stat().st_size < 200_000
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(tiny_run), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout.split()
+    w, h, grown = (int(v) for v in out)
+    decoded = 9000 * 9000  # bytes of the one-channel decode Pillow cannot avoid
+    assert grown < 2 * decoded, f"peak memory grew by {grown / 2**20:.0f} MB"
+    assert min(w, h) < 9000 // 10  # reduced before anything else touched it
 
 
 # ---- bad input ----------------------------------------------------------------------------------------
@@ -357,6 +406,86 @@ def test_explain_bad_parameters_get_400(client: TestClient, form: dict[str, str]
     r = post_image(client, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", **form)
     assert r.status_code == 400, r.text
     assert msg in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("params", "msg"),
+    [
+        ('{"num_samples": Infinity}', "JSON object"),  # not JSON: was int(inf) -> OverflowError -> 500
+        ('{"num_samples": NaN}', "JSON object"),
+        ('{"num_samples": 1e400}', "finite number"),  # valid JSON that parses to inf
+        ('{"seed": 1000000000000000000000000000000}', "out of range"),  # was a 500 from numpy
+        ('{"num_samples": 20, "kernel_width": "%s"}' % ("x" * 500), "longer than"),
+        ('{"num_samples": [1, 2]}', "number, string or boolean"),
+        ("[" * 2000 + "]" * 2000, "JSON object"),  # deeper than json's recursion limit: was a 500
+        ("[" * 100_000 + "]" * 100_000, "at most 4096 characters"),  # 422 from the declared maxLength
+    ],
+)
+def test_params_outside_the_wire_format_get_4xx_naming_them(
+    client: TestClient, params: str, msg: str
+) -> None:
+    r = post_image(
+        client, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", method="lime", params=params
+    )
+    assert 400 <= r.status_code < 500, r.text
+    assert msg in str(r.json()["detail"]), r.json()
+
+
+def test_unknown_form_fields_are_refused_by_name(client: TestClient) -> None:
+    img = encode(noisy(COLOURS["RED BIRD"], seed=2))
+    for url, field in (("/api/explain", "param"), ("/api/tasks", "include_map"), ("/api/predict", "method")):
+        r = post_image(client, img, url=url, **{field: "1"})
+        assert r.status_code == 400, (url, r.text)
+        assert f"unknown form field {field!r}" in r.json()["detail"] and "image" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "msg"),
+    [
+        (
+            RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: 24 GB"),
+            503,
+            "out of memory",
+        ),
+        (MemoryError(), 503, "out of memory"),
+        (ValueError("steps must be in 1..128, got 0"), 400, "steps must be in 1..128"),
+    ],
+)
+def test_worker_failures_a_client_can_act_on_are_not_500(
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, status: int, msg: str
+) -> None:
+    svc = ModelService.from_run(tiny_run)
+
+    def fail(*_a: object, **_k: object) -> None:
+        raise error
+
+    monkeypatch.setattr(svc, "_explain", fail)
+    with TestClient(create_app(svc), raise_server_exceptions=False) as c:
+        r = post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", method="ig")
+        assert r.status_code == status and msg in r.json()["detail"], r.text
+    svc = ModelService.from_run(tiny_run)
+    monkeypatch.setattr(svc, "_explain", lambda *_a, **_k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with TestClient(create_app(svc), raise_server_exceptions=False) as c:  # other errors stay a 500
+        r = post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", method="ig")
+        assert r.status_code == 500
+
+
+def test_openapi_declares_exactly_what_the_forms_take(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    bodies = {
+        path: schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+        for path in ("/api/predict", "/api/explain", "/api/tasks")
+    }
+    components = schema["components"]["schemas"]
+    for path, ref in bodies.items():
+        body = components[ref.rsplit("/", 1)[1]]
+        assert body["additionalProperties"] is False, path
+        assert body["required"] == ["image"], path
+    explain = components[bodies["/api/explain"].rsplit("/", 1)[1]]["properties"]
+    assert explain["method"]["enum"] == ["gradcam", "lime", "shap", "ig"]
+    assert explain["params"]["contentMediaType"] == "application/json"
+    assert explain["target"]["minimum"] == 0 and explain["target"]["maximum"] == len(COLOURS) - 1
+    assert set(explain) == {"image", "method", "params", "target", "include_map"}
 
 
 def test_heavy_method_stops_at_the_time_budget(tiny_run: Path) -> None:

@@ -10,24 +10,25 @@ CDN and no build step, so it works offline. FastAPI's own ``/docs`` page loads S
 so it is turned off; the schema is at ``/openapi.json``.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: FastAPI must see the per-app Form fields built in the routers
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from birdlens import __version__
+from birdlens.app.budget import METHODS
 from birdlens.app.examples import ExampleImage
 from birdlens.app.schemas import Evidence, Example, Health, ModelInfo, Prediction, TaskStatus
-from birdlens.app.service import BadParams, ModelService, Prepared
+from birdlens.app.service import ModelService, Prepared
 from birdlens.app.tasks import Task, TaskCancelled, TaskTimeout
 from birdlens.app.uploads import (
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -42,7 +43,30 @@ from birdlens.data.images import BadImage, open_image, read_image_bytes
 
 STATIC_DIR = Path(__file__).with_name("static")
 
+# What one value of the ``params`` JSON object may be, whatever the method: bounds on the wire format only
+# (each method's own ranges are checked by the budget). Larger integers than 2**53 are not exact in JSON
+# numbers anyway, and nothing a method takes needs long strings or many keys.
+MAX_PARAM_INT = 2**53
+MAX_PARAM_STR = 200
+MAX_PARAMS = 32
+PARAMS_HELP = 'params must be a JSON object of numbers, strings or booleans, e.g. {"num_samples": 300}'
+OUT_OF_MEMORY = "the server ran out of memory for this request; ask for fewer samples or a smaller batch_size"
+
 ImageField = Annotated[UploadFile, File(description="the photo (any format the data layer reads)")]
+MethodField = Annotated[
+    str,
+    Form(description="gradcam, lime, shap or ig", json_schema_extra={"enum": list(METHODS)}),
+]
+ParamsField = Annotated[
+    str | None,
+    Form(
+        description='JSON object of method options, e.g. {"num_samples": 300}: numbers, strings or '
+        "booleans; num_samples (lime), max_evals (shap), steps (ig) are capped (see /api/info)",
+        max_length=4096,
+        json_schema_extra={"contentMediaType": "application/json"},
+    ),
+]
+IncludeMapField = Annotated[bool, Form(description="also return the raw map as nested lists")]
 
 
 def create_app(
@@ -77,6 +101,19 @@ def create_app(
     )
     app.state.service = service
     app.state.examples = list(examples)
+    add_error_handlers(app)
+    api = Requests(service, max_upload_bytes, max_pending)
+    add_page(app)
+    app.include_router(service_router(api))
+    app.include_router(model_router(api))
+    app.include_router(task_router(api))
+    app.include_router(example_router(app))
+    exact_form_schemas(app)
+    return app
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """User mistakes the routes raise as exceptions, answered as JSON with a 4xx."""
 
     @app.exception_handler(BadImage)
     async def _bad_image(_: Request, exc: BadImage) -> JSONResponse:
@@ -86,194 +123,289 @@ def create_app(
     async def _too_large(_: Request, exc: UploadTooLarge) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=413)
 
-    def check_capacity() -> None:
-        if service.queue.pending() >= max_pending:
+
+class Requests:
+    """What every model route does with a request: admit it, decode its photo, queue it, wait for it."""
+
+    def __init__(self, service: ModelService, max_upload_bytes: int, max_pending: int) -> None:
+        self.service = service
+        self.max_upload_bytes = max_upload_bytes
+        self.max_pending = max_pending
+
+    def check_capacity(self) -> None:
+        if self.service.queue.pending() >= self.max_pending:
             raise HTTPException(
                 503,
-                f"server busy: {max_pending} requests are already queued; try again shortly",
+                f"server busy: {self.max_pending} requests are already queued; try again shortly",
                 headers={"Retry-After": "5"},
             )
 
-    async def read_image(upload: UploadFile) -> Prepared:
-        check_capacity()
-        data = check_size(await upload.read(), max_upload_bytes)  # upload.filename is never used
+    async def read_image(self, upload: UploadFile) -> Prepared:
+        self.check_capacity()
+        data = check_size(await upload.read(), self.max_upload_bytes)  # upload.filename is never used
 
         def decode() -> Prepared:
-            img = decode_upload(data, draft_size=service.draft_size)
-            return service.prepare(img, size=upright_size(data))
+            img = decode_upload(data, draft_size=self.service.draft_size)
+            return self.service.prepare(img, size=upright_size(data))
 
-        return await run_in_threadpool(decode)
+        try:
+            return await run_in_threadpool(decode)
+        except MemoryError:
+            raise HTTPException(503, OUT_OF_MEMORY) from None
 
-    async def wait(task: Task[Any]) -> Any:
+    async def wait(self, task: Task[Any]) -> Any:
+        """The task's result; its failures as the status a client can act on."""
         try:
             return await asyncio.wrap_future(task.future)
         except TaskTimeout as e:
             raise HTTPException(504, str(e)) from None
         except TaskCancelled as e:
             raise HTTPException(409, f"task {e}") from None
-        except BadParams as e:
+        except ValueError as e:  # the service's and explainers' refusals of what the client asked for
             raise HTTPException(400, str(e)) from None
-
-    def parse_params(raw: str | None) -> dict[str, Any]:
-        if not raw:
-            return {}
-        try:
-            params = json.loads(raw)
-        except ValueError:
-            raise HTTPException(400, 'params must be a JSON object, e.g. {"num_samples": 300}') from None
-        if not isinstance(params, dict):
-            raise HTTPException(400, 'params must be a JSON object, e.g. {"num_samples": 300}')
-        return params
+        except (MemoryError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and not _is_out_of_memory(e):
+                raise
+            raise HTTPException(503, OUT_OF_MEMORY, headers={"Retry-After": "5"}) from None
 
     def submit(
-        prep: Prepared, method: str, params: str | None, target: int | None, include_map: bool
+        self, prep: Prepared, method: str, params: str | None, target: int | None, include_map: bool
     ) -> Task[Evidence]:
         try:
-            return service.submit_explain(prep, method, parse_params(params), target, include_map)
+            return self.service.submit_explain(prep, method, parse_params(params), target, include_map)
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
 
-    def status(task: Task[Any]) -> TaskStatus:
+    def status(self, task: Task[Any]) -> TaskStatus:
         err = None if task.error is None else (str(task.error) or type(task.error).__name__)
         return TaskStatus(
             id=task.id,
             method=task.kind,
             state=task.state,  # type: ignore[arg-type]
             progress=1.0 if task.state == "done" else task.watch.progress,
-            queue_position=service.queue.position(task),
+            queue_position=self.service.queue.position(task),
             elapsed=round(task.elapsed, 3),
             timeout_s=task.watch.timeout_s or 0.0,
             result=task.result if task.state == "done" else None,
             error=err,
         )
 
-    # ---- page ------------------------------------------------------------------------------------------
+    def task_or_404(self, task_id: str) -> Task[Any]:
+        task = self.service.queue.get(task_id)
+        if task is None:
+            raise HTTPException(404, "unknown or expired task")
+        return task
+
+
+def _is_out_of_memory(e: RuntimeError) -> bool:
+    """torch reports a failed CPU allocation as a RuntimeError, not a MemoryError."""
+    text = str(e).lower()
+    return "can't allocate memory" in text or "out of memory" in text
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(name)
+
+
+def parse_params(raw: str | None) -> dict[str, Any]:
+    """The ``params`` form field -> a dict of finite numbers, short strings, booleans (400 otherwise)."""
+    if not raw:
+        return {}
+    try:
+        params = json.loads(raw, parse_constant=_reject_constant)  # NaN and Infinity are not JSON
+    except (ValueError, RecursionError):
+        raise HTTPException(400, PARAMS_HELP) from None
+    if not isinstance(params, dict):
+        raise HTTPException(400, PARAMS_HELP)
+    if len(params) > MAX_PARAMS:
+        raise HTTPException(400, f"params has {len(params)} keys; at most {MAX_PARAMS} are accepted")
+    for key, value in params.items():
+        problem = _param_problem(value)
+        if problem:
+            raise HTTPException(400, f"parameter {key[:MAX_PARAM_STR]!r} {problem}")
+    return params
+
+
+def _param_problem(value: Any) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if abs(value) <= MAX_PARAM_INT else f"is out of range (|value| <= 2**53), got {value:.3g}"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"must be a finite number, got {value}"
+    if isinstance(value, str):
+        return None if len(value) <= MAX_PARAM_STR else f"is longer than {MAX_PARAM_STR} characters"
+    return f"must be a number, string or boolean, got {type(value).__name__}"
+
+
+async def only_fields(request: Request, *names: str) -> None:
+    """400 naming a form field the route does not take (a typo such as ``param=`` would be ignored otherwise).
+
+    Called in the route, after FastAPI's own validation, so a missing photo is still the usual 422.
+    """
+    form = await request.form()  # the form FastAPI already parsed (Starlette caches it on the request)
+    unknown = sorted(set(form.keys()) - set(names))
+    if unknown:
+        name = unknown[0][:MAX_PARAM_STR]
+        raise HTTPException(400, f"unknown form field {name!r}; this endpoint takes {', '.join(names)}")
+
+
+def exact_form_schemas(app: FastAPI) -> None:
+    """Declare in ``/openapi.json`` that the form bodies take no other fields, as :func:`only_fields` enforces."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            for name, component in build().get("components", {}).get("schemas", {}).items():
+                if name.startswith("Body_"):
+                    component["additionalProperties"] = False
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def add_page(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    # ---- API -------------------------------------------------------------------------------------------
-    @app.get("/healthz", response_model=Health, tags=["service"])
+
+def service_router(api: Requests) -> APIRouter:
+    router = APIRouter(tags=["service"])
+    service = api.service
+
+    @router.get("/healthz", response_model=Health)
     async def healthz() -> Health:
         """Liveness: the model is loaded; ``queue`` = tasks waiting or running."""
         return Health(
             status="ok", model=service.trained.model_name, run=service.run_name, queue=service.queue.pending()
         )
 
-    @app.get("/api/info", response_model=ModelInfo, tags=["service"])
+    @router.get("/api/info", response_model=ModelInfo)
     async def info() -> ModelInfo:
         """The model and run this server uses, its classes, methods and per-request budget."""
-        return service.info(max_upload_bytes)
+        return service.info(api.max_upload_bytes)
 
-    @app.post(
+    return router
+
+
+def model_router(api: Requests) -> APIRouter:
+    router = APIRouter(tags=["model"])
+    service = api.service
+    target_field = Annotated[
+        int | None,
+        Form(
+            description="class index to explain (default: the predicted one)",
+            json_schema_extra={"minimum": 0, "maximum": len(service.trained.classes) - 1},
+        ),
+    ]
+
+    @router.post(
         "/api/predict",
         response_model=Prediction,
-        tags=["model"],
         responses={
             400: {"description": "not a usable image"},
             413: {"description": "upload too large"},
             503: {"description": "too many requests queued"},
         },
     )
-    async def predict(image: ImageField) -> Prediction:
+    async def predict(request: Request, image: ImageField) -> Prediction:
         """Top-5 species and the Grad-CAM evidence for the most probable one."""
-        prep = await read_image(image)
+        await only_fields(request, "image")
+        prep = await api.read_image(image)
         task = service.submit_predict(prep)
-        out = await wait(task)
+        out = await api.wait(task)
         return Prediction(
             top=out.top,
             gradcam=out.gradcam,
             view_png=out.view_png,
             width=prep.width,
             height=prep.height,
-            model=service.info(max_upload_bytes),
+            model=service.info(api.max_upload_bytes),
             seconds=round(out.seconds, 4),
             queued_seconds=round(task.queued_seconds, 4),
         )
 
-    @app.post(
+    @router.post(
         "/api/explain",
         response_model=Evidence,
-        tags=["model"],
         responses={
             400: {"description": "not a usable image or bad parameters"},
             413: {"description": "upload too large"},
+            503: {"description": "too many requests queued, or not enough memory for this one"},
             504: {"description": "the method ran past the per-request time budget"},
         },
     )
     async def explain(
+        request: Request,
         image: ImageField,
-        method: Annotated[str, Form(description="gradcam, lime, shap or ig")] = "gradcam",
-        params: Annotated[
-            str | None,
-            Form(
-                description='JSON object of method options, e.g. {"num_samples": 300}; '
-                "num_samples (lime), max_evals (shap), steps (ig) are capped"
-            ),
-        ] = None,
-        target: Annotated[
-            int | None, Form(description="class index to explain (default: the predicted one)")
-        ] = None,
-        include_map: Annotated[bool, Form(description="also return the raw map as nested lists")] = False,
+        method: MethodField = "gradcam",
+        params: ParamsField = None,
+        target: target_field = None,
+        include_map: IncludeMapField = False,
     ) -> Evidence:
         """One explanation, waited for (scripts). The page uses ``/api/tasks`` to show progress instead."""
-        prep = await read_image(image)
-        return await wait(submit(prep, method, params, target, include_map))
+        await only_fields(request, "image", "method", "params", "target", "include_map")
+        prep = await api.read_image(image)
+        return await api.wait(api.submit(prep, method, params, target, include_map))
 
-    @app.post(
+    return router
+
+
+def task_router(api: Requests) -> APIRouter:
+    router = APIRouter(tags=["model"])
+    target_field = Annotated[
+        int | None,
+        Form(
+            description="class index to explain (default: the predicted one)",
+            json_schema_extra={"minimum": 0, "maximum": len(api.service.trained.classes) - 1},
+        ),
+    ]
+
+    @router.post(
         "/api/tasks",
         response_model=TaskStatus,
         status_code=202,
-        tags=["model"],
         responses={
             400: {"description": "not a usable image or bad parameters"},
             413: {"description": "upload too large"},
+            503: {"description": "too many requests queued"},
         },
     )
     async def create_task(
+        request: Request,
         image: ImageField,
-        method: Annotated[str, Form(description="gradcam, lime, shap or ig")] = "lime",
-        params: Annotated[
-            str | None, Form(description="JSON object of method options (see /api/explain)")
-        ] = None,
-        target: Annotated[
-            int | None, Form(description="class index to explain (default: the predicted one)")
-        ] = None,
+        method: MethodField = "lime",
+        params: ParamsField = None,
+        target: target_field = None,
     ) -> TaskStatus:
         """Queue an explanation and return at once; poll ``GET /api/tasks/{id}`` for progress and the result."""
-        prep = await read_image(image)
-        return status(submit(prep, method, params, target, False))
+        await only_fields(request, "image", "method", "params", "target")
+        prep = await api.read_image(image)
+        return api.status(api.submit(prep, method, params, target, False))
 
-    def task_or_404(task_id: str):  # type: ignore[no-untyped-def]
-        task = service.queue.get(task_id)
-        if task is None:
-            raise HTTPException(404, "unknown or expired task")
-        return task
+    missing = {404: {"description": "unknown or expired task"}}
 
-    @app.get(
-        "/api/tasks/{task_id}",
-        response_model=TaskStatus,
-        tags=["model"],
-        responses={404: {"description": "unknown or expired task"}},
-    )
+    @router.get("/api/tasks/{task_id}", response_model=TaskStatus, responses=missing)
     async def get_task(task_id: str) -> TaskStatus:
-        return status(task_or_404(task_id))
+        return api.status(api.task_or_404(task_id))
 
-    @app.delete(
-        "/api/tasks/{task_id}",
-        response_model=TaskStatus,
-        tags=["model"],
-        responses={404: {"description": "unknown or expired task"}},
-    )
+    @router.delete("/api/tasks/{task_id}", response_model=TaskStatus, responses=missing)
     async def cancel_task(task_id: str) -> TaskStatus:
         """Stop a queued or running task at its next model forward (the page does this on a new photo)."""
-        task = task_or_404(task_id)
+        task = api.task_or_404(task_id)
         task.watch.cancel()
-        return status(task)
+        return api.status(task)
 
-    @app.get("/api/examples", response_model=list[Example], tags=["examples"])
+    return router
+
+
+def example_router(app: FastAPI) -> APIRouter:
+    router = APIRouter(tags=["examples"])
+
+    @router.get("/api/examples", response_model=list[Example])
     async def list_examples() -> list[Example]:
         """Photos from the run's test split to try (one per species, up to 12)."""
         return [
@@ -281,9 +413,8 @@ def create_app(
             for i, ex in enumerate(app.state.examples)
         ]
 
-    @app.get(
+    @router.get(
         "/api/examples/{example_id}/image",
-        tags=["examples"],
         responses={200: {"content": {"image/*": {}}}, 404: {"description": "no such example"}},
     )
     async def example_image(example_id: int) -> Response:
@@ -299,7 +430,7 @@ def create_app(
             headers={"Cache-Control": "max-age=3600"},
         )
 
-    return app
+    return router
 
 
 def create_app_from_run(
