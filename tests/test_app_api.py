@@ -202,9 +202,8 @@ def test_reduce_rgb_equals_converting_then_reducing_the_whole_image(monkeypatch:
 
 
 def test_large_png_is_reduced_before_the_model_and_stays_upright(client: TestClient, tiny_run: Path) -> None:
-    from birdlens.train.checkpoint import load_trained
-
     from birdlens.data.images import decode_rgb, open_image
+    from birdlens.runs.trained import load_trained
 
     arr = np.kron(noisy(COLOURS["GREEN BIRD"], seed=12, size=100), np.ones((30, 40, 1), np.uint8))
     img = Image.fromarray(arr)  # 4000 x 3000
@@ -225,7 +224,7 @@ _PEAK_SCRIPT = """
 import resource, sys
 from birdlens.app.uploads import decode_upload
 from birdlens.models import resize_size
-from birdlens.train.checkpoint import load_trained
+from birdlens.runs.trained import load_trained
 trained = load_trained(sys.argv[1])
 transform = trained.transform()
 data = open(sys.argv[2], "rb").read()

@@ -33,10 +33,11 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from _apputil import COLOURS, encode, make_tiny_run, noisy
-from birdlens.app.budget import BUDGET_PARAM, METHODS, Budget
+from birdlens.app.budget import Budget, offered_methods
 from birdlens.app.examples import find_examples
 from birdlens.app.server import create_app
 from birdlens.app.service import ModelService
+from birdlens.explain import method_class
 
 EXAMPLES_PER_OPERATION = 30
 PARAMS_EXAMPLES = 50
@@ -116,9 +117,9 @@ def _param_names(server_url: str) -> dict[str, list[str]]:
     """Per method: the parameters the server declares (``/api/info``) and its budget one (plus a seed)."""
     info = requests.get(f"{server_url}/api/info", timeout=REQUEST_TIMEOUT_S).json()
     declared = info.get("params") or {}
+    budget_params = {m: method_class(m).budget_param for m in offered_methods()}
     return {
-        m: sorted(set(declared.get(m, {})) | ({BUDGET_PARAM[m], "seed"} if m in BUDGET_PARAM else {"seed"}))
-        for m in METHODS
+        m: sorted(set(declared.get(m, {})) | {p for p in (b, "seed") if p}) for m, b in budget_params.items()
     }
 
 
@@ -150,7 +151,7 @@ JSON_SCALARS = st.one_of(
 
 def test_real_photos_with_generated_params_never_get_a_5xx_or_hang(server_url: str) -> None:
     names = _param_names(server_url)
-    requests_ = st.sampled_from(METHODS).flatmap(
+    requests_ = st.sampled_from(offered_methods()).flatmap(
         lambda m: st.tuples(st.just(m), st.dictionaries(st.sampled_from(names[m]), JSON_SCALARS, max_size=3))
     )
     photo = encode(noisy(COLOURS["BLUE BIRD"], seed=21))

@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from birdlens import __version__
-from birdlens.app.budget import METHODS
+from birdlens.app.budget import offered_methods
 from birdlens.app.examples import ExampleImage
 from birdlens.app.schemas import Evidence, Example, Health, ModelInfo, Prediction, TaskStatus
 from birdlens.app.service import ModelService, Prepared
@@ -53,10 +53,18 @@ PARAMS_HELP = 'params must be a JSON object of numbers, strings or booleans, e.g
 OUT_OF_MEMORY = "the server ran out of memory for this request; ask for fewer samples or a smaller batch_size"
 
 ImageField = Annotated[UploadFile, File(description="the photo (any format the data layer reads)")]
-MethodField = Annotated[
-    str,
-    Form(description="gradcam, lime, shap or ig", json_schema_extra={"enum": list(METHODS)}),
-]
+
+
+def method_field() -> Any:
+    """The ``method`` form field, its enum read from the explainer classes when the app is built (a method
+    registered before ``create_app`` is offered and documented without another edit)."""
+    methods = offered_methods()
+    return Annotated[
+        str,
+        Form(description=f"one of {', '.join(methods)}", json_schema_extra={"enum": methods}),
+    ]
+
+
 ParamsField = Annotated[
     str | None,
     Form(
@@ -293,6 +301,7 @@ def service_router(api: Requests) -> APIRouter:
 
 def model_router(api: Requests) -> APIRouter:
     router = APIRouter(tags=["model"])
+    method_form = method_field()
     service = api.service
     target_field = Annotated[
         int | None,
@@ -341,7 +350,7 @@ def model_router(api: Requests) -> APIRouter:
     async def explain(
         request: Request,
         image: ImageField,
-        method: MethodField = "gradcam",
+        method: method_form = "gradcam",
         params: ParamsField = None,
         target: target_field = None,
         include_map: IncludeMapField = False,
@@ -356,6 +365,7 @@ def model_router(api: Requests) -> APIRouter:
 
 def task_router(api: Requests) -> APIRouter:
     router = APIRouter(tags=["model"])
+    method_form = method_field()
     target_field = Annotated[
         int | None,
         Form(
@@ -377,7 +387,7 @@ def task_router(api: Requests) -> APIRouter:
     async def create_task(
         request: Request,
         image: ImageField,
-        method: MethodField = "lime",
+        method: method_form = "lime",
         params: ParamsField = None,
         target: target_field = None,
     ) -> TaskStatus:
