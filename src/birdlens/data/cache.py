@@ -1,11 +1,10 @@
 """A decoded-image cache: uint8 HWC arrays in ``.npy`` files opened memory-mapped.
 
-Why: decoding a JPEG costs ~1-4 ms on this CPU and every training epoch, every explanation batch and every
+Why: decoding a JPEG costs milliseconds, and every training epoch, every explanation batch and every
 validation pass would pay it again. A cached array is mapped, not read, so the page cache is shared between
-processes (DataLoader workers, the web app). Measured by ``benchmarks/data_speed.py`` on the 1,200 shared
-224 px photos (busy machine, load ~9): dataset items 2.5-2.9x faster warm than decoding, re-validation 6-7x;
-the first fill costs 2-3x a plain decode (file creation), so the cache pays from the second epoch on. Larger
-source photos (CUB's ~500x375) gain more, since their decode costs more and the cached array is 224 px.
+processes (DataLoader workers, the web app). The first fill costs more than a plain decode (file creation), so
+the cache pays from the second epoch on, and more for large source photos (measured:
+docs/benchmarks.md#data).
 
 Layout (a person can ``rm -rf`` it any time)::
 
@@ -186,7 +185,7 @@ def _map_npy(path: Path) -> np.ndarray:
     """Memory-map a ``.npy`` file read-only.
 
     Same result as ``np.load(path, mmap_mode="r")`` at a fraction of its cost: numpy parses the header with
-    ``ast.literal_eval`` (a ``compile`` per file, ~1 ms, and several ms on a busy machine) and builds a slow
+    ``ast.literal_eval`` (a ``compile`` per file; measured: docs/benchmarks.md#data) and builds a slow
     ``np.memmap``; this path runs once per image per epoch, so the header is matched with a regex instead
     (files this cache wrote always match; anything else falls back to numpy).
     """

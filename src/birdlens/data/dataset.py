@@ -75,8 +75,8 @@ class ImageDataset(Dataset[tuple[Any, int]]):
         """The uint8 ``[3, H, W]`` image before ``transform``.
 
         Its memory is channels-last (a permuted view of an HWC copy): no extra copy, v2 transforms and
-        ``default_collate`` accept it, and channels-last is what the models run fastest on this CPU. Call
-        ``.contiguous()`` if you need ``.view`` on it.
+        ``default_collate`` accept it, and the models run faster channels-last on a CPU (measured:
+        docs/benchmarks.md#data). Call ``.contiguous()`` if you need ``.view`` on it.
         """
         arr = np.array(self.load_array(index), dtype=np.uint8, copy=True)  # writable copy: torch needs one
         return torch.from_numpy(arr).permute(2, 0, 1).as_subclass(tv_tensors.Image)

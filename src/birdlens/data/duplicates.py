@@ -1,13 +1,12 @@
 """Exact and near duplicates, within and across splits; a pair across train/valid/test is a *leak*.
 
 Exact: equal content hash (SHA-1 of the bytes). Near: 64-bit dHash of the decoded image within a Hamming
-distance, default 5 of 64. Measured on 30 of the shared bird photos: JPEG quality 50, resizing to 112 or 448 px
-and +15% brightness move the hash by at most 4 bits, while the closest pair of *different* photos among all
-1,200 is 9 bits apart (1% of random pairs are <= 20). Crops are not caught: cropping 3% moves it ~6, 8% ~16.
+distance, default 5 of 64: above what recompression, resizing and brightness changes move the hash, below the
+closest pair of different photos. Crops are not caught (measured: docs/benchmarks.md#data).
 
 The near search compares all pairs with vectorised XOR + popcount in blocks: ~n^2/2 64-bit ops with no index
-to build or get wrong; measured 4 s for 20,000 images on this busy 2-core machine (so ~80 s for all 89k Kaggle
-photos, which take far longer to decode anyway; ``--top`` makes both small).
+to build or get wrong, and fast next to decoding the same photos even for a dataset of Kaggle's size
+(measured: docs/benchmarks.md#data; ``--top`` makes both small).
 """
 
 from __future__ import annotations

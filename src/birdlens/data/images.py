@@ -314,8 +314,8 @@ def decode_rgb(img: Image.Image, draft_size: int | None = None) -> Image.Image:
     """Decode frame 0, apply EXIF orientation, convert to RGB.
 
     ``draft_size`` lets JPEG decoding downscale by DCT (1/2, 1/4, 1/8) while keeping the short side
-    >= draft_size: for a 2000x1500 photo resized to 224, 28 ms instead of 111 ms here, with a mean difference
-    of 0.4 grey levels after the resize.
+    >= draft_size: several times faster for a large photo resized to model size, with a difference after the
+    resize well under one grey level (measured: docs/benchmarks.md#data).
     """
     try:
         if getattr(img, "n_frames", 1) > 1:

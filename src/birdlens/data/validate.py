@@ -6,9 +6,9 @@ hash was validated before is not decoded again: same bytes, same verdict (only t
 since they may have changed).
 
 Threads: Pillow releases the GIL while decoding, so ``workers=2`` could use both cores of this machine. It is
-off by default (``workers=1``): ``benchmarks/data_speed.py`` measured 0.7-1.13x for 2 threads on the shared
-photos while other work kept the 2 cores busy (the usual case here), so it does not pay for itself by default;
-pass ``workers`` on a quiet or bigger machine.
+off by default (``workers=1``): while other work keeps the cores busy, 2 threads are sometimes slower than one
+(measured: docs/benchmarks.md#data), so it does not pay for itself by default; pass ``workers`` on a quiet or
+bigger machine.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from birdlens.utils.lazy import lazy_exports
 
-# Lazy exports: ``birdlens --help`` must not pay for importing torch (seconds on this CPU).
+# Lazy exports: ``birdlens --help`` must not pay for importing torch (docs/benchmarks.md#cli-start-up).
 _LAZY = {
     "classification_metrics": "birdlens.evaluate.metrics",
     "evaluate_run": "birdlens.evaluate.run",

@@ -387,7 +387,8 @@ class Explainer(ABC):
 
     def fast_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for no-grad perturbation batches, from a BatchNorm-folded copy of the model when
-        ``fold_bn`` (1.3-1.4x faster on CPU; the copy is verified against the model, else not used)."""
+        ``fold_bn`` (faster on CPU, measured: docs/benchmarks.md#models-and-weights; the copy is verified against
+        the model, else not used)."""
         if not self.fold_bn:
             return self.logits(x)
         if self._fast is None:

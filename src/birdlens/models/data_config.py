@@ -1,8 +1,8 @@
 """How a model wants its pixels: size, interpolation, crop and normalisation, plus the matching transforms.
 
 The numbers come from the pretrained weights (timm's ``pretrained_cfg``), never from a guess: a network fed
-the wrong mean/std or crop silently loses accuracy (the bundled EfficientNet-Lite0 drops from 92% to 79%
-top-1 on our ImageNet-class bird check with ImageNet mean/std instead of its own 0.5/0.5).
+the wrong mean/std or crop silently loses accuracy (the bundled EfficientNet-Lite0 with ImageNet mean/std
+instead of its own 0.5/0.5; measured: docs/benchmarks.md#models-and-weights).
 """
 
 from __future__ import annotations

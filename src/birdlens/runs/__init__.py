@@ -6,7 +6,7 @@ the app, the study) uses this package, so none of them needs another's internals
 
 from birdlens.utils.lazy import lazy_exports
 
-# Lazy exports: ``birdlens --help`` must not pay for importing torch (seconds on this CPU).
+# Lazy exports: ``birdlens --help`` must not pay for importing torch (docs/benchmarks.md#cli-start-up).
 _LAZY = {
     "CheckpointError": "birdlens.runs.layout",
     "RunDirError": "birdlens.runs.layout",

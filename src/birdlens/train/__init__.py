@@ -7,7 +7,7 @@ of :func:`birdlens.runs.load_trained` / :class:`birdlens.runs.TrainedModel`, whe
 
 from birdlens.utils.lazy import lazy_exports
 
-# Lazy exports: ``birdlens --help`` must not pay for importing torch (seconds on this CPU).
+# Lazy exports: ``birdlens --help`` must not pay for importing torch (docs/benchmarks.md#cli-start-up).
 _LAZY = {
     "TrainConfig": "birdlens.train.config",
     "TrainedModel": "birdlens.runs.trained",

@@ -8,7 +8,7 @@ image content hash, transform description (which includes the image size) and vi
 
 Augmented views are drawn with a per-(seed, image, view) RNG, so the same view is the same pixels in every run
 and its features can be cached like the clean ones. Extraction uses ``torch.inference_mode``, channels_last and
-batches of 16 (the fastest on this CPU, see DESIGN.md).
+batches of 16, the fastest tried (docs/benchmarks.md#training).
 """
 
 from __future__ import annotations

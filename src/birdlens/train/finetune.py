@@ -26,7 +26,7 @@ from birdlens.train.module import Classifier
 
 def resolve_precision(cfg_precision: str, accelerator: str) -> str:
     """``auto``: fp16 mixed precision on CUDA; fp32 on CPU (bf16 autocast does not speed up CPU training
-    here, see ``benchmarks/train_speed.py``)."""
+    here; measured: docs/benchmarks.md#training)."""
     if cfg_precision != "auto":
         return cfg_precision
     on_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")

@@ -58,7 +58,8 @@ def set_linear_head(model: nn.Module, weight: torch.Tensor, bias: torch.Tensor) 
 def backbone_fingerprint(model: nn.Module) -> str:
     """SHA-1 of every backbone tensor (parameters and buffers, not the head): the weights part of a cache key.
 
-    ~20 ms for Lite0, ~1 s for VGG19; independent of where the weights came from (bundled, file, hub).
+    Cheap next to feature extraction (measured: docs/benchmarks.md#training); independent of where the weights
+    came from (bundled, file, hub).
     """
     head = head_param_names(model)
     h = hashlib.sha1()

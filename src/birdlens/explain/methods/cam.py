@@ -1,7 +1,7 @@
 """Grad-CAM, Grad-CAM++, LayerCAM and HiResCAM, batched.
 
 Why not pytorch-grad-cam: it back-propagates through the whole network with parameter gradients and moves
-everything to numpy (1.0 s for 16 Lite0 images here). We re-root the CAM layer's output as a leaf
+everything to numpy (measured: docs/benchmarks.md#explainers). We re-root the CAM layer's output as a leaf
 (:func:`capture_as_leaf`) with all parameters frozen, so autograd records only the head, and take
 ``torch.autograd.grad`` with respect to that activation alone; the forward then costs an inference forward.
 The maps use pytorch-grad-cam's exact normalisation (ReLU, per-image min-max, bilinear resize, min-max again),

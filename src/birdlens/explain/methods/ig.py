@@ -1,10 +1,11 @@
 """Integrated Gradients (Sundararajan et al. 2017), the same quadrature as Captum, bounded memory.
 
-Why our own loop: Captum evaluates all ``steps`` interpolants of an image in one batch by default (a batch of
-50 is ~2x slower per image than 8-16 on this CPU, and its memory grows with ``steps``). Here the interpolants
-are evaluated in chunks of at most ``internal_batch_size`` images, parameters are frozen so autograd computes
-only input gradients, and the model runs channels_last. The completeness error
-``|sum(attr) - (f(x) - f(baseline))|`` is reported per image in ``scores``.
+Why our own loop: Captum evaluates all ``steps`` interpolants of an image in one batch by default (slower per
+image than small batches on a CPU, and its memory grows with ``steps``; measured:
+docs/benchmarks.md#explainers). Here the interpolants are evaluated in chunks of at most
+``internal_batch_size`` images, parameters are frozen so autograd computes only input gradients, and the model
+runs channels_last. The completeness error ``|sum(attr) - (f(x) - f(baseline))|`` is reported per image in
+``scores``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """LIME for images (Ribeiro et al. 2016), the algorithm of ``lime.lime_image.LimeImageExplainer``, on tensors.
 
 Why our own: ``lime`` builds every perturbed image with a Python loop over samples and superpixels, in numpy,
-and calls the model in batches of 10 (85% of its 9.9 s per Lite0 image is the model, the rest its own work).
-Here the segmentation is computed once per image and cached, the binary design matrix becomes pixel masks
-with one gather (``Z[:, segments]``), hidden superpixels are filled by one ``torch.where``, the model runs in
-inference mode (optionally bf16 autocast) on channels_last batches, and the surrogate is the same weighted
-ridge (alpha=1, intercept) with LIME's kernel ``sqrt(exp(-d^2 / w^2))`` on the cosine distance to the
-all-ones row, solved in closed form in float64.
+and calls the model in batches of 10 (most of its time is the model, so the model calls are what to make
+cheap; measured: docs/benchmarks.md#explainers). Here the segmentation is computed once per image and cached,
+the binary design matrix becomes pixel masks with one gather (``Z[:, segments]``), hidden superpixels are
+filled by one ``torch.where``, the model runs in inference mode (optionally bf16 autocast) on channels_last
+batches, and the surrogate is the same weighted ridge (alpha=1, intercept) with LIME's kernel
+``sqrt(exp(-d^2 / w^2))`` on the cosine distance to the all-ones row, solved in closed form in float64.
 
 Sampling is seeded too (``lime`` seeds only the segmentation): ``sampler="uniform"`` draws exactly
 ``RandomState(seed).randint(0, 2, num_samples * n)`` like ``LimeImageExplainer(random_state=seed)``;
@@ -96,8 +96,8 @@ class Lime(Explainer):
     ``image01 [H, W, 3] -> labels [H, W]``; ``fill``: ``"mean"`` (mean colour of each superpixel's original
     pixels, as lime) or ``"blur"``; ``score``: explain the target's ``"prob"`` (as lime) or ``"logit"``;
     ``alpha``: ridge penalty (lime: 1); ``precision="bf16"``: opt-in autocast for the model evaluations;
-    ``batch_size``: images per model call (4: on a 2-core CPU Lite0 runs ~1.2x more images/s at 4 than at 8,
-    see ``perturb.FORWARD_CHUNK``).
+    ``batch_size``: images per model call (4: small batches run Lite0 faster on a small CPU, see
+    ``perturb.FORWARD_CHUNK``).
     """
 
     title = "LIME"

@@ -26,8 +26,8 @@ def check_options(score: str, precision: str) -> None:
 
 @contextlib.contextmanager
 def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """``bf16``: autocast (opt-in; ~1.6x faster Lite0 inference on this CPU, agreement reported by the
-    benchmark); ``fp32``: nothing."""
+    """``bf16``: autocast (opt-in: faster Lite0 inference on a CPU with bf16 support, results close to fp32 but
+    not equal; measured: docs/benchmarks.md#explainers); ``fp32``: nothing."""
     if precision == "bf16":
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
             yield
@@ -35,8 +35,8 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
         yield
 
 
-#: images per forward pass: Lite0 on a 2-core CPU runs ~1.2x more images/s at 4 than at 8-10 (cache-sized
-#: activations; measured alternately with LIME at 240 samples: 6.1 s at 4, 7.4 s at 8, 8.3 s at 12)
+#: images per forward pass: small batches keep Lite0's activations in cache, so 4 beats 8-12 on a small CPU
+#: (measured: docs/benchmarks.md#explainers)
 FORWARD_CHUNK = 4
 
 

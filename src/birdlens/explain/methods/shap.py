@@ -10,12 +10,13 @@ contexts, ``batch_size`` masks per expansion step, until ``max_evals`` evaluatio
 queue keeps ``(f11 - f00) * weight`` on its node, and every node's value is spread evenly over its pixels.
 
 Why our own: shap keeps a dense ``(2M - 1) x M`` sparse mask matrix (M = 150,528 for a 224 px image), builds
-each masked image in numpy and copies it to the model (2.7 s of its 8.7 s per Lite0 image here). Here a mask
-is a tuple of boxes of the partition, painted into a boolean tensor on the model's device and blended with one
-``torch.where``, and the blur is an exact torch box filter. With the same ``batch_size`` and ``seed`` as shap
-(whose tie-break draws come from numpy's global RandomState), the evaluation order is the same, so the values
-agree to float rounding (tested). The masks of one step go through the model in chunks of ``forward_chunk``
-images (4 is ~1.2x faster than shap's 10 on a 2-core CPU); chunking never changes the order or the values.
+each masked image in numpy and copies it to the model (a large share of its time; measured:
+docs/benchmarks.md#explainers). Here a mask is a tuple of boxes of the partition, painted into a boolean
+tensor on the model's device and blended with one ``torch.where``, and the blur is an exact torch box filter.
+With the same ``batch_size`` and ``seed`` as shap (whose tie-break draws come from numpy's global
+RandomState), the evaluation order is the same, so the values agree to float rounding (tested). The masks of
+one step go through the model in chunks of ``forward_chunk`` images (4 is faster than shap's 10 on a small
+CPU, see ``perturb.FORWARD_CHUNK``); chunking never changes the order or the values.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ seeded sample of images with each method, scores every applicable metric, bootst
 
 from birdlens.utils.lazy import lazy_exports
 
-# Lazy exports: `birdlens --help` must not pay for importing torch (seconds on this CPU).
+# Lazy exports: `birdlens --help` must not pay for importing torch (docs/benchmarks.md#cli-start-up).
 _LAZY = {
     "BASELINES": "birdlens.explain.metrics.baselines",
     "Category": "birdlens.explain.metrics.base",

@@ -48,7 +48,7 @@ def explain_eval(
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     steps: Annotated[
-        int, typer.Option("--steps", min=1, help="deletion/insertion steps (RISE: 224; 32 is ~7x faster)")
+        int, typer.Option("--steps", min=1, help="deletion/insertion steps (RISE: 224; fewer is faster)")
     ] = 224,
     target: Annotated[
         str, typer.Option("--target", help="explain the 'pred'icted class or the 'label'")
