@@ -98,7 +98,7 @@ def verdict(lo: float, hi: float) -> str:
 
 
 def summarise(acc: dict[Any, dict[str, list[float]]]) -> dict[str, Any]:
-    """acc[budget][arm] = per-seed accuracies (same seed order in every arm) -> means, CIs, paired differences."""
+    """``acc[budget][arm]`` = per-seed accuracies (same seed order in every arm) -> means, CIs, paired differences."""
     out: dict[str, Any] = {}
     for budget, arms in acc.items():
         rows = {}
