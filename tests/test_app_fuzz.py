@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,25 @@ def bounded(max_examples: int) -> settings:
 
 
 STATUSES: Counter[str] = Counter()  # "<test> <status>" -> count, printed at the end (docs/benchmarks.md)
+MEMORY: dict[str, int] = {}  # resident memory of this process (server included) when the server started
+MAX_GROWTH_MIB = 512  # the tiny run's worst request (a budget-capped SHAP/LIME/IG on 96 px) needs far less
+
+
+def _status_kib(field: str) -> int:
+    """A ``VmRSS``/``VmHWM`` line of /proc/self/status, in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak() -> bool:
+    """Start the peak-memory count (``VmHWM``) afresh from now (Linux: write 5 to clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def _free_port() -> int:
@@ -79,6 +99,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             break
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
+    if _reset_peak():
+        MEMORY["start"] = _status_kib("VmRSS")
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=30)
@@ -176,3 +198,12 @@ def test_real_photos_with_generated_params_never_get_a_5xx_or_hang(server_url: s
         assert r.status_code < 500, (method, params, target, r.text)
 
     check()
+
+
+def test_fuzzing_kept_the_server_memory_bounded(server_url: str) -> None:
+    """Every request above ran in this process: its peak resident memory since the server started."""
+    if "start" not in MEMORY:
+        pytest.skip("this kernel cannot reset the peak-memory count (/proc/self/clear_refs)")
+    growth_mib = (_status_kib("VmHWM") - MEMORY["start"]) / 1024
+    print(f"\npeak memory growth while fuzzing: {growth_mib:.0f} MiB")
+    assert growth_mib < MAX_GROWTH_MIB
