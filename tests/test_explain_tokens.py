@@ -195,3 +195,34 @@ def test_probe_on_a_random_vit_then_explain_with_layer(tmp_path: Path) -> None:
         res = cli.invoke(app, [*base, "--out", str(tmp_path / layer), "--layer", layer])
         assert res.exit_code == 2 and words in res.output and "Traceback" not in res.output
         assert not (tmp_path / layer).exists()
+
+    ev = ["explain-eval", "--run", str(run), "--data", str(data), "--methods", "gradcam", "--n", "3", "--steps", "4",
+          "--sanity-n", "0", "--stability-n", "0", "-q"]  # fmt: skip
+    res = cli.invoke(app, [*ev, "--out", str(tmp_path / "ee"), "--layer", "blocks.5.norm1"])
+    assert res.exit_code == 0, res.output
+    res = cli.invoke(app, [*ev, "--out", str(tmp_path / "ee_bad"), "--layer", "nope"])
+    assert (
+        res.exit_code == 2
+        and "no layer 'nope'" in res.output
+        and "default CAM layer is 'blocks.11.norm1'" in res.output
+    )
+    assert not (tmp_path / "ee_bad").exists()
+
+
+def test_study_config_layer_reaches_the_explain_stages_and_old_keys_stay() -> None:
+    from birdlens.study.config import parse_study_config
+    from birdlens.study.pipeline import build_stages
+
+    models = [{"name": "vit", "model": "vit_tiny_patch16_224"}]
+    plain = {s.name: s for s in build_stages(parse_study_config({"models": models}))}
+    assert "layer" not in plain["explain:vit"].config and "layer" not in plain["explain_eval:vit"].config
+    cfg = parse_study_config(
+        {
+            "models": models,
+            "explain": {"layer": "blocks.5.norm1"},
+            "explain_eval": {"layer": "blocks.4.norm1"},
+        }
+    )
+    stages = {s.name: s for s in build_stages(cfg)}
+    assert stages["explain:vit"].config["layer"] == "blocks.5.norm1"
+    assert stages["explain_eval:vit"].config["layer"] == "blocks.4.norm1"

@@ -113,7 +113,13 @@ def use_cam_layer(trained: Any, layer: str, methods: list[str]) -> None:
 
     if not any(method_class(m).needs_layer for m in methods):
         raise ValueError(f"layer {layer!r} was given but none of the methods {methods} uses a layer")
-    module_by_path(trained.model, layer)
+    try:
+        module_by_path(trained.model, layer)
+    except ValueError as e:
+        default = getattr(trained, "cam_layer", None)
+        raise ValueError(
+            f"{e}; this model's default CAM layer is {default!r}" if default else str(e)
+        ) from None
     size = int(getattr(trained, "image_size", 0) or 224)
     blank = torch.zeros(1, 3, size, size)
     trained.cam_layer = layer
