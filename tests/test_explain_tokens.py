@@ -114,6 +114,25 @@ def test_swin_stage_output_is_read_channels_last(built: dict[str, nn.Module]) ->
     assert conv.params["layout"] == "nchw"
 
 
+def test_channels_last_layers_inside_a_convnext_block_are_read_by_their_type() -> None:
+    """ConvNeXt's block norm (a LayerNorm) and MLP run on [B, H, W, C] unless ``conv_mlp``, where the norm is
+    timm's LayerNorm2d (a LayerNorm subclass on [B, C, h, w]); its stages are [B, C, h, w] either way."""
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    cases = {
+        False: (("stages.3.blocks.1.norm", "nhwc"), ("stages.3.blocks.1.mlp", "nhwc"), ("stages.3", "nchw")),
+        True: (("stages.3.blocks.1.norm", "nchw"), ("stages.3.blocks.1.mlp", "nchw")),
+    }
+    for conv_mlp, layers in cases.items():
+        torch.manual_seed(0)
+        model = timm.create_model("convnext_atto", pretrained=False, num_classes=4, conv_mlp=conv_mlp).eval()
+        for path, layout in layers:
+            ours = make_explainer("gradcam", model, layer=path, channels_last=False).explain(x)
+            assert ours.params["layout"] == layout, (conv_mlp, path)
+            fold = (lambda t: t.permute(0, 3, 1, 2)) if layout == "nhwc" else None
+            ref = _reference("gradcam", model, model.get_submodule(path), x, ours.target.tolist(), fold)
+            assert np.abs(ours.maps.numpy() - ref).max() <= 1e-5, (conv_mlp, path)
+
+
 def test_a_vit_at_another_image_size_folds_on_its_dynamic_grid() -> None:
     torch.manual_seed(0)
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, dynamic_img_size=True)
@@ -177,7 +196,7 @@ def test_hub_weights_of_a_vit_load_from_a_local_stand_in_and_explain(tmp_path: P
     assert exp.params["layer"] == "blocks.11.norm1" and exp.params["grid"] == [4, 4]
 
 
-def test_probe_on_a_random_vit_then_explain_with_layer(tmp_path: Path) -> None:
+def test_probe_and_finetune_on_a_random_vit_then_explain_with_layer(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "birds", train=4, valid=1, test=1)
     cli = CliRunner()
     run = tmp_path / "run"
@@ -196,6 +215,11 @@ def test_probe_on_a_random_vit_then_explain_with_layer(tmp_path: Path) -> None:
         assert res.exit_code == 2 and words in res.output and "Traceback" not in res.output
         assert not (tmp_path / layer).exists()
 
+    res = cli.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "ft"), "--model",
+                           "vit_tiny_patch16_224", "--mode", "finetune", "--epochs", "1", "--image-size", "32",
+                           "--no-pretrained", "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ft" / "meta.json").read_text())["cam_layer"] == "blocks.11.norm1"
     ev = ["explain-eval", "--run", str(run), "--data", str(data), "--methods", "gradcam", "--n", "3", "--steps", "4",
           "--sanity-n", "0", "--stability-n", "0", "-q"]  # fmt: skip
     res = cli.invoke(app, [*ev, "--out", str(tmp_path / "ee"), "--layer", "blocks.5.norm1"])

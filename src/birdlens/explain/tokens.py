@@ -63,13 +63,13 @@ def _declared_fmt(m: nn.Module) -> str | None:
 
 
 def _is_nhwc(model: nn.Module, path: str, layer: nn.Module) -> bool:
-    """A 4-D output is channels-last when the module's type says so (``Linear``/``LayerNorm`` act on the
-    last dimension) or, for other modules, when the nearest module on the way to it that declares an
+    """A 4-D output is channels-first when the module's type says so (convolutions, ``*2d`` modules),
+    channels-last when it acts on the last dimension (``Linear``/``LayerNorm``) or, for other modules, when the nearest module on the way to it that declares an
     ``output_fmt`` (timm Swin, its patch embedding) declares NHWC; convolutions are channels-first."""
+    if isinstance(layer, _CHANNELS_FIRST_TYPES) or type(layer).__name__.endswith("2d"):
+        return False  # torch's and timm's naming: Conv2d, BatchNorm2d, LayerNorm2d (a LayerNorm subclass)
     if isinstance(layer, _CHANNELS_LAST_TYPES) or isinstance(getattr(layer, "fc2", None), nn.Linear):
         return True  # a Linear/LayerNorm, or an MLP ending in one (timm's Mlp in ConvNeXt blocks)
-    if isinstance(layer, _CHANNELS_FIRST_TYPES):
-        return False
     parts = path.split(".") if path else []
     for i in range(len(parts), -1, -1):  # the layer itself, then its ancestors, then the model
         try:
@@ -94,6 +94,25 @@ def patch_grid(model: nn.Module, image_hw: tuple[int, int]) -> tuple[int, int] |
     if grid is None:
         return None
     return int(grid[0]), int(grid[1])
+
+
+def ancestors(model: nn.Module, path: str) -> dict[str, nn.Module]:
+    """The modules that contain ``path`` (not the model itself), deepest first."""
+    parts = path.split(".")
+    names = [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+    return {n: model.get_submodule(n) for n in names}
+
+
+def enclosing_map(
+    model: nn.Module, path: str, shapes: dict[str, tuple[int, ...]], batch: int
+) -> tuple[bool, tuple[int, ...]] | None:
+    """``(channels_last, shape)`` of the nearest ancestor of ``path`` whose recorded output is a 4-D map of
+    the batch (``shapes`` from :func:`birdlens.explain.hooks.record_shapes`), or None."""
+    for name, module in ancestors(model, path).items():
+        s = shapes.get(name, ())
+        if len(s) == 4 and s[0] == batch:
+            return _is_nhwc(model, name, module), s
+    return None
 
 
 def layout_of(

@@ -21,7 +21,7 @@ from birdlens.explain.base import Explainer, Param, register
 from birdlens.explain.hooks import capture_as_leaf, frozen_parameters, record_shapes
 from birdlens.explain.imaging import minmax_per_image, resize_maps
 from birdlens.explain.layers import resolve_layer
-from birdlens.explain.tokens import Layout, LayoutError, layout_of
+from birdlens.explain.tokens import Layout, LayoutError, ancestors, enclosing_map, layout_of
 
 
 class _CAM(Explainer):
@@ -55,22 +55,10 @@ class _CAM(Explainer):
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _ancestors(self, path: str) -> dict[str, nn.Module]:
-        parts = path.split(".")
-        names = [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]  # deepest first
-        return {n: self.model.get_submodule(n) for n in names}
-
     def _layout(
         self, path: str, layer: nn.Module, acts: torch.Tensor, x: torch.Tensor, shapes: dict[str, Any]
     ) -> Layout:
-        enclosing = None
-        for name in self._ancestors(path):  # the nearest 4-D ancestor output, for token grids inside a stage
-            if len(shapes.get(name, ())) == 4:
-                sub = layout_of(
-                    self.model, name, self.model.get_submodule(name), shapes[name], tuple(x.shape)
-                )
-                enclosing = (sub.kind == "nhwc", shapes[name])
-                break
+        enclosing = enclosing_map(self.model, path, shapes, x.shape[0])
         try:
             return layout_of(self.model, path, layer, tuple(acts.shape), tuple(x.shape), enclosing)
         except LayoutError as e:
@@ -86,7 +74,7 @@ class _CAM(Explainer):
         with (
             frozen_parameters(self.model),
             capture_as_leaf(layer) as cap,
-            record_shapes(self._ancestors(path)) as shapes,
+            record_shapes(ancestors(self.model, path)) as shapes,
             torch.enable_grad(),
         ):
             logits = self.logits(x)
