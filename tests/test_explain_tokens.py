@@ -143,6 +143,22 @@ def test_a_vit_at_another_image_size_folds_on_its_dynamic_grid() -> None:
     assert np.abs(ours.maps.numpy() - ref).max() <= 1e-5
 
 
+def test_registry_swin_and_vit_run_and_explain_at_a_small_image_size() -> None:
+    """Built by the registry, Swin (windows padded) and DeiT (position embedding resampled) take 64 px."""
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    for name, prefix, grid in (
+        ("swin_tiny_patch4_window7_224", 0, [2, 2]),
+        ("deit_tiny_distilled_patch16_224", 2, [4, 4]),
+    ):
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=3, pretrained=False).eval()
+        ours = make_explainer("gradcam", model, channels_last=False).explain(x)
+        assert (ours.params["prefix_tokens"], ours.params["grid"]) == (prefix, grid), name
+        layer = model.get_submodule(ours.params["layer"])
+        ref = _reference("gradcam", model, layer, x, ours.target.tolist(), _tokens(prefix, *grid))
+        assert np.abs(ours.maps.numpy() - ref).max() <= 1e-5, name
+
+
 def test_layers_that_are_no_spatial_map_are_refused_with_what_to_pass(built: dict[str, nn.Module]) -> None:
     vit, swin = built["vit_tiny_patch16_224"], built["swin_tiny_patch4_window7_224"]
     with pytest.raises(LayoutError) as e:

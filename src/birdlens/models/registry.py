@@ -242,9 +242,15 @@ def _build_meta(entry: ModelEntry, **kwargs: Any) -> nn.Module | None:
         return None
 
 
-#: token-model families built with ``dynamic_img_size=True``: they then train, load and explain at any image
-#: size (``--image-size``), their position embedding resampled from the native grid (unchanged at it)
-DYNAMIC_SIZE_FAMILIES = frozenset({"vision_transformer", "deit", "eva"})
+#: token-model families built so that they train, load and explain at any image size (``--image-size``):
+#: ViTs with ``dynamic_img_size`` (position embedding resampled from the native grid, unchanged at it), Swin
+#: without the strict size check (windows padded); at the native size the model computes what it did before
+ANY_SIZE_KWARGS: dict[str, dict[str, Any]] = {
+    "vision_transformer": {"dynamic_img_size": True},
+    "deit": {"dynamic_img_size": True},
+    "eva": {"dynamic_img_size": True},
+    "swin_transformer": {"strict_img_size": False},
+}
 
 
 def _build(entry: ModelEntry, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -256,9 +262,7 @@ def _build(entry: ModelEntry, pretrained: bool = False, **kwargs: Any) -> nn.Mod
 
 
 def _timm_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> dict[str, Any]:
-    if entry.family in DYNAMIC_SIZE_FAMILIES:
-        return {"dynamic_img_size": True, **kwargs}
-    return kwargs
+    return {**ANY_SIZE_KWARGS.get(entry.family, {}), **kwargs}
 
 
 def _cam_layer_of(model: nn.Module) -> str | None:
