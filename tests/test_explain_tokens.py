@@ -168,6 +168,9 @@ def test_layers_that_are_no_spatial_map_are_refused_with_what_to_pass(built: dic
     # Swin's window attention returns [B * windows, N, C]: no batch dimension to map back
     with pytest.raises(LayoutError, match=r"'layers.2.blocks.1.attn'.*\[8x16x384\].*not the batch"):
         make_explainer("gradcam", swin, layer="layers.2.blocks.1.attn").explain(_images(swin))
+    # the last block's output reaches the class-token head only through the class token: a blank map, refused
+    with pytest.raises(LayoutError, match=r"'blocks.11' gets no gradient at its patch tokens.*norm1"):
+        make_explainer("gradcam", vit, layer="blocks.11").explain(_images(vit))
     with pytest.raises(ValueError, match=r"no layer 'blocks.11.norm'.*candidates: .*blocks.11.norm1"):
         make_explainer("gradcam", vit, layer="blocks.11.norm").explain(_images(vit))
 

@@ -86,7 +86,13 @@ class _CAM(Explainer):
             (grads,) = torch.autograd.grad(chosen, cap.leaf)
         acts = cap.leaf.detach()
         layout = self._layout(path, layer, acts, x, shapes)
-        cam = self.combine(layout.to_nchw(acts).float(), layout.to_nchw(grads).float())
+        acts, grads = layout.to_nchw(acts), layout.to_nchw(grads)
+        if layout.kind == "tokens" and not grads.any():
+            raise LayoutError(
+                f"layer {path!r} gets no gradient at its patch tokens (after it, the head reads only the "
+                "prefix tokens, as after a ViT's last block); pass an earlier layer, e.g. that block's norm1"
+            )
+        cam = self.combine(acts.float(), grads.float())
         raw = cam.detach().clone()
         if self.normalize:
             cam = minmax_per_image(cam.clamp_min(0))
