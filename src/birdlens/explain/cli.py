@@ -22,11 +22,17 @@ def explain(
     lime_samples: int = typer.Option(1000, "--lime-samples", help="LIME perturbations per image."),
     shap_evals: int = typer.Option(500, "--shap-evals", help="SHAP model evaluations per image."),
     ig_steps: int = typer.Option(50, "--ig-steps", help="Integrated Gradients steps."),
+    layer: str | None = typer.Option(
+        None,
+        "--layer",
+        help="Layer for the CAM methods (default: the model's, e.g. blocks.11.norm1 of a ViT).",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar (also BIRDLENS_QUIET=1)."),
 ) -> None:
     """Explain IMAGE_OR_DIR... with the model of --run; write .npy maps, PNG overlays/panel, manifest.json."""
     from birdlens.explain.base import UnsupportedMethodError, list_methods, method_class
+    from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.run import explain_images
     from birdlens.runs.trained import load_trained
 
@@ -37,6 +43,8 @@ def explain(
         for m in names:  # before loading the model: a typo fails at once
             method_class(m)
         trained = load_trained(run, which=which)  # type: ignore[arg-type]
+        if layer is not None:
+            use_cam_layer(trained, layer, names)
         manifest = explain_images(
             trained,
             [str(s) for s in sources],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,3 +74,25 @@ def count_hooks(model: nn.Module) -> int:
         ):
             n += len(getattr(m, attr, {}) or {})
     return n
+
+
+@contextlib.contextmanager
+def record_shapes(modules: dict[str, nn.Module]) -> Iterator[dict[str, tuple[int, ...]]]:
+    """Forward hooks that note the output shape of each named module (last call wins); removed on exit.
+
+    Why: a token layer inside a Swin block has no grid of its own; the block around it says which."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def make(name: str) -> Any:
+        def hook(module: nn.Module, args: object, out: object) -> None:
+            if isinstance(out, torch.Tensor):
+                shapes[name] = tuple(out.shape)
+
+        return hook
+
+    handles = [m.register_forward_hook(make(n)) for n, m in modules.items()]
+    try:
+        yield shapes
+    finally:
+        for h in handles:
+            h.remove()

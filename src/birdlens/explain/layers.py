@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import torch
@@ -9,11 +10,16 @@ from torch import nn
 
 
 def module_by_path(model: nn.Module, path: str) -> nn.Module:
-    """``"blocks.6.0"`` -> the submodule (``get_submodule`` with a friendlier error)."""
+    """``"blocks.6.0"`` -> the submodule (``get_submodule`` with an error that lists candidate layers)."""
     try:
         return model.get_submodule(path)
-    except AttributeError as e:
-        raise ValueError(f"no submodule {path!r} in {type(model).__name__}: {e}") from e
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n]
+        close = difflib.get_close_matches(path, names, n=5, cutoff=0.6) or names[-5:]
+        raise ValueError(
+            f"no layer {path!r} in {type(model).__name__}; candidates: {', '.join(close)} "
+            "(all of them: [n for n, _ in model.named_modules()])"
+        ) from None
 
 
 def module_path(model: nn.Module, layer: nn.Module) -> str:
@@ -38,6 +44,15 @@ def registry_cam_layer(model_name: str | None, model: nn.Module | None = None) -
     except Exception:
         return None
     return getattr(info, "cam_layer", None) or None
+
+
+def _family_layer(model: nn.Module) -> str | None:
+    """A plain timm token model (no registry name): its family's default layer (ViT, DeiT, EVA, Swin)."""
+    try:
+        from birdlens.models.registry import family_cam_layer
+    except ImportError:
+        return None
+    return family_cam_layer(model)
 
 
 def trace_last_feature_layer(model: nn.Module, example: torch.Tensor) -> str:
@@ -78,8 +93,32 @@ def resolve_layer(
         return layer, module_path(model, layer), "given"
     if isinstance(layer, str):
         return module_by_path(model, layer), layer, "given"
-    reg = registry_cam_layer(model_name, model)
+    reg = registry_cam_layer(model_name, model) or _family_layer(model)
     if reg:
         return module_by_path(model, reg), reg, "registry"
     path = trace_last_feature_layer(model, example)
     return module_by_path(model, path), path, "trace"
+
+
+def use_cam_layer(trained: Any, layer: str, methods: list[str]) -> None:
+    """Point a loaded run's CAM methods at ``layer`` (``--layer``, a study's ``layer``), checked first.
+
+    Why a check before any work: a misspelt layer, or one whose output is no spatial map, should end with one
+    error line (listing candidates, or saying what its output is) before anything is written, not after the
+    other methods ran. The check is one forward and backward of a blank image through a Grad-CAM there.
+    """
+    from birdlens.explain.base import explainer_for, method_class
+
+    if not any(method_class(m).needs_layer for m in methods):
+        raise ValueError(f"layer {layer!r} was given but none of the methods {methods} uses a layer")
+    try:
+        module_by_path(trained.model, layer)
+    except ValueError as e:
+        default = getattr(trained, "cam_layer", None)
+        raise ValueError(
+            f"{e}; this model's default CAM layer is {default!r}" if default else str(e)
+        ) from None
+    size = int(getattr(trained, "image_size", 0) or 224)
+    blank = torch.zeros(1, 3, size, size)
+    trained.cam_layer = layer
+    explainer_for(trained, "gradcam").explain(blank)

@@ -242,12 +242,27 @@ def _build_meta(entry: ModelEntry, **kwargs: Any) -> nn.Module | None:
         return None
 
 
+#: token-model families built so that they train, load and explain at any image size (``--image-size``):
+#: ViTs with ``dynamic_img_size`` (position embedding resampled from the native grid, unchanged at it), Swin
+#: without the strict size check (windows padded); at the native size the model computes what it did before
+ANY_SIZE_KWARGS: dict[str, dict[str, Any]] = {
+    "vision_transformer": {"dynamic_img_size": True},
+    "deit": {"dynamic_img_size": True},
+    "eva": {"dynamic_img_size": True},
+    "swin_transformer": {"strict_img_size": False},
+}
+
+
 def _build(entry: ModelEntry, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     if entry.builder is not None:
         return entry.builder(**kwargs)
     import timm
 
-    return timm.create_model(entry.timm_name, pretrained=pretrained, **kwargs)
+    return timm.create_model(entry.timm_name, pretrained=pretrained, **_timm_kwargs(entry, kwargs))
+
+
+def _timm_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {**ANY_SIZE_KWARGS.get(entry.family, {}), **kwargs}
 
 
 def _cam_layer_of(model: nn.Module) -> str | None:
@@ -259,6 +274,50 @@ def _cam_layer_of(model: nn.Module) -> str | None:
             return str(info.module_name()[-1])  # type: ignore[union-attr]
         except Exception:
             return None
+
+
+def _vit_cam_layer(model: nn.Module) -> str | None:
+    # pytorch-grad-cam's advice for ViT/DeiT: the last block's norm1. The class token's output (what the
+    # head reads) only mixes the patch tokens in that block's attention, so later layers carry no gradient
+    # to the patch tokens; norm1 is the last output still on the patch grid with one.
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential | nn.ModuleList) or not len(blocks):
+        return None
+    return f"blocks.{len(blocks) - 1}.norm1" if hasattr(blocks[-1], "norm1") else None
+
+
+def _swin_cam_layer(model: nn.Module) -> str | None:
+    # pytorch-grad-cam's Swin example: the last stage's last block's norm2 ([B, h*w, C] in timm's Swin)
+    layers = getattr(model, "layers", None)
+    try:
+        blocks = layers[-1].blocks  # type: ignore[index]
+    except (TypeError, IndexError, AttributeError):
+        return None
+    if not len(blocks) or not hasattr(blocks[-1], "norm2"):
+        return None
+    return f"layers.{len(layers) - 1}.blocks.{len(blocks) - 1}.norm2"  # type: ignore[arg-type]
+
+
+#: the default CAM layer of each token-model family (timm module names), read from the built model
+FAMILY_CAM_LAYERS: dict[str, Callable[[nn.Module], str | None]] = {
+    "vision_transformer": _vit_cam_layer,
+    "deit": _vit_cam_layer,
+    "eva": _vit_cam_layer,
+    "swin_transformer": _swin_cam_layer,
+}
+
+
+def family_cam_layer(model: nn.Module, family: str | None = None) -> str | None:
+    """The family default CAM layer of ``model`` (``family``: a timm module name; by default read from the
+    model's ``pretrained_cfg``), or None for families without one (convolutional networks)."""
+    if family is None:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        arch = cfg.get("architecture") if isinstance(cfg, dict) else None
+        if not arch:
+            return None
+        family = _family_of(str(arch))
+    rule = FAMILY_CAM_LAYERS.get(family)
+    return rule(model) if rule is not None else None
 
 
 def _head_of(cfg: dict[str, Any]) -> str:
@@ -278,7 +337,9 @@ def _info(
     weights: str,
     data_config: DataConfig | None = None,
 ) -> ModelInfo:
-    cam = entry.cam_layer or (_cam_layer_of(model) if model is not None else None)
+    cam = entry.cam_layer or (
+        (family_cam_layer(model, entry.family) or _cam_layer_of(model)) if model is not None else None
+    )
     return ModelInfo(
         name=entry.name,
         timm_name=entry.timm_name,
@@ -455,6 +516,7 @@ def _from_hub(
     import timm
 
     extra = {} if num_classes is None else {"num_classes": num_classes}
+    kwargs = _timm_kwargs(entry, kwargs)
     cached = hub_cached_file(cfg.get("hf_hub_id"))
     if cached is not None:  # downloaded before: timm loads it (with its key filters), no network
         model = timm.create_model(

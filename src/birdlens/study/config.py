@@ -159,6 +159,7 @@ class ExplainConfig(_Strict):
     methods: list[str] = Field(default_factory=lambda: ["gradcam", "lime", "shap", "ig"])
     n_images: int = Field(4, ge=1)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-method parameters")
+    layer: str | None = Field(None, description="layer for the CAM methods; default: the model's")
 
     _m = field_validator("methods")(classmethod(lambda cls, v: _check_methods(v)))
     _p = field_validator("params")(classmethod(lambda cls, v: _check_method_params(v)))
@@ -171,6 +172,7 @@ class ExplainEvalConfig(_Strict):
     n: int = Field(16, ge=2)
     params: dict[str, Any] = Field(default_factory=dict, description="metric settings (steps, sanity, ...)")
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    layer: str | None = Field(None, description="layer for the CAM methods; default: the model's")
 
     _m = field_validator("methods")(classmethod(lambda cls, v: _check_methods(v)))
     _p = field_validator("method_params")(classmethod(lambda cls, v: _check_method_params(v)))

@@ -276,11 +276,14 @@ def _pick_images(dataset: str, split: str, n: int, seed: int) -> list[tuple[Path
 
 
 def explain_stage(ctx: StageContext) -> dict[str, Any]:
+    from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.run import explain_images
     from birdlens.runs.trained import load_trained
 
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
     trained = load_trained(ctx.inputs[model_stage]["run"])
+    if ctx.config.get("layer"):
+        use_cam_layer(trained, ctx.config["layer"], ctx.config["methods"])
     picks = _pick_images(
         ctx.inputs["data"]["dataset"], ctx.config["split"], ctx.config["n_images"], ctx.config["seed"]
     )
@@ -300,6 +303,7 @@ def explain_stage(ctx: StageContext) -> dict[str, Any]:
 
 def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
     from birdlens.data import load_manifest
+    from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.metrics import evaluate_explanations
     from birdlens.runs.trained import load_trained
 
@@ -307,6 +311,8 @@ def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
     trained = load_trained(ctx.inputs[model_stage]["run"])
     manifest = load_manifest(ctx.inputs["data"]["dataset"])
     c = ctx.config
+    if c.get("layer"):
+        use_cam_layer(trained, c["layer"], c["methods"])
     result = evaluate_explanations(
         trained,
         manifest,
@@ -374,6 +380,7 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
                     "params": cfg.explain.params,
                     "split": cfg.evaluate_split,
                     "seed": seed,
+                    **({"layer": cfg.explain.layer} if cfg.explain.layer else {}),  # old stage keys kept
                 },
                 deps=["data", f"model:{name}"],
             )
@@ -392,6 +399,7 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
                         "method_params": e.method_params,
                         "split": cfg.evaluate_split,
                         "seed": seed,
+                        **({"layer": e.layer} if e.layer else {}),
                     },
                     deps=["data", f"model:{name}"],
                 )

@@ -5,7 +5,9 @@ everything to numpy (measured: docs/benchmarks.md#explainers). We re-root the CA
 (:func:`capture_as_leaf`) with all parameters frozen, so autograd records only the head, and take
 ``torch.autograd.grad`` with respect to that activation alone; the forward then costs an inference forward.
 The maps use pytorch-grad-cam's exact normalisation (ReLU, per-image min-max, bilinear resize, min-max again),
-so they equal ``pytorch_grad_cam.GradCAM`` on the same layer.
+so they equal ``pytorch_grad_cam.GradCAM`` on the same layer. Token and channels-last layers (ViT, DeiT,
+EVA, Swin) are folded to ``[B, C, h, w]`` as :mod:`birdlens.explain.tokens` reads it from the model, the
+same fold as pytorch-grad-cam's ``reshape_transform``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import torch
 from torch import nn
 
 from birdlens.explain.base import Explainer, Param, register
-from birdlens.explain.hooks import capture_as_leaf, frozen_parameters
+from birdlens.explain.hooks import capture_as_leaf, frozen_parameters, record_shapes
 from birdlens.explain.imaging import minmax_per_image, resize_maps
 from birdlens.explain.layers import resolve_layer
+from birdlens.explain.tokens import Layout, LayoutError, ancestors, enclosing_map, layout_of
 
 
 class _CAM(Explainer):
@@ -52,9 +55,28 @@ class _CAM(Explainer):
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _layout(
+        self, path: str, layer: nn.Module, acts: torch.Tensor, x: torch.Tensor, shapes: dict[str, Any]
+    ) -> Layout:
+        enclosing = enclosing_map(self.model, path, shapes, x.shape[0])
+        try:
+            return layout_of(self.model, path, layer, tuple(acts.shape), tuple(x.shape), enclosing)
+        except LayoutError as e:
+            try:
+                default = resolve_layer(self.model, None, self.model_name, x)[1]
+            except ValueError:
+                raise e from None
+            hint = f" This model's default CAM layer is {default!r}." if default != path else ""
+            raise LayoutError(f"{e}{hint}") from None
+
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
         layer, path, how = self.layer_for(x)
-        with frozen_parameters(self.model), capture_as_leaf(layer) as cap, torch.enable_grad():
+        with (
+            frozen_parameters(self.model),
+            capture_as_leaf(layer) as cap,
+            record_shapes(ancestors(self.model, path)) as shapes,
+            torch.enable_grad(),
+        ):
             logits = self.logits(x)
             if target is None:
                 target = logits.detach().argmax(1)
@@ -63,8 +85,13 @@ class _CAM(Explainer):
             chosen = logits.gather(1, target.view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(chosen, cap.leaf)
         acts = cap.leaf.detach()
-        if acts.ndim != 4:
-            raise ValueError(f"layer {path!r} returns a {acts.ndim}-D tensor; CAMs need a [B, C, h, w] map")
+        layout = self._layout(path, layer, acts, x, shapes)
+        acts, grads = layout.to_nchw(acts), layout.to_nchw(grads)
+        if layout.kind == "tokens" and not grads.any():
+            raise LayoutError(
+                f"layer {path!r} gets no gradient at its patch tokens (after it, the head reads only the "
+                "prefix tokens, as after a ViT's last block); pass an earlier layer, e.g. that block's norm1"
+            )
         cam = self.combine(acts.float(), grads.float())
         raw = cam.detach().clone()
         if self.normalize:
@@ -75,7 +102,8 @@ class _CAM(Explainer):
             cam = resize_maps(cam, (x.shape[2], x.shape[3]))
         scores = self.target_scores(logits, target)
         scores["cam_lowres"] = raw.cpu()
-        return cam, target, scores, {"layer": path, "layer_choice": how, "normalize": self.normalize}
+        params = {"layer": path, "layer_choice": how, **layout.to_params(), "normalize": self.normalize}
+        return cam, target, scores, params
 
 
 @register("gradcam", "grad-cam", "grad_cam")

@@ -61,6 +61,9 @@ def explain_eval(
     param: Annotated[
         list[str] | None, typer.Option("--param", help="METHOD.OPTION=VALUE, repeatable")
     ] = None,
+    layer: Annotated[
+        str | None, typer.Option("--layer", help="layer for the CAM methods (default: the model's)")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing results.json")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
@@ -68,6 +71,7 @@ def explain_eval(
     (synthetic birds), sanity check and stability, with 95% bootstrap intervals and two baselines."""
     from birdlens.data import load_manifest
     from birdlens.explain.base import UnsupportedMethodError
+    from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.metrics.evaluate import evaluate_explanations
     from birdlens.explain.metrics.table import print_results
     from birdlens.runs.trained import load_trained
@@ -88,6 +92,8 @@ def explain_eval(
         raise _fail(f"cannot read the data {data}: {e}") from None
     names = [m.strip() for m in methods.split(",") if m.strip()]
     try:
+        if layer is not None:
+            use_cam_layer(trained, layer, names)
         results = evaluate_explanations(
             trained,
             manifest,
