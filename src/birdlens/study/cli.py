@@ -10,7 +10,6 @@ import yaml
 
 from birdlens.augment.gan.cli import set_threads
 from birdlens.runs.layout import RunDirError
-from birdlens.study.ablation import AblationConfig, markdown_table, run_ablation
 from birdlens.study.config import ConfigError, load_study_config
 from birdlens.study.run import bundled_config, run_study
 from birdlens.study.stages import StageFailed
@@ -97,6 +96,7 @@ def gan_ablation(
     from birdlens.augment.gan.config import GANConfig
     from birdlens.augment.gan.data import load_images, resolve_manifest, select
     from birdlens.augment.gan.features import Lite0Features
+    from birdlens.study.ablation import AblationConfig, markdown_table, run_ablation
 
     set_threads(threads)
     try:
