@@ -837,6 +837,10 @@ def test_a_recipe_with_an_unknown_key_is_one_error_line(tmp_path: Path) -> None:
     bad.write_text("arch: cgan\niterashuns: 5\n")
     with pytest.raises(RecipeError, match="iterashuns"):
         read_recipe(bad)
+    with pytest.raises(
+        RecipeError, match=r"did you mean 'iterashuns' -> 'iterations'\? a recipe takes: arch, "
+    ):
+        read_recipe(bad)  # the message says what to write instead
     res = CliRunner().invoke(
         app, ["gan", "train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(bad)]
     )
