@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 import yaml
 
-from birdlens.augment.gan.cli import set_threads
 from birdlens.runs.layout import RunDirError
 from birdlens.study.config import ConfigError, load_study_config
 from birdlens.study.run import bundled_config, run_study
 from birdlens.study.stages import StageFailed
+from birdlens.utils.env import set_threads
 
 
 def _parse_sets(sets: list[str]) -> dict[str, object]:
