@@ -63,21 +63,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(run: Path, port: int, threads: int) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "birdlens.cli",
-        "serve",
-        "--run",
-        str(run),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--threads",
-        str(threads),
-    ]
+def start_server(run: Path, port: int, threads: int | None = None) -> subprocess.Popen[bytes]:
+    """The real ``birdlens serve`` on 127.0.0.1:PORT, once it answers ``/healthz`` (``threads``: torch's own
+    choice when None)."""
+    cmd = [sys.executable, "-m", "birdlens.cli", "serve", "--run", str(run), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port)] + ([] if threads is None else ["--threads", str(threads)])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -18,10 +18,7 @@ import argparse
 import json
 import math
 import os
-import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -31,6 +28,7 @@ os.environ.setdefault("BIRDLENS_QUIET", "1")
 
 import httpx
 import numpy as np
+from app_load import free_port, start_server  # the same server start-up as the load check
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,26 +86,6 @@ def vm(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-def start_server(run: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    cmd = [sys.executable, "-m", "birdlens.cli", "serve", "--run", str(run), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not start within 120 s")
-
-
 def largest_params(info: dict, method: str) -> dict[str, int]:
     """The budget cap of ``method`` and the declared maximum of its other integer parameters."""
     caps = {"lime": "lime_num_samples", "shap": "shap_max_evals", "ig": "ig_steps"}
@@ -125,7 +103,8 @@ def main() -> int:
     args = ap.parse_args()
     run = args.run or tiny_run()
     png, side = largest_png()
-    proc, base = start_server(run)
+    port = free_port()
+    proc, base = start_server(run, port), f"http://127.0.0.1:{port}"
     rows = []
     try:
         with httpx.Client(base_url=base, timeout=600) as c:

@@ -829,6 +829,17 @@ def test_gan_ablation_command_is_still_under_gan(tmp_path: Path) -> None:
     assert res.exit_code == 2 and res.output.startswith("error: ")
 
 
+def test_gan_ablation_with_a_bad_budget_list_is_a_usage_error(tmp_path: Path) -> None:
+    from birdlens.cli import app
+
+    for flag in ("--budgets", "--seeds"):
+        res = CliRunner().invoke(
+            app, ["gan", "ablation", "--data", str(tmp_path), "--out", str(tmp_path / "o"), flag, "10,x"]
+        )
+        assert res.exit_code == 2 and not isinstance(res.exception, ValueError), flag
+        assert flag in res.output and "whole numbers" in res.output and "Traceback" not in res.output, flag
+
+
 def test_a_recipe_with_an_unknown_key_is_one_error_line(tmp_path: Path) -> None:
     from birdlens.augment.gan.config import RecipeError, read_recipe
     from birdlens.cli import app
@@ -837,6 +848,10 @@ def test_a_recipe_with_an_unknown_key_is_one_error_line(tmp_path: Path) -> None:
     bad.write_text("arch: cgan\niterashuns: 5\n")
     with pytest.raises(RecipeError, match="iterashuns"):
         read_recipe(bad)
+    with pytest.raises(
+        RecipeError, match=r"did you mean 'iterashuns' -> 'iterations'\? a recipe takes: arch, "
+    ):
+        read_recipe(bad)  # the message says what to write instead
     res = CliRunner().invoke(
         app, ["gan", "train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(bad)]
     )

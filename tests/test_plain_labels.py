@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib import cbook
 
-from _trainutil import make_image_folder
+from _trainutil import make_image_folder, tiny_probe_config
 from birdlens.utils.plaintext import plain
 
 HOSTILE = [r"$\undefinedcmd{x}$", "$x^2$ and $y$", r"back\slash $", "price: $5 to $10", r"a\$b"]
@@ -100,18 +100,10 @@ def _hostile_folder(root: Path) -> Path:
 
 
 def test_train_with_hostile_class_names_writes_every_figure_and_result(tmp_path: Path) -> None:
-    from birdlens.train import TrainConfig, train
+    from birdlens.train import train
 
     data = _hostile_folder(tmp_path / "birds")
-    cfg = TrainConfig(
-        data=str(data),
-        out=str(tmp_path / "run"),
-        model="simple_cnn",
-        mode="probe",
-        image_size=32,
-        feature_cache=str(tmp_path / "features"),
-        quiet=True,
-    )
+    cfg = tiny_probe_config(data, tmp_path)
     run = train(cfg)
     for name in ("metrics/valid.json", "metrics/test.json", "figures/confusion_test_counts.png"):
         assert (run / name).is_file(), name
@@ -124,18 +116,10 @@ def test_a_failing_figure_never_loses_the_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from birdlens.evaluate import run as evaluate_module
-    from birdlens.train import TrainConfig, train
+    from birdlens.train import train
 
     data = make_image_folder(tmp_path / "birds")
-    cfg = TrainConfig(
-        data=str(data),
-        out=str(tmp_path / "run"),
-        model="simple_cnn",
-        mode="probe",
-        image_size=32,
-        feature_cache=str(tmp_path / "features"),
-        quiet=True,
-    )
+    cfg = tiny_probe_config(data, tmp_path)
     run = train(cfg, evaluate=False)
 
     def broken(*args: object, **kwargs: object) -> None:

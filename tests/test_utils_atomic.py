@@ -75,19 +75,11 @@ def test_current_umask_reads_without_changing_it() -> None:
 
 def test_a_training_run_writes_ordinary_files(tmp_path: Path) -> None:
     """Checkpoints, metrics, figures, manifest, logs and the feature cache of a real (tiny) run."""
-    from _trainutil import make_image_folder
-    from birdlens.train import TrainConfig, train
+    from _trainutil import make_image_folder, tiny_probe_config
+    from birdlens.train import train
 
     data = make_image_folder(tmp_path / "birds")
-    cfg = TrainConfig(
-        data=str(data),
-        out=str(tmp_path / "run"),
-        model="simple_cnn",
-        mode="probe",
-        image_size=32,
-        feature_cache=str(tmp_path / "features"),
-        quiet=True,
-    )
+    cfg = tiny_probe_config(data, tmp_path)
     with umask(0o022):
         run = train(cfg)
     written = [p for root in (run, tmp_path / "features") for p in root.rglob("*") if p.is_file()]

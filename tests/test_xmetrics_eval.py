@@ -10,14 +10,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from _trainutil import save_run, untrained_cnn
 from birdlens.cli import app
 from birdlens.data.manifest import Manifest
 from birdlens.data.synth import PARTS, generate_dataset
 from birdlens.explain.metrics.evaluate import evaluate_explanations, select_records
 from birdlens.explain.metrics.regions import match_box, read_boxes
-from birdlens.models import DataConfig, create_model
-from birdlens.runs.trained import TrainedModel, save_weights
-from birdlens.utils.atomic import write_json
+from birdlens.models import DataConfig
+from birdlens.runs.trained import TrainedModel
 
 SIZE = 64
 
@@ -31,36 +31,12 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
 
 @pytest.fixture(scope="module")
 def trained(synth: Manifest) -> TrainedModel:
-    torch.manual_seed(0)
-    model = create_model("simple_cnn", num_classes=3, pretrained=False).eval()
-    dc = DataConfig(
-        input_size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0
-    )
-    return TrainedModel(
-        model=model,
-        classes=synth.classes,
-        data_config=dc,
-        model_name="simple_cnn",
-        cam_layer="features.2.act",
-        meta={"image_size": SIZE},
-    )
+    return untrained_cnn(synth.classes, SIZE)
 
 
 @pytest.fixture(scope="module")
 def run_dir(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("run")
-    save_weights(trained.model, run / "best.safetensors")
-    write_json(
-        run / "meta.json",
-        {
-            "model": "simple_cnn",
-            "classes": trained.classes,
-            "data_config": trained.data_config.to_dict(),
-            "image_size": SIZE,
-            "cam_layer": trained.cam_layer,
-        },
-    )
-    return run
+    return save_run(trained, tmp_path_factory.mktemp("run"))
 
 
 def test_sample_is_seeded_and_class_balanced(synth: Manifest):

@@ -65,6 +65,17 @@ def method_field() -> Any:
     ]
 
 
+def target_field(n_classes: int) -> Any:
+    """The ``target`` form field, its range the served model's class indices (known when the app is built)."""
+    return Annotated[
+        int | None,
+        Form(
+            description="class index to explain (default: the predicted one)",
+            json_schema_extra={"minimum": 0, "maximum": n_classes - 1},
+        ),
+    ]
+
+
 ParamsField = Annotated[
     str | None,
     Form(
@@ -303,13 +314,7 @@ def model_router(api: Requests) -> APIRouter:
     router = APIRouter(tags=["model"])
     method_form = method_field()
     service = api.service
-    target_field = Annotated[
-        int | None,
-        Form(
-            description="class index to explain (default: the predicted one)",
-            json_schema_extra={"minimum": 0, "maximum": len(service.trained.classes) - 1},
-        ),
-    ]
+    target_form = target_field(len(service.trained.classes))
 
     @router.post(
         "/api/predict",
@@ -352,7 +357,7 @@ def model_router(api: Requests) -> APIRouter:
         image: ImageField,
         method: method_form = "gradcam",
         params: ParamsField = None,
-        target: target_field = None,
+        target: target_form = None,
         include_map: IncludeMapField = False,
     ) -> Evidence:
         """One explanation, waited for (scripts). The page uses ``/api/tasks`` to show progress instead."""
@@ -366,13 +371,7 @@ def model_router(api: Requests) -> APIRouter:
 def task_router(api: Requests) -> APIRouter:
     router = APIRouter(tags=["model"])
     method_form = method_field()
-    target_field = Annotated[
-        int | None,
-        Form(
-            description="class index to explain (default: the predicted one)",
-            json_schema_extra={"minimum": 0, "maximum": len(api.service.trained.classes) - 1},
-        ),
-    ]
+    target_form = target_field(len(api.service.trained.classes))
 
     @router.post(
         "/api/tasks",
@@ -389,7 +388,7 @@ def task_router(api: Requests) -> APIRouter:
         image: ImageField,
         method: method_form = "lime",
         params: ParamsField = None,
-        target: target_field = None,
+        target: target_form = None,
     ) -> TaskStatus:
         """Queue an explanation and return at once; poll ``GET /api/tasks/{id}`` for progress and the result."""
         await only_fields(request, "image", "method", "params", "target")

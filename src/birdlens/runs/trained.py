@@ -178,10 +178,15 @@ def load_trained(
             f"{path} does not fit model {meta['model']!r}: missing {list(missing)[:5]}, "
             f"unexpected {list(unexpected)[:5]}"
         )
-    model.eval().to(device)
+    return trained_from_meta(model.eval().to(device), meta)
+
+
+def trained_from_meta(model: nn.Module, meta: dict[str, Any]) -> TrainedModel:
+    """``model`` (its weights loaded) with what the run's ``meta.json`` says about feeding it: the one place a
+    run's meta becomes a :class:`TrainedModel`, for a model rebuilt from disk or one still in memory."""
     return TrainedModel(
         model=model,
-        classes=classes,
+        classes=list(meta["classes"]),
         data_config=data_config_from_dict(meta["data_config"]),
         model_name=meta["model"],
         cam_layer=meta.get("cam_layer"),

@@ -8,12 +8,11 @@ from typing import Annotated
 import typer
 import yaml
 
-from birdlens.augment.gan.cli import set_threads
 from birdlens.runs.layout import RunDirError
-from birdlens.study.ablation import AblationConfig, markdown_table, run_ablation
 from birdlens.study.config import ConfigError, load_study_config
 from birdlens.study.run import bundled_config, run_study
 from birdlens.study.stages import StageFailed
+from birdlens.utils.env import set_threads
 
 
 def _parse_sets(sets: list[str]) -> dict[str, object]:
@@ -24,6 +23,16 @@ def _parse_sets(sets: list[str]) -> dict[str, object]:
         k, v = item.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    """``"10,40"`` -> ``[10, 40]``; anything else is a usage error naming the option."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(
+            f"wants whole numbers separated by commas (e.g. 10,40), got {text!r}", param_hint=option
+        ) from None
 
 
 def _run(config: Path, out: Path | None, resume: bool, force: bool, quiet: bool, sets: list[str]) -> None:
@@ -97,7 +106,9 @@ def gan_ablation(
     from birdlens.augment.gan.config import GANConfig
     from birdlens.augment.gan.data import load_images, resolve_manifest, select
     from birdlens.augment.gan.features import Lite0Features
+    from birdlens.study.ablation import AblationConfig, markdown_table, run_ablation
 
+    budget_list, seed_list = _int_list(budgets, "--budgets"), _int_list(seeds, "--seeds")
     set_threads(threads)
     try:
         manifest = resolve_manifest(data)
@@ -110,8 +121,8 @@ def gan_ablation(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     cfg = AblationConfig(
-        budgets=[int(b) for b in budgets.split(",")],
-        seeds=[int(s) for s in seeds.split(",")],
+        budgets=budget_list,
+        seeds=seed_list,
         classic_copies=classic_copies,
         gan_per_class=gan_per_class,
         gan=GANConfig(

@@ -28,10 +28,6 @@ from birdlens.study.config import (
 from birdlens.study.stages import Stage, StageContext
 
 
-def _dataset_dir(run_dir: Path) -> Path:
-    return run_dir / "data" / "dataset"
-
-
 # ---------------------------------------------------------------------------------------------- data
 def data_stage(ctx: StageContext) -> dict[str, Any]:
     from birdlens.data import load_manifest

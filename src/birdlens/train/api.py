@@ -173,21 +173,11 @@ def _save_final(ctx: RunContext, fields: dict[str, Any], seconds: float) -> None
 
 def _in_memory_best(out: Path, model: Any) -> Any:
     """The run's best weights in the model already in memory (rebuilding VGG19 costs seconds)."""
-    from safetensors.torch import load_file
-
-    from birdlens.runs.trained import TrainedModel, data_config_from_dict, read_meta
+    from birdlens.runs.trained import load_weights, read_meta, trained_from_meta
 
     meta = read_meta(out)
-    model.load_state_dict(load_file(str(out / layout.BEST), device="cpu"))
-    model.eval().to("cpu")
-    return TrainedModel(
-        model=model,
-        classes=list(meta["classes"]),
-        data_config=data_config_from_dict(meta["data_config"]),
-        model_name=meta["model"],
-        cam_layer=meta.get("cam_layer"),
-        meta=meta,
-    )
+    model.load_state_dict(load_weights(out / layout.BEST))
+    return trained_from_meta(model.eval().to("cpu"), meta)
 
 
 def _static_meta(ctx: RunContext) -> dict[str, Any]:

@@ -23,7 +23,7 @@ class TrainConfig(BaseModel):
 
     # what
     data: str = Field(
-        description="dataset folder / manifest CSV (anything birdlens.data.discover.load_manifest reads)"
+        description="dataset folder / manifest CSV (anything birdlens.data.layouts.load_manifest reads)"
     )
     out: str = Field(description="run directory")
     model: str = "efficientnet_lite0"

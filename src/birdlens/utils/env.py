@@ -1,4 +1,5 @@
-"""What a run needs to be reproduced: versions, hardware, threads."""
+"""What a run needs to be reproduced (versions, hardware, threads), and the one way a command sets torch's CPU
+threads."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ from importlib import metadata
 from typing import Any
 
 _PACKAGES = ("birdlens", "torch", "torchvision", "timm", "numpy", "pillow", "scikit-learn", "lightning")
+
+
+def set_threads(threads: int | None) -> None:
+    """torch CPU threads: the flag, else OMP_NUM_THREADS, else torch's own choice."""
+    import torch
+
+    torch.set_num_threads(
+        threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or torch.get_num_threads()
+    )
 
 
 def environment_info(seed: int | None = None) -> dict[str, Any]:

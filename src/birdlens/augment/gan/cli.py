@@ -6,12 +6,13 @@ The ``gan ablation`` command is a classifier experiment, so it lives with the st
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from birdlens.utils.env import set_threads
 
 app = typer.Typer(
     name="gan",
@@ -94,15 +95,6 @@ def train_settings(ctx: typer.Context, config: Path | None, resume: bool, out: P
 def _error(message: object) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
-
-
-def set_threads(threads: int | None) -> None:
-    """torch CPU threads: the flag, else OMP_NUM_THREADS, else torch's own choice."""
-    import torch
-
-    torch.set_num_threads(
-        threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or torch.get_num_threads()
-    )
 
 
 # ``train``'s options, named here so that the command reads as a list of what it takes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,9 +172,12 @@ def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise RecipeError(f"cannot read the recipe {path}: {e}") from None
     if not isinstance(recipe, dict):
         raise RecipeError(f"the recipe {path} must be a mapping of GAN settings (arch: cgan, ...)")
-    unknown = sorted(set(recipe) - ({f.name for f in dataclasses.fields(GANConfig)} | {"device"}))
+    known = [f.name for f in dataclasses.fields(GANConfig)] + ["device"]
+    unknown = sorted(set(recipe) - set(known))
     if unknown:
-        raise RecipeError(f"unknown keys in {path}: {unknown}")
+        hints = [f"{k!r} -> {m[0]!r}" for k in unknown if (m := difflib.get_close_matches(k, known, n=1))]
+        fix = f"did you mean {', '.join(hints)}? " if hints else ""
+        raise RecipeError(f"unknown keys in {path}: {unknown}; {fix}a recipe takes: {', '.join(known)}")
     return recipe
 
 

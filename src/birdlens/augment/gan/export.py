@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from birdlens.augment.gan.checkpoint import load_checkpoint, load_meta, module_state, save_checkpoint
+from birdlens.augment.gan.checkpoint import load_checkpoint, module_state, save_checkpoint
 from birdlens.augment.gan.train import CHECKPOINT, load_generator
 
 EXPORT_FORMAT = "birdlens-gan-generator-1"
@@ -51,11 +51,6 @@ def export_generator(
         "data": data,
     }
     return save_checkpoint(out, kept, record)
-
-
-def generator_data(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The data record of an exported generator (no tensor is read)."""
-    return dict(load_meta(path).get("data") or {})
 
 
 def data_mismatch(
