@@ -336,21 +336,42 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
         Stage("augment", augment_stage, {"examples": cfg.augment.examples, "seed": seed}, deps=["data"])
     )
     if cfg.gan.enabled:
-        needed = any(m.use_gan for m in cfg.models)
-        gan_slice = {"gan": cfg.gan, "seed": seed, "split": cfg.evaluate_split, "needed": needed}
-        if cfg.gan.generator:  # a re-exported generator is another generator: the stage must run again
-            try:
-                gan_slice["generator_sha256"] = _sha256(_generator_file(cfg.gan.generator))
-            except FileNotFoundError as e:
-                raise ConfigError(str(e)) from None
-        stages.append(Stage("gan", gan_stage, gan_slice, deps=["data"]))
+        stages.append(_gan_stage(cfg))
+    stages += _model_stages(cfg)
+    stages += _explain_stages(cfg)
+    stages.append(
+        Stage(
+            "report",
+            report_stage,
+            {"config": cfg.model_dump(mode="json")},
+            deps=[s.name for s in stages],
+            subdir="report",
+        )
+    )
+    return stages
+
+
+def _gan_stage(cfg: StudyConfig) -> Stage:
+    needed = any(m.use_gan for m in cfg.models)
+    gan_slice = {"gan": cfg.gan, "seed": cfg.seed, "split": cfg.evaluate_split, "needed": needed}
+    if cfg.gan.generator:  # a re-exported generator is another generator: the stage must run again
+        try:
+            gan_slice["generator_sha256"] = _sha256(_generator_file(cfg.gan.generator))
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
+    return Stage("gan", gan_stage, gan_slice, deps=["data"])
+
+
+def _model_stages(cfg: StudyConfig) -> list[Stage]:
+    """Train, then evaluate, each model."""
+    stages = []
     for m in cfg.models:
         deps = ["data", *(["gan"] if m.use_gan else [])]
         stages.append(
             Stage(
                 f"model:{m.name}",
                 train_stage,
-                {"model": m, "seed": seed},
+                {"model": m, "seed": cfg.seed},
                 deps=deps,
                 subdir=f"models/{m.name}",
             )
@@ -364,49 +385,43 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
                 subdir=f"evaluate/{m.name}",
             )
         )
+    return stages
+
+
+def _explain_stages(cfg: StudyConfig) -> list[Stage]:
+    """Explanations of the chosen models, then their measured quality."""
     names = [m.name for m in cfg.models]
-    for name in cfg.explain.models or names:
-        stages.append(
+    x, e, common = cfg.explain, cfg.explain_eval, {"split": cfg.evaluate_split, "seed": cfg.seed}
+    stages = [
+        Stage(
+            f"explain:{name}",
+            explain_stage,
+            {
+                "methods": x.methods,
+                "n_images": x.n_images,
+                "params": x.params,
+                **common,
+                **({"layer": x.layer} if x.layer else {}),  # old stage keys kept
+            },
+            deps=["data", f"model:{name}"],
+        )
+        for name in x.models or names
+    ]
+    if e.enabled:
+        stages += [
             Stage(
-                f"explain:{name}",
-                explain_stage,
+                f"explain_eval:{name}",
+                explain_eval_stage,
                 {
-                    "methods": cfg.explain.methods,
-                    "n_images": cfg.explain.n_images,
-                    "params": cfg.explain.params,
-                    "split": cfg.evaluate_split,
-                    "seed": seed,
-                    **({"layer": cfg.explain.layer} if cfg.explain.layer else {}),  # old stage keys kept
+                    "methods": e.methods,
+                    "n": e.n,
+                    "params": e.params,
+                    "method_params": e.method_params,
+                    **common,
+                    **({"layer": e.layer} if e.layer else {}),
                 },
                 deps=["data", f"model:{name}"],
             )
-        )
-    if cfg.explain_eval.enabled:
-        for name in cfg.explain_eval.models or names:
-            e = cfg.explain_eval
-            stages.append(
-                Stage(
-                    f"explain_eval:{name}",
-                    explain_eval_stage,
-                    {
-                        "methods": e.methods,
-                        "n": e.n,
-                        "params": e.params,
-                        "method_params": e.method_params,
-                        "split": cfg.evaluate_split,
-                        "seed": seed,
-                        **({"layer": e.layer} if e.layer else {}),
-                    },
-                    deps=["data", f"model:{name}"],
-                )
-            )
-    stages.append(
-        Stage(
-            "report",
-            report_stage,
-            {"config": cfg.model_dump(mode="json")},
-            deps=[s.name for s in stages],
-            subdir="report",
-        )
-    )
+            for name in e.models or names
+        ]
     return stages
