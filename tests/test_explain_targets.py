@@ -61,6 +61,7 @@ def test_resolve_target_by_name_or_index_with_clear_errors() -> None:
     assert resolve_target("JAY", CLASSES) == 2
     assert resolve_target(1, CLASSES) == 1
     assert resolve_target("0", CLASSES) == 0
+    assert resolve_target("1", ["0", "2", "1"]) == 2 and resolve_target(1, ["0", "2", "1"]) == 1
     with pytest.raises(TargetError, match=r"index 3 is out of range: the model has 3 classes \(0..2\)"):
         resolve_target(3, CLASSES)
     with pytest.raises(TargetError, match="index -1 is out of range"):

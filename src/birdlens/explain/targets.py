@@ -17,18 +17,19 @@ class TargetError(ValueError):
 
 
 def resolve_target(target: int | str, classes: Sequence[str]) -> int:
-    """The class index for ``target``: an index (``3`` or ``"3"``) or a class name (exact, then case-insensitive)."""
+    """The class index for ``target``: a class name (exact, then case-insensitive) or an index (``3`` or ``"3"``;
+    a string that is also a class name means that class)."""
     n = len(classes)
     if isinstance(target, bool):
         raise TargetError(f"target must be a class name or an index, got {target!r}")
     text = str(target).strip()
+    if isinstance(target, str) and text in classes:  # a name first: a class may be called "3"
+        return list(classes).index(text)
     if isinstance(target, int) or text.lstrip("-").isdigit():
         idx = int(text)
         if not 0 <= idx < n:
             raise TargetError(f"target index {idx} is out of range: the model has {n} classes (0..{n - 1})")
         return idx
-    if text in classes:
-        return list(classes).index(text)
     folded = [c.lower() for c in classes]
     if text.lower() in folded:
         return folded.index(text.lower())
