@@ -231,3 +231,19 @@ def test_cli_top_k(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     man = json.loads((out / "manifest.json").read_text())
     assert len(man["images"][0]["targets"]) == 3
     assert len(list((out / "gradcam").glob("*.npy"))) == 6
+
+
+def test_the_web_app_lists_a_sigmoid_heads_label_probabilities() -> None:
+    from birdlens.app.service import ModelService
+
+    trained = toy_trained("sigmoid")
+    service = ModelService(trained, "toy")
+    try:
+        rng = np.random.RandomState(2)
+        prep = service.prepare(Image.fromarray(rng.randint(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)))
+        out = service._predict(prep, 3)
+        with torch.inference_mode():
+            want = trained.model(prep.x)[0].float().sigmoid()
+        assert [s.prob for s in out.top] == pytest.approx(sorted(want.tolist(), reverse=True), abs=1e-6)
+    finally:
+        service.close()
