@@ -14,7 +14,13 @@ from torch import nn
 from birdlens.explain.base import explainer_for, make_explainer
 from birdlens.explain.methods.perturb import target_values
 from birdlens.explain.run import explain_images
-from birdlens.explain.targets import TargetError, check_target_options, resolve_target, top_k_classes
+from birdlens.explain.targets import (
+    TargetError,
+    check_target_options,
+    class_slug,
+    resolve_target,
+    top_k_classes,
+)
 from birdlens.runs.layout import CheckpointError
 from birdlens.runs.trained import TrainedModel, head_of
 
@@ -76,6 +82,8 @@ def test_resolve_target_by_name_or_index_with_clear_errors() -> None:
     with pytest.raises(TargetError, match="not both"):
         check_target_options("jay", 2, CLASSES)
     assert top_k_classes(torch.tensor([0.5, 2.0, 0.5]), 3) == [1, 0, 2]  # ties: lower index first
+    assert class_slug(["blue jay", "blue/jay", "Wren's"], 2) == "Wren_s"
+    assert [class_slug(["blue jay", "blue/jay"], i) for i in (0, 1)] == ["blue_jay_0", "blue_jay_1"]
 
 
 def test_gradcam_of_a_chosen_class_equals_the_hand_computed_map() -> None:

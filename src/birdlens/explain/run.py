@@ -226,7 +226,7 @@ def _explain_one(
     asked = top_k_classes(logits[0], state.top_k) if state.top_k else [state.target]
     entries = []
     for rank, tgt in enumerate(asked, start=1):
-        suffix = f"__{class_slug(classes[tgt])}" if state.top_k else ""
+        suffix = f"__{class_slug(classes, tgt)}" if state.top_k else ""
         entry, overlays = _explain_target(explainers, out, name + suffix, photo, x, tgt, state, bar)
         entry["target_class"] = None if entry["target"] is None else classes[entry["target"]]
         if state.top_k:

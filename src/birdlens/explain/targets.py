@@ -67,8 +67,10 @@ def top_k_classes(logits: torch.Tensor, k: int) -> list[int]:
     return [int(i) for i in order[:k]]
 
 
-def class_slug(name: str) -> str:
-    """A class name as it appears in file names (``METHOD/IMAGE__CLASS.npy``)."""
+def class_slug(classes: Sequence[str], index: int) -> str:
+    """Class ``index`` as it appears in file names (``METHOD/IMAGE__CLASS.npy``); when two class names give the
+    same slug, the index is added so that no map overwrites another."""
     import re
 
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "class"
+    slugs = [re.sub(r"[^A-Za-z0-9._-]+", "_", c).strip("_") or "class" for c in classes]
+    return slugs[index] if slugs.count(slugs[index]) == 1 else f"{slugs[index]}_{index}"
