@@ -25,7 +25,7 @@ from birdlens.app.tasks import Task, TaskQueue, Watch, WatchedModel
 from birdlens.explain import select_output
 from birdlens.explain.base import Explainer, explainer_for, method_class
 from birdlens.models import denormalize, resize_size
-from birdlens.runs.trained import TrainedModel, load_trained
+from birdlens.runs.trained import TrainedModel, head_probabilities, load_trained
 
 TOP_K = 5
 
@@ -174,7 +174,7 @@ class ModelService:
             evidence = self._explain(prep, "gradcam", {}, None, Watch(), [], False)  # target: the top class
         finally:
             hook.remove()
-        probs = torch.softmax(kept[-1], dim=1)[0]
+        probs = head_probabilities(kept[-1], self.trained.multi_label)[0]
         p, idx = probs.topk(min(top_k, probs.numel()))
         top = [
             Species(label=self.label(int(i)), index=int(i), prob=float(v))

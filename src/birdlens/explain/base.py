@@ -272,7 +272,8 @@ def make_explainer(method: str, model: nn.Module, **params: Any) -> Explainer:
 
     Common options: ``output`` (index, key or callable picking the logits from a tuple/dict output),
     ``channels_last`` (default True: converts the model in place, the largest free CPU speed-up),
-    ``mean``/``std`` or ``data_config`` (needed to undo the normalisation where a method works in pixel space).
+    ``mean``/``std`` or ``data_config`` (needed to undo the normalisation where a method works in pixel space),
+    ``multi_label`` (a sigmoid head: a label's probability is the sigmoid of its own logit, never a softmax).
     """
     _load_methods()
     cls = _REGISTRY[_canonical(method)]
@@ -309,6 +310,8 @@ def explainer_for(
         kwargs["layer"] = trained.cam_layer
     if cls.stochastic and seed is not None:
         kwargs["seed"] = seed
+    if getattr(trained, "multi_label", False):
+        kwargs["multi_label"] = True
     kwargs.update(validate_params(cls.name, overrides) if check else overrides)
     return cls(trained.model if model is None else model, **kwargs)
 
@@ -363,8 +366,10 @@ class Explainer(ABC):
         data_config: Any = None,
         model_name: str | None = None,
         fold_bn: bool = True,
+        multi_label: bool = False,
     ) -> None:
         self.model = model.eval()
+        self.multi_label = multi_label
         self.fold_bn = fold_bn
         self._fast: nn.Module | None = None
         self.output = output
@@ -379,6 +384,8 @@ class Explainer(ABC):
         except StopIteration:
             self.device = torch.device("cpu")
         self.params: dict[str, Any] = {"output": _describe_output(output), "channels_last": channels_last}
+        if multi_label:  # recorded only when set: single-label params stay as they were
+            self.params["multi_label"] = True
 
     # ---- helpers shared by the methods ---------------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -435,13 +442,18 @@ class Explainer(ABC):
         """Normalised ``[B,3,H,W]`` -> pixel values in [0, 1]."""
         return (x * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)).clamp(0, 1)
 
-    @staticmethod
-    def target_scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from logits, as the model's head defines them (sigmoid when ``multi_label``)."""
+        from birdlens.runs.trained import head_probabilities
+
+        return head_probabilities(logits, self.multi_label)
+
+    def target_scores(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = logits.detach().float()
         idx = target.view(-1, 1).to(logits.device)
         return {
             "logit": logits.gather(1, idx).squeeze(1).cpu(),
-            "prob": logits.softmax(1).gather(1, idx).squeeze(1).cpu(),
+            "prob": self.probabilities(logits).gather(1, idx).squeeze(1).cpu(),
         }
 
     # ---- the public call -------------------------------------------------------------------------------

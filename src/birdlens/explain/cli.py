@@ -27,6 +27,14 @@ def explain(
         "--layer",
         help="Layer for the CAM methods (default: the model's, e.g. blocks.11.norm1 of a ViT).",
     ),
+    target: str | None = typer.Option(
+        None,
+        "--target",
+        help="Explain this class (name or index) in every image instead of the predicted one.",
+    ),
+    top_k: int | None = typer.Option(
+        None, "--top-k", help="Explain each image's K most likely classes (files METHOD/IMAGE__CLASS.npy)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar (also BIRDLENS_QUIET=1)."),
 ) -> None:
@@ -54,6 +62,8 @@ def explain(
             n=n,
             quiet=quiet,
             force=force,
+            target=target,
+            top_k=top_k,
             method_params={
                 "lime": {"num_samples": lime_samples},
                 "shap": {"max_evals": shap_evals},

@@ -20,7 +20,9 @@ import torch
 
 from birdlens.explain.base import Explanation, explainer_for
 from birdlens.explain.outputs import select_output
+from birdlens.explain.targets import check_target_options, class_slug, top_k_classes
 from birdlens.explain.viz import PanelRow, overlay_for, panel, save_png
+from birdlens.runs.trained import head_probabilities
 from birdlens.utils import console
 from birdlens.utils.atomic import atomic_path, write_json
 from birdlens.utils.figures import figure_or_warning
@@ -115,6 +117,8 @@ def explain_images(
     method_params: dict[str, dict[str, Any]] | None = None,
     quiet: bool | None = None,
     force: bool = False,
+    target: int | str | None = None,
+    top_k: int | None = None,
 ) -> dict[str, Any]:
     """Explain ``images`` (paths, folders or uint8 ``[H, W, 3]`` arrays) with ``trained`` (a
     ``TrainedModel``: ``model``, ``classes``, ``data_config``, ``model_name``, ``cam_layer``).
@@ -125,15 +129,22 @@ def explain_images(
     sample of ``n`` images; ``labels``: true labels (class index or name) aligned with ``images``, else taken
     from a path's parent folder when it names a class; ``method_params``: per-method parameters, checked
     against each method's declared ranges (:class:`birdlens.explain.base.InvalidParameterError`).
+
+    ``target``: explain this class (a name or an index) in every image instead of the predicted one (same
+    layout; each record's ``target_class`` names it); ``top_k``: explain each image's ``top_k`` most likely
+    classes, written as ``<method>/<name>__<class>.npy|png``, listed in the record's ``targets`` (rank, class,
+    logit, probability, maps), one panel row per (image, class). A bad class or ``top_k`` raises
+    :class:`birdlens.explain.targets.TargetError` before anything is written.
     """
     out = Path(out_dir)
     if (out / "manifest.json").exists() and not force:
         raise FileExistsError(f"{out} already holds explanations (manifest.json); pass force=True / --force")
+    fixed_target = check_target_options(target, top_k, list(trained.classes))  # before anything is written
     items, item_labels = _expand_items(images, labels, n, seed)
     trained.model.eval()
     extra = method_params or {}
     explainers = {m: explainer_for(trained, m, seed=seed, **extra.get(m, {})) for m in methods}
-    state = _RunState(methods)
+    state = _RunState(methods, fixed_target, top_k)
     t0 = time.perf_counter()
     with console.bars(quiet, transient=False, elapsed=True, info=True) as group:
         bar = group.task("explain", total=len(items))
@@ -171,8 +182,9 @@ def _expand_items(
 class _RunState:
     """What the loop over images collects for the manifest and the panel."""
 
-    def __init__(self, methods: Sequence[str]) -> None:
+    def __init__(self, methods: Sequence[str], target: int | None = None, top_k: int | None = None) -> None:
         self.methods = list(methods)
+        self.target, self.top_k = target, top_k  # the class asked for every image, or the top-k per image
         self.seconds: dict[str, list[float]] = {m: [] for m in methods}
         self.params: dict[str, dict[str, Any]] = {}
         self.records: list[dict[str, Any]] = []
@@ -198,21 +210,64 @@ def _explain_one(
     state: _RunState,
     bar: Any,
 ) -> None:
-    """Every method on one image: maps and overlays written, its record and panel row kept in ``state``."""
+    """Every method on one image for each class asked (the predicted one by default): maps and overlays
+    written, its record and panel rows kept in ``state``."""
     is_path = isinstance(item, (str, os.PathLike))
     name = state.unique_name(item, k)
     photo, x = _prepare(_load_uint8(item), trained.data_config, getattr(trained, "image_size", None))
-    rec: dict[str, Any] = {
-        "source": str(item) if is_path else f"array[{k}]",
-        "name": name,
-        "maps": {},
-        "overlays": {},
-    }
+    with torch.inference_mode():
+        logits = select_output(trained.model(x[None]), None).float()
+    probs = head_probabilities(logits, bool(getattr(trained, "multi_label", False)))[0]
+    classes = list(trained.classes)
+    pred = int(probs.argmax())
+    true = _true_label(item, given_label, classes)
+    rec: dict[str, Any] = {"source": str(item) if is_path else f"array[{k}]", "name": name}
+    rec.update(predicted=classes[pred], probability=float(probs[pred]), true=true)
+    asked = top_k_classes(logits[0], state.top_k) if state.top_k else [state.target]
+    entries = []
+    for rank, tgt in enumerate(asked, start=1):
+        suffix = f"__{class_slug(classes, tgt)}" if state.top_k else ""
+        entry, overlays = _explain_target(explainers, out, name + suffix, photo, x, tgt, state, bar)
+        entry["target_class"] = None if entry["target"] is None else classes[entry["target"]]
+        if state.top_k:
+            entry.update(rank=rank, logit=float(logits[0, tgt]), probability=float(probs[tgt]))
+        entries.append(entry)
+        asked_one = state.top_k or state.target is not None
+        explained = f"{classes[tgt]} ({float(probs[tgt]):.0%})" if asked_one and tgt is not None else None
+        state.rows.append(
+            PanelRow(
+                image=photo,
+                overlays=overlays,
+                predicted=rec["predicted"] or "?",
+                probability=rec["probability"],
+                true=true,
+                explained=explained,
+            )
+        )
+    if state.top_k:
+        rec["targets"] = entries
+    else:
+        rec.update(entries[0])
+    state.records.append(rec)
+
+
+def _explain_target(
+    explainers: dict[str, Any],
+    out: Path,
+    name: str,
+    photo: np.ndarray,
+    x: torch.Tensor,
+    target: int | None,
+    state: _RunState,
+    bar: Any,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Every method for one class of one image (``target`` None: the predicted class), files named ``name``."""
+    entry: dict[str, Any] = {"maps": {}, "overlays": {}}
     overlays: dict[str, np.ndarray] = {}
     exp: Explanation | None = None
     for m, explainer in explainers.items():
         bar.update(info=f"{name} · {m}")
-        exp = explainer.explain(x[None])
+        exp = explainer.explain(x[None], target)
         state.seconds[m].append(exp.seconds)
         state.params.setdefault(m, _jsonable(exp.params))
         map_path = out / m / f"{name}.npy"
@@ -221,33 +276,14 @@ def _explain_one(
         ov = overlay_for(m, photo, exp.maps[0], exp.scores, 0)
         save_png(out / m / f"{name}.png", ov)
         overlays[m] = ov
-        rec["maps"][m] = str(map_path.relative_to(out))
-        rec["overlays"][m] = f"{m}/{name}.png"
+        entry["maps"][m] = str(map_path.relative_to(out))
+        entry["overlays"][m] = f"{m}/{name}.png"
         if "completeness_error" in exp.scores:
-            rec[f"{m}_completeness_error"] = float(exp.scores["completeness_error"][0])
+            entry[f"{m}_completeness_error"] = float(exp.scores["completeness_error"][0])
         if "weights" in exp.scores:
-            rec[f"{m}_weights"] = exp.scores["weights"][0].tolist()
-    with torch.inference_mode():
-        probs = select_output(trained.model(x[None]), None).float().softmax(1)[0]
-    classes = list(trained.classes)
-    pred = int(probs.argmax())
-    true = _true_label(item, given_label, classes)
-    rec.update(
-        predicted=classes[pred],
-        probability=float(probs[pred]),
-        true=true,
-        target=int(exp.target[0]) if exp is not None else None,
-    )
-    state.records.append(rec)
-    state.rows.append(
-        PanelRow(
-            image=photo,
-            overlays=overlays,
-            predicted=rec["predicted"] or "?",
-            probability=rec["probability"],
-            true=true,
-        )
-    )
+            entry[f"{m}_weights"] = exp.scores["weights"][0].tolist()
+    entry["target"] = int(exp.target[0]) if exp is not None else target
+    return entry, overlays
 
 
 def _write_panels(rows: Sequence[PanelRow], out: Path, methods: Sequence[str]) -> list[str]:
@@ -280,6 +316,8 @@ def _manifest(trained: Any, seed: int, state: _RunState, panels: list[str], seco
             }
             for m, s in state.seconds.items()
         },
+        **({"target": state.target} if state.target is not None else {}),
+        **({"top_k": state.top_k} if state.top_k else {}),
         "images": state.records,
         "panels": panels,
         "seconds": seconds,

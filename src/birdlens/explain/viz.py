@@ -171,6 +171,8 @@ class PanelRow:
     probability: float | None = None
     true: str | None = None
     signed_limits: dict[str, float] = field(default_factory=dict)
+    #: the class this row explains, with its probability, when it is not simply the prediction (``--top-k``)
+    explained: str | None = None
 
 
 def panel(
@@ -210,6 +212,8 @@ def panel(
         label = f"pred: {row.predicted.title()}{prob}"
         if row.true is not None:
             label += f"\ntrue: {row.true.title()}"
+        if row.explained is not None:
+            label += f"\nexplained: {row.explained.title()}"
         axes[r, 0].set_ylabel(
             plain(label),
             fontsize=7.5,

@@ -120,6 +120,25 @@ def data_config_from_dict(d: dict[str, Any]) -> Any:
     return DataConfig.from_dict(d)
 
 
+#: how a run's logits become probabilities: ``softmax`` (one class per image, the default) or ``sigmoid``
+#: (multi-label: each label scored on its own); a run declares it as ``"head"`` in ``meta.json``
+HEADS = ("softmax", "sigmoid")
+
+
+def head_of(meta: dict[str, Any]) -> str:
+    """The run's head (``meta.json`` ``head``; ``softmax`` when absent, as in every run trained so far)."""
+    head = meta.get("head") or "softmax"
+    if head not in HEADS:
+        raise CheckpointError(f"meta.json head {head!r} is not one of {HEADS}; fix the field or remove it")
+    return str(head)
+
+
+def head_probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """Probabilities ``[B, C]`` from logits: a sigmoid per label for a multi-label head (labels are independent,
+    a softmax would make them compete), else the softmax over classes."""
+    return logits.sigmoid() if multi_label else logits.softmax(-1)
+
+
 @dataclass
 class TrainedModel:
     """A trained classifier ready for inference: the model in eval mode plus what is needed to feed it."""
@@ -130,6 +149,11 @@ class TrainedModel:
     model_name: str
     cam_layer: str | None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def multi_label(self) -> bool:
+        """A sigmoid (multi-label) head: explainers score a label by its own logit, never a softmax."""
+        return head_of(self.meta) == "sigmoid"
 
     @property
     def image_size(self) -> int:
@@ -145,7 +169,7 @@ class TrainedModel:
     def predict_proba(self, batch: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[B, C]`` for a normalised batch."""
         device = next(self.model.parameters()).device
-        return torch.softmax(self.model(batch.to(device)).float(), dim=1).cpu()
+        return head_probabilities(self.model(batch.to(device)).float(), self.multi_label).cpu()
 
 
 def load_trained(

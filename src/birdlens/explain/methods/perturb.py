@@ -58,5 +58,5 @@ def target_values(
             ]
         )
     if score == "prob":
-        out = out.softmax(1)
+        out = explainer.probabilities(out)
     return out[:, target].double().cpu()
