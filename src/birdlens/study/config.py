@@ -188,6 +188,20 @@ class StudyConfig(_Strict):
     evaluate_split: Literal["valid", "test"] = "test"
     explain: ExplainConfig = ExplainConfig()
     explain_eval: ExplainEvalConfig = ExplainEvalConfig()
+    device: str = Field(
+        "auto", description="where evaluate/explain/explain_eval run: auto | cpu | cuda[:N] | mps"
+    )
+    precision: str = Field(
+        "fp32", description="autocast of perturbation methods and metrics: fp32 | bf16 | fp16"
+    )
+
+    @model_validator(mode="after")
+    def _device(self) -> StudyConfig:
+        # checked on this machine when the config is read: a missing GPU fails before any stage runs
+        from birdlens.utils.device import resolve_device, resolve_precision
+
+        resolve_precision(self.precision, resolve_device(self.device))
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> StudyConfig:

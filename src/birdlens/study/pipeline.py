@@ -246,7 +246,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
 
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
     run = Path(ctx.inputs[model_stage]["run"])
-    metrics = evaluate_run(run, split=ctx.config["split"], quiet=ctx.quiet)
+    metrics = evaluate_run(run, split=ctx.config["split"], quiet=ctx.quiet, device=_device(ctx))
     return {"run": str(run), "metrics": metrics, "entry": ctx.inputs[model_stage]["entry"]}
 
 
@@ -275,13 +275,24 @@ def _pick_images(dataset: str, split: str, n: int, seed: int) -> list[tuple[Path
     return picks
 
 
+def _device(ctx: StageContext) -> Any:
+    from birdlens.utils.device import resolve_device
+
+    return resolve_device(ctx.config.get("device", "auto"))
+
+
+def _precision(ctx: StageContext) -> str:
+    return str(ctx.config.get("precision", "fp32"))
+
+
 def explain_stage(ctx: StageContext) -> dict[str, Any]:
+    from birdlens.explain.base import with_precision
     from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.run import explain_images
     from birdlens.runs.trained import load_trained
 
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
-    trained = load_trained(ctx.inputs[model_stage]["run"])
+    trained = load_trained(ctx.inputs[model_stage]["run"], device=_device(ctx))
     if ctx.config.get("layer"):
         use_cam_layer(trained, ctx.config["layer"], ctx.config["methods"])
     picks = _pick_images(
@@ -294,7 +305,7 @@ def explain_stage(ctx: StageContext) -> dict[str, Any]:
         ctx.dir,
         labels=[lab for _, lab in picks],
         seed=ctx.config["seed"],
-        method_params=ctx.config["params"],
+        method_params=with_precision(ctx.config["params"], ctx.config["methods"], _precision(ctx)),
         force=True,
         quiet=ctx.quiet,
     )
@@ -303,12 +314,13 @@ def explain_stage(ctx: StageContext) -> dict[str, Any]:
 
 def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
     from birdlens.data import load_manifest
+    from birdlens.explain.base import with_precision
     from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.metrics import evaluate_explanations
     from birdlens.runs.trained import load_trained
 
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
-    trained = load_trained(ctx.inputs[model_stage]["run"])
+    trained = load_trained(ctx.inputs[model_stage]["run"], device=_device(ctx))
     manifest = load_manifest(ctx.inputs["data"]["dataset"])
     c = ctx.config
     if c.get("layer"):
@@ -322,9 +334,9 @@ def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
         seed=c["seed"],
         split=c["split"],
         dataset_dir=ctx.inputs["data"]["dataset"],
-        method_params=c["method_params"],
+        method_params=with_precision(c["method_params"], c["methods"], _precision(ctx)),
         quiet=ctx.quiet,
-        **c["params"],
+        **{"precision": _precision(ctx), **c["params"]},
     )
     return {"model": model_stage.split(":", 1)[1], "results": result, "dir": str(ctx.dir)}
 
@@ -348,6 +360,12 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
             except FileNotFoundError as e:
                 raise ConfigError(str(e)) from None
         stages.append(Stage("gan", gan_stage, gan_slice, deps=["data"]))
+    # device/precision join the stage keys only when set, so the stages of an older study stay valid
+    run_on: dict[str, str] = {}
+    if cfg.device != "auto":
+        run_on["device"] = cfg.device
+    if cfg.precision != "fp32":
+        run_on["precision"] = cfg.precision
     for m in cfg.models:
         deps = ["data", *(["gan"] if m.use_gan else [])]
         stages.append(
@@ -363,7 +381,7 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
             Stage(
                 f"evaluate:{m.name}",
                 evaluate_stage,
-                {"split": cfg.evaluate_split},
+                {"split": cfg.evaluate_split, **run_on},
                 deps=[f"model:{m.name}"],
                 subdir=f"evaluate/{m.name}",
             )
@@ -381,6 +399,7 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
                     "split": cfg.evaluate_split,
                     "seed": seed,
                     **({"layer": cfg.explain.layer} if cfg.explain.layer else {}),  # old stage keys kept
+                    **run_on,
                 },
                 deps=["data", f"model:{name}"],
             )
@@ -400,6 +419,7 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
                         "split": cfg.evaluate_split,
                         "seed": seed,
                         **({"layer": e.layer} if e.layer else {}),
+                        **run_on,
                     },
                     deps=["data", f"model:{name}"],
                 )
