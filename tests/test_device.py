@@ -172,3 +172,46 @@ def test_study_config_checks_the_device_on_this_machine(monkeypatch: pytest.Monk
         parse_study_config({"models": models, "device": "cuda"})
     with pytest.raises(ConfigError, match="fp16 is not supported on cpu"):
         parse_study_config({"models": models, "precision": "fp16"})
+
+
+def test_explain_cli_loads_on_the_device_and_passes_the_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import birdlens.runs.trained as checkpoint
+    from test_explain_run import photos, tiny_trained
+
+    asked: list[object] = []
+
+    def load(run: Path, which: str = "best", device: object = "cpu") -> object:
+        asked.append(device)
+        return tiny_trained()
+
+    monkeypatch.setattr(checkpoint, "load_trained", load)
+    out = tmp_path / "out"
+    args = ["explain", photos(tmp_path)[0], "--run", str(tmp_path), "--out", str(out), "--quiet"]
+    res = runner.invoke(
+        app, [*args, "--methods", "gradcam,lime", "--lime-samples", "20", "--precision", "bf16"]
+    )
+    assert res.exit_code == 0, res.output
+    assert asked == [torch.device("cpu")]  # auto on a machine without a GPU
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["methods"]["lime"]["params"]["precision"] == "bf16"
+    assert "precision" not in man["methods"]["gradcam"]["params"]  # a gradient method keeps fp32
+
+
+def test_study_stages_carry_device_and_precision_only_when_set() -> None:
+    from birdlens.study.config import parse_study_config
+    from birdlens.study.pipeline import build_stages
+
+    models = [{"name": "a", "model": "simple_cnn"}]
+    plain = {s.name: s.config for s in build_stages(parse_study_config({"models": models}))}
+    assert not any("device" in c or "precision" in c for c in plain.values())  # older stage keys stay valid
+    bf16 = {
+        s.name: s.config for s in build_stages(parse_study_config({"models": models, "precision": "bf16"}))
+    }
+    assert bf16["explain:a"]["precision"] == bf16["explain_eval:a"]["precision"] == "bf16"
+    assert "precision" not in bf16["evaluate:a"] and "precision" not in bf16["model:a"]
+    cpu = {s.name: s.config for s in build_stages(parse_study_config({"models": models, "device": "cpu"}))}
+    assert cpu["evaluate:a"]["device"] == cpu["explain:a"]["device"] == "cpu"

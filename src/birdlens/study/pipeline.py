@@ -361,11 +361,8 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
                 raise ConfigError(str(e)) from None
         stages.append(Stage("gan", gan_stage, gan_slice, deps=["data"]))
     # device/precision join the stage keys only when set, so the stages of an older study stay valid
-    run_on: dict[str, str] = {}
-    if cfg.device != "auto":
-        run_on["device"] = cfg.device
-    if cfg.precision != "fp32":
-        run_on["precision"] = cfg.precision
+    on_device = {"device": cfg.device} if cfg.device != "auto" else {}
+    run_on = {**on_device, **({"precision": cfg.precision} if cfg.precision != "fp32" else {})}
     for m in cfg.models:
         deps = ["data", *(["gan"] if m.use_gan else [])]
         stages.append(
@@ -381,7 +378,7 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
             Stage(
                 f"evaluate:{m.name}",
                 evaluate_stage,
-                {"split": cfg.evaluate_split, **run_on},
+                {"split": cfg.evaluate_split, **on_device},  # evaluate has no autocast
                 deps=[f"model:{m.name}"],
                 subdir=f"evaluate/{m.name}",
             )
