@@ -168,9 +168,13 @@ def test_study_config_checks_the_device_on_this_machine(monkeypatch: pytest.Monk
     _no_gpu(monkeypatch)
     models = [{"name": "a", "model": "simple_cnn"}]
     assert parse_study_config({"models": models}).device == "auto"
-    with pytest.raises(ConfigError, match="not on this machine; available: cpu"):
+    with pytest.raises(
+        ConfigError, match=r"device: got .cuda. — --device cuda: not on this machine; available: cpu"
+    ):
         parse_study_config({"models": models, "device": "cuda"})
-    with pytest.raises(ConfigError, match="fp16 is not supported on cpu"):
+    with pytest.raises(
+        ConfigError, match=r"precision: got .fp16. — --precision fp16 is not supported on cpu"
+    ):
         parse_study_config({"models": models, "precision": "fp16"})
 
 

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     from birdlens.train.config import TrainConfig
@@ -195,13 +203,23 @@ class StudyConfig(_Strict):
         "fp32", description="autocast of perturbation methods and metrics: fp32 | bf16 | fp16"
     )
 
-    @model_validator(mode="after")
-    def _device(self) -> StudyConfig:
-        # checked on this machine when the config is read: a missing GPU fails before any stage runs
+    # checked on this machine when the config is read: a missing GPU fails before any stage runs
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        from birdlens.utils.device import resolve_device
+
+        resolve_device(v)
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str, info: ValidationInfo) -> str:
         from birdlens.utils.device import resolve_device, resolve_precision
 
-        resolve_precision(self.precision, resolve_device(self.device))
-        return self
+        if "device" not in info.data:  # the device was refused: that error is the one to read
+            return v
+        return resolve_precision(v, resolve_device(info.data["device"]))
 
     @model_validator(mode="after")
     def _references(self) -> StudyConfig:
