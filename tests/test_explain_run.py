@@ -92,7 +92,7 @@ def test_cli_explain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import birdlens.runs.trained as checkpoint
     from birdlens.cli import app
 
-    monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best": tiny_trained())
+    monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best", device="cpu": tiny_trained())
     src = photos(tmp_path)[0]
     out = tmp_path / "cli"
     args = [

@@ -196,3 +196,21 @@ def test_box_regions_follow_resize_and_crop():
     assert reg.shape == (50, 50)
     np.testing.assert_array_equal(reg[:, :24].numpy(), True)
     np.testing.assert_array_equal(reg[:, 26:].numpy(), False)
+
+
+def test_precision_reaches_the_deletion_insertion_forwards_only_when_asked(
+    synth: Manifest, trained: TrainedModel
+):
+    kw = {"n": 3, "n_steps": 5, "sanity_n": 0, "stability_n": 0, "baselines": (), "quiet": True}
+    plain = evaluate_explanations(trained, synth, ["gradcam"], **kw)
+    fp32 = evaluate_explanations(trained, synth, ["gradcam"], precision="fp32", **kw)
+    bf16 = evaluate_explanations(trained, synth, ["gradcam"], precision="bf16", **kw)
+    assert bf16["settings"]["precision"] == "bf16"
+    for metric in ("deletion", "insertion"):
+        assert plain["methods"]["gradcam"][metric]["mean"] == fp32["methods"]["gradcam"][metric]["mean"]
+        # Grad-CAM's map is fp32 either way: a change can only come from the metric's autocast forwards
+        assert bf16["methods"]["gradcam"][metric]["mean"] != fp32["methods"]["gradcam"][metric]["mean"]
+        assert (
+            abs(bf16["methods"]["gradcam"][metric]["mean"] - fp32["methods"]["gradcam"][metric]["mean"])
+            < 0.05
+        )

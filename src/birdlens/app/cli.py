@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from birdlens.utils.device import DEVICE_HELP
+
 
 def serve(
     run: Annotated[
@@ -43,6 +45,7 @@ def serve(
         int | None, typer.Option("--threads", min=1, help="torch CPU threads (default: torch's)")
     ] = None,
     which: Annotated[str, typer.Option("--which", help="best or last weights")] = "best",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Serve a page where a person uploads a bird photo and sees the top species and the evidence."""
     import torch
@@ -50,7 +53,9 @@ def serve(
 
     from birdlens.app.budget import Budget
     from birdlens.app.server import create_app_from_run
+    from birdlens.utils.device import resolve_for_cli
 
+    dev, _ = resolve_for_cli(device)
     if threads is not None:
         torch.set_num_threads(threads)
     budget = Budget(lime_max_samples=max_samples, shap_max_evals=max_samples, timeout_s=timeout)
@@ -63,6 +68,7 @@ def serve(
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
             budget=budget,
             which=which,
+            device=dev,
         )
     except RunDirError as e:  # a damaged best.safetensors or meta.json: the message names it
         typer.echo(f"error: {e}", err=True)

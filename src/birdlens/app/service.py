@@ -69,9 +69,12 @@ class ModelService:
         self._gradcam = explainer_for(trained, "gradcam")
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, budget: Budget | None = None, which: str = "best") -> ModelService:
+    def from_run(
+        cls, run_dir: str | Path, budget: Budget | None = None, which: str = "best", device: Any = "cpu"
+    ) -> ModelService:
+        """Load the run onto ``device`` (a ``torch.device`` or ``"cpu"``/``"cuda:N"``; ``birdlens serve --device``)."""
         run_dir = Path(run_dir)
-        trained = load_trained(run_dir, which=which, device="cpu")  # type: ignore[arg-type]
+        trained = load_trained(run_dir, which=which, device=device)  # type: ignore[arg-type]
         return cls(trained, run_name=display_name(run_dir), budget=budget, run_dir=run_dir)
 
     # ---- description ---------------------------------------------------------------------------------

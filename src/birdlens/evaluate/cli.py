@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from birdlens.utils.device import DEVICE_HELP
+
 
 def evaluate(
     run: Annotated[Path, typer.Option("--run", help="training run directory")],
@@ -16,15 +18,18 @@ def evaluate(
     split: Annotated[str, typer.Option("--split", help="train | valid | test")] = "test",
     which: Annotated[str, typer.Option("--weights", help="best | last")] = "best",
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Evaluate a run: metrics/<split>.json (accuracy + Wilson CI, per-class, ECE, confusions) and figures.
 
     With --data the outputs are named <split>-on-<dataset>, so the run's own results are kept."""
     from birdlens.evaluate import evaluate_run
     from birdlens.runs import layout
+    from birdlens.utils.device import resolve_for_cli
 
+    dev, _ = resolve_for_cli(device)
     try:
-        m = evaluate_run(run, data=data, split=split, which=which, quiet=quiet)
+        m = evaluate_run(run, data=data, split=split, which=which, quiet=quiet, device=dev)
     except layout.RunDirError as e:  # a damaged checkpoint or meta.json: the message names it
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

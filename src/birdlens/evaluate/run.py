@@ -56,8 +56,11 @@ def evaluate_run(
     batch_size: int = 16,
     quiet: bool = False,
     trained: Any | None = None,
+    device: Any = "cpu",
 ) -> dict[str, Any]:
     """Evaluate ``RUN_DIR/<which>.safetensors`` on ``split`` of the run's own manifest (or of ``data``).
+
+    ``device``: where the model runs when it is loaded here (a ``torch.device``, ``"cpu"``, ``"cuda:N"``).
 
     ``trained``: an already loaded :class:`~birdlens.runs.trained.TrainedModel` of this run (saves
     rebuilding a large model when several splits are evaluated). With ``data``, images of classes the model
@@ -72,7 +75,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     split = normalise_split(split) or "test"
     if trained is None:
-        trained = load_trained(run_dir, which=which)  # type: ignore[arg-type]
+        trained = load_trained(run_dir, which=which, device=device)  # type: ignore[arg-type]
     part, skipped_unknown, unknown = _split_images(run_dir, trained, data, split)
     t0 = time.perf_counter()
     probs, targets = predict_dataset(

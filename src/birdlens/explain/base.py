@@ -39,6 +39,7 @@ __all__ = [
     "register",
     "unregister",
     "validate_params",
+    "with_precision",
 ]
 
 
@@ -235,6 +236,21 @@ def panel_methods(methods: Sequence[str] | None = None) -> list[str]:
     return sorted(names, key=lambda m: (method_class(m).panel_order, m))
 
 
+def with_precision(
+    method_params: dict[str, dict[str, Any]], methods: Sequence[str], precision: str
+) -> dict[str, dict[str, Any]]:
+    """``method_params`` with ``precision`` for each of ``methods`` that declares a ``precision`` parameter
+    (what ``--precision`` means for the explainers); a precision set per method wins, fp32 adds nothing."""
+    out = {k: dict(v) for k, v in method_params.items()}
+    if precision == "fp32":
+        return out
+    for m in methods:
+        cls = method_class(m)
+        if "precision" in cls.param_spec():
+            out.setdefault(m, {}).setdefault("precision", precision)
+    return out
+
+
 def validate_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` checked against the method's declared :class:`Param` s (types converted), else
     :class:`InvalidParameterError` naming the parameter and what is allowed."""
@@ -279,6 +295,12 @@ def make_explainer(method: str, model: nn.Module, **params: Any) -> Explainer:
     cls = _REGISTRY[_canonical(method)]
     if "seed" in params and "seed" not in inspect.signature(cls.__init__).parameters:
         params.pop("seed")  # deterministic methods: a seed changes nothing, so callers may pass one to all
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if dev.type not in cls.supports_device:
+        raise UnsupportedMethodError(
+            f"{cls.name} cannot run on {dev.type}; it runs on {', '.join(cls.supports_device)} "
+            "(choose another --device)"
+        )
     return cls(model, **params)
 
 
@@ -345,6 +367,8 @@ class Explainer(ABC):
     overlay_sigma: ClassVar[float] = 0.0
     #: the tunable parameters a user (CLI, study config, web request) may set, with types and ranges
     tunable: ClassVar[tuple[Param, ...]] = ()
+    #: the device types (``torch.device.type``) it runs on; a model elsewhere is refused by make_explainer
+    supports_device: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
 
     @classmethod
     def param_spec(cls) -> dict[str, Param]:

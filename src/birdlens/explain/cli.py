@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from birdlens.utils.device import DEVICE_HELP, PRECISION_HELP
+
 
 def explain(
     sources: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
@@ -37,20 +39,24 @@ def explain(
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar (also BIRDLENS_QUIET=1)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Explain IMAGE_OR_DIR... with the model of --run; write .npy maps, PNG overlays/panel, manifest.json."""
-    from birdlens.explain.base import UnsupportedMethodError, list_methods, method_class
+    from birdlens.explain.base import UnsupportedMethodError, list_methods, method_class, with_precision
     from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.run import explain_images
     from birdlens.runs.trained import load_trained
+    from birdlens.utils.device import resolve_for_cli
 
+    dev, prec = resolve_for_cli(device, precision)
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if not names:
         raise typer.BadParameter(f"no methods given; choose from {list_methods()}", param_hint="--methods")
     try:
         for m in names:  # before loading the model: a typo fails at once
             method_class(m)
-        trained = load_trained(run, which=which)  # type: ignore[arg-type]
+        trained = load_trained(run, which=which, device=dev)  # type: ignore[arg-type]
         if layer is not None:
             use_cam_layer(trained, layer, names)
         manifest = explain_images(
@@ -64,11 +70,15 @@ def explain(
             force=force,
             target=target,
             top_k=top_k,
-            method_params={
-                "lime": {"num_samples": lime_samples},
-                "shap": {"max_evals": shap_evals},
-                "ig": {"steps": ig_steps},
-            },
+            method_params=with_precision(
+                {
+                    "lime": {"num_samples": lime_samples},
+                    "shap": {"max_evals": shap_evals},
+                    "ig": {"steps": ig_steps},
+                },
+                names,
+                prec,
+            ),
         )
     except (UnsupportedMethodError, FileExistsError, FileNotFoundError, ValueError) as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     from birdlens.train.config import TrainConfig
@@ -188,6 +196,30 @@ class StudyConfig(_Strict):
     evaluate_split: Literal["valid", "test"] = "test"
     explain: ExplainConfig = ExplainConfig()
     explain_eval: ExplainEvalConfig = ExplainEvalConfig()
+    device: str = Field(
+        "auto", description="where evaluate/explain/explain_eval run: auto | cpu | cuda[:N] | mps"
+    )
+    precision: str = Field(
+        "fp32", description="autocast of perturbation methods and metrics: fp32 | bf16 | fp16"
+    )
+
+    # checked on this machine when the config is read: a missing GPU fails before any stage runs
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        from birdlens.utils.device import resolve_device
+
+        resolve_device(v)
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str, info: ValidationInfo) -> str:
+        from birdlens.utils.device import resolve_device, resolve_precision
+
+        if "device" not in info.data:  # the device was refused: that error is the one to read
+            return v
+        return resolve_precision(v, resolve_device(info.data["device"]))
 
     @model_validator(mode="after")
     def _references(self) -> StudyConfig:

@@ -242,7 +242,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
 
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
     run = Path(ctx.inputs[model_stage]["run"])
-    metrics = evaluate_run(run, split=ctx.config["split"], quiet=ctx.quiet)
+    metrics = evaluate_run(run, split=ctx.config["split"], quiet=ctx.quiet, device=_device(ctx))
     return {"run": str(run), "metrics": metrics, "entry": ctx.inputs[model_stage]["entry"]}
 
 
@@ -271,13 +271,24 @@ def _pick_images(dataset: str, split: str, n: int, seed: int) -> list[tuple[Path
     return picks
 
 
+def _device(ctx: StageContext) -> Any:
+    from birdlens.utils.device import resolve_device
+
+    return resolve_device(ctx.config.get("device", "auto"))
+
+
+def _precision(ctx: StageContext) -> str:
+    return str(ctx.config.get("precision", "fp32"))
+
+
 def explain_stage(ctx: StageContext) -> dict[str, Any]:
+    from birdlens.explain.base import with_precision
     from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.run import explain_images
     from birdlens.runs.trained import load_trained
 
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
-    trained = load_trained(ctx.inputs[model_stage]["run"])
+    trained = load_trained(ctx.inputs[model_stage]["run"], device=_device(ctx))
     if ctx.config.get("layer"):
         use_cam_layer(trained, ctx.config["layer"], ctx.config["methods"])
     picks = _pick_images(
@@ -290,7 +301,7 @@ def explain_stage(ctx: StageContext) -> dict[str, Any]:
         ctx.dir,
         labels=[lab for _, lab in picks],
         seed=ctx.config["seed"],
-        method_params=ctx.config["params"],
+        method_params=with_precision(ctx.config["params"], ctx.config["methods"], _precision(ctx)),
         force=True,
         quiet=ctx.quiet,
     )
@@ -299,12 +310,13 @@ def explain_stage(ctx: StageContext) -> dict[str, Any]:
 
 def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
     from birdlens.data import load_manifest
+    from birdlens.explain.base import with_precision
     from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.metrics import evaluate_explanations
     from birdlens.runs.trained import load_trained
 
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
-    trained = load_trained(ctx.inputs[model_stage]["run"])
+    trained = load_trained(ctx.inputs[model_stage]["run"], device=_device(ctx))
     manifest = load_manifest(ctx.inputs["data"]["dataset"])
     c = ctx.config
     if c.get("layer"):
@@ -318,9 +330,9 @@ def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
         seed=c["seed"],
         split=c["split"],
         dataset_dir=ctx.inputs["data"]["dataset"],
-        method_params=c["method_params"],
+        method_params=with_precision(c["method_params"], c["methods"], _precision(ctx)),
         quiet=ctx.quiet,
-        **c["params"],
+        **{"precision": _precision(ctx), **c["params"]},
     )
     return {"model": model_stage.split(":", 1)[1], "results": result, "dir": str(ctx.dir)}
 
@@ -349,6 +361,14 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
         )
     )
     return stages
+
+
+def _on_device(cfg: StudyConfig, precision: bool = True) -> dict[str, str]:
+    """Device (and precision) for a stage's key, only when set: the stages of an older study stay valid."""
+    on = {"device": cfg.device} if cfg.device != "auto" else {}
+    if precision and cfg.precision != "fp32":
+        on["precision"] = cfg.precision
+    return on
 
 
 def _gan_stage(cfg: StudyConfig) -> Stage:
@@ -380,7 +400,7 @@ def _model_stages(cfg: StudyConfig) -> list[Stage]:
             Stage(
                 f"evaluate:{m.name}",
                 evaluate_stage,
-                {"split": cfg.evaluate_split},
+                {"split": cfg.evaluate_split, **_on_device(cfg, precision=False)},  # evaluate has no autocast
                 deps=[f"model:{m.name}"],
                 subdir=f"evaluate/{m.name}",
             )
@@ -391,7 +411,9 @@ def _model_stages(cfg: StudyConfig) -> list[Stage]:
 def _explain_stages(cfg: StudyConfig) -> list[Stage]:
     """Explanations of the chosen models, then their measured quality."""
     names = [m.name for m in cfg.models]
-    x, e, common = cfg.explain, cfg.explain_eval, {"split": cfg.evaluate_split, "seed": cfg.seed}
+    x, e = cfg.explain, cfg.explain_eval
+    common = {"split": cfg.evaluate_split, "seed": cfg.seed}
+    run_on = _on_device(cfg)
     stages = [
         Stage(
             f"explain:{name}",
@@ -402,6 +424,7 @@ def _explain_stages(cfg: StudyConfig) -> list[Stage]:
                 "params": x.params,
                 **common,
                 **({"layer": x.layer} if x.layer else {}),  # old stage keys kept
+                **run_on,
             },
             deps=["data", f"model:{name}"],
         )
@@ -419,6 +442,7 @@ def _explain_stages(cfg: StudyConfig) -> list[Stage]:
                     "method_params": e.method_params,
                     **common,
                     **({"layer": e.layer} if e.layer else {}),
+                    **run_on,
                 },
                 deps=["data", f"model:{name}"],
             )

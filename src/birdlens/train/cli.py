@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from birdlens.utils.device import DEVICE_HELP
+
 
 def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="run directory")],
@@ -149,13 +151,16 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", min=1)] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     which: Annotated[str, typer.Option("--weights", help="best | last")] = "best",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Top-k species for each image; a bad image prints one error line and makes the exit code 1."""
     from birdlens.runs.trained import load_trained
     from birdlens.train.predict import predict_files
+    from birdlens.utils.device import resolve_for_cli
 
+    dev, _ = resolve_for_cli(device)
     try:
-        trained = load_trained(run, which=which)  # type: ignore[arg-type]
+        trained = load_trained(run, which=which, device=dev)  # type: ignore[arg-type]
     except (FileNotFoundError, RuntimeError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from birdlens.data.dataset import ImageDataset
 from birdlens.data.images import content_hash, read_image_bytes
@@ -46,7 +45,9 @@ def probe_features(
     stats: dict[str, Any] = {"images": len(ds)}
     if len(ds) == 0:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), stats
-    device = "cuda" if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    from birdlens.utils.device import resolve_device
+
+    device = resolve_device("auto" if cfg.accelerator in ("auto", "gpu", "cuda") else "cpu")
     model = ctx.model.to(device)
     cache = FeatureCache(cfg.feature_cache or ".")
     bb_key = ctx.extra.setdefault("backbone_key", f"{cfg.model}:{backbone_fingerprint(ctx.model)}")

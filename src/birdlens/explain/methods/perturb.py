@@ -8,12 +8,12 @@ from collections.abc import Iterator
 import torch
 
 from birdlens.explain.base import Explainer, Param
+from birdlens.utils.device import PRECISIONS, autocast
 
 SCORES = ("prob", "logit")
-PRECISIONS = ("fp32", "bf16")
 SCORE = Param("score", str, "prob", choices=SCORES, doc="explain the target's probability or its logit")
 PRECISION = Param(
-    "precision", str, "fp32", choices=PRECISIONS, doc="bf16: autocast for the model evaluations"
+    "precision", str, "fp32", choices=PRECISIONS, doc="bf16/fp16: autocast for the model evaluations"
 )
 
 
@@ -26,12 +26,9 @@ def check_options(score: str, precision: str) -> None:
 
 @contextlib.contextmanager
 def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """``bf16``: autocast (opt-in: faster Lite0 inference on a CPU with bf16 support, results close to fp32 but
-    not equal; measured: docs/benchmarks.md#explainers); ``fp32``: nothing."""
-    if precision == "bf16":
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            yield
-    else:
+    """``bf16``/``fp16``: autocast (opt-in: faster Lite0 inference on a CPU with bf16 support, results close to
+    fp32 but not equal; measured: docs/benchmarks.md#explainers); ``fp32``: nothing."""
+    with autocast(precision, device):
         yield
 
 

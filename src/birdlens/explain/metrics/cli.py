@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from birdlens.utils.device import DEVICE_HELP, PRECISION_HELP
+
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
@@ -66,16 +68,20 @@ def explain_eval(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing results.json")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
 ) -> None:
     """Measure which explanation of this model to trust: deletion/insertion, localisation, ground-truth parts
     (synthetic birds), sanity check and stability, with 95% bootstrap intervals and two baselines."""
     from birdlens.data import load_manifest
-    from birdlens.explain.base import UnsupportedMethodError
+    from birdlens.explain.base import UnsupportedMethodError, with_precision
     from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.metrics.evaluate import evaluate_explanations
     from birdlens.explain.metrics.table import print_results
     from birdlens.runs.trained import load_trained
+    from birdlens.utils.device import resolve_for_cli
 
+    dev, prec = resolve_for_cli(device, precision)
     if (out / "results.json").exists() and not force:
         raise _fail(f"{out / 'results.json'} exists; choose another --out or pass --force")
     if target not in ("pred", "label"):
@@ -83,7 +89,7 @@ def explain_eval(
     if boxes is not None and not boxes.is_file():
         raise _fail(f"--boxes {boxes} is not a file")
     try:
-        trained = load_trained(run)
+        trained = load_trained(run, device=dev)
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         raise _fail(f"cannot load the run {run}: {e}") from None
     try:
@@ -109,7 +115,8 @@ def explain_eval(
             batch_size=batch_size,
             sanity_n=sanity_n,
             stability_n=stability_n,
-            method_params=_parse_params(param or []),
+            method_params=with_precision(_parse_params(param or []), names, prec),
+            precision=prec,
         )
     except UnsupportedMethodError as e:
         raise _fail(str(e)) from None

@@ -68,6 +68,7 @@ class EvalSettings:
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     figures: bool = True
     fold_bn: bool = True  # no-grad scoring passes use a BatchNorm-folded copy (birdlens.models.fold)
+    precision: str = "fp32"  # autocast of the deletion/insertion forwards (birdlens.utils.device)
 
 
 # ------------------------------------------------------------------------------------------- the sample
@@ -450,6 +451,7 @@ def _faithfulness(
         n_steps=cfg.n_steps,
         batch_size=cfg.batch_size,
         progress=prog.task(f"deletion/insertion {name}", n_pairs),
+        precision=cfg.precision,
     )
     vals: dict[str, np.ndarray] = {}
     scored.curves[name] = {}

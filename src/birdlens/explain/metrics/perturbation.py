@@ -40,6 +40,7 @@ from birdlens.explain import imaging
 from birdlens.explain.metrics.base import Category, Direction, Metric, register_metric
 from birdlens.explain.metrics.ranking import pixel_rank
 from birdlens.explain.outputs import OutputSelector, select_output
+from birdlens.utils.device import autocast
 
 Substrate = str | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 DEFAULT_STEPS = 224  # RISE: 224 steps of 224 pixels for a 224 x 224 input
@@ -134,12 +135,13 @@ def perturbation_curves(
     max_chunk_bytes: int = 256 * 2**20,
     output: OutputSelector = None,
     progress: Callable[[int], None] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Curves]:
     """Deletion and/or insertion curves of every image, all points of all images in large batches.
 
     ``images`` are normalised ``[B, 3, H, W]``; ``maps`` ``[B, H, W]`` at the same resolution;
     ``targets`` the explained class per image. ``progress(n)`` is called with the number of model
-    evaluations done after each chunk.
+    evaluations done after each chunk. ``precision``: autocast of the forwards (fp32: none).
     """
     b, c, h, w = images.shape
     if maps.shape != (b, h, w):
@@ -176,7 +178,8 @@ def perturbation_curves(
                 mask = (change_at[img] <= k[:, None]).unsqueeze(-1)  # [N, HW, 1]
                 x = torch.where(mask, changed_src[img], kept_src[img])
                 x = x.view(-1, h, w, c).permute(0, 3, 1, 2)  # NCHW shape, channels_last strides
-                logits = select_logits(model(x), output).float()
+                with autocast(precision, device):
+                    logits = select_logits(model(x), output).float()
                 probs[start : start + pair.numel()] = logits.softmax(-1).gather(1, targets[img, None])[:, 0]
                 if progress is not None:
                     progress(pair.numel())
