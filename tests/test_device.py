@@ -18,15 +18,28 @@ from birdlens.utils.device import DeviceError, autocast, resolve_device, resolve
 runner = CliRunner()
 
 
+def _returning(value: object, original: object) -> object:
+    """A stand-in for a torch query that keeps ``__wrapped__``: torch._dynamo reads it on import, and a
+    command under test may import it for the first time while the stand-in is in place."""
+
+    def fake(*args: object, **kwargs: object) -> object:
+        return value
+
+    fake.__wrapped__ = getattr(original, "__wrapped__", original)  # type: ignore[attr-defined]
+    return fake
+
+
 def _fake_cuda(monkeypatch: pytest.MonkeyPatch, n: int = 2, bf16: bool = True) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    monkeypatch.setattr(torch.cuda, "is_available", _returning(True, torch.cuda.is_available))
+    monkeypatch.setattr(torch.cuda, "device_count", _returning(n, torch.cuda.device_count))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", _returning(bf16, torch.cuda.is_bf16_supported))
 
 
 def _no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", _returning(False, torch.cuda.is_available))
+    monkeypatch.setattr(
+        torch.backends.mps, "is_available", _returning(False, torch.backends.mps.is_available)
+    )
 
 
 def test_auto_is_cpu_without_a_gpu_and_cuda_with_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,7 +71,9 @@ def test_a_missing_or_unknown_device_names_what_is_available(
 
 def test_a_cuda_index_past_the_last_gpu_lists_the_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_cuda(monkeypatch, n=2)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(
+        torch.backends.mps, "is_available", _returning(False, torch.backends.mps.is_available)
+    )
     with pytest.raises(DeviceError, match=r"--device cuda:2: .* available: cpu, cuda:0, cuda:1"):
         resolve_device("cuda:2")
 

@@ -197,7 +197,7 @@ def test_cli_bad_target_is_one_line_exit_2_nothing_written(
     import birdlens.runs.trained as checkpoint
     from birdlens.cli import app
 
-    monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best": toy_trained())
+    monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best", device="cpu": toy_trained())
     out = tmp_path / "out"
     args = [
         "explain",
@@ -222,7 +222,7 @@ def test_cli_top_k(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import birdlens.runs.trained as checkpoint
     from birdlens.cli import app
 
-    monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best": toy_trained())
+    monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best", device="cpu": toy_trained())
     out = tmp_path / "out"
     args = [
         "explain",
