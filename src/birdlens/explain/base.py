@@ -342,6 +342,10 @@ class Explainer(ABC):
     overlay_sigma: ClassVar[float] = 0.0
     #: the tunable parameters a user (CLI, study config, web request) may set, with types and ranges
     tunable: ClassVar[tuple[Param, ...]] = ()
+    #: fills its model batches from the perturbations of several images (cross-image batching,
+    #: :mod:`birdlens.explain.batching`) with each image's map equal to explaining it alone, so callers
+    #: (``explain``, the study, xmetrics) pass it many images per call
+    batched: ClassVar[bool] = False
 
     @classmethod
     def param_spec(cls) -> dict[str, Param]:
@@ -477,7 +481,10 @@ class Explainer(ABC):
     def predict(self, x: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """One inference pass: the logits and the target (predicted class where none was given)."""
         with torch.inference_mode():
-            logits = self.logits(x).float()
+            if self.batched:  # image by image: a batch of one rounds as when the image is explained alone
+                logits = torch.cat([self.logits(x[i : i + 1]) for i in range(x.shape[0])]).float()
+            else:
+                logits = self.logits(x).float()
         if target is None:
             target = logits.argmax(1)
         return logits.clone(), target.clone()
