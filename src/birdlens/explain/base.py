@@ -67,6 +67,27 @@ class Explanation:
         """The maps as a float32 numpy array ``[B, H, W]``."""
         return self.maps.detach().cpu().numpy()
 
+    def select(self, i: int) -> Explanation:
+        """Image ``i`` as an explanation of a batch of one (per-image entries of ``scores`` sliced; the wall
+        time shared evenly), the shape a caller that explained images one by one had."""
+        n = len(self)
+
+        def pick(v: Any) -> Any:
+            if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == n:
+                return v[i : i + 1]
+            if isinstance(v, list) and len(v) == n:
+                return [v[i]]
+            return v
+
+        return Explanation(
+            maps=self.maps[i : i + 1],
+            target=self.target[i : i + 1],
+            scores={k: pick(v) for k, v in self.scores.items()},
+            method=self.method,
+            params=self.params,
+            seconds=self.seconds / max(1, n),
+        )
+
 
 class UnsupportedMethodError(ValueError):
     """The method is refused because it would give silently wrong maps (or is unknown)."""

@@ -27,6 +27,12 @@ def explain(
         "--layer",
         help="Layer for the CAM methods (default: the model's, e.g. blocks.11.norm1 of a ViT).",
     ),
+    batch_images: int = typer.Option(
+        8,
+        "--batch-images",
+        min=1,
+        help="Images per call of IG, LIME and SHAP: their model batches mix several images (same maps).",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar (also BIRDLENS_QUIET=1)."),
 ) -> None:
@@ -54,6 +60,7 @@ def explain(
             n=n,
             quiet=quiet,
             force=force,
+            batch_images=batch_images,
             method_params={
                 "lime": {"num_samples": lime_samples},
                 "shap": {"max_evals": shap_evals},

@@ -115,6 +115,7 @@ def explain_images(
     method_params: dict[str, dict[str, Any]] | None = None,
     quiet: bool | None = None,
     force: bool = False,
+    batch_images: int = 8,
 ) -> dict[str, Any]:
     """Explain ``images`` (paths, folders or uint8 ``[H, W, 3]`` arrays) with ``trained`` (a
     ``TrainedModel``: ``model``, ``classes``, ``data_config``, ``model_name``, ``cam_layer``).
@@ -124,7 +125,9 @@ def explain_images(
     beyond 8 images) and ``manifest.json`` into ``out_dir``; returns the manifest. ``n``: explain a seeded
     sample of ``n`` images; ``labels``: true labels (class index or name) aligned with ``images``, else taken
     from a path's parent folder when it names a class; ``method_params``: per-method parameters, checked
-    against each method's declared ranges (:class:`birdlens.explain.base.InvalidParameterError`).
+    against each method's declared ranges (:class:`birdlens.explain.base.InvalidParameterError`);
+    ``batch_images``: images per call of the cross-image batched methods (``Explainer.batched``: their model
+    batches hold rows of several images; each image's map is the one it gets alone).
     """
     out = Path(out_dir)
     if (out / "manifest.json").exists() and not force:
@@ -137,9 +140,16 @@ def explain_images(
     t0 = time.perf_counter()
     with console.bars(quiet, transient=False, elapsed=True, info=True) as group:
         bar = group.task("explain", total=len(items))
-        for k, item in enumerate(items):
-            _explain_one(trained, explainers, out, k, item, item_labels[k], state, bar)
-            bar.advance()
+        size = getattr(trained, "image_size", None)
+        for g0 in range(0, len(items), max(1, batch_images)):
+            keys = range(g0, min(len(items), g0 + max(1, batch_images)))
+            loaded = {k: _prepare(_load_uint8(items[k]), trained.data_config, size) for k in keys}
+            done = _explain_group(explainers, loaded, bar)
+            for k in keys:
+                _explain_one(
+                    trained, explainers, out, k, items[k], item_labels[k], state, bar, loaded[k], done[k]
+                )
+                bar.advance()
     panels = _write_panels(state.rows, out, methods)
     manifest = _manifest(trained, seed, state, panels, time.perf_counter() - t0)
     write_json(out / "manifest.json", manifest)
@@ -188,6 +198,23 @@ class _RunState:
         return name
 
 
+def _explain_group(
+    explainers: dict[str, Any], loaded: dict[int, tuple[np.ndarray, torch.Tensor]], bar: Any
+) -> dict[int, dict[str, Explanation]]:
+    """The cross-image batched methods on a group of images in one call each, split back per image."""
+    done: dict[int, dict[str, Explanation]] = {k: {} for k in loaded}
+    if len(loaded) < 2:
+        return done
+    x = torch.stack([xk for _, xk in loaded.values()])
+    for m, explainer in explainers.items():
+        if type(explainer).batched:
+            bar.update(info=f"{len(loaded)} images · {m}")
+            exp = explainer.explain(x)
+            for i, k in enumerate(loaded):
+                done[k][m] = exp.select(i)
+    return done
+
+
 def _explain_one(
     trained: Any,
     explainers: dict[str, Any],
@@ -197,11 +224,14 @@ def _explain_one(
     given_label: Any,
     state: _RunState,
     bar: Any,
+    loaded: tuple[np.ndarray, torch.Tensor],
+    done: dict[str, Explanation],
 ) -> None:
-    """Every method on one image: maps and overlays written, its record and panel row kept in ``state``."""
+    """Every method on one image (``done``: those already run in a batch): maps and overlays written, its
+    record and panel row kept in ``state``."""
     is_path = isinstance(item, (str, os.PathLike))
     name = state.unique_name(item, k)
-    photo, x = _prepare(_load_uint8(item), trained.data_config, getattr(trained, "image_size", None))
+    photo, x = loaded
     rec: dict[str, Any] = {
         "source": str(item) if is_path else f"array[{k}]",
         "name": name,
@@ -212,7 +242,7 @@ def _explain_one(
     exp: Explanation | None = None
     for m, explainer in explainers.items():
         bar.update(info=f"{name} · {m}")
-        exp = explainer.explain(x[None])
+        exp = done[m] if m in done else explainer.explain(x[None])
         state.seconds[m].append(exp.seconds)
         state.params.setdefault(m, _jsonable(exp.params))
         map_path = out / m / f"{name}.npy"
