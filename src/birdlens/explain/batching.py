@@ -8,9 +8,12 @@ Each row's output depends only on that row (the model is in eval mode: no batch 
 the CPU kernels make: a batch of *one* row is computed by other kernels (matrix-vector products) that round
 differently. So a row that the per-image loop evaluated by itself (``Job.alone``) is evaluated by itself here
 too, and any other row that would end up alone in a batch is evaluated next to a copy of itself. The kernels
-also change at larger batch sizes (on a 2-core CPU from 16 rows on), so the shared batches hold ``chunk`` rows,
-the batch size the per-image loop uses too, and one image alone runs exactly the per-image loop's batches. Then
-every image gets bit for bit the values the per-image loop gives (tested with ``torch.equal`` on Lite0).
+also change between other batch sizes (Lite0 on this 2-core CPU: 2-15 rows agree at 64 px; at 224 px 2-3,
+4-15 and 16+ rows are three groups), so the shared batches hold ``chunk`` rows, the batch size the per-image
+loop uses too, and one image alone runs exactly the per-image loop's batches (today's values, bit for bit).
+Several images get bit for bit the per-image values where their batch sizes fall in one such group (tested
+with ``torch.equal``), else values equal to float32 rounding; SHAP's queue can then order two nearly tied
+nodes the other way (numbers: docs/benchmarks.md, "Cross-image batching").
 """
 
 from __future__ import annotations
