@@ -107,3 +107,17 @@ def test_one_image_runs_the_per_image_loops_batches(lite0: nn.Module) -> None:
     finally:
         h.remove()
     assert sizes == [2, 10, 10]  # image + baseline, then the two chunks
+
+
+def test_batched_across_kernel_groups_equals_to_float_rounding(lite0: nn.Module) -> None:
+    # 18 samples in batches of 16: alone, an image's 2-row tail runs as a batch of 2; batched, rows share batches
+    # of 16, where the CPU picks other kernels (on this CPU from 16 rows on). Each value then differs by float32
+    # rounding of the logits (~1e-6 relative), which the ridge fit carries to the weights at the same scale.
+    explainer = make_explainer(
+        "lime", lite0, data_config=NORM, num_samples=18, batch_size=16, score="logit", **SEG
+    )
+    x = photos()
+    batched = explainer.explain(x)
+    alone = torch.cat([explainer.explain(x[i : i + 1]).maps for i in range(x.shape[0])])
+    scale = float(alone.abs().max())
+    torch.testing.assert_close(batched.maps, alone, rtol=0, atol=1e-5 * scale)  # measured: 5.5e-7 * scale
