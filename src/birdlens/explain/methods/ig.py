@@ -129,9 +129,8 @@ class IntegratedGradients(Explainer):
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
         base = self.make_baseline(x)
         b = x.shape[0]
-        with (
-            torch.inference_mode()
-        ):  # image by image: the same batch of two as when an image is explained alone
+        # image by image: the same batch of two (image, baseline) as when an image is explained alone
+        with torch.inference_mode():
             ends = [
                 self.logits(self.to_memory_format(torch.cat([x[i : i + 1], base[i : i + 1]])))
                 for i in range(b)
