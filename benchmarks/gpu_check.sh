@@ -4,13 +4,17 @@
 # and print both images/s side by side (the GPU's from its last epoch: the first pays for worker start-up,
 # cuDNN's algorithm search and AMP's warm-up). Offline: uses the shared bird photos when present, else a synthetic
 # 20-class folder of 224 px images (speed does not depend on what the pixels show).
+# Then the explainers: images/s of IG-50, LIME-1000 and SHAP-500 on 16 photos, batched across images (model
+# batches of EXPLAIN_BATCH=256 rows) vs one image per call (benchmarks/batch_speed.py), and, when `birdlens
+# explain` has --devices (sharding over processes), the explain run on 1 process vs all GPUs.
 #
 #   bash benchmarks/gpu_check.sh [DATA_DIR]          # needs a CUDA GPU; ~1-2 minutes
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), GPU_EPOCHS (default 3), CPU_STEPS (default 10), CPU_THREADS (default: all
 # cores, at most 16), OUT (default a temp dir),
-# GPU_CHECK_DRY=1 runs the "GPU" leg on the CPU for GPU_STEPS steps (default 2) so that the script itself is
-# tested where there is no GPU (tests/test_gpu_check.py); its numbers then mean nothing.
+# GPU_CHECK_DRY=1 runs the "GPU" leg on the CPU for GPU_STEPS steps (default 2), and the explainer legs with
+# tiny budgets on the CPU (2 processes), so that the script itself is tested where there is no GPU
+# (tests/test_gpu_check.py); its numbers then mean nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -75,3 +79,31 @@ c_ips, c_s, _ = run("cpu", accelerator="cpu", precision="32-true", limit_train_b
 print(f"CPU  fine-tune {cpu_steps} steps, fp32:     {c_ips[-1]:8.1f} images/s ({torch.get_num_threads()} threads)")
 print(f"GPU / CPU: {g_ips[-1] / c_ips[-1]:.1f}x")
 PYEOF
+
+# ---- explainers: cross-image batching vs one image per call, then the multi-process explain run
+EXPLAIN_DATA=$DATA
+[ -d "$EXPLAIN_DATA" ] || EXPLAIN_DATA=$OUT/synthetic
+if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
+  echo "explainers (dry run on the CPU, tiny budgets):"
+  "$PY" benchmarks/batch_speed.py --device cpu --n 2 --ig 2 --lime 8 --shap 8 --batch 8 --data "$EXPLAIN_DATA"
+  DEVICES=2 BUDGET=(--n 2 --lime-samples 8 --shap-evals 8 --ig-steps 2)
+else
+  echo "explainers on the GPU (model batches of ${EXPLAIN_BATCH:-256} rows):"
+  "$PY" benchmarks/batch_speed.py --device cuda --n 16 --batch "${EXPLAIN_BATCH:-256}" --data "$EXPLAIN_DATA"
+  DEVICES=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+  BUDGET=(--n 16)
+fi
+BL=("$PY" -c "from birdlens.cli import app; app()")
+if "${BL[@]}" explain --help 2>/dev/null | grep -q -- "--devices"; then
+  for d in 1 "$DEVICES"; do
+    t0=$(date +%s.%N)
+    "${BL[@]}" explain "$EXPLAIN_DATA/test" --run "$OUT/gpu" --methods lime,shap,ig "${BUDGET[@]}" \
+      --out "$OUT/explain_$d" --devices "$d" --force --quiet >/dev/null
+    t1=$(date +%s.%N)
+    n=$("$PY" -c "import json,sys; print(len(json.load(open(sys.argv[1]))['images']))" "$OUT/explain_$d/manifest.json")
+    awk -v n="$n" -v s="$(awk "BEGIN{print $t1 - $t0}")" -v d="$d" \
+      'BEGIN{printf "explain, %d process(es): %d images in %.1f s, %.2f images/s\n", d, n, s, n / s}'
+  done
+else
+  echo "multi-process explain: skipped (this build's 'birdlens explain' has no --devices)"
+fi

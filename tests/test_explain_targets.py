@@ -255,3 +255,33 @@ def test_the_web_app_lists_a_sigmoid_heads_label_probabilities() -> None:
         assert [s.prob for s in out.top] == pytest.approx(sorted(want.tolist(), reverse=True), abs=1e-6)
     finally:
         service.close()
+
+
+@pytest.mark.parametrize("options", [{"top_k": 2}, {"target": "jay"}])
+def test_cross_image_batches_explain_the_classes_asked_as_one_image_at_a_time(
+    tmp_path: Path, options: dict
+) -> None:
+    """The batched methods explain the k-th class of every image of a group in one call: the maps equal
+    explaining each image alone for that class."""
+    trained = toy_trained()
+    photos = [str(photo_dir(tmp_path))]
+    params = {"lime": {"num_samples": 24, "batch_size": 8}, "ig": {"steps": 4}}
+    runs = {
+        b: explain_images(
+            trained,
+            photos,
+            ["lime", "ig"],
+            tmp_path / f"b{b}",
+            method_params=params,
+            quiet=True,
+            batch_images=b,
+            **options,
+        )
+        for b in (1, 8)
+    }
+    recs = {b: [t for rec in m["images"] for t in rec.get("targets", [rec])] for b, m in runs.items()}
+    assert [t["target"] for t in recs[1]] == [t["target"] for t in recs[8]]
+    for one, many in zip(recs[1], recs[8], strict=True):
+        for m in ("lime", "ig"):
+            a, b = np.load(tmp_path / "b1" / one["maps"][m]), np.load(tmp_path / "b8" / many["maps"][m])
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * float(np.abs(a).max()))

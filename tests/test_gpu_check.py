@@ -45,6 +45,18 @@ def test_gpu_check_script_dry_run(tmp_path: Path) -> None:
     assert "GPU / CPU:" in out
     assert (tmp_path / "synthetic" / "train").is_dir()
     assert (tmp_path / "gpu" / "log.csv").is_file() and (tmp_path / "cpu" / "log.csv").is_file()
+    # the explainer leg: images/s per method, one image per call and batched across images
+    rows = {
+        ln.split()[0].split("-")[0]: ln.split()
+        for ln in out.splitlines()
+        if ln.startswith(("ig-", "lime-", "shap-"))
+    }
+    assert sorted(rows) == ["ig", "lime", "shap"], out[-2000:]
+    for cols in rows.values():
+        assert (
+            float(cols[4]) > 0 and float(cols[5]) > 0 and cols[6] in ("True", "False") and float(cols[7]) >= 0
+        ), cols
+    assert "multi-process explain" in out or "process(es):" in out
 
 
 def test_gpu_check_refuses_without_gpu(tmp_path: Path) -> None:

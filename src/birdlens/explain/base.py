@@ -68,6 +68,27 @@ class Explanation:
         """The maps as a float32 numpy array ``[B, H, W]``."""
         return self.maps.detach().cpu().numpy()
 
+    def select(self, i: int) -> Explanation:
+        """Image ``i`` as an explanation of a batch of one (per-image entries of ``scores`` sliced; the wall
+        time shared evenly), the shape a caller that explained images one by one had."""
+        n = len(self)
+
+        def pick(v: Any) -> Any:
+            if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == n:
+                return v[i : i + 1]
+            if isinstance(v, list) and len(v) == n:
+                return [v[i]]
+            return v
+
+        return Explanation(
+            maps=self.maps[i : i + 1],
+            target=self.target[i : i + 1],
+            scores={k: pick(v) for k, v in self.scores.items()},
+            method=self.method,
+            params=self.params,
+            seconds=self.seconds / max(1, n),
+        )
+
 
 class UnsupportedMethodError(ValueError):
     """The method is refused because it would give silently wrong maps (or is unknown)."""
@@ -369,6 +390,10 @@ class Explainer(ABC):
     tunable: ClassVar[tuple[Param, ...]] = ()
     #: the device types (``torch.device.type``) it runs on; a model elsewhere is refused by make_explainer
     supports_device: ClassVar[tuple[str, ...]] = ("cpu", "cuda", "mps")
+    #: fills its model batches from the perturbations of several images (cross-image batching,
+    #: :mod:`birdlens.explain.batching`) with each image's map equal to explaining it alone, so callers
+    #: (``explain``, the study, xmetrics) pass it many images per call
+    batched: ClassVar[bool] = False
 
     @classmethod
     def param_spec(cls) -> dict[str, Param]:
@@ -513,7 +538,10 @@ class Explainer(ABC):
     def predict(self, x: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """One inference pass: the logits and the target (predicted class where none was given)."""
         with torch.inference_mode():
-            logits = self.logits(x).float()
+            if self.batched:  # image by image: a batch of one rounds as when the image is explained alone
+                logits = torch.cat([self.logits(x[i : i + 1]) for i in range(x.shape[0])]).float()
+            else:
+                logits = self.logits(x).float()
         if target is None:
             target = logits.argmax(1)
         return logits.clone(), target.clone()

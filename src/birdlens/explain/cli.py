@@ -37,6 +37,12 @@ def explain(
     top_k: int | None = typer.Option(
         None, "--top-k", help="Explain each image's K most likely classes (files METHOD/IMAGE__CLASS.npy)."
     ),
+    batch_images: int = typer.Option(
+        8,
+        "--batch-images",
+        min=1,
+        help="Images per call of IG, LIME and SHAP: their model batches mix several images (same maps).",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar (also BIRDLENS_QUIET=1)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -70,6 +76,7 @@ def explain(
             force=force,
             target=target,
             top_k=top_k,
+            batch_images=batch_images,
             method_params=with_precision(
                 {
                     "lime": {"num_samples": lime_samples},

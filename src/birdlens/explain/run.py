@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -119,6 +119,7 @@ def explain_images(
     force: bool = False,
     target: int | str | None = None,
     top_k: int | None = None,
+    batch_images: int = 8,
 ) -> dict[str, Any]:
     """Explain ``images`` (paths, folders or uint8 ``[H, W, 3]`` arrays) with ``trained`` (a
     ``TrainedModel``: ``model``, ``classes``, ``data_config``, ``model_name``, ``cam_layer``).
@@ -135,6 +136,9 @@ def explain_images(
     classes, written as ``<method>/<name>__<class>.npy|png``, listed in the record's ``targets`` (rank, class,
     logit, probability, maps), one panel row per (image, class). A bad class or ``top_k`` raises
     :class:`birdlens.explain.targets.TargetError` before anything is written.
+
+    ``batch_images``: images per call of the cross-image batched methods (``Explainer.batched``: their model
+    batches hold rows of several images; each image's map is the one it gets alone).
     """
     out = Path(out_dir)
     if (out / "manifest.json").exists() and not force:
@@ -148,9 +152,27 @@ def explain_images(
     t0 = time.perf_counter()
     with console.bars(quiet, transient=False, elapsed=True, info=True) as group:
         bar = group.task("explain", total=len(items))
-        for k, item in enumerate(items):
-            _explain_one(trained, explainers, out, k, item, item_labels[k], state, bar)
-            bar.advance()
+        size, step = getattr(trained, "image_size", None), max(1, batch_images)
+        for g0 in range(0, len(items), step):
+            keys = range(g0, min(len(items), g0 + step))
+            loaded = {k: _prepare(_load_uint8(items[k]), trained.data_config, size) for k in keys}
+            asked = {k: _asked(trained, loaded[k][1], state) for k in keys}
+            done = _explain_group(explainers, loaded, asked, bar)
+            for k in keys:
+                _explain_one(
+                    trained,
+                    explainers,
+                    out,
+                    k,
+                    items[k],
+                    item_labels[k],
+                    state,
+                    bar,
+                    loaded[k],
+                    asked[k],
+                    done[k],
+                )
+                bar.advance()
     panels = _write_panels(state.rows, out, methods)
     manifest = _manifest(trained, seed, state, panels, time.perf_counter() - t0)
     write_json(out / "manifest.json", manifest)
@@ -200,6 +222,47 @@ class _RunState:
         return name
 
 
+class _Asked(NamedTuple):
+    """What the model makes of one image, and the classes to explain in it (None: the predicted one)."""
+
+    logits: torch.Tensor
+    probs: torch.Tensor
+    targets: list[int | None]
+
+
+def _asked(trained: Any, x: torch.Tensor, state: _RunState) -> _Asked:
+    with torch.inference_mode():
+        logits = select_output(trained.model(x[None]), None).float()
+    probs = head_probabilities(logits, bool(getattr(trained, "multi_label", False)))[0]
+    targets = top_k_classes(logits[0], state.top_k) if state.top_k else [state.target]
+    return _Asked(logits, probs, list(targets))
+
+
+def _explain_group(
+    explainers: dict[str, Any],
+    loaded: dict[int, tuple[np.ndarray, torch.Tensor]],
+    asked: dict[int, _Asked],
+    bar: Any,
+) -> dict[int, dict[int, dict[str, Explanation]]]:
+    """The cross-image batched methods on a group of images, one call per method and per rank of the classes
+    asked (the k-th likeliest class of every image together), split back per image: ``[image][rank][method]``."""
+    done: dict[int, dict[int, dict[str, Explanation]]] = {k: {} for k in loaded}
+    batched = {m: e for m, e in explainers.items() if type(e).batched}
+    for rank in range(max((len(a.targets) for a in asked.values()), default=0)):
+        keys = [k for k in loaded if rank < len(asked[k].targets)]
+        if len(keys) < 2 or not batched:
+            continue
+        x = torch.stack([loaded[k][1] for k in keys])
+        wanted = [asked[k].targets[rank] for k in keys]
+        target = None if all(t is None for t in wanted) else torch.tensor(wanted)
+        for m, explainer in batched.items():
+            bar.update(info=f"{len(keys)} images · {m}")
+            exp = explainer.explain(x, target)
+            for i, k in enumerate(keys):
+                done[k].setdefault(rank, {})[m] = exp.select(i)
+    return done
+
+
 def _explain_one(
     trained: Any,
     explainers: dict[str, Any],
@@ -209,25 +272,26 @@ def _explain_one(
     given_label: Any,
     state: _RunState,
     bar: Any,
+    loaded: tuple[np.ndarray, torch.Tensor],
+    asked: _Asked,
+    done: dict[int, dict[str, Explanation]],
 ) -> None:
-    """Every method on one image for each class asked (the predicted one by default): maps and overlays
-    written, its record and panel rows kept in ``state``."""
+    """Every method on one image for each class asked (the predicted one by default; ``done``: the methods
+    already run in a batch, by rank): maps and overlays written, its record and panel rows kept in ``state``."""
     is_path = isinstance(item, (str, os.PathLike))
     name = state.unique_name(item, k)
-    photo, x = _prepare(_load_uint8(item), trained.data_config, getattr(trained, "image_size", None))
-    with torch.inference_mode():
-        logits = select_output(trained.model(x[None]), None).float()
-    probs = head_probabilities(logits, bool(getattr(trained, "multi_label", False)))[0]
+    photo, x = loaded
+    logits, probs = asked.logits, asked.probs
     classes = list(trained.classes)
     pred = int(probs.argmax())
     true = _true_label(item, given_label, classes)
     rec: dict[str, Any] = {"source": str(item) if is_path else f"array[{k}]", "name": name}
     rec.update(predicted=classes[pred], probability=float(probs[pred]), true=true)
-    asked = top_k_classes(logits[0], state.top_k) if state.top_k else [state.target]
     entries = []
-    for rank, tgt in enumerate(asked, start=1):
+    for rank, tgt in enumerate(asked.targets, start=1):
         suffix = f"__{class_slug(classes, tgt)}" if state.top_k else ""
-        entry, overlays = _explain_target(explainers, out, name + suffix, photo, x, tgt, state, bar)
+        ran = done.get(rank - 1, {})
+        entry, overlays = _explain_target(explainers, out, name + suffix, photo, x, tgt, state, bar, ran)
         entry["target_class"] = None if entry["target"] is None else classes[entry["target"]]
         if state.top_k:
             entry.update(rank=rank, logit=float(logits[0, tgt]), probability=float(probs[tgt]))
@@ -260,14 +324,16 @@ def _explain_target(
     target: int | None,
     state: _RunState,
     bar: Any,
+    done: dict[str, Explanation],
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Every method for one class of one image (``target`` None: the predicted class), files named ``name``."""
+    """Every method for one class of one image (``target`` None: the predicted class), files named ``name``;
+    ``done``: the methods already run for it in a cross-image batch."""
     entry: dict[str, Any] = {"maps": {}, "overlays": {}}
     overlays: dict[str, np.ndarray] = {}
     exp: Explanation | None = None
     for m, explainer in explainers.items():
         bar.update(info=f"{name} · {m}")
-        exp = explainer.explain(x[None], target)
+        exp = done[m] if m in done else explainer.explain(x[None], target)
         state.seconds[m].append(exp.seconds)
         state.params.setdefault(m, _jsonable(exp.params))
         map_path = out / m / f"{name}.npy"

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from birdlens.explain.base import Explainer, Param, register
+from birdlens.explain.batching import Job, alone_rows, pooled_gradients
 from birdlens.explain.hooks import frozen_parameters
 from birdlens.explain.imaging import gaussian_blur
 
@@ -59,6 +60,7 @@ class IntegratedGradients(Explainer):
     panel_order = 70
     signed = True
     heavy = True
+    batched = True
     budget_param = "steps"
     overlay_sigma = 1.5  # per-pixel IG is speckled; the saved .npy stays raw
     # internal_batch_size bounds the backward's memory (peaks in docs/benchmarks.md, "Per-request limits")
@@ -111,12 +113,30 @@ class IntegratedGradients(Explainer):
             return self.to_memory_format(gaussian_blur(x, self.blur_sigma))
         raise ValueError(f"unknown IG baseline {b!r}; use 'black', 'blurred', 'mean', a number or a tensor")
 
+    def _job(
+        self, x: torch.Tensor, base: torch.Tensor, alphas: torch.Tensor, bounds: Any, i: int, target: int
+    ) -> Job:
+        """Image ``i``'s interpolants ``base + alpha * (x - base)`` as a :class:`Job`, built per batch."""
+        xi, bi = x[i : i + 1], base[i : i + 1]
+        delta = xi - bi
+
+        def make(lo: int, hi: int) -> torch.Tensor:
+            return bi + alphas[lo:hi].view(-1, 1, 1, 1) * delta
+
+        edges = tuple(int(v) for v in bounds)
+        return Job(int(alphas.shape[0]), make, target, alone_rows(edges), edges)
+
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
         base = self.make_baseline(x)
-        with torch.inference_mode():
-            ends = self.logits(self.to_memory_format(torch.cat([x, base]))).float()
         b = x.shape[0]
-        logits, base_logits = ends[:b].clone(), ends[b:].clone()
+        # image by image: the same batch of two (image, baseline) as when an image is explained alone
+        with torch.inference_mode():
+            ends = [
+                self.logits(self.to_memory_format(torch.cat([x[i : i + 1], base[i : i + 1]])))
+                for i in range(b)
+            ]
+        logits = torch.cat([e[:1] for e in ends]).float().clone()
+        base_logits = torch.cat([e[1:] for e in ends]).float().clone()
         if target is None:
             target = logits.argmax(1)
         alphas, sizes = quadrature_rule(self.quadrature, self.steps)
@@ -125,19 +145,21 @@ class IntegratedGradients(Explainer):
         cap = self.internal_batch_size or self.steps
         n_chunks = -(-self.steps // cap)
         bounds = np.linspace(0, self.steps, n_chunks + 1).round().astype(int)  # balanced chunks <= cap
-        attrs = []
+        weighted: dict[int, torch.Tensor] = {}
+
+        def consume(i: int, g: torch.Tensor) -> None:
+            # the per-image sum in the per-image loop's chunks: the same additions in the same order
+            total = torch.zeros_like(x[i : i + 1])
+            for lo, hi in itertools.pairwise(bounds):
+                total = total + (g[lo:hi] * size_t[lo:hi].view(-1, 1, 1, 1)).sum(0, keepdim=True)
+            weighted[i] = total * (x[i : i + 1] - base[i : i + 1])
+
         with frozen_parameters(self.model):
-            for i in range(b):
-                xi, bi, delta = x[i : i + 1], base[i : i + 1], x[i : i + 1] - base[i : i + 1]
-                total = torch.zeros_like(xi)
-                for lo, hi in itertools.pairwise(bounds):
-                    a = alpha_t[lo:hi].view(-1, 1, 1, 1)
-                    pts = self.to_memory_format(bi + a * delta).requires_grad_(True)
-                    with torch.enable_grad():
-                        out = self.logits(pts)
-                        (g,) = torch.autograd.grad(out[:, int(target[i])].sum(), pts)
-                    total = total + (g * size_t[lo:hi].view(-1, 1, 1, 1)).sum(0, keepdim=True)
-                attrs.append(total * delta)
+            # interpolants of several images share each backward (cross-image batching), in batches of the
+            # per-image loop's largest chunk (<= internal_batch_size): the batch sizes its kernels ran at
+            jobs = [self._job(x, base, alpha_t, bounds, i, int(target[i])) for i in range(b)]
+            pooled_gradients(self, jobs, int(np.diff(bounds).max()), consume)
+        attrs = [weighted[i] for i in range(b)]
         attr = torch.cat(attrs)
         idx = target.view(-1, 1)
         gap = (logits.gather(1, idx) - base_logits.gather(1, idx)).squeeze(1)

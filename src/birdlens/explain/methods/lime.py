@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from birdlens.explain.base import SEED, Explainer, Param, register
+from birdlens.explain.batching import Job, alone_rows, chunk_bounds, pooled_values
 from birdlens.explain.imaging import gaussian_blur
 from birdlens.explain.methods.perturb import PRECISION, SCORE, check_options, target_values
 from birdlens.explain.methods.segmentation import DEFAULTS, segment
@@ -105,6 +106,7 @@ class Lime(Explainer):
     stochastic = True
     signed = True
     heavy = True
+    batched = True
     budget_param = "num_samples"
     supports_device = (
         "cpu",
@@ -209,10 +211,23 @@ class Lime(Explainer):
         means = (sums / counts).float()
         return means[:, seg_flat].view_as(xi)
 
+    def _job(self, xi: torch.Tensor, seg_flat: torch.Tensor, n: int, design: np.ndarray, target: int) -> Job:
+        """One image's design rows as a :class:`Job`: its masks built per batch with one gather + one where."""
+        h, w = xi.shape[2], xi.shape[3]
+        fill = self.fill_image(xi, seg_flat, n)
+        z = torch.from_numpy(design.astype(np.bool_)).to(xi.device)
+
+        def make(lo: int, hi: int) -> torch.Tensor:
+            return torch.where(z[lo:hi][:, seg_flat].view(-1, 1, h, w), xi, fill)
+
+        rows = int(z.shape[0])
+        return Job(rows, make, target, alone_rows(chunk_bounds(rows, self.batch_size)))
+
     def model_values(
         self, xi: torch.Tensor, fill: torch.Tensor, seg_flat: torch.Tensor, design: np.ndarray, target: int
     ) -> np.ndarray:
-        """Target score for every row of the design: masks built per batch with one gather + one where."""
+        """Target score for every row of the design, one image at a time (the per-image loop that the
+        cross-image batches of :meth:`_explain` equal)."""
         h, w = xi.shape[2], xi.shape[3]
         z = torch.from_numpy(design.astype(np.bool_)).to(xi.device)
         out = []
@@ -225,17 +240,20 @@ class Lime(Explainer):
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
         logits, target = self.predict(x, target)
         segs = self.segments_for(x)
-        maps, weights, intercepts, r2s, local = [], [], [], [], []
+        seg_ts, designs, jobs = [], [], []
         for i, seg in enumerate(segs):
             n = int(seg.max()) + 1
             seg_t = torch.from_numpy(np.array(seg, dtype=np.int64)).to(x.device)
-            seg_flat = seg_t.reshape(-1)
-            xi = x[i : i + 1]
-            fill = self.fill_image(xi, seg_flat, n)
             design = sample_design(n, self.num_samples, self.seed, self.sampler)
-            values = self.model_values(xi, fill, seg_flat, design, int(target[i]))
+            seg_ts.append(seg_t)
+            designs.append(design)
+            jobs.append(self._job(x[i : i + 1], seg_t.reshape(-1), n, design, int(target[i])))
+        # the model batches are filled across images (cross-image batching): same values as image by image
+        all_values = pooled_values(self, jobs, self.batch_size, self.score, self.precision)
+        maps, weights, intercepts, r2s, local = [], [], [], [], []
+        for seg_t, design, values in zip(seg_ts, designs, all_values, strict=True):
             kernel = lime_kernel(cosine_to_ones(design), self.kernel_width)
-            coef, intercept, r2, pred = weighted_ridge(design, values, kernel, self.alpha)
+            coef, intercept, r2, pred = weighted_ridge(design, values.numpy(), kernel, self.alpha)
             coef_t = torch.from_numpy(coef).float()
             weights.append(coef_t)
             maps.append(coef_t.to(x.device)[seg_t])

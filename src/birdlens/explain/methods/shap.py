@@ -22,6 +22,7 @@ CPU, see ``perturb.FORWARD_CHUNK``); chunking never changes the order or the val
 from __future__ import annotations
 
 import heapq
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,9 @@ import torch
 from torch import nn
 
 from birdlens.explain.base import SEED, Explainer, Param, register
+from birdlens.explain.batching import Job, Maker, alone_rows, chunk_bounds, pooled_values
 from birdlens.explain.imaging import box_blur
-from birdlens.explain.methods.perturb import PRECISION, SCORE, check_options, target_values
+from birdlens.explain.methods.perturb import PRECISION, SCORE, check_options
 
 Box = tuple[int, int, int, int, int, int]  # rows [x0, x1), cols [y0, y1), channels [z0, z1)
 
@@ -65,6 +67,7 @@ class PartitionShap(Explainer):
     stochastic = True
     signed = True
     heavy = True
+    batched = True
     budget_param = "max_evals"
     # batch_size (two masked images per expansion) and forward_chunk bound the memory of one step
     tunable = (
@@ -112,27 +115,61 @@ class PartitionShap(Explainer):
             precision=precision,
         )
 
-    def _values(
-        self, xi: torch.Tensor, blurred: torch.Tensor, masks: list[tuple[Box, ...]], target: int
-    ) -> Any:
+    def _masked(self, xi: torch.Tensor, blurred: torch.Tensor, masks: list[tuple[Box, ...]]) -> Maker:
+        """Rows ``[lo, hi)`` of ``masks`` as masked images: the boxes painted into a boolean tensor, one where."""
         c, h, w = xi.shape[1:]
-        keep = torch.zeros(len(masks), c, h, w, dtype=torch.bool, device=xi.device)
-        for j, boxes in enumerate(masks):
-            for x0, x1, y0, y1, z0, z1 in boxes:
-                keep[j, z0:z1, x0:x1, y0:y1] = True
-        batch = torch.where(keep, xi, blurred)
-        return target_values(
-            self, batch, target, self.score, self.precision, chunk=self.forward_chunk
-        ).tolist()
+
+        def make(lo: int, hi: int) -> torch.Tensor:
+            keep = torch.zeros(hi - lo, c, h, w, dtype=torch.bool, device=xi.device)
+            for j, boxes in enumerate(masks[lo:hi]):
+                for x0, x1, y0, y1, z0, z1 in boxes:
+                    keep[j, z0:z1, x0:x1, y0:y1] = True
+            return torch.where(keep, xi, blurred)
+
+        return make
 
     def owen(self, xi: torch.Tensor, target: int) -> tuple[torch.Tensor, float, float, int]:
         """Owen values of one image ``[1, C, H, W]``: (map ``[H, W]``, f(all hidden), f(image), evals)."""
-        c, h, w = xi.shape[1:]
-        blurred = box_blur(xi, self.blur_kernel)
+        return self._run([xi], [target])[0]
+
+    def _run(
+        self, images: list[torch.Tensor], targets: list[int]
+    ) -> list[tuple[torch.Tensor, float, float, int]]:
+        """Owen values of several images in lockstep: each step's masks of every image share the model
+        batches (cross-image batching); each image's own sequence of masks and draws is unchanged."""
+        blurred = [box_blur(xi, self.blur_kernel) for xi in images]
+        runs = [self._owen_steps(xi.shape[1:]) for xi in images]
+        results: list[Any] = [None] * len(images)
+        asks: dict[int, list[tuple[Box, ...]]] = {i: next(r) for i, r in enumerate(runs)}
+        while asks:
+            order = sorted(asks)
+            jobs = [
+                Job(
+                    len(asks[i]),
+                    self._masked(images[i], blurred[i], asks[i]),
+                    targets[i],
+                    alone_rows(chunk_bounds(len(asks[i]), self.forward_chunk)),
+                )
+                for i in order
+            ]
+            values = pooled_values(self, jobs, self.forward_chunk, self.score, self.precision)
+            asks = {}
+            for i, v in zip(order, values, strict=True):
+                try:
+                    asks[i] = runs[i].send(v.tolist())
+                except StopIteration as done:
+                    results[i] = done.value
+        return results
+
+    def _owen_steps(
+        self, shape: torch.Size
+    ) -> Generator[list[tuple[Box, ...]], list[float], tuple[torch.Tensor, float, float, int]]:
+        """shap's Owen loop for one image as a generator: yields each step's masks, is sent their values."""
+        c, h, w = shape
         rs = np.random.RandomState(self.seed)
         root: Box = (0, h, 0, w, 0, c)
-        (f00,) = self._values(xi, blurred, [()], target)
-        (f11,) = self._values(xi, blurred, [(root,)], target)
+        (f00,) = yield [()]
+        (f11,) = yield [(root,)]
         max_evals = self.max_evals - 2
         dvalues: dict[Box, float] = {}
         q: list[Any] = [(0.0, 0.0, 0, ((), f00, f11, root, 1.0))]
@@ -156,7 +193,7 @@ class PartitionShap(Explainer):
                 batch_masks += [m10, m01]
             if not batch_args:
                 continue
-            fout = self._values(xi, blurred, batch_masks, target)
+            fout = yield batch_masks
             eval_count += len(batch_masks)
             for i, (m00, m10, m01, a, b, left, right, wt) in enumerate(batch_args):
                 f10, f01 = fout[2 * i], fout[2 * i + 1]
@@ -177,13 +214,9 @@ class PartitionShap(Explainer):
 
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
         logits, target = self.predict(x, target)
-        maps, base, full, evals = [], [], [], []
-        for i in range(x.shape[0]):
-            m, f00, f11, n = self.owen(x[i : i + 1], int(target[i]))
-            maps.append(m.float())
-            base.append(f00)
-            full.append(f11)
-            evals.append(n)
+        runs = self._run([x[i : i + 1] for i in range(x.shape[0])], [int(t) for t in target])
+        maps = [m.float() for m, *_ in runs]
+        base, full, evals = ([r[k] for r in runs] for k in (1, 2, 3))
         scores = self.target_scores(logits, target)
         scores.update(base_value=torch.tensor(base), full_value=torch.tensor(full), evals=torch.tensor(evals))
         return torch.stack(maps).to(x.device), target, scores, {}
