@@ -49,7 +49,7 @@ def explain(
     precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Explain IMAGE_OR_DIR... with the model of --run; write .npy maps, PNG overlays/panel, manifest.json."""
-    from birdlens.explain.base import UnsupportedMethodError, list_methods, method_class, with_precision
+    from birdlens.explain.base import UnsupportedMethodError, list_methods, method_class
     from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.run import explain_images
     from birdlens.runs.trained import load_trained
@@ -77,21 +77,27 @@ def explain(
             target=target,
             top_k=top_k,
             batch_images=batch_images,
-            method_params=with_precision(
-                {
-                    "lime": {"num_samples": lime_samples},
-                    "shap": {"max_evals": shap_evals},
-                    "ig": {"steps": ig_steps},
-                },
-                names,
-                prec,
-            ),
+            method_params=_method_params(names, prec, lime_samples, shap_evals, ig_steps),
         )
     except (UnsupportedMethodError, FileExistsError, FileNotFoundError, ValueError) as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from e
     per = ", ".join(f"{m} {v['seconds_per_image']:.2f}s" for m, v in manifest["methods"].items())
     typer.echo(f"explained {len(manifest['images'])} images ({per} per image) -> {out}")
+
+
+def _method_params(
+    names: list[str], precision: str, lime_samples: int, shap_evals: int, ig_steps: int
+) -> dict[str, dict[str, object]]:
+    """The budget options as each method's parameters, with the precision for the methods that take one."""
+    from birdlens.explain.base import with_precision
+
+    budgets = {
+        "lime": {"num_samples": lime_samples},
+        "shap": {"max_evals": shap_evals},
+        "ig": {"steps": ig_steps},
+    }
+    return with_precision(budgets, names, precision)
 
 
 def register(app: typer.Typer) -> None:

@@ -73,29 +73,15 @@ def explain_eval(
 ) -> None:
     """Measure which explanation of this model to trust: deletion/insertion, localisation, ground-truth parts
     (synthetic birds), sanity check and stability, with 95% bootstrap intervals and two baselines."""
-    from birdlens.data import load_manifest
     from birdlens.explain.base import UnsupportedMethodError, with_precision
     from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.metrics.evaluate import evaluate_explanations
     from birdlens.explain.metrics.table import print_results
-    from birdlens.runs.trained import load_trained
     from birdlens.utils.device import resolve_for_cli
 
     dev, prec = resolve_for_cli(device, precision)
-    if (out / "results.json").exists() and not force:
-        raise _fail(f"{out / 'results.json'} exists; choose another --out or pass --force")
-    if target not in ("pred", "label"):
-        raise _fail("--target must be 'pred' or 'label'")
-    if boxes is not None and not boxes.is_file():
-        raise _fail(f"--boxes {boxes} is not a file")
-    try:
-        trained = load_trained(run, device=dev)
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
-        raise _fail(f"cannot load the run {run}: {e}") from None
-    try:
-        manifest = load_manifest(data)
-    except (FileNotFoundError, ValueError) as e:
-        raise _fail(f"cannot read the data {data}: {e}") from None
+    _check_options(out, force, target, boxes)
+    trained, manifest = _load(run, data, dev)
     names = [m.strip() for m in methods.split(",") if m.strip()]
     try:
         if layer is not None:
@@ -124,6 +110,32 @@ def explain_eval(
         raise _fail(str(e)) from None
     print_results(results)
     typer.echo(f"wrote {out / 'results.json'} and {len(results['figures'])} figures in {out / 'figures'}")
+
+
+def _check_options(out: Path, force: bool, target: str, boxes: Path | None) -> None:
+    """What can be refused before anything is loaded."""
+    if (out / "results.json").exists() and not force:
+        raise _fail(f"{out / 'results.json'} exists; choose another --out or pass --force")
+    if target not in ("pred", "label"):
+        raise _fail("--target must be 'pred' or 'label'")
+    if boxes is not None and not boxes.is_file():
+        raise _fail(f"--boxes {boxes} is not a file")
+
+
+def _load(run: Path, data: Path, device: Any) -> tuple[Any, Any]:
+    """The trained run and the dataset's manifest, or one error line naming what could not be read."""
+    from birdlens.data import load_manifest
+    from birdlens.runs.trained import load_trained
+
+    try:
+        trained = load_trained(run, device=device)
+    except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+        raise _fail(f"cannot load the run {run}: {e}") from None
+    try:
+        manifest = load_manifest(data)
+    except (FileNotFoundError, ValueError) as e:
+        raise _fail(f"cannot read the data {data}: {e}") from None
+    return trained, manifest
 
 
 def register(app: typer.Typer) -> None:
