@@ -285,3 +285,15 @@ def test_cross_image_batches_explain_the_classes_asked_as_one_image_at_a_time(
         for m in ("lime", "ig"):
             a, b = np.load(tmp_path / "b1" / one["maps"][m]), np.load(tmp_path / "b8" / many["maps"][m])
             np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * float(np.abs(a).max()))
+
+
+def test_softmax_measures_refuse_a_multi_label_run(tmp_path: Path) -> None:
+    """explain-eval's curves and evaluate's accuracy assume one class per image: on a sigmoid head they would
+    be silently wrong, so both refuse it and say why."""
+    from birdlens.evaluate.run import evaluate_run
+    from birdlens.explain.metrics.evaluate import evaluate_explanations
+
+    with pytest.raises(ValueError, match=r"explain-eval .* sigmoid \(multi-label\) head"):
+        evaluate_explanations(toy_trained("sigmoid"), None, ["gradcam"], n=1)
+    with pytest.raises(ValueError, match=r"evaluate .* sigmoid \(multi-label\) head"):
+        evaluate_run(tmp_path, trained=toy_trained("sigmoid"))

@@ -70,12 +70,13 @@ def evaluate_run(
     where ``<name>`` is :func:`birdlens.runs.layout.metrics_name` (the split, or the split on ``data``).
     """
     from birdlens.data.manifest import normalise_split
-    from birdlens.runs.trained import load_trained
+    from birdlens.runs.trained import load_trained, refuse_multi_label
 
     run_dir = Path(run_dir)
     split = normalise_split(split) or "test"
     if trained is None:
         trained = load_trained(run_dir, which=which, device=device)  # type: ignore[arg-type]
+    refuse_multi_label(trained, "evaluate")
     part, skipped_unknown, unknown = _split_images(run_dir, trained, data, split)
     t0 = time.perf_counter()
     probs, targets = predict_dataset(

@@ -133,6 +133,16 @@ def head_of(meta: dict[str, Any]) -> str:
     return str(head)
 
 
+def refuse_multi_label(trained: Any, what: str) -> None:
+    """``what`` assumes one class per image (a softmax): on a sigmoid (multi-label) run its numbers would be
+    silently wrong, so it is refused with the reason instead."""
+    if getattr(trained, "multi_label", False):
+        raise ValueError(
+            f"{what} scores one class per image (softmax); this run has a sigmoid (multi-label) head "
+            "(meta.json head: sigmoid), which it does not support yet: use `birdlens explain` on it"
+        )
+
+
 def head_probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     """Probabilities ``[B, C]`` from logits: a sigmoid per label for a multi-label head (labels are independent,
     a softmax would make them compete), else the softmax over classes."""

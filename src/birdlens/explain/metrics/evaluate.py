@@ -207,6 +207,9 @@ def evaluate_explanations(
     ``trained``: a :class:`birdlens.runs.trained.TrainedModel` (model, classes, data_config, model_name,
     cam_layer). ``manifest``: the dataset's Manifest. ``overrides`` set :class:`EvalSettings` fields.
     """
+    from birdlens.runs.trained import refuse_multi_label
+
+    refuse_multi_label(trained, "explain-eval")
     cfg = _settings(settings, overrides)
     t_start = time.perf_counter()
     torch.manual_seed(seed)
