@@ -228,8 +228,12 @@ class _Asked(NamedTuple):
 
 
 def _asked(trained: Any, x: torch.Tensor, state: _RunState) -> _Asked:
+    """The model's logits and probabilities for one image (on the CPU), and the classes to explain in it.
+
+    The image goes to the model's device (``--device cuda``): the photos are prepared on the CPU."""
+    device = next(trained.model.parameters()).device
     with torch.inference_mode():
-        logits = select_output(trained.model(x[None]), None).float()
+        logits = select_output(trained.model(x[None].to(device)), None).float().cpu()
     probs = head_probabilities(logits, bool(getattr(trained, "multi_label", False)))[0]
     targets = top_k_classes(logits[0], state.top_k) if state.top_k else [state.target]
     return _Asked(logits, probs, list(targets))
