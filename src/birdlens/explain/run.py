@@ -133,7 +133,8 @@ def explain_images(
     :class:`birdlens.explain.targets.TargetError` before anything is written.
 
     ``batch_images``: images per call of the cross-image batched methods (``Explainer.batched``: their model
-    batches hold rows of several images; each image's map is the one it gets alone).
+    batches hold rows of several images; each image's map is the one it gets alone, bit for bit or to float32
+    rounding where the batch sizes change the kernels: :mod:`birdlens.explain.batching`).
     """
     out = Path(out_dir)
     if (out / "manifest.json").exists() and not force:
