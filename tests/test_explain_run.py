@@ -177,3 +177,24 @@ def test_cli_batch_images_must_be_positive(tmp_path: Path) -> None:
     ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and "--batch-images" in res.output and not (tmp_path / "o").exists()
+
+
+def test_the_prediction_pass_feeds_the_image_to_the_models_device() -> None:
+    """A run loaded with ``--device cuda`` gets its photos on the GPU: the photos are prepared on the CPU, so
+    the pass that finds the prediction moves each one to the model's device (a ``meta`` stand-in here)."""
+    from birdlens.explain.run import _asked, _RunState
+
+    class OnMeta(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.empty(1, device="meta"))
+            self.seen: list[torch.device] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.append(x.device)
+            return torch.tensor([[0.0, 2.0, 1.0]]).expand(x.shape[0], 3)
+
+    trained = SimpleNamespace(model=OnMeta(), classes=["finch", "wren", "jay"])
+    asked = _asked(trained, torch.zeros(3, 8, 8), _RunState(["gradcam"], top_k=2))
+    assert trained.model.seen == [torch.device("meta")]
+    assert asked.targets == [1, 2] and asked.logits.device == torch.device("cpu")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -179,6 +180,27 @@ def test_target_by_name_keeps_the_default_layout(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.load(out / rec["maps"]["gradcam"]), want, rtol=0, atol=1e-6)
 
 
+def _explain_toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: Path, extra: list[str]) -> Any:
+    """``birdlens explain`` (Grad-CAM, quiet) of the toy photos with the toy run, plus ``extra`` options."""
+    from typer.testing import CliRunner
+
+    import birdlens.runs.trained as checkpoint
+    from birdlens.cli import app
+
+    monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best", device="cpu": toy_trained())
+    args = [
+        "explain",
+        str(photo_dir(tmp_path)),
+        "--run",
+        str(tmp_path),
+        "--methods",
+        "gradcam",
+        "--out",
+        str(out),
+    ]
+    return CliRunner().invoke(app, [*args, "--quiet", *extra])
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -192,24 +214,8 @@ def test_target_by_name_keeps_the_default_layout(tmp_path: Path) -> None:
 def test_cli_bad_target_is_one_line_exit_2_nothing_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str], message: str
 ) -> None:
-    from typer.testing import CliRunner
-
-    import birdlens.runs.trained as checkpoint
-    from birdlens.cli import app
-
-    monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best", device="cpu": toy_trained())
     out = tmp_path / "out"
-    args = [
-        "explain",
-        str(photo_dir(tmp_path)),
-        "--run",
-        str(tmp_path),
-        "--methods",
-        "gradcam",
-        "--out",
-        str(out),
-    ]
-    res = CliRunner().invoke(app, [*args, "--quiet", *extra])
+    res = _explain_toy(tmp_path, monkeypatch, out, extra)
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
@@ -217,24 +223,8 @@ def test_cli_bad_target_is_one_line_exit_2_nothing_written(
 
 
 def test_cli_top_k(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
-
-    import birdlens.runs.trained as checkpoint
-    from birdlens.cli import app
-
-    monkeypatch.setattr(checkpoint, "load_trained", lambda run, which="best", device="cpu": toy_trained())
     out = tmp_path / "out"
-    args = [
-        "explain",
-        str(photo_dir(tmp_path)),
-        "--run",
-        str(tmp_path),
-        "--methods",
-        "gradcam",
-        "--out",
-        str(out),
-    ]
-    res = CliRunner().invoke(app, [*args, "--quiet", "--top-k", "3"])
+    res = _explain_toy(tmp_path, monkeypatch, out, ["--top-k", "3"])
     assert res.exit_code == 0, res.output
     man = json.loads((out / "manifest.json").read_text())
     assert len(man["images"][0]["targets"]) == 3

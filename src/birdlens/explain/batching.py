@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from birdlens.explain.base import Explainer
+from birdlens.utils.device import autocast
 
 #: builds rows ``[lo, hi)`` of one image's perturbations as a ``[hi - lo, C, H, W]`` tensor
 Maker = Callable[[int, int], torch.Tensor]
@@ -98,12 +99,10 @@ def pooled_values(
 ) -> list[torch.Tensor]:
     """Every job's target scores (float64 ``[rows]``, on the CPU), evaluated in shared batches of ``chunk``
     rows without gradients: what :func:`birdlens.explain.methods.perturb.target_values` gives per image."""
-    from birdlens.explain.methods.perturb import precision_context  # the methods package imports this module
-
     out: list[list[torch.Tensor]] = [[] for _ in jobs]
     for pieces, alone in _batches(jobs, chunk):
         batch, targets = _assemble(explainer, jobs, pieces, alone)
-        with torch.inference_mode(), precision_context(precision, batch.device):
+        with torch.inference_mode(), autocast(precision, batch.device):
             logits = explainer.fast_logits(batch).float()
         if score == "prob":  # the model's own head: a sigmoid for multi-label runs, as target_values does
             logits = explainer.probabilities(logits)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import random
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 from birdlens.explain.base import Explanation, explainer_for
 from birdlens.explain.outputs import select_output
-from birdlens.explain.targets import check_target_options, class_slug, top_k_classes
+from birdlens.explain.targets import check_target_options, class_slug, file_slug, top_k_classes
 from birdlens.explain.viz import PanelRow, overlay_for, panel, save_png
 from birdlens.runs.trained import head_probabilities
 from birdlens.utils import console
@@ -46,10 +45,6 @@ def collect_images(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
     if not out:
         raise FileNotFoundError(f"no images found in {[str(s) for s in sources]}")
     return out
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "image"
 
 
 def _load_uint8(item: Any) -> np.ndarray:
@@ -138,7 +133,8 @@ def explain_images(
     :class:`birdlens.explain.targets.TargetError` before anything is written.
 
     ``batch_images``: images per call of the cross-image batched methods (``Explainer.batched``: their model
-    batches hold rows of several images; each image's map is the one it gets alone).
+    batches hold rows of several images; each image's map is the one it gets alone, bit for bit or to float32
+    rounding where the batch sizes change the kernels: :mod:`birdlens.explain.batching`).
     """
     out = Path(out_dir)
     if (out / "manifest.json").exists() and not force:
@@ -215,7 +211,9 @@ class _RunState:
 
     def unique_name(self, item: Any, k: int) -> str:
         is_path = isinstance(item, (str, os.PathLike))
-        name = _slug(f"{Path(item).parent.name}_{Path(item).stem}" if is_path else f"image_{k:04d}")
+        name = file_slug(
+            f"{Path(item).parent.name}_{Path(item).stem}" if is_path else f"image_{k:04d}", "image"
+        )
         while name in self.used_names:
             name += "_"
         self.used_names.add(name)
@@ -231,8 +229,12 @@ class _Asked(NamedTuple):
 
 
 def _asked(trained: Any, x: torch.Tensor, state: _RunState) -> _Asked:
+    """The model's logits and probabilities for one image (on the CPU), and the classes to explain in it.
+
+    The image goes to the model's device (``--device cuda``): the photos are prepared on the CPU."""
+    device = next(trained.model.parameters()).device
     with torch.inference_mode():
-        logits = select_output(trained.model(x[None]), None).float()
+        logits = select_output(trained.model(x[None].to(device)), None).float().cpu()
     probs = head_probabilities(logits, bool(getattr(trained, "multi_label", False)))[0]
     targets = top_k_classes(logits[0], state.top_k) if state.top_k else [state.target]
     return _Asked(logits, probs, list(targets))

@@ -7,6 +7,7 @@ Whether the head is softmax or sigmoid (multi-label) is the run's fact (:func:`b
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 
 import torch
@@ -67,10 +68,14 @@ def top_k_classes(logits: torch.Tensor, k: int) -> list[int]:
     return [int(i) for i in order[:k]]
 
 
+def file_slug(text: str, empty: str) -> str:
+    """``text`` as a safe file-name part (runs of other characters become ``_``; ``empty`` when none is left):
+    the one rule for the image and class names in an explanation run's file names."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or empty
+
+
 def class_slug(classes: Sequence[str], index: int) -> str:
     """Class ``index`` as it appears in file names (``METHOD/IMAGE__CLASS.npy``); when two class names give the
     same slug, the index is added so that no map overwrites another."""
-    import re
-
-    slugs = [re.sub(r"[^A-Za-z0-9._-]+", "_", c).strip("_") or "class" for c in classes]
+    slugs = [file_slug(c, "class") for c in classes]
     return slugs[index] if slugs.count(slugs[index]) == 1 else f"{slugs[index]}_{index}"

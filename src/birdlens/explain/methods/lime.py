@@ -108,10 +108,8 @@ class Lime(Explainer):
     heavy = True
     batched = True
     budget_param = "num_samples"
-    supports_device = (
-        "cpu",
-        "cuda",
-    )  # the segment means are float64 on the model's device; MPS has no float64
+    # the segment means are float64 on the model's device; MPS has no float64
+    supports_device = ("cpu", "cuda")
     # batch_size bounds one request's memory (peak per setting in docs/benchmarks.md, "Per-request limits")
     tunable = (
         Param("num_samples", int, 1000, lo=1, hi=20000, doc="perturbed images per explained image"),

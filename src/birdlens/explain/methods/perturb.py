@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 
 from birdlens.explain.base import Explainer, Param
@@ -12,6 +9,8 @@ from birdlens.utils.device import PRECISIONS, autocast
 
 SCORES = ("prob", "logit")
 SCORE = Param("score", str, "prob", choices=SCORES, doc="explain the target's probability or its logit")
+#: opt-in autocast (:func:`birdlens.utils.device.autocast`): faster Lite0 inference on a CPU with bf16 support,
+#: results close to fp32 but not equal (measured: docs/benchmarks.md#explainers); fp32 enters nothing
 PRECISION = Param(
     "precision", str, "fp32", choices=PRECISIONS, doc="bf16/fp16: autocast for the model evaluations"
 )
@@ -22,14 +21,6 @@ def check_options(score: str, precision: str) -> None:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-
-
-@contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """``bf16``/``fp16``: autocast (opt-in: faster Lite0 inference on a CPU with bf16 support, results close to
-    fp32 but not equal; measured: docs/benchmarks.md#explainers); ``fp32``: nothing."""
-    with autocast(precision, device):
-        yield
 
 
 #: images per forward pass: small batches keep Lite0's activations in cache, so 4 beats 8-12 on a small CPU
@@ -47,7 +38,7 @@ def target_values(
 ) -> torch.Tensor:
     """Model output for class ``target`` on a batch of perturbed images, float64 ``[N]`` (the forward runs in
     chunks of ``chunk`` images; each image's output does not depend on the chunking)."""
-    with torch.inference_mode(), precision_context(precision, batch.device):
+    with torch.inference_mode(), autocast(precision, batch.device):
         out = torch.cat(
             [
                 explainer.fast_logits(explainer.to_memory_format(batch[i : i + chunk])).float()
