@@ -41,7 +41,7 @@ def explain(
         8,
         "--batch-images",
         min=1,
-        help="Images per call of IG, LIME and SHAP: their model batches mix several images (same maps).",
+        help="Images per call of IG, LIME and SHAP: their model batches mix several images (maps as alone, to float32 rounding).",
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar (also BIRDLENS_QUIET=1)."),
