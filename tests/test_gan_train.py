@@ -727,6 +727,7 @@ def test_cli_bad_data_is_an_error_message_and_cas_skips_classes_without_test_ima
         ([*base, "--data", str(tmp_path / "missing")], "missing"),
         ([*base, "--data", str(data), "--classes", "NO SUCH BIRD"], "NO SUCH BIRD"),
         ([*base, "--data", str(data), "--sample-every", "-1"], "sample_every"),
+        ([*base, "--data", str(data), "--device", "cuda:7"], "--device cuda:7: not on this machine"),
     ):
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and "error:" in r.output and says in r.output, r.output

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from birdlens.utils.device import DEVICE_HELP
 from birdlens.utils.env import set_threads
 
 app = typer.Typer(
@@ -186,7 +187,7 @@ _ForceRestart = Annotated[
         help="restart: delete the run in --out (checkpoint, grids, snapshots) and train from scratch",
     ),
 ]
-_Device = Annotated[str, typer.Option(help="cpu or cuda")]
+_Device = Annotated[str, typer.Option(help=DEVICE_HELP)]
 _Threads = Annotated[int | None, typer.Option(help="torch CPU threads")]
 _Recipe = Annotated[
     Path | None,
@@ -232,11 +233,12 @@ def train(
     from birdlens.augment.gan.config import GANConfig
     from birdlens.augment.gan.data import load_images, resolve_manifest, select
     from birdlens.augment.gan.train import RunExistsError, train_gan
+    from birdlens.utils.device import resolve_device
 
     set_threads(threads)
     try:
         settings = train_settings(ctx, config, resume, out)
-        run_device = str(settings.pop("device"))
+        run_device = str(resolve_device(settings.pop("device")))  # a DeviceError is a ValueError
         cfg = GANConfig.from_dict(settings)
         manifest = select(resolve_manifest(data), cfg.split, cfg.classes)
         images = load_images(manifest, cfg.image_size)
