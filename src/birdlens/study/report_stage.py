@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from birdlens.runs import layout
 from birdlens.study.report import embed_image, figures_html, html_table, write_report
 from birdlens.study.stages import StageContext, finished_stages
 from birdlens.utils.atomic import is_leftover
@@ -60,7 +61,7 @@ def _model_rows(inputs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         m = s.get("metrics", {})
         e = s.get("entry", {})
-        meta_path = Path(s["run"]) / "meta.json"
+        meta_path = Path(s["run"]) / layout.META
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         rows.append(
             {
