@@ -7,5 +7,7 @@ from birdlens.explain.methods import (  # noqa: F401
     occlusion,
     random,
     rise,
+    saliency,
     shap,
+    smoothgrad,
 )
