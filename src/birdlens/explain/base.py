@@ -246,7 +246,6 @@ _REFUSED: dict[str, str] = {
         "deepliftshap",
         "deep_shap",
         "deepshap",
-        "lrp",
         "excitation_backprop",
     )
 }

@@ -4,6 +4,7 @@ from birdlens.explain.methods import (  # noqa: F401
     cam,
     ig,
     lime,
+    lrp,
     occlusion,
     random,
     rise,
