@@ -228,7 +228,7 @@ def relu_only_message(name: str, found: str | None = None) -> str:
         f"{where}: its modified backward rule is defined for ReLU networks; on networks with "
         "SiLU/Swish activations (EfficientNet, birdlens' default backbone) it would silently produce wrong "
         "attributions, and birdlens has no SiLU-correct implementation. Use gradcam, gradcam++, layercam, "
-        "hirescam, ig, lime or shap."
+        "hirescam, ig, saliency, smoothgrad, occlusion, rise, lime or shap."
     )
 
 
