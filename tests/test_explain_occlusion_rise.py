@@ -107,7 +107,7 @@ def test_occlusion_and_rise_refuse_bad_input_with_the_option_named() -> None:
             validate_params(method, params)
         with pytest.raises(InvalidParameterError, match=msg):  # a library call gets the same error
             make_explainer(method, model, **params)
-    with pytest.raises(ValueError, match=r"window must be <= the image side \(32 px\), got 40"):
+    with pytest.raises(InvalidParameterError, match=r"window must be <= the image side \(32 px\), got 40"):
         make_explainer("occlusion", model, window=40).explain(photos(1))
 
 

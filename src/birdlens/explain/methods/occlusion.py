@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from birdlens.explain.base import Explainer, Param, register
+from birdlens.explain.base import Explainer, InvalidParameterError, Param, register
 from birdlens.explain.batching import Job, alone_rows, chunk_bounds, pooled_values
 from birdlens.explain.methods.perturb import (
     PRECISION,
@@ -31,7 +31,9 @@ def window_corners(size: tuple[int, int], window: int, stride: int) -> list[tupl
     """Top-left corners of the windows, row by row: ``1 + (side - window) // stride`` per side, as Captum."""
     h, w = size
     if window > min(h, w):
-        raise ValueError(f"occlusion: window must be <= the image side ({min(h, w)} px), got {window}")
+        raise InvalidParameterError(
+            f"occlusion: window must be <= the image side ({min(h, w)} px), got {window}"
+        )
     return [(y, x) for y in range(0, h - window + 1, stride) for x in range(0, w - window + 1, stride)]
 
 
