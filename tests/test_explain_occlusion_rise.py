@@ -180,3 +180,33 @@ def test_batched_equals_per_image_loop(lite0: nn.Module, method: str, params: di
     alone = [explainer.explain(x[i : i + 1]) for i in range(3)]
     assert torch.equal(batched.maps, torch.cat([a.maps for a in alone]))
     assert torch.equal(batched.target, torch.cat([a.target for a in alone]))
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+def test_the_cli_takes_their_options_and_refuses_a_zero_budget(tmp_path) -> None:
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from _trainutil import save_run, untrained_cnn
+    from birdlens.cli import app
+
+    run = save_run(untrained_cnn(["a", "b", "c"], 64), tmp_path / "run")
+    img = tmp_path / "in" / "a.png"
+    img.parent.mkdir()
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (64, 64, 3), dtype=np.uint8)).save(img)
+    args = ["explain", str(img), "--run", str(run), "--methods", "occlusion,rise", "--quiet"]
+    bad = CliRunner().invoke(app, [*args, "--param", "rise.num_masks=0", "--out", str(tmp_path / "bad")])
+    assert (
+        bad.exit_code == 2 and "rise: num_masks must be >= 1 (an integer in [1, 20000]), got 0" in bad.output
+    )
+    assert "Traceback" not in bad.output and not (tmp_path / "bad" / "manifest.json").exists()
+    out = tmp_path / "out"
+    opts = ["--param", "occlusion.window=16", "--param", "rise.num_masks=20", "--out", str(out)]
+    ok = CliRunner().invoke(app, [*args, *opts])
+    assert ok.exit_code == 0, ok.output
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["methods"]["occlusion"]["params"]["window"] == 16
+    assert man["methods"]["rise"]["params"]["num_masks"] == 20
+    assert (out / "rise" / "in_a.npy").is_file()
