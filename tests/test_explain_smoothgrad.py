@@ -131,3 +131,5 @@ def test_bad_noise_and_budget_are_one_clear_error() -> None:
             validate_params("smoothgrad", params)
         with pytest.raises(InvalidParameterError, match=msg):
             make_explainer("smoothgrad", SmallCNN(), **params)
+    with pytest.raises(InvalidParameterError, match=r"ig: steps must be >= 1"):  # the base's options too
+        make_explainer("smoothgrad", SmallCNN(), base="ig", base_params={"steps": 0})

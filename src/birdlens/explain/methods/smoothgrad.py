@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from birdlens.explain.base import SEED, Explainer, Param, make_explainer, register
+from birdlens.explain.base import SEED, Explainer, Param, make_explainer, register, validate_params
 from birdlens.explain.methods.perturb import row_generator
 
 BASES = ("saliency", "ig")
@@ -63,7 +63,7 @@ class SmoothGrad(Explainer):
         self.noise_level = self.checked("noise_level", noise_level)
         self.base_name = self.checked("base", base)
         self.seed = self.checked("seed", seed)
-        self.base_params = dict(base_params or {})
+        self.base_params = validate_params(self.base_name, dict(base_params or {}))
         self.base = make_explainer(self.base_name, model, **common, **self.base_params)
         self.params.update(
             num_samples=self.num_samples,
