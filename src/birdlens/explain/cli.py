@@ -24,6 +24,11 @@ def explain(
     lime_samples: int = typer.Option(1000, "--lime-samples", help="LIME perturbations per image."),
     shap_evals: int = typer.Option(500, "--shap-evals", help="SHAP model evaluations per image."),
     ig_steps: int = typer.Option(50, "--ig-steps", help="Integrated Gradients steps."),
+    param: list[str] | None = typer.Option(
+        None,
+        "--param",
+        help="A method's option as METHOD.OPTION=VALUE, repeatable (e.g. rise.num_masks=500, occlusion.window=16).",
+    ),
     layer: str | None = typer.Option(
         None,
         "--layer",
@@ -51,6 +56,7 @@ def explain(
     """Explain IMAGE_OR_DIR... with the model of --run; write .npy maps, PNG overlays/panel, manifest.json."""
     from birdlens.explain.base import UnsupportedMethodError, list_methods, method_class
     from birdlens.explain.layers import use_cam_layer
+    from birdlens.explain.metrics.cli import _parse_params
     from birdlens.explain.run import explain_images
     from birdlens.runs.trained import load_trained
     from birdlens.utils.device import resolve_for_cli
@@ -77,7 +83,9 @@ def explain(
             target=target,
             top_k=top_k,
             batch_images=batch_images,
-            method_params=_method_params(names, prec, lime_samples, shap_evals, ig_steps),
+            method_params=_method_params(
+                names, prec, lime_samples, shap_evals, ig_steps, _parse_params(param or [])
+            ),
         )
     except (UnsupportedMethodError, FileExistsError, FileNotFoundError, ValueError) as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
@@ -87,16 +95,24 @@ def explain(
 
 
 def _method_params(
-    names: list[str], precision: str, lime_samples: int, shap_evals: int, ig_steps: int
+    names: list[str],
+    precision: str,
+    lime_samples: int,
+    shap_evals: int,
+    ig_steps: int,
+    given: dict[str, dict[str, object]] | None = None,
 ) -> dict[str, dict[str, object]]:
-    """The budget options as each method's parameters, with the precision for the methods that take one."""
+    """The budget options as each method's parameters, then the ``--param`` options (which win), with the
+    precision for the methods that take one."""
     from birdlens.explain.base import with_precision
 
-    budgets = {
+    budgets: dict[str, dict[str, object]] = {
         "lime": {"num_samples": lime_samples},
         "shap": {"max_evals": shap_evals},
         "ig": {"steps": ig_steps},
     }
+    for method, options in (given or {}).items():
+        budgets.setdefault(method, {}).update(options)
     return with_precision(budgets, names, precision)
 
 
