@@ -497,7 +497,7 @@ def _explain_in_parts(
         }
         mine = [
             g
-            for g in me.units(len(groups))
+            for g in me.units(len(groups), "A smaller --batch-images gives more groups.")
             if not (resume and all(_part_complete(store, job.out, k) for k in groups[g]))
         ]
         with console.bars(quiet or not me.main, transient=False, elapsed=True, info=True) as bars:

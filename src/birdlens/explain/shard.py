@@ -183,7 +183,12 @@ class Rank:
     def main(self) -> bool:
         return self.rank == 0
 
-    def units(self, n_units: int) -> Iterator[int]:
+    def units(self, n_units: int, hint: str = "") -> Iterator[int]:
+        """This rank's units; rank 0 says when there are fewer units than processes (some would idle)."""
+        if self.main and n_units < self.world_size:
+            from birdlens.utils import console
+
+            console.note(f"{n_units} unit(s) of work for {self.world_size} processes: some stay idle. {hint}")
         yield from units_for_rank(n_units, self.rank, self.world_size)
 
 

@@ -175,7 +175,9 @@ def evaluate_in_parts(
         blocks = [(a, min(sample.n, a + size)) for a in range(0, sample.n, size)]
         state.update(sample=sample, truth=truth, entries=entries, blocks=blocks)
         with ev.bars(quiet or not me.main) as prog:
-            for u in me.units(len(blocks)):
+            for u in me.units(
+                len(blocks), f"Blocks of {size} images; a smaller --batch-size gives smaller ones."
+            ):
                 if resume and store.load(f"block_{u:05d}") is not None:
                     continue
                 torch.manual_seed(job.seed)  # as before the first method in one process
