@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from _trainutil import make_image_folder, save_run, untrained_cnn
 from birdlens.cli import app
+from birdlens.data.synth import generate_dataset
 from birdlens.explain.shard import PARTS_DIR, ShardError, check_processes, units_for_rank
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,9 +27,15 @@ EVAL += ["--stability-n", "10", "--param", "lime.num_samples=16", "--quiet"]
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image folder and a model for explain; synthetic birds (masks, parts) and a model for explain-eval."""
     root = tmp_path_factory.mktemp("shard")
     make_image_folder(root / "data", n_classes=3, train=1, valid=1, test=4, size=40)
     save_run(untrained_cnn(CLASSES, 32), root / "run")
+    synth = generate_dataset(
+        root / "birds", classes=3, per_class=6, size=32, splits=(0.2, 0.1, 0.7), quiet=True
+    )
+    assert len(synth.split("test").records) >= 12
+    save_run(untrained_cnn(synth.classes, 32), root / "birds_run")
     return root
 
 
@@ -115,7 +122,7 @@ def test_explain_two_processes_resumed_equals_one_process(
 
 
 def test_explain_eval_two_processes_equals_one_process(setup: Path) -> None:
-    runs, data = str(setup / "run"), str(setup / "data")
+    runs, data = str(setup / "birds_run"), str(setup / "birds")
     one, two = setup / "eval_1", setup / "eval_2"
     r = CliRunner().invoke(app, ["explain-eval", "--run", runs, "--data", data, "--out", str(one), *EVAL])
     assert r.exit_code == 0, r.output
@@ -128,6 +135,9 @@ def test_explain_eval_two_processes_equals_one_process(setup: Path) -> None:
     assert r1["data"]["n"] == 12 and set(r1["sanity"]["methods"]) >= {"gradcam", "lime"}
     assert len(r1["sanity"]["methods"]["lime"]["corr"][0]) == 10  # sanity spans both blocks of 8
     assert "stability" in r1["methods"]["lime"]
+    assert {"pointing_game", "energy_inside", "part_rank_corr", "key_part_share"} <= set(
+        r1["methods"]["gradcam"]
+    )
     assert json.dumps(_without_timings(r1), sort_keys=True) == json.dumps(
         _without_timings(r2), sort_keys=True
     )
@@ -137,7 +147,7 @@ def test_explain_eval_two_processes_equals_one_process(setup: Path) -> None:
 def test_explain_eval_resume_after_a_crash(setup: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import birdlens.explain.metrics.sharded as sharded
 
-    runs, data = str(setup / "run"), str(setup / "data")
+    runs, data = str(setup / "birds_run"), str(setup / "birds")
     out = setup / "eval_resumed"
     args = ["explain-eval", "--run", runs, "--data", data, "--out", str(out), *EVAL, "--resume"]
     real, calls = sharded._score_block, []

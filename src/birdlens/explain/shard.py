@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,7 +253,8 @@ def _collective(fabric: Any, step: Callable[[], Any], what: str) -> None:
         step()
     except Exception as e:
         error = e
-        traceback.print_exc()
+        if fabric.global_rank != 0:  # rank 0's own error is the command's error line; the others say theirs
+            print(f"process {fabric.global_rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
     flag = torch.tensor([0.0 if error is None else 1.0], device=fabric.device)
     failed = int(fabric.all_reduce(flag, reduce_op="sum").item())
     if error is not None:
