@@ -217,3 +217,43 @@ def test_resume_with_other_options_is_refused(setup: Path) -> None:
 def test_devices_from_a_non_command_line_is_refused() -> None:
     with pytest.raises(ShardError, match="start it from a command line"):
         check_processes(2, 1, "cpu")  # pytest's command must not be re-run by the launcher
+
+
+def test_blocks_align_with_the_explain_and_perturbation_batches() -> None:
+    from birdlens.explain.metrics.evaluate import EvalSettings
+    from birdlens.explain.metrics.sharded import block_size
+
+    # 224 px, 224 steps: 225 points per image, chunks of 16 pairs -> 16 images (lcm with the explain batch 8)
+    assert block_size(EvalSettings(), 224, 224) == 16
+    # 32 px, 8 steps: 9 points, chunks of 4 -> 4 images; lcm with 8 -> 8
+    assert block_size(EvalSettings(n_steps=8, batch_size=4), 32, 32) == 8
+    # 10 steps: 11 points, chunks of 6 -> 6 images, lcm(4, 6) = 12
+    cfg = EvalSettings(n_steps=10, batch_size=6, explain_batch=4)
+    size = block_size(cfg, 32, 32)
+    assert size == 12 and size % cfg.explain_batch == 0 and size * 11 % 6 == 0
+
+
+class _FakeFabric:
+    """What :func:`birdlens.explain.shard._collective` uses of Fabric: the rank and an all-reduce."""
+
+    def __init__(self, rank: int, others_failed: int) -> None:
+        self.global_rank, self.device, self.others = rank, "cpu", others_failed
+
+    def all_reduce(self, flag, reduce_op: str):  # type: ignore[no-untyped-def]
+        assert reduce_op == "sum"
+        return flag + self.others
+
+
+def test_a_failure_on_one_rank_fails_every_rank(capsys: pytest.CaptureFixture[str]) -> None:
+    from birdlens.explain.shard import _collective
+
+    _collective(_FakeFabric(0, 0), lambda: None, "x")  # all well: returns
+    with pytest.raises(ShardError, match="1 other process"):
+        _collective(_FakeFabric(0, 1), lambda: None, "its share")
+
+    def boom() -> None:
+        raise ValueError("bad class 'wren'")
+
+    with pytest.raises(ValueError, match="wren"):
+        _collective(_FakeFabric(1, 0), boom, "its share")
+    assert "process 1: ValueError: bad class 'wren'" in capsys.readouterr().err
