@@ -52,26 +52,14 @@ def block_size(cfg: ev.EvalSettings, height: int, width: int) -> int:
 
 def _subset(sample: ev._Sample, truth: ev._Truth, a: int, b: int) -> tuple[ev._Sample, ev._Truth]:
     """Images ``a..b-1`` of the sample and their ground truth (whole-sample quantities sliced, not recomputed)."""
-    part = sample.__class__(
-        **{
-            **sample.__dict__,
-            **{
-                k: getattr(sample, k)[a:b]
-                for k in ("records", "images", "orig_sizes", "labels", "probs", "preds", "targets")
-            },
-        }
-    )
+    per_image = ("records", "images", "orig_sizes", "labels", "probs", "preds", "targets")
+    part = replace(sample, **{k: getattr(sample, k)[a:b] for k in per_image})
     ctx = None
     if truth.part_ctx is not None:
         ctx = {k: (v[a:b] if isinstance(v, torch.Tensor) else v) for k, v in truth.part_ctx.items()}
-    cut = truth.__class__(
-        regions=None if truth.regions is None else truth.regions[a:b],
-        has_region=None if truth.has_region is None else truth.has_region[a:b],
-        region_source=truth.region_source,
-        part_ctx=ctx,
-        render_gap=truth.render_gap,
-    )
-    return part, cut
+    regions = None if truth.regions is None else truth.regions[a:b]
+    has = None if truth.has_region is None else truth.has_region[a:b]
+    return part, replace(truth, regions=regions, has_region=has, part_ctx=ctx)
 
 
 def _score_block(
