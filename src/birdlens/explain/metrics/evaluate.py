@@ -43,6 +43,7 @@ from birdlens.explain.metrics.regions import (
 from birdlens.explain.metrics.sanity import FAIL_THRESHOLD, cascading_randomisation, sanity_verdict
 from birdlens.explain.metrics.stability import seed_stability
 from birdlens.explain.metrics.summary import best_vs_runner_up, rank_methods, summarise
+from birdlens.explain.shard import Processes
 from birdlens.utils.console import bars
 
 SCHEMA = "birdlens.explain-eval/1"
@@ -199,6 +200,8 @@ def evaluate_explanations(
     settings: EvalSettings | None = None,
     quiet: bool | None = None,
     print_table: bool = False,
+    processes: Processes | None = None,
+    resume: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Score ``methods`` (plus the baselines) on ``n`` images of ``split``; returns the results dict and, with
@@ -206,6 +209,8 @@ def evaluate_explanations(
 
     ``trained``: a :class:`birdlens.runs.trained.TrainedModel` (model, classes, data_config, model_name,
     cam_layer). ``manifest``: the dataset's Manifest. ``overrides`` set :class:`EvalSettings` fields.
+    ``processes`` / ``resume``: score whole image blocks on several processes, or resumably, then merge
+    (:mod:`birdlens.explain.metrics.sharded`: the results equal a one-process run).
     """
     from birdlens.runs.trained import refuse_multi_label
 
@@ -214,6 +219,11 @@ def evaluate_explanations(
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     methods = _known_methods(methods, cfg.method_params)
+    if resume or (processes is not None and processes.sharded):
+        from birdlens.explain.metrics.sharded import Job, evaluate_in_parts
+
+        job = Job(trained, manifest, methods, n, seed, split, boxes, dataset_dir, cfg, t_start)
+        return evaluate_in_parts(job, out_dir, processes or Processes(), resume, quiet, print_table)
     sample = _load_sample(trained, manifest, n, seed, split, dataset_dir, cfg)
     truth = _ground_truth(sample, trained, boxes, cfg)
     entries = _entries(methods, trained, cfg, seed)
@@ -402,6 +412,7 @@ class _Scored:
     sanity: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    probs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # per-image curves, for merging
 
     def __post_init__(self) -> None:
         self.sanity = {"threshold": FAIL_THRESHOLD, "n": self.sanity_n, "methods": {}, "verdicts": {}}
@@ -460,6 +471,7 @@ def _faithfulness(
     scored.curves[name] = {}
     for mode, c in cur.items():
         vals[mode] = c.auc
+        scored.probs.setdefault(name, {})[mode] = c.probs
         scored.curves[name][mode] = {
             "fractions": c.fractions.tolist(),
             "mean": c.probs.mean(0).tolist(),
