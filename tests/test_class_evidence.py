@@ -3,6 +3,7 @@ the beak for every class (and on nothing else), and an explainer that points at 
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from birdlens.explain.metrics.evaluate import baseline_explain_fn, select_record
 from birdlens.explain.metrics.parts import render_part_removals
 from birdlens.explain.metrics.regions import label_mask_to_input_frame
 from birdlens.models import eval_geometry
+from birdlens.study.report_evidence import class_evidence_html
 
 SIZE = 64
 BEAK = PARTS.index("beak")
@@ -137,6 +139,10 @@ def test_evaluate_class_evidence_writes_table_and_figure_and_refuses_photos(synt
     for c in synth.classes:
         assert len(saved["drop"][c]) == len(PARTS)
         assert saved["top_part"]["model"][c] in PARTS
+    page = class_evidence_html(tmp_path)  # the study report's section
+    assert page.count("<table>") == 2 and 'src="data:image/png;base64,' in page
+    assert all(html.escape(c) in page for c in synth.classes) and "mean ρ" in page
+    assert class_evidence_html(tmp_path / "nothing") == ""
     photos = Manifest([r for r in synth.records], root=tmp_path / "photos")
     (tmp_path / "photos").mkdir()
     with pytest.raises(ValueError, match="synthetic-bird dataset") as err:

@@ -334,7 +334,36 @@ def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
         quiet=ctx.quiet,
         **{"precision": _precision(ctx), **c["params"]},
     )
-    return {"model": model_stage.split(":", 1)[1], "results": result, "dir": str(ctx.dir)}
+    evidence = _class_evidence(ctx, trained, manifest)
+    return {
+        "model": model_stage.split(":", 1)[1],
+        "results": result,
+        "dir": str(ctx.dir),
+        **({"class_evidence": evidence} if evidence else {}),
+    }
+
+
+def _class_evidence(ctx: StageContext, trained: Any, manifest: Any) -> str | None:
+    """Per-class part reliance vs each explainer, on synthetic birds only (photos cannot lose a part)."""
+    from birdlens.explain.base import with_precision
+    from birdlens.explain.metrics.class_evidence import evaluate_class_evidence
+
+    c, root = ctx.config, Path(ctx.inputs["data"]["dataset"])
+    n = int(c.get("class_evidence_n", 0))
+    if n <= 0 or not (root / "specs.jsonl").is_file():
+        return None
+    evaluate_class_evidence(
+        trained,
+        manifest,
+        c["methods"],
+        n_per_class=n,
+        out_dir=ctx.dir,
+        seed=c["seed"],
+        split=c["split"],
+        dataset_dir=root,
+        method_params=with_precision(c["method_params"], c["methods"], _precision(ctx)),
+    )
+    return str(ctx.dir / "class_evidence.json")
 
 
 # --------------------------------------------------------------------------------------------- build
@@ -440,6 +469,7 @@ def _explain_stages(cfg: StudyConfig) -> list[Stage]:
                     "n": e.n,
                     "params": e.params,
                     "method_params": e.method_params,
+                    "class_evidence_n": e.class_evidence_n,
                     **common,
                     **({"layer": e.layer} if e.layer else {}),
                     **run_on,

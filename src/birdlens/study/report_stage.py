@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from birdlens.study.report import embed_image, figures_html, html_table, write_report
+from birdlens.study.report_evidence import class_evidence_html
 from birdlens.study.stages import StageContext, finished_stages
 from birdlens.utils.atomic import is_leftover
 from birdlens.utils.env import environment_info
@@ -206,6 +207,7 @@ def _xeval_section(name: str, res: dict[str, Any], folder: Path) -> str:
         parts.append(f"<p class=muted>{_esc(res['notes'])}</p>")
     figs = _figs(folder / "figures", "curves.png", "sanity.png", "bars_*.png")
     parts.append(figures_html([{"path": p, "caption": _caption(p)} for p in figs]))
+    parts.append(class_evidence_html(folder))
     return "".join(parts)
 
 
