@@ -148,3 +148,35 @@ def test_evaluate_class_evidence_writes_table_and_figure_and_refuses_photos(synt
     with pytest.raises(ValueError, match="synthetic-bird dataset") as err:
         evaluate_class_evidence(trained, photos, ["gradcam"], n_per_class=1)
     assert "\n" not in str(err.value)
+
+
+def test_error_views_pick_the_confused_images_and_draw_both_maps(tmp_path: Path):
+    from _trainutil import make_image_folder
+    from birdlens.data import load_manifest
+    from birdlens.data.images import load_rgb
+    from birdlens.study.error_views import confused_images, write_error_views
+    from birdlens.study.report_evidence import error_views_html
+
+    root = make_image_folder(tmp_path / "photos", n_classes=3, train=1, valid=1, test=4, size=40)
+    records = load_manifest(root).split("test").records
+    trained = untrained_cnn(sorted({r.label for r in records}), 40)
+    tf = trained.transform()
+    with torch.no_grad():
+        probs = trained.model(torch.stack([tf(load_rgb(r.path)) for r in records])).softmax(-1)
+    pred = [trained.classes[int(i)] for i in probs.argmax(1)]
+    wrong = [(r, p, float(q.max())) for r, p, q in zip(records, pred, probs, strict=True) if r.label != p]
+    assert wrong, "the untrained model should misread some images"
+    r0, p0, _ = wrong[0]
+    pairs = [{"true": r0.label, "pred": p0, "count": 1}]
+    got = confused_images(trained, records, pairs, per_pair=10)
+    expected = [(str(r.path), p) for r, p, _ in wrong if r.label == r0.label and p == p0]
+    assert sorted((g["path"], g["pred"]) for g in got) == sorted(expected)
+    metrics = {
+        "top_losses": [{"path": str(r.path), "true": r.label, "pred": p, "prob": q} for r, p, q in wrong],
+        "most_confused": pairs,
+    }
+    paths = write_error_views(trained, metrics, records, tmp_path / "views")
+    assert [Path(p).name for p in paths] == ["top_loss_views.png", "confused_views.png"]
+    assert all(Path(p).stat().st_size > 1000 for p in paths)
+    page = error_views_html({"evaluate:cnn": {"entry": {"name": "cnn"}, "views": paths}})
+    assert page.count("<img") == 2 and "most-confused pairs" in page

@@ -243,7 +243,19 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
     run = Path(ctx.inputs[model_stage]["run"])
     metrics = evaluate_run(run, split=ctx.config["split"], quiet=ctx.quiet, device=_device(ctx))
-    return {"run": str(run), "metrics": metrics, "entry": ctx.inputs[model_stage]["entry"]}
+    views = _error_views(ctx, run, metrics)
+    return {"run": str(run), "metrics": metrics, "entry": ctx.inputs[model_stage]["entry"], "views": views}
+
+
+def _error_views(ctx: StageContext, run: Path, metrics: dict[str, Any]) -> list[str]:
+    """Grad-CAM on the highest-loss and most-confused test images (figures in the stage's folder)."""
+    from birdlens.runs.layout import run_manifest
+    from birdlens.runs.trained import load_trained
+    from birdlens.study.error_views import write_error_views
+
+    trained = load_trained(run, device=_device(ctx))
+    records = run_manifest(run).split(ctx.config["split"]).records
+    return write_error_views(trained, metrics, records, ctx.dir)
 
 
 # ------------------------------------------------------------------------------------------ explain

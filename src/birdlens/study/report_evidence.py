@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from birdlens.study.report import embed_image
+from birdlens.study.report import embed_image, figures_html
 
 
 def _esc(x: Any) -> str:
@@ -71,3 +71,18 @@ def class_evidence_html(folder: Path) -> str:
         + agreement
         + fig
     )
+
+
+def error_views_html(inputs: dict[str, dict[str, Any]]) -> str:
+    """The Grad-CAM error views of every evaluated model (highest-loss images, most-confused pairs)."""
+    items = []
+    for name, s in inputs.items():
+        if name.startswith("evaluate:"):
+            model = s.get("entry", {}).get("name", name.split(":", 1)[1])
+            for p in s.get("views") or []:
+                what = "highest-loss images" if "top_loss" in Path(p).name else "most-confused pairs"
+                cap = f"{model}: {what}; photo, Grad-CAM for the predicted class, Grad-CAM for the true class"
+                items.append({"path": p, "caption": cap})
+    if not items:
+        return ""
+    return "<h3>Where the model looked when it was wrong</h3>" + figures_html(items)
