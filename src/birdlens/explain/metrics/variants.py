@@ -153,6 +153,8 @@ def render_variants(
     from birdlens.data.synth import load_spec
     from birdlens.data.synth.variants import render_on_background, render_pair
 
+    if n_backgrounds < 1:
+        raise ValueError(f"n_backgrounds must be >= 1, got {n_backgrounds}")
     specs = [load_spec(dataset_dir, p) for p in image_paths]
     bgs = torch.stack(
         [
