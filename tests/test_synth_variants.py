@@ -178,7 +178,8 @@ def test_evaluator_scores_both_metrics_on_synthetic_birds_only(tmp_path):
     synth = generate_dataset(tmp_path / "birds", classes=3, per_class=8, size=SIZE, seed=0, quiet=True)
     trained = untrained_cnn(synth.classes, SIZE)
     kw = dict(n=4, seed=0, n_steps=4, sanity_n=0, stability_n=0, figures=False, quiet=True, n_resamples=200)
-    res = evaluate_explanations(trained, synth, ["gradcam"], **kw)
+    res = evaluate_explanations(trained, synth, ["gradcam"], variants_n=3, **kw)
+    assert res["methods"]["gradcam"]["target_sensitivity"]["n"] == 3  # the first variants_n images
     for method in ("gradcam", "random (baseline)", "centre (baseline)"):
         for metric in ("background_independence", "target_sensitivity"):
             stats = res["methods"][method][metric]

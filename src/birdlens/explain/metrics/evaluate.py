@@ -71,6 +71,7 @@ class EvalSettings:
     fold_bn: bool = True  # no-grad scoring passes use a BatchNorm-folded copy (birdlens.models.fold)
     precision: str = "fp32"  # autocast of the deletion/insertion forwards (birdlens.utils.device)
     n_backgrounds: int = 1  # replacement backgrounds per image in background_independence
+    variants_n: int = 8  # images scored by background_independence and target_sensitivity (they re-explain)
 
 
 # ------------------------------------------------------------------------------------------- the sample
@@ -672,19 +673,30 @@ def _variant_context(sample: _Sample, root: Path, cfg: EvalSettings) -> dict[str
     def to_frame(labels: np.ndarray, n: int) -> torch.Tensor:
         return label_mask_to_input_frame(labels, n, sample.geometry)
 
-    paths = [r.path for r in sample.records]
-    return render_variants(root, paths, sample.labels.tolist(), to_tensor, to_frame, size, cfg.n_backgrounds)
+    k = min(cfg.variants_n, sample.n)
+    if k <= 0:
+        return {}
+    paths = [r.path for r in sample.records[:k]]
+    labels = sample.labels[:k].tolist()
+    return render_variants(root, paths, labels, to_tensor, to_frame, size, cfg.n_backgrounds)
 
 
 def _variant_metrics(
     fn: ExplainFn, maps: torch.Tensor, sample: _Sample, ctx: Mapping[str, Any]
 ) -> dict[str, np.ndarray]:
-    """Background independence and target sensitivity: they explain re-rendered variants with ``fn``."""
+    """Background independence and target sensitivity on the first images of the sample (as many as were
+    rendered, ``variants_n``; NaN for the rest): they explain re-rendered variants with ``fn``."""
+    bg = ctx.get("background_images")
+    if bg is None:
+        return {}
+    k = bg.shape[0]
+    sub = {**ctx, "part_masks": ctx["part_masks"][:k]}
     out = {}
     for name in ("background_independence", "target_sensitivity"):
         metric = get_metric(name)
-        if all(ctx.get(k) is not None for k in metric.needs - {"explain_fn"}):
-            out[name] = metric(sample.model, sample.images, maps, sample.targets, explain_fn=fn, **ctx)
+        if all(sub.get(key) is not None for key in metric.needs - {"explain_fn"}):
+            vals = metric(sample.model, sample.images[:k], maps[:k], sample.targets[:k], explain_fn=fn, **sub)
+            out[name] = np.concatenate([vals, np.full(sample.n - k, np.nan)])
     return out
 
 
