@@ -66,6 +66,7 @@ def main() -> None:
         n_steps=8,
         sanity_n=0,
         stability_n=0,
+        variants_n=args.n,
         method_params=params,
         figures=False,
         quiet=True,

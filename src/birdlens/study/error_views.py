@@ -84,7 +84,7 @@ def plot_error_views(
     from birdlens.utils.plaintext import plain
 
     plt = _plt()
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9.0, 2.8 * len(rows)), squeeze=False)
     for r, (row, it) in enumerate(zip(rows, items, strict=True)):
         heads = (
             plain(f"true: {it['true'][:28]}\npred: {it['pred'][:28]} ({it['prob']:.2f})"),
