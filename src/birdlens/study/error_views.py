@@ -80,10 +80,14 @@ def plot_error_views(
     rows: Sequence[Sequence[np.ndarray]], items: Sequence[Mapping[str, Any]], title: str, path: Path
 ) -> Path:
     """One row per image: photo (true / predicted / probability), map for the predicted, map for the true."""
-    from birdlens.explain.metrics.figures import _plt, _save
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from birdlens.utils.atomic import atomic_path
     from birdlens.utils.plaintext import plain
 
-    plt = _plt()
     fig, axes = plt.subplots(len(rows), 3, figsize=(9.0, 2.8 * len(rows)), squeeze=False)
     for r, (row, it) in enumerate(zip(rows, items, strict=True)):
         heads = (
@@ -96,7 +100,10 @@ def plot_error_views(
             ax.set_title(head, fontsize=7)
             ax.axis("off")
     fig.suptitle(plain(title), fontsize=9)
-    return _save(fig, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
 
 
 def write_error_views(

@@ -29,7 +29,7 @@ from birdlens.explain.metrics.parts import (
 )
 from birdlens.explain.metrics.ranking import spearman
 
-SCHEMA = "birdlens.class-evidence/1"
+SCHEMA = "birdlens.explain-class-evidence/1"
 ExplainFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
