@@ -99,7 +99,8 @@ def plot_error_views(
             ax.imshow(img)
             ax.set_title(head, fontsize=7)
             ax.axis("off")
-    fig.suptitle(plain(title), fontsize=9)
+    fig.tight_layout()
+    fig.suptitle(plain(title), fontsize=9, y=1.0 + 0.15 / len(rows))
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
