@@ -44,11 +44,11 @@ def class_evidence_html(folder: Path) -> str:
     rows = []
     for c in classes:
         cells = "".join(
-            f"<td>{_esc(ev['top_part'][m][c])} "
+            f"<td>{_esc(ev['top_part'][m][c] or '—')} "
             f"({'—' if ev['agreement'][m][c] is None else format(ev['agreement'][m][c], '.2f')})</td>"
             for m in methods
         )
-        rows.append(f"<tr><td>{_esc(c)}</td><td>{_esc(ev['top_part']['model'][c])}</td>{cells}</tr>")
+        rows.append(f"<tr><td>{_esc(c)}</td><td>{_esc(ev['top_part']['model'][c] or '—')}</td>{cells}</tr>")
     mean = "".join(
         f"<td class=num>{'—' if ev['mean_agreement'][m] is None else format(ev['mean_agreement'][m], '.2f')}</td>"
         for m in methods

@@ -188,8 +188,11 @@ def _jsonable_result(
         return {classes[c]: [_num(v) for v in per[c]] for c in per}
 
     def top(v: Sequence[float | None]) -> str | None:
+        """The part with the largest value; None where no part stands out (all equal)."""
         vals = [(x, p) for x, p in zip(v, parts, strict=True) if x is not None]
-        return max(vals)[1] if vals else None
+        if not vals or all(x == vals[0][0] for x, _ in vals):
+            return None
+        return max(vals)[1]
 
     drop = rows(raw["drop"])
     share = {m: rows(s) for m, s in raw["share"].items()}
