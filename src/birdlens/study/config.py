@@ -181,6 +181,9 @@ class ExplainEvalConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="metric settings (steps, sanity, ...)")
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     layer: str | None = Field(None, description="layer for the CAM methods; default: the model's")
+    class_evidence_n: int = Field(
+        2, ge=0, description="test birds per class for the class-level evidence (synthetic data; 0: off)"
+    )
 
     _m = field_validator("methods")(classmethod(lambda cls, v: _check_methods(v)))
     _p = field_validator("method_params")(classmethod(lambda cls, v: _check_method_params(v)))

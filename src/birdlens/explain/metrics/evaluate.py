@@ -6,7 +6,8 @@ What applies depends on the data, never on a flag:
 * always: deletion/insertion (faithfulness), the sanity check, and stability for seeded stochastic methods;
 * localisation: for images with a mask (the synthetic birds: the bird silhouette) or a box (the manifest's
   box, or ``boxes=`` a CUB ``bounding_boxes.txt`` / ``path,x,y,w,h`` CSV);
-* ground-truth part importance: for a synthetic-bird dataset (``specs.jsonl`` + ``parts.json`` beside it).
+* ground-truth part importance, background independence and target sensitivity: for a synthetic-bird
+  dataset (``specs.jsonl`` + ``parts.json`` beside it; the generator re-renders each bird).
 
 Every method is explained for the **same target per image**: the model's predicted class by default
 (``target="pred"``, as RISE: the question is why the model decided what it decided), or the true label
@@ -70,6 +71,8 @@ class EvalSettings:
     figures: bool = True
     fold_bn: bool = True  # no-grad scoring passes use a BatchNorm-folded copy (birdlens.models.fold)
     precision: str = "fp32"  # autocast of the deletion/insertion forwards (birdlens.utils.device)
+    n_backgrounds: int = 1  # replacement backgrounds per image in background_independence
+    variants_n: int = 8  # images scored by background_independence and target_sensitivity (they re-explain)
 
 
 # ------------------------------------------------------------------------------------------- the sample
@@ -370,6 +373,7 @@ def _ground_truth(sample: _Sample, trained: Any, boxes: Any, cfg: EvalSettings) 
         # the re-rendered whole bird must be the image the model saw on disk, or the "drop" would be measured
         # from the wrong starting point
         render_gap = float((part_ctx.pop("originals") - sample.images).abs().max())
+        part_ctx.update(_variant_context(sample, root, cfg))  # type: ignore[arg-type]
     return _Truth(regions, has_region, source, part_ctx, render_gap)
 
 
@@ -446,6 +450,7 @@ def _score_method(
             vals[metric] = get_metric(metric)(
                 sample.model, sample.images, maps, sample.targets, **truth.part_ctx
             )
+        vals.update(_variant_metrics(fn, maps, sample, truth.part_ctx))
     vals.update(_sanity(name, fn, maps, sample, cfg, seed, prog, scored))
     vals.update(_stability(name, seeded, sample, cfg, prog))
     scored.per_image[name] = {key: np.asarray(v, dtype=float).tolist() for key, v in vals.items()}
@@ -661,6 +666,50 @@ def _part_context(
         "key_parts": torch.tensor(key_rows, dtype=torch.bool),
         "parts": parts,
     }
+
+
+def _variant_context(sample: _Sample, root: Path, cfg: EvalSettings) -> dict[str, Any]:
+    """Each sampled bird on a replacement background and paired with a bird of another class (the context
+    of ``background_independence`` and ``target_sensitivity``)."""
+    import json
+
+    from birdlens.explain.metrics.regions import label_mask_to_input_frame
+    from birdlens.explain.metrics.variants import render_variants
+
+    size = int(json.loads((root / "parts.json").read_text(encoding="utf-8")).get("size", 224))
+
+    def to_tensor(arr: np.ndarray) -> torch.Tensor:
+        img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        return torch.as_tensor(sample.transform(img)).float()
+
+    def to_frame(labels: np.ndarray, n: int) -> torch.Tensor:
+        return label_mask_to_input_frame(labels, n, sample.geometry)
+
+    k = min(cfg.variants_n, sample.n)
+    if k <= 0:
+        return {}
+    paths = [r.path for r in sample.records[:k]]
+    labels = sample.labels[:k].tolist()
+    return render_variants(root, paths, labels, to_tensor, to_frame, size, cfg.n_backgrounds)
+
+
+def _variant_metrics(
+    fn: ExplainFn, maps: torch.Tensor, sample: _Sample, ctx: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """Background independence and target sensitivity on the first images of the sample (as many as were
+    rendered, ``variants_n``; NaN for the rest): they explain re-rendered variants with ``fn``."""
+    bg = ctx.get("background_images")
+    if bg is None:
+        return {}
+    k = bg.shape[0]
+    sub = {**ctx, "part_masks": ctx["part_masks"][:k]}
+    out = {}
+    for name in ("background_independence", "target_sensitivity"):
+        metric = get_metric(name)
+        if all(sub.get(key) is not None for key in metric.needs - {"explain_fn"}):
+            vals = metric(sample.model, sample.images[:k], maps[:k], sample.targets[:k], explain_fn=fn, **sub)
+            out[name] = np.concatenate([vals, np.full(sample.n - k, np.nan)])
+    return out
 
 
 def _jsonable(obj: Any) -> Any:
