@@ -37,6 +37,11 @@ def explain(
     top_k: int | None = typer.Option(
         None, "--top-k", help="Explain each image's K most likely classes (files METHOD/IMAGE__CLASS.npy)."
     ),
+    contrast: str | None = typer.Option(
+        None,
+        "--contrast",
+        help="Explain 'why the explained class and not CLASS' (name, index or runner-up): logit difference.",
+    ),
     batch_images: int = typer.Option(
         8,
         "--batch-images",
@@ -76,6 +81,7 @@ def explain(
             force=force,
             target=target,
             top_k=top_k,
+            contrast=contrast,
             batch_images=batch_images,
             method_params=_method_params(names, prec, lime_samples, shap_evals, ig_steps),
         )
