@@ -110,3 +110,39 @@ def test_medoids_equal_the_brute_force_prototypes(probe_run: Path) -> None:
 def test_a_run_without_a_manifest_is_one_clear_error(probe_run: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"manifest\.csv not found"):
         index_for_run(load_trained(probe_run), tmp_path)
+
+
+def test_explain_cli_writes_each_images_nearest_examples(probe_run: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from birdlens.cli import app
+
+    photos = probe_run.parent / "data" / "test"
+    out = tmp_path / "out"
+    args = ["explain", str(photos), "--run", str(probe_run), "--methods", "gradcam", "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--examples", "3", "--contrast", "runner-up", "--quiet"])
+    assert res.exit_code == 0, res.output
+    man = json.loads((out / "manifest.json").read_text())
+    trained = load_trained(probe_run)
+    index = index_for_run(trained, probe_run, quiet=True)
+    for rec in man["images"]:
+        from PIL import Image
+
+        x = trained.transform()(Image.open(rec["source"]).convert("RGB"))
+        logits = trained.model(x[None]).detach()[0]
+        pred, second = torch.argsort(logits, descending=True)[:2].tolist()
+        ex = rec["examples"]
+        assert ex["predicted"]["class"] == rec["predicted"] == trained.classes[pred]
+        assert ex["runner_up"]["class"] == rec["contrast_class"] == trained.classes[second]
+        feats = features_for(trained, x[None]).double().numpy()
+        for role, c in (("predicted", pred), ("runner_up", second)):
+            rows = [j for j in range(len(index)) if int(index.labels[j]) == c]
+            d = brute_force(feats, index.features.double().numpy()[rows], "cosine")[0]
+            order = np.argsort(d, kind="stable")[:3]
+            assert [n["row"] for n in ex[role]["neighbours"]] == [rows[j] for j in order]
+            assert [n["distance"] for n in ex[role]["neighbours"]] == pytest.approx(
+                d[order].tolist(), abs=1e-6
+            )
+        assert (out / rec["examples_strip"]).is_file()

@@ -244,3 +244,43 @@ def _feature_cache_root(run_dir: Path) -> Path:
     except (OSError, ValueError):
         root = None
     return Path(root) if root else run_dir / Path(layout.EXAMPLES_INDEX).parent / "features"
+
+
+def nearest_examples(
+    index: FeatureIndex, feats: torch.Tensor, logits: torch.Tensor, k: int
+) -> dict[str, Any]:
+    """One image's example-based explanation: its ``k`` nearest indexed images from the predicted class and
+    from the runner-up (the likeliest other class), with their distances, as JSON-able records."""
+    from birdlens.explain.targets import runner_up
+
+    row = logits.detach().float().reshape(1, -1)
+    pred = int(row.argmax())
+    second = int(runner_up(row, torch.tensor([pred]))[0])
+    out: dict[str, Any] = {"metric": index.metric}
+    for role, c in (("predicted", pred), ("runner_up", second)):
+        nb = index.nearest(feats.reshape(1, -1), k, classes=[c])
+        out[role] = {"class": index.classes[c], "neighbours": index.describe(nb)}
+    return out
+
+
+def thumbnail(path: str | os.PathLike[str], size: int) -> np.ndarray:
+    """A training image as a ``size`` px square (short side resized, centre crop), uint8 ``[H, W, 3]``."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.fit(im.convert("RGB"), (size, size)))
+
+
+def draw_examples(
+    photo: np.ndarray, examples: dict[str, Any], path: str | os.PathLike[str], size: int = 96
+) -> None:
+    """The strip of one image's nearest examples: the photo, then the neighbours from the predicted class and
+    from the runner-up, each captioned with its distance."""
+    from birdlens.explain.viz import image_strips
+
+    rows: list[tuple[str, list[tuple[np.ndarray, str]]]] = [("explained photo", [(photo, "")])]
+    for role, word in (("predicted", "predicted"), ("runner_up", "runner-up")):
+        group = examples[role]
+        cells = [(thumbnail(n["path"], size), f"{n['distance']:.3f}") for n in group["neighbours"]]
+        rows.append((f"{word}: {group['class']}", cells))
+    image_strips(rows, path, title=f"nearest training images ({examples['metric']} distance)")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from birdlens.explain.base import Explanation, explainer_for
+from birdlens.explain.examples import FeatureIndex, draw_examples, features_for, nearest_examples
 from birdlens.explain.outputs import select_output
 from birdlens.explain.targets import (
     RUNNER_UP,
@@ -124,6 +125,8 @@ def explain_images(
     top_k: int | None = None,
     batch_images: int = 8,
     contrast: int | str | None = None,
+    examples: FeatureIndex | None = None,
+    k_examples: int = 5,
 ) -> dict[str, Any]:
     """Explain ``images`` (paths, folders or uint8 ``[H, W, 3]`` arrays) with ``trained`` (a
     ``TrainedModel``: ``model``, ``classes``, ``data_config``, ``model_name``, ``cam_layer``).
@@ -146,6 +149,10 @@ def explain_images(
     ``contrast_class`` names B. Where B is the explained class itself the entry is the plain map, its
     ``contrast_class`` null (an unknown class is a ``TargetError`` before anything is written).
 
+    ``examples``: a training-set feature index (:func:`birdlens.explain.examples.index_for_run`): each record
+    gets its ``k_examples`` nearest training images from the predicted class and from the runner-up, with
+    distances (``examples``), drawn in ``examples/<name>.png`` (``examples_strip``).
+
     ``batch_images``: images per call of the cross-image batched methods (``Explainer.batched``: their model
     batches hold rows of several images; each image's map is the one it gets alone, bit for bit or to float32
     rounding where the batch sizes change the kernels: :mod:`birdlens.explain.batching`).
@@ -160,6 +167,7 @@ def explain_images(
     extra = method_params or {}
     explainers = {m: explainer_for(trained, m, seed=seed, **extra.get(m, {})) for m in methods}
     state = _RunState(methods, fixed_target, top_k, wanted)
+    state.examples, state.k_examples = examples, k_examples
     t0 = time.perf_counter()
     with console.bars(quiet, transient=False, elapsed=True, info=True) as group:
         bar = group.task("explain", total=len(items))
@@ -225,6 +233,8 @@ class _RunState:
         self.methods = list(methods)
         self.target, self.top_k = target, top_k  # the class asked for every image, or the top-k per image
         self.contrast = contrast  # the contrast class (or RUNNER_UP) for every map, if any
+        self.examples: FeatureIndex | None = None  # the index nearest examples are searched in, if any
+        self.k_examples = 5
         self.seconds: dict[str, list[float]] = {m: [] for m in methods}
         self.params: dict[str, dict[str, Any]] = {}
         self.records: list[dict[str, Any]] = []
@@ -343,8 +353,6 @@ def _explain_one(
         entries.append(entry)
         asked_one = state.top_k or state.target is not None
         explained = f"{classes[tgt]} ({float(probs[tgt]):.0%})" if asked_one and tgt is not None else None
-        if cst is not None:
-            explained = f"{explained or classes[pred]} and not {classes[cst]}"
         state.rows.append(
             PanelRow(
                 image=photo,
@@ -353,13 +361,35 @@ def _explain_one(
                 probability=rec["probability"],
                 true=true,
                 explained=explained,
+                contrast=None if cst is None else classes[cst],
             )
         )
     if state.top_k:
         rec["targets"] = entries
     else:
         rec.update(entries[0])
+    if state.examples is not None:
+        _add_examples(trained, out, name, photo, x, logits, state, rec)
     state.records.append(rec)
+
+
+def _add_examples(
+    trained: Any,
+    out: Path,
+    name: str,
+    photo: np.ndarray,
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    state: _RunState,
+    rec: dict[str, Any],
+) -> None:
+    """The image's nearest training examples (predicted class and runner-up) into ``rec``, and their strip."""
+    assert state.examples is not None
+    feats = features_for(trained, x[None])[0]
+    rec["examples"] = nearest_examples(state.examples, feats, logits[0], state.k_examples)
+    strip = f"examples/{name}.png"
+    draw = functools.partial(draw_examples, photo, rec["examples"])
+    rec["examples_strip"] = strip if figure_or_warning(draw, out / strip) is not None else None
 
 
 def _explain_target(
