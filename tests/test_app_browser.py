@@ -165,6 +165,16 @@ def test_upload_predict_and_explain_in_a_real_browser(
     assert decoded(page, "#panel-gradcam .frame img") and decoded(page, "#panel-view .frame img")
     assert page.eval_on_selector("#panel-gradcam .frame img", "i => i.naturalWidth") == 224
 
+    # "why not <the runner-up>?": the contrastive Grad-CAM (logit difference) in its own panel
+    assert page.inner_text("#panel-contrast .run") == f"Why not {labels[1]}?"
+    page.click("#panel-contrast .run")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#panel-contrast .frame img');"
+        " return i && !i.hidden && i.complete && i.naturalWidth > 0; }",
+        timeout=60_000,
+    )
+    assert f"{labels[0]} rather than {labels[1]}" in page.inner_text("#panel-contrast .meta")
+
     # LIME and SHAP on request, each with a visible progress indication while it computes
     for method, budget in (("lime", "80"), ("shap", "60")):
         panel = f"#panel-{method}"

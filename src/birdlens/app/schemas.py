@@ -57,6 +57,8 @@ class Evidence(BaseModel):
     method: str
     target: int
     target_label: str
+    contrast: int | None = Field(None, description="class B of a 'why the target and not B' explanation")
+    contrast_label: str | None = None
     overlay_png: str = Field(
         description="data:image/png;base64,... heatmap over the model's view of the photo"
     )

@@ -65,15 +65,22 @@ def method_field() -> Any:
     ]
 
 
-def target_field(n_classes: int) -> Any:
+def target_field(
+    n_classes: int, description: str = "class index to explain (default: the predicted one)"
+) -> Any:
     """The ``target`` form field, its range the served model's class indices (known when the app is built)."""
     return Annotated[
         int | None,
-        Form(
-            description="class index to explain (default: the predicted one)",
-            json_schema_extra={"minimum": 0, "maximum": n_classes - 1},
-        ),
+        Form(description=description, json_schema_extra={"minimum": 0, "maximum": n_classes - 1}),
     ]
+
+
+def contrast_field(n_classes: int) -> Any:
+    """The ``contrast`` form field: "why the target and not this class" (a class index, like ``target``)."""
+    return target_field(
+        n_classes,
+        "class index B: explain 'why the target and not B' (the logit difference; default: no contrast)",
+    )
 
 
 ParamsField = Annotated[
@@ -188,10 +195,18 @@ class Requests:
             raise HTTPException(503, OUT_OF_MEMORY, headers={"Retry-After": "5"}) from None
 
     def submit(
-        self, prep: Prepared, method: str, params: str | None, target: int | None, include_map: bool
+        self,
+        prep: Prepared,
+        method: str,
+        params: str | None,
+        target: int | None,
+        include_map: bool,
+        contrast: int | None = None,
     ) -> Task[Evidence]:
         try:
-            return self.service.submit_explain(prep, method, parse_params(params), target, include_map)
+            return self.service.submit_explain(
+                prep, method, parse_params(params), target, include_map, contrast=contrast
+            )
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
 
@@ -315,6 +330,7 @@ def model_router(api: Requests) -> APIRouter:
     method_form = method_field()
     service = api.service
     target_form = target_field(len(service.trained.classes))
+    contrast_form = contrast_field(len(service.trained.classes))
 
     @router.post(
         "/api/predict",
@@ -359,11 +375,12 @@ def model_router(api: Requests) -> APIRouter:
         params: ParamsField = None,
         target: target_form = None,
         include_map: IncludeMapField = False,
+        contrast: contrast_form = None,
     ) -> Evidence:
         """One explanation, waited for (scripts). The page uses ``/api/tasks`` to show progress instead."""
-        await only_fields(request, "image", "method", "params", "target", "include_map")
+        await only_fields(request, "image", "method", "params", "target", "include_map", "contrast")
         prep = await api.read_image(image)
-        return await api.wait(api.submit(prep, method, params, target, include_map))
+        return await api.wait(api.submit(prep, method, params, target, include_map, contrast))
 
     return router
 
@@ -372,6 +389,7 @@ def task_router(api: Requests) -> APIRouter:
     router = APIRouter(tags=["model"])
     method_form = method_field()
     target_form = target_field(len(api.service.trained.classes))
+    contrast_form = contrast_field(len(api.service.trained.classes))
 
     @router.post(
         "/api/tasks",
@@ -389,11 +407,12 @@ def task_router(api: Requests) -> APIRouter:
         method: method_form = "lime",
         params: ParamsField = None,
         target: target_form = None,
+        contrast: contrast_form = None,
     ) -> TaskStatus:
         """Queue an explanation and return at once; poll ``GET /api/tasks/{id}`` for progress and the result."""
-        await only_fields(request, "image", "method", "params", "target")
+        await only_fields(request, "image", "method", "params", "target", "contrast")
         prep = await api.read_image(image)
-        return api.status(api.submit(prep, method, params, target, False))
+        return api.status(api.submit(prep, method, params, target, False, contrast))
 
     missing = {404: {"description": "unknown or expired task"}}
 

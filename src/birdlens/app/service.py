@@ -134,10 +134,10 @@ class ModelService:
         w, h = size or img.size
         return Prepared(x=x, width=w, height=h)
 
-    def check_target(self, target: int | None) -> int | None:
+    def check_target(self, target: int | None, what: str = "target") -> int | None:
         if target is not None and not 0 <= target < len(self.trained.classes):
             raise ValueError(
-                f"target must be a class index in 0..{len(self.trained.classes) - 1}, got {target}"
+                f"{what} must be a class index in 0..{len(self.trained.classes) - 1}, got {target}"
             )
         return target
 
@@ -151,14 +151,22 @@ class ModelService:
         params: dict[str, Any],
         target: int | None,
         include_map: bool = False,
+        contrast: int | None = None,
     ) -> Task[Evidence]:
-        """Queue an explanation; ``params`` are clamped to the budget here so errors surface before queueing."""
+        """Queue an explanation; ``params`` are clamped to the budget here so errors surface before queueing.
+
+        ``contrast``: explain "why ``target`` and not ``contrast``" (the logit difference)."""
         method = method.strip().lower()
         used, notes = self.budget.clamp(method, params)
         self.check_target(target)
+        self.check_target(contrast, "contrast")
+        if contrast is not None and contrast == target:
+            raise ValueError(f"contrast {contrast} is the target itself; choose another class")
         watch = Watch(total=self.budget.expected_forwards(method, used), timeout_s=self.budget.timeout_s)
         return self.queue.submit(
-            method, lambda w: self._explain(prep, method, used, target, w, notes, include_map), watch
+            method,
+            lambda w: self._explain(prep, method, used, target, w, notes, include_map, contrast),
+            watch,
         )
 
     # ---- worker side ---------------------------------------------------------------------------------
@@ -213,12 +221,13 @@ class ModelService:
         watch: Watch,
         notes: list[str],
         include_map: bool,
+        contrast: int | None = None,
     ) -> Evidence:
         explainer = self._explainer(method, params, watch)
         try:
-            result = explainer.explain(prep.x, target=target)
+            result = explainer.explain(prep.x, target=target, contrast=contrast)
         except ValueError as e:
-            if not method_class(method).heavy:
+            if not method_class(method).heavy and contrast is None:
                 raise
             raise BadParams(f"{method}: {e}") from None  # e.g. options that do not fit this image size
         m = result.maps[0].numpy().astype(np.float32)
@@ -229,6 +238,8 @@ class ModelService:
             method=method,
             target=tgt,
             target_label=self.label(tgt),
+            contrast=contrast,
+            contrast_label=None if contrast is None else self.label(contrast),
             overlay_png=render.png_data_url(overlay),
             stats=render.map_stats(m),
             params=used,

@@ -137,7 +137,7 @@ function cancelTasks() {
 }
 
 function resetPanels() {
-  for (const m of ["view", "gradcam", "lime", "shap"]) {
+  for (const m of ["view", "gradcam", "lime", "shap", "contrast"]) {
     const p = $(`#panel-${m}`);
     const img = $(".frame img", p);
     img.hidden = true;
@@ -242,6 +242,44 @@ function renderTop(top, selected) {
   state.target = selected;
   const chosen = top.find((s) => s.index === selected);
   $("#target-label").textContent = chosen ? pretty(chosen.label) : "—";
+  offerWhyNot();
+}
+
+// ---- "why not the runner-up?": Grad-CAM of logit(shown species) - logit(likeliest other species) ----
+function runnerUp() {
+  return state.top.find((s) => s.index !== state.target) || null;
+}
+
+function offerWhyNot() {
+  const p = $("#panel-contrast");
+  const rival = runnerUp();
+  $(".frame img", p).hidden = true;
+  $(".meta", p).textContent = "";
+  $(".busy", p).hidden = true;
+  const run = $(".run", p);
+  run.disabled = !rival || !state.blob;
+  run.textContent = rival ? `Why not ${pretty(rival.label)}?` : "Why not …?";
+  $(".rival", p).textContent = rival ? pretty(rival.label) : "the runner-up";
+}
+
+async function whyNot() {
+  const rival = runnerUp();
+  if (!state.blob || !rival) return;
+  const seq = state.seq;
+  const target = state.target;
+  const p = $("#panel-contrast");
+  $(".busy", p).hidden = false;
+  $(".run", p).disabled = true;
+  const form = new FormData();
+  form.append("image", state.blob, "upload");
+  form.append("method", "gradcam");
+  form.append("target", String(target));
+  form.append("contrast", String(rival.index));
+  const resp = await fetch("/api/explain", { method: "POST", body: form });
+  if (seq !== state.seq || target !== state.target) return;
+  $(".run", p).disabled = false;
+  if (!resp.ok) { $(".busy", p).hidden = true; showError(await apiError(resp)); return; }
+  renderEvidence(await resp.json());
 }
 
 async function selectTarget(index) {
@@ -276,7 +314,9 @@ function showImage(method, dataUrl, meta) {
 }
 
 function renderEvidence(ev) {
-  const p = $(`#panel-${ev.method}`);
+  const contrastive = ev.contrast !== null && ev.contrast !== undefined;
+  const panel = contrastive ? "contrast" : ev.method;
+  const p = $(`#panel-${panel}`);
   if (!p) return;
   $(".busy", p).hidden = true;
   const budgetKey = { lime: "num_samples", shap: "max_evals" }[ev.method];
@@ -284,7 +324,8 @@ function renderEvidence(ev) {
   if (budgetKey && ev.params[budgetKey] !== undefined) parts.push(`${budgetKey.replace("_", " ")} ${ev.params[budgetKey]}`);
   if (ev.params.layer) parts.push(`layer ${ev.params.layer}`);
   parts.push(`map ${num(ev.stats.min)} … ${num(ev.stats.max)}`);
-  showImage(ev.method, ev.overlay_png, parts.join(" · ") + (ev.notes.length ? ` · ${ev.notes.join("; ")}` : ""));
+  if (contrastive) parts.unshift(`${pretty(ev.target_label)} rather than ${pretty(ev.contrast_label)}`);
+  showImage(panel, ev.overlay_png, parts.join(" · ") + (ev.notes.length ? ` · ${ev.notes.join("; ")}` : ""));
 }
 
 async function runTask(method) {
@@ -360,6 +401,7 @@ function wire() {
     if (f) handleFile(f);
   });
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+  $("#panel-contrast .run").addEventListener("click", whyNot);
   for (const m of ["lime", "shap"]) {
     const p = $(`#panel-${m}`);
     $(".run", p).addEventListener("click", () => runTask(m));
