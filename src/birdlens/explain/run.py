@@ -85,6 +85,12 @@ def _prepare(arr: np.ndarray, data_config: Any, image_size: int | None) -> tuple
     return photo.permute(1, 2, 0).numpy(), x
 
 
+def load_for_model(item: Any, trained: Any) -> tuple[np.ndarray, torch.Tensor]:
+    """An image (path, uint8 array or tensor) as ``trained`` sees it: the resized, cropped uint8 photo
+    ``[H, W, 3]`` and the normalised tensor ``[3, H, W]``, exactly as ``explain_images`` prepares it."""
+    return _prepare(_load_uint8(item), trained.data_config, getattr(trained, "image_size", None))
+
+
 def _true_label(item: Any, given: Any, classes: Sequence[str]) -> str | None:
     if given is not None:
         return classes[int(given)] if isinstance(given, (int, np.integer)) else str(given)
