@@ -454,7 +454,9 @@ class Explainer(ABC):
         except StopIteration:
             self.device = torch.device("cpu")
         self.params: dict[str, Any] = {"output": _describe_output(output), "channels_last": channels_last}
-        self.contrast: torch.Tensor | None = None  # the contrast class per image, during a contrastive call
+        # the contrast class per image during a contrastive call (so an explainer serves one call at a time,
+        # as the web app's single model worker and the CLI use it)
+        self.contrast: torch.Tensor | None = None
         if multi_label:  # recorded only when set: single-label params stay as they were
             self.params["multi_label"] = True
 
