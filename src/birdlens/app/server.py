@@ -27,8 +27,8 @@ from starlette.concurrency import run_in_threadpool
 from birdlens import __version__
 from birdlens.app.budget import offered_methods
 from birdlens.app.examples import ExampleImage
-from birdlens.app.schemas import Evidence, Example, Health, ModelInfo, Prediction, TaskStatus
-from birdlens.app.service import ModelService, Prepared
+from birdlens.app.schemas import Evidence, Example, Health, ModelInfo, Neighbours, Prediction, TaskStatus
+from birdlens.app.service import MAX_NEIGHBOURS, ModelService, Prepared
 from birdlens.app.tasks import Task, TaskCancelled, TaskTimeout
 from birdlens.app.uploads import (
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -93,6 +93,9 @@ ParamsField = Annotated[
     ),
 ]
 IncludeMapField = Annotated[bool, Form(description="also return the raw map as nested lists")]
+NeighboursField = Annotated[
+    int, Form(ge=1, le=MAX_NEIGHBOURS, description="nearest training images per class (predicted, runner-up)")
+]
 
 
 def create_app(
@@ -134,6 +137,7 @@ def create_app(
     app.include_router(model_router(api))
     app.include_router(task_router(api))
     app.include_router(example_router(app))
+    app.include_router(neighbour_router(api))
     exact_form_schemas(app)
     return app
 
@@ -451,6 +455,50 @@ def example_router(app: FastAPI) -> APIRouter:
         if not 0 <= example_id < len(exs):
             raise HTTPException(404, "no such example")
         data = await run_in_threadpool(read_image_bytes, exs[example_id].path)
+        fmt = (open_image(data).format or "octet-stream").lower()
+        return Response(
+            data,
+            media_type=f"image/{fmt}" if fmt != "octet-stream" else "application/octet-stream",
+            headers={"Cache-Control": "max-age=3600"},
+        )
+
+    return router
+
+
+def neighbour_router(api: Requests) -> APIRouter:
+    router = APIRouter(tags=["model"])
+    service = api.service
+
+    @router.post(
+        "/api/neighbours",
+        response_model=Neighbours,
+        responses={
+            400: {"description": "not a usable image, or the server has no training set"},
+            413: {"description": "upload too large"},
+            503: {"description": "too many requests queued"},
+        },
+    )
+    async def neighbours(request: Request, image: ImageField, k: NeighboursField = 5) -> Neighbours:
+        """The photo's nearest training images in the model's own feature space (penultimate layer, cosine
+        distance), from the predicted class and from the runner-up; the first call builds the index."""
+        await only_fields(request, "image", "k")
+        prep = await api.read_image(image)
+        try:
+            task = service.submit_neighbours(prep, k)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+        return await api.wait(task)
+
+    @router.get(
+        "/api/neighbours/{row}/image",
+        responses={200: {"content": {"image/*": {}}}, 404: {"description": "no such training image"}},
+    )
+    async def neighbour_image(row: int) -> Response:
+        """A training image named in a ``/api/neighbours`` answer (by its row, never by path)."""
+        path = service.training_image(row)
+        if path is None:
+            raise HTTPException(404, "no such training image (ask /api/neighbours first)")
+        data = await run_in_threadpool(read_image_bytes, path)
         fmt = (open_image(data).format or "octet-stream").lower()
         return Response(
             data,

@@ -160,6 +160,8 @@ function handleFile(blob, truth = null) {
   state.target = null;
   cancelTasks();
   resetPanels();
+  $("#neighbours").textContent = "";
+  $("#neighbours-run").disabled = true;
   showError("");
   const preview = $("#preview");
   if (preview.dataset.url) URL.revokeObjectURL(preview.dataset.url);
@@ -199,6 +201,46 @@ async function predict(seq) {
   showImage("view", pred.view_png, `${pred.width}×${pred.height} px upload`);
   renderEvidence(pred.gradcam);
   for (const m of ["lime", "shap"]) $(`#panel-${m} .run`).disabled = false;
+  $("#neighbours-run").disabled = false;
+}
+
+// ---- the nearest training photos in the model's feature space (predicted species and runner-up) -----
+async function showNeighbours() {
+  if (!state.blob) return;
+  const seq = state.seq;
+  const box = $("#neighbours");
+  const run = $("#neighbours-run");
+  run.disabled = true;
+  box.innerHTML = `<div class="spinner"></div>`;
+  const form = new FormData();
+  form.append("image", state.blob, "upload");
+  form.append("k", "5");
+  const resp = await fetch("/api/neighbours", { method: "POST", body: form });
+  if (seq !== state.seq) return;
+  run.disabled = false;
+  box.textContent = "";
+  if (!resp.ok) { showError(await apiError(resp)); return; }
+  const nb = await resp.json();
+  for (const [title, group] of [["predicted", nb.predicted], ["runner-up", nb.runner_up]]) {
+    const row = document.createElement("div");
+    row.className = "nb-row";
+    const h = document.createElement("h3");
+    h.textContent = `${title}: ${pretty(group.label)}`;
+    const strip = document.createElement("div");
+    strip.className = "nb-strip";
+    for (const n of group.neighbours) {
+      const fig = document.createElement("figure");
+      const img = document.createElement("img");
+      img.src = n.url;
+      img.alt = `training photo of ${pretty(n.label)}`;
+      const cap = document.createElement("figcaption");
+      cap.textContent = `distance ${n.distance.toFixed(3)}`;
+      fig.append(img, cap);
+      strip.appendChild(fig);
+    }
+    row.append(h, strip);
+    box.appendChild(row);
+  }
 }
 
 // for example photos: their test-split label next to the model's answer
@@ -402,6 +444,7 @@ function wire() {
   });
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
   $("#panel-contrast .run").addEventListener("click", whyNot);
+  $("#neighbours-run").addEventListener("click", showNeighbours);
   for (const m of ["lime", "shap"]) {
     const p = $(`#panel-${m}`);
     $(".run", p).addEventListener("click", () => runTask(m));

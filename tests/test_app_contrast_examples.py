@@ -1,5 +1,6 @@
 """``contrast`` in the web API ("why the target and not B"): the map equals the library's contrastive
-explanation of the same prepared photo; a contrast that is unknown or the target itself is a 400."""
+explanation of the same prepared photo; a contrast that is unknown or the target itself is a 400. And
+``/api/neighbours``: the nearest training images equal the library's search, served by row."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from _apputil import COLOURS, encode, make_tiny_run, noisy
-from birdlens.app.server import create_app_from_run
+from birdlens.app.server import create_app, create_app_from_run
+from birdlens.app.service import ModelService
 from birdlens.explain.base import explainer_for
+from birdlens.explain.examples import features_for, index_for_run, nearest_examples
 from birdlens.runs.trained import load_trained
 
 
@@ -85,3 +88,36 @@ def test_a_bad_contrast_is_a_400_naming_it(client: TestClient, form: dict[str, s
     r = explain(client, encode(noisy(COLOURS["RED BIRD"], seed=2)), method="gradcam", **form)
     assert r.status_code in (400, 422), r.text
     assert msg in json.dumps(r.json()["detail"])
+
+
+def test_neighbours_are_the_librarys_nearest_training_images(client: TestClient, tiny_run: Path) -> None:
+    photo = noisy(COLOURS["GREEN BIRD"], seed=11)
+    r = explain(client, encode(photo), url="/api/neighbours", k="3")
+    assert r.status_code == 200, r.text
+    nb = r.json()
+    trained = load_trained(tiny_run)
+    x = trained.transform()(Image.fromarray(photo))[None]
+    index = index_for_run(trained, tiny_run, quiet=True)
+    want = nearest_examples(index, features_for(trained, x)[0], trained.model(x).detach()[0], 3)
+    assert nb["metric"] == "cosine" and nb["predicted"]["label"] == "GREEN BIRD" == want["predicted"]["class"]
+    for role in ("predicted", "runner_up"):
+        got = nb[role]["neighbours"]
+        assert [n["row"] for n in got] == [n["row"] for n in want[role]["neighbours"]]
+        assert [n["distance"] for n in got] == pytest.approx(
+            [n["distance"] for n in want[role]["neighbours"]], abs=1e-5
+        )
+        assert {n["label"] for n in got} == {nb[role]["label"]}
+    first = nb["predicted"]["neighbours"][0]
+    img = client.get(first["url"])
+    assert img.status_code == 200 and img.content == Path(index.paths[first["row"]]).read_bytes()
+    assert client.get(f"/api/neighbours/{len(index)}/image").status_code == 404
+    assert client.get("/api/neighbours/-1/image").status_code == 404
+    assert explain(client, encode(photo), url="/api/neighbours", k="0").status_code == 422
+
+
+def test_a_server_without_a_run_says_it_has_no_training_set(tiny_run: Path) -> None:
+    service = ModelService(load_trained(tiny_run), "bare")
+    with TestClient(create_app(service)) as c:
+        r = explain(c, encode(noisy(COLOURS["RED BIRD"], seed=1)), url="/api/neighbours")
+        assert r.status_code == 400 and "no training set" in r.json()["detail"]
+        assert c.get("/api/neighbours/0/image").status_code == 404
