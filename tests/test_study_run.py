@@ -81,7 +81,7 @@ def test_changing_one_model_reruns_only_it_and_what_follows(study):
     cfg = parse_study_config(data)
     _, results = run_study(cfg, study["out"], resume=True, quiet=True)
     ran = sorted(r.name for r in results if r.status == "done")
-    assert ran == ["evaluate:cnn-keras", "model:cnn-keras", "report"]
+    assert ran == ["cases:cnn-keras", "evaluate:cnn-keras", "model:cnn-keras", "report"]
     study["cfg"] = cfg
 
 

@@ -102,9 +102,9 @@ def class_score(
     """The scalar each row is explained by: ``logit[target]``, or ``logit[target] - logit[contrast]`` for a
     contrastive explanation ("why target and not contrast"), the one definition every method uses.
 
-    The difference of logits, for softmax and sigmoid heads alike: it is what separates the two classes in
-    either head (softmax probabilities of two classes differ in odds by exactly this), and it is not bounded
-    by another class's probability as a difference of probabilities would be."""
+    The difference of logits, for softmax and sigmoid heads alike: for a softmax it is exactly
+    ``log(p[target] / p[contrast])``, unaffected by the other classes, and unlike a difference of
+    probabilities it does not saturate where one of the two is near 0 or 1."""
     score = logits.gather(1, target.view(-1, 1).to(logits.device)).squeeze(1)
     if contrast is None:
         return score

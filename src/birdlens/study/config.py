@@ -191,7 +191,7 @@ class CasesConfig(_Strict):
     training images, and each class's prototype (medoid) in the model's feature space."""
 
     enabled: bool = True
-    models: list[str] | None = Field(None, description="model entry names; default: the explained ones")
+    models: list[str] | None = Field(None, description="model entry names; default: all")
     pairs: int = Field(3, ge=0, le=20, description="most-confused (true, predicted) pairs shown")
     losses: int = Field(3, ge=0, le=16, description="highest-loss test images shown with their neighbours")
     k: int = Field(5, ge=1, le=20, description="nearest training images shown per class")

@@ -466,5 +466,5 @@ def _cases_stages(cfg: StudyConfig) -> list[Stage]:
             {**slice_, **_on_device(cfg, precision=False)},
             deps=[f"evaluate:{name}"],
         )
-        for name in c.models or cfg.explain.models or [m.name for m in cfg.models]
+        for name in c.models or [m.name for m in cfg.models]
     ]
