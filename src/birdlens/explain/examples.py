@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ class FeatureIndex:
     classes: list[str]
     metric: str = "cosine"
     key: str = ""
+    _ref: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -83,10 +84,20 @@ class FeatureIndex:
     def __len__(self) -> int:
         return int(self.features.shape[0])
 
+    def _reference(self) -> torch.Tensor:
+        """The indexed vectors in float64, unit length for the cosine distance: computed once per index, so a
+        query costs one matrix product (docs/benchmarks.md, "Nearest training examples")."""
+        if getattr(self, "_ref", None) is None:
+            ref = self.features.to(torch.float64)
+            if self.metric == "cosine":
+                ref = ref / ref.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            self._ref = ref
+        return self._ref
+
     def distances(self, feats: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Distances ``[Q, N]`` (float64) from each query to each indexed image (or to ``rows`` of them)."""
-        ref = self.features if rows is None else self.features[rows]
-        q, ref = feats.detach().to(torch.float64).cpu(), ref.to(torch.float64)
+        ref = self._reference() if rows is None else self._reference()[rows]
+        q = feats.detach().to(torch.float64).cpu()
         if q.ndim == 1:
             q = q[None]
         if q.shape[1] != ref.shape[1]:
@@ -94,8 +105,7 @@ class FeatureIndex:
         if self.metric == "euclidean":
             return torch.cdist(q, ref)
         qn = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        rn = ref / ref.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return (1 - qn @ rn.T).clamp_min(0)
+        return (1 - qn @ ref.T).clamp_min(0)
 
     def nearest(self, feats: torch.Tensor, k: int, classes: Sequence[int] | None = None) -> Neighbours:
         """The ``k`` nearest indexed images to each query ``[Q, D]``, only among ``classes`` when given (fewer
@@ -103,9 +113,10 @@ class FeatureIndex:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         rows = torch.arange(len(self))
+        chosen = None  # all rows: no copy of the reference matrix
         if classes is not None:
-            rows = rows[torch.isin(self.labels, torch.as_tensor(list(classes), dtype=torch.long))]
-        d = self.distances(feats, rows)
+            rows = chosen = rows[torch.isin(self.labels, torch.as_tensor(list(classes), dtype=torch.long))]
+        d = self.distances(feats, chosen)
         order = torch.sort(d, dim=1, stable=True).indices[:, :k]  # stable: ties keep the lower row first
         return Neighbours(rows=rows[order], distances=d.gather(1, order))
 
@@ -115,7 +126,7 @@ class FeatureIndex:
         out: dict[int, int] = {}
         for c in sorted(set(self.labels.tolist())):
             rows = (self.labels == c).nonzero().flatten()
-            total = self.distances(self.features[rows], rows).sum(1)
+            total = self.distances(self._reference()[rows], rows).sum(1)
             out[int(c)] = int(rows[int(torch.argmin(total))])
         return out
 
