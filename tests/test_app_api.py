@@ -484,7 +484,7 @@ def test_openapi_declares_exactly_what_the_forms_take(client: TestClient) -> Non
     assert explain["method"]["enum"] == ["gradcam", "lime", "shap", "ig"]
     assert explain["params"]["contentMediaType"] == "application/json"
     assert explain["target"]["minimum"] == 0 and explain["target"]["maximum"] == len(COLOURS) - 1
-    assert set(explain) == {"image", "method", "params", "target", "include_map"}
+    assert set(explain) == {"image", "method", "params", "target", "include_map", "contrast"}
 
 
 def test_heavy_method_stops_at_the_time_budget(tiny_run: Path) -> None:

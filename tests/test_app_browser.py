@@ -165,6 +165,27 @@ def test_upload_predict_and_explain_in_a_real_browser(
     assert decoded(page, "#panel-gradcam .frame img") and decoded(page, "#panel-view .frame img")
     assert page.eval_on_selector("#panel-gradcam .frame img", "i => i.naturalWidth") == 224
 
+    # "why not <the runner-up>?": the contrastive Grad-CAM (logit difference) in its own panel
+    assert page.inner_text("#panel-contrast .run") == f"Why not {labels[1]}?"
+    page.click("#panel-contrast .run")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#panel-contrast .frame img');"
+        " return i && !i.hidden && i.complete && i.naturalWidth > 0; }",
+        timeout=60_000,
+    )
+    assert f"{labels[0]} rather than {labels[1]}" in page.inner_text("#panel-contrast .meta")
+    # the nearest training photos (model's feature space), from the predicted species and the runner-up
+    page.click("#neighbours-run")
+    page.wait_for_function(
+        "() => { const s = [...document.querySelectorAll('#neighbours .nb-strip img')];"
+        " return s.length === 10 && s.every((i) => i.complete && i.naturalWidth > 0); }",
+        timeout=120_000,
+    )
+    assert page.locator("#neighbours h3").all_inner_texts() == [
+        f"predicted: {labels[0]}",
+        f"runner-up: {labels[1]}",
+    ]
+
     # LIME and SHAP on request, each with a visible progress indication while it computes
     for method, budget in (("lime", "80"), ("shap", "60")):
         panel = f"#panel-{method}"

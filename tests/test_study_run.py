@@ -81,7 +81,7 @@ def test_changing_one_model_reruns_only_it_and_what_follows(study):
     cfg = parse_study_config(data)
     _, results = run_study(cfg, study["out"], resume=True, quiet=True)
     ran = sorted(r.name for r in results if r.status == "done")
-    assert ran == ["evaluate:cnn-keras", "model:cnn-keras", "report"]
+    assert ran == ["cases:cnn-keras", "evaluate:cnn-keras", "model:cnn-keras", "report"]
     study["cfg"] = cfg
 
 
@@ -105,6 +105,14 @@ def test_report_has_every_section_and_figure(study):
     assert "FD-lite0" in results["gan"]["metrics"]
     assert set(results["explain_eval"]["lite0-probe"]["methods"]) >= {"gradcam", "lime", "random (baseline)"}
     assert results["findings"] and results["timings"]
+    # the cases of the explained model: its prototypes in the data section, its confusions and top losses
+    assert (
+        "Class prototypes for lite0-probe"
+        in html.split('<section id="data">', 1)[1].split("</section>", 1)[0]
+    )
+    cases = results["cases"]["lite0-probe"]
+    assert len(cases["prototypes"]["classes"]) == len(results["data"]["classes"])
+    assert all(r["examples_figure"] for r in cases["losses"]) and "lite0-probe: why the confusions" in html
 
 
 def test_report_in_a_real_browser(study, tmp_path):

@@ -57,6 +57,8 @@ class Evidence(BaseModel):
     method: str
     target: int
     target_label: str
+    contrast: int | None = Field(None, description="class B of a 'why the target and not B' explanation")
+    contrast_label: str | None = None
     overlay_png: str = Field(
         description="data:image/png;base64,... heatmap over the model's view of the photo"
     )
@@ -109,3 +111,28 @@ class Health(BaseModel):
     model: str
     run: str
     queue: int
+
+
+class Neighbour(BaseModel):
+    """One training image near the uploaded photo in the model's feature space."""
+
+    row: int = Field(description="the image's row in the run's training-set index")
+    label: str
+    distance: float = Field(ge=0, description="cosine distance of the penultimate-layer features")
+    url: str = Field(description="the image's bytes, GET (chosen by row, never by path)")
+
+
+class NeighbourGroup(BaseModel):
+    index: int = Field(description="class index")
+    label: str
+    neighbours: list[Neighbour]
+
+
+class Neighbours(BaseModel):
+    """Answer to ``POST /api/neighbours``: the nearest training images of the predicted class and of the
+    runner-up (the likeliest other class), nearest first."""
+
+    metric: str
+    predicted: NeighbourGroup
+    runner_up: NeighbourGroup
+    seconds: float

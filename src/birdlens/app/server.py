@@ -27,8 +27,8 @@ from starlette.concurrency import run_in_threadpool
 from birdlens import __version__
 from birdlens.app.budget import offered_methods
 from birdlens.app.examples import ExampleImage
-from birdlens.app.schemas import Evidence, Example, Health, ModelInfo, Prediction, TaskStatus
-from birdlens.app.service import ModelService, Prepared
+from birdlens.app.schemas import Evidence, Example, Health, ModelInfo, Neighbours, Prediction, TaskStatus
+from birdlens.app.service import MAX_NEIGHBOURS, ModelService, Prepared
 from birdlens.app.tasks import Task, TaskCancelled, TaskTimeout
 from birdlens.app.uploads import (
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -65,15 +65,22 @@ def method_field() -> Any:
     ]
 
 
-def target_field(n_classes: int) -> Any:
+def target_field(
+    n_classes: int, description: str = "class index to explain (default: the predicted one)"
+) -> Any:
     """The ``target`` form field, its range the served model's class indices (known when the app is built)."""
     return Annotated[
         int | None,
-        Form(
-            description="class index to explain (default: the predicted one)",
-            json_schema_extra={"minimum": 0, "maximum": n_classes - 1},
-        ),
+        Form(description=description, json_schema_extra={"minimum": 0, "maximum": n_classes - 1}),
     ]
+
+
+def contrast_field(n_classes: int) -> Any:
+    """The ``contrast`` form field: "why the target and not this class" (a class index, like ``target``)."""
+    return target_field(
+        n_classes,
+        "class index B: explain 'why the target and not B' (the logit difference; default: no contrast)",
+    )
 
 
 ParamsField = Annotated[
@@ -86,6 +93,9 @@ ParamsField = Annotated[
     ),
 ]
 IncludeMapField = Annotated[bool, Form(description="also return the raw map as nested lists")]
+NeighboursField = Annotated[
+    int, Form(ge=1, le=MAX_NEIGHBOURS, description="nearest training images per class (predicted, runner-up)")
+]
 
 
 def create_app(
@@ -127,6 +137,7 @@ def create_app(
     app.include_router(model_router(api))
     app.include_router(task_router(api))
     app.include_router(example_router(app))
+    app.include_router(neighbour_router(api))
     exact_form_schemas(app)
     return app
 
@@ -188,10 +199,18 @@ class Requests:
             raise HTTPException(503, OUT_OF_MEMORY, headers={"Retry-After": "5"}) from None
 
     def submit(
-        self, prep: Prepared, method: str, params: str | None, target: int | None, include_map: bool
+        self,
+        prep: Prepared,
+        method: str,
+        params: str | None,
+        target: int | None,
+        include_map: bool,
+        contrast: int | None = None,
     ) -> Task[Evidence]:
         try:
-            return self.service.submit_explain(prep, method, parse_params(params), target, include_map)
+            return self.service.submit_explain(
+                prep, method, parse_params(params), target, include_map, contrast=contrast
+            )
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
 
@@ -315,6 +334,7 @@ def model_router(api: Requests) -> APIRouter:
     method_form = method_field()
     service = api.service
     target_form = target_field(len(service.trained.classes))
+    contrast_form = contrast_field(len(service.trained.classes))
 
     @router.post(
         "/api/predict",
@@ -359,11 +379,12 @@ def model_router(api: Requests) -> APIRouter:
         params: ParamsField = None,
         target: target_form = None,
         include_map: IncludeMapField = False,
+        contrast: contrast_form = None,
     ) -> Evidence:
         """One explanation, waited for (scripts). The page uses ``/api/tasks`` to show progress instead."""
-        await only_fields(request, "image", "method", "params", "target", "include_map")
+        await only_fields(request, "image", "method", "params", "target", "include_map", "contrast")
         prep = await api.read_image(image)
-        return await api.wait(api.submit(prep, method, params, target, include_map))
+        return await api.wait(api.submit(prep, method, params, target, include_map, contrast))
 
     return router
 
@@ -372,6 +393,7 @@ def task_router(api: Requests) -> APIRouter:
     router = APIRouter(tags=["model"])
     method_form = method_field()
     target_form = target_field(len(api.service.trained.classes))
+    contrast_form = contrast_field(len(api.service.trained.classes))
 
     @router.post(
         "/api/tasks",
@@ -389,11 +411,12 @@ def task_router(api: Requests) -> APIRouter:
         method: method_form = "lime",
         params: ParamsField = None,
         target: target_form = None,
+        contrast: contrast_form = None,
     ) -> TaskStatus:
         """Queue an explanation and return at once; poll ``GET /api/tasks/{id}`` for progress and the result."""
-        await only_fields(request, "image", "method", "params", "target")
+        await only_fields(request, "image", "method", "params", "target", "contrast")
         prep = await api.read_image(image)
-        return api.status(api.submit(prep, method, params, target, False))
+        return api.status(api.submit(prep, method, params, target, False, contrast))
 
     missing = {404: {"description": "unknown or expired task"}}
 
@@ -432,6 +455,50 @@ def example_router(app: FastAPI) -> APIRouter:
         if not 0 <= example_id < len(exs):
             raise HTTPException(404, "no such example")
         data = await run_in_threadpool(read_image_bytes, exs[example_id].path)
+        fmt = (open_image(data).format or "octet-stream").lower()
+        return Response(
+            data,
+            media_type=f"image/{fmt}" if fmt != "octet-stream" else "application/octet-stream",
+            headers={"Cache-Control": "max-age=3600"},
+        )
+
+    return router
+
+
+def neighbour_router(api: Requests) -> APIRouter:
+    router = APIRouter(tags=["model"])
+    service = api.service
+
+    @router.post(
+        "/api/neighbours",
+        response_model=Neighbours,
+        responses={
+            400: {"description": "not a usable image, or the server has no training set"},
+            413: {"description": "upload too large"},
+            503: {"description": "too many requests queued"},
+        },
+    )
+    async def neighbours(request: Request, image: ImageField, k: NeighboursField = 5) -> Neighbours:
+        """The photo's nearest training images in the model's own feature space (penultimate layer, cosine
+        distance), from the predicted class and from the runner-up; the first call builds the index."""
+        await only_fields(request, "image", "k")
+        prep = await api.read_image(image)
+        try:
+            task = service.submit_neighbours(prep, k)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+        return await api.wait(task)
+
+    @router.get(
+        "/api/neighbours/{row}/image",
+        responses={200: {"content": {"image/*": {}}}, 404: {"description": "no such training image"}},
+    )
+    async def neighbour_image(row: int) -> Response:
+        """A training image named in a ``/api/neighbours`` answer (by its row, never by path)."""
+        path = service.training_image(row)
+        if path is None:
+            raise HTTPException(404, "no such training image (ask /api/neighbours first)")
+        data = await run_in_threadpool(read_image_bytes, path)
         fmt = (open_image(data).format or "octet-stream").lower()
         return Response(
             data,

@@ -20,14 +20,17 @@ from torch import nn
 
 from birdlens.app import render
 from birdlens.app.budget import Budget, offered_methods, param_ranges
-from birdlens.app.schemas import Evidence, ModelInfo, Species
+from birdlens.app.schemas import Evidence, ModelInfo, Neighbour, NeighbourGroup, Neighbours, Species
 from birdlens.app.tasks import Task, TaskQueue, Watch, WatchedModel
 from birdlens.explain import select_output
 from birdlens.explain.base import Explainer, explainer_for, method_class
+from birdlens.explain.examples import FeatureIndex, features_for, index_for_run, nearest_examples
 from birdlens.models import denormalize, resize_size
 from birdlens.runs.trained import TrainedModel, head_probabilities, load_trained
 
 TOP_K = 5
+#: the most nearest training images a request may ask for per class
+MAX_NEIGHBOURS = 10
 
 
 class BadParams(ValueError):
@@ -67,6 +70,7 @@ class ModelService:
         # built now, before the worker starts: it converts the model to channels_last in place (the
         # largest free CPU speed-up), which must not happen while a request runs
         self._gradcam = explainer_for(trained, "gradcam")
+        self._index: FeatureIndex | None = None  # the training set's features, built on the first request
 
     @classmethod
     def from_run(
@@ -134,10 +138,10 @@ class ModelService:
         w, h = size or img.size
         return Prepared(x=x, width=w, height=h)
 
-    def check_target(self, target: int | None) -> int | None:
+    def check_target(self, target: int | None, what: str = "target") -> int | None:
         if target is not None and not 0 <= target < len(self.trained.classes):
             raise ValueError(
-                f"target must be a class index in 0..{len(self.trained.classes) - 1}, got {target}"
+                f"{what} must be a class index in 0..{len(self.trained.classes) - 1}, got {target}"
             )
         return target
 
@@ -151,17 +155,66 @@ class ModelService:
         params: dict[str, Any],
         target: int | None,
         include_map: bool = False,
+        contrast: int | None = None,
     ) -> Task[Evidence]:
-        """Queue an explanation; ``params`` are clamped to the budget here so errors surface before queueing."""
+        """Queue an explanation; ``params`` are clamped to the budget here so errors surface before queueing.
+
+        ``contrast``: explain "why ``target`` and not ``contrast``" (the logit difference)."""
         method = method.strip().lower()
         used, notes = self.budget.clamp(method, params)
         self.check_target(target)
+        self.check_target(contrast, "contrast")
+        if contrast is not None and contrast == target:
+            raise ValueError(f"contrast {contrast} is the target itself; choose another class")
         watch = Watch(total=self.budget.expected_forwards(method, used), timeout_s=self.budget.timeout_s)
         return self.queue.submit(
-            method, lambda w: self._explain(prep, method, used, target, w, notes, include_map), watch
+            method,
+            lambda w: self._explain(prep, method, used, target, w, notes, include_map, contrast),
+            watch,
         )
 
+    def submit_neighbours(self, prep: Prepared, k: int = 5) -> Task[Neighbours]:
+        """Queue the search for the photo's ``k`` nearest training images (predicted class and runner-up)."""
+        if self.run_dir is None:
+            raise ValueError("this server has no training set to compare with (it was not started on a run)")
+        if isinstance(k, bool) or not 1 <= k <= MAX_NEIGHBOURS:
+            raise ValueError(f"k must be an integer in 1..{MAX_NEIGHBOURS}, got {k!r}")
+        return self.queue.submit("neighbours", lambda _w: self._neighbours(prep, k))
+
+    def training_image(self, row: int) -> Path | None:
+        """The file of training image ``row`` of the index (None before the index exists or out of range)."""
+        index = self._index
+        return Path(index.paths[row]) if index is not None and 0 <= row < len(index) else None
+
     # ---- worker side ---------------------------------------------------------------------------------
+    def _neighbours(self, prep: Prepared, k: int) -> Neighbours:
+        """Nearest training images in the model's feature space; the index is built once (run's cache)."""
+        start = time.perf_counter()
+        if self._index is None:
+            assert self.run_dir is not None
+            self._index = index_for_run(self.trained, self.run_dir, quiet=True)
+        device = next(self.trained.model.parameters()).device
+        with torch.inference_mode():
+            logits = select_output(self.trained.model(prep.x.to(device))).float().cpu()
+        found = nearest_examples(self._index, features_for(self.trained, prep.x)[0], logits[0], k)
+        groups = {
+            role: NeighbourGroup(
+                index=self.trained.classes.index(found[role]["class"]),
+                label=found[role]["class"],
+                neighbours=[
+                    Neighbour(
+                        row=n["row"],
+                        label=n["class"],
+                        distance=n["distance"],
+                        url=f"/api/neighbours/{n['row']}/image",
+                    )
+                    for n in found[role]["neighbours"]
+                ],
+            )
+            for role in ("predicted", "runner_up")
+        }
+        return Neighbours(metric=found["metric"], seconds=round(time.perf_counter() - start, 4), **groups)
+
     def _predict(self, prep: Prepared, top_k: int) -> PredictOutput:
         """Top-k and Grad-CAM for the top class from ONE forward pass.
 
@@ -213,12 +266,13 @@ class ModelService:
         watch: Watch,
         notes: list[str],
         include_map: bool,
+        contrast: int | None = None,
     ) -> Evidence:
         explainer = self._explainer(method, params, watch)
         try:
-            result = explainer.explain(prep.x, target=target)
+            result = explainer.explain(prep.x, target=target, contrast=contrast)
         except ValueError as e:
-            if not method_class(method).heavy:
+            if not method_class(method).heavy and contrast is None:
                 raise
             raise BadParams(f"{method}: {e}") from None  # e.g. options that do not fit this image size
         m = result.maps[0].numpy().astype(np.float32)
@@ -229,6 +283,8 @@ class ModelService:
             method=method,
             target=tgt,
             target_label=self.label(tgt),
+            contrast=contrast,
+            contrast_label=None if contrast is None else self.label(contrast),
             overlay_png=render.png_data_url(overlay),
             stats=render.map_stats(m),
             params=used,

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from birdlens.explain.outputs import OutputSelector, select_output
+from birdlens.explain.targets import RUNNER_UP, runner_up
 
 __all__ = [
     "Explainer",
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidParameterError",
     "Param",
     "UnsupportedMethodError",
+    "class_score",
     "explainer_for",
     "list_methods",
     "make_explainer",
@@ -52,8 +54,9 @@ class Explanation:
     ``maps``: float32 ``[B, H, W]`` at input resolution, higher = more evidence for ``target``;
     ``target``: int64 ``[B]`` (the predicted class unless one was asked for);
     ``scores``: the target's ``logit``/``prob`` ``[B]`` plus method extras (LIME ``weights``/``segments``,
-    IG ``completeness_error``, SHAP ``base_value``...); ``params``: everything needed to reproduce the call
-    (the chosen layer, seed, budget); ``seconds``: wall time of the call.
+    IG ``completeness_error``, SHAP ``base_value``...), and for a contrastive explanation the ``contrast``
+    class ``[B]``, its ``contrast_logit`` and the ``logit_difference`` explained; ``params``: everything
+    needed to reproduce the call (the chosen layer, seed, budget, ``contrast``); ``seconds``: wall time.
     """
 
     maps: torch.Tensor
@@ -82,14 +85,32 @@ class Explanation:
                 return [v[i]]
             return v
 
+        params = self.params
+        if isinstance(params.get("contrast"), list) and len(params["contrast"]) == n:
+            params = {**params, "contrast": params["contrast"][i]}
         return Explanation(
             maps=self.maps[i : i + 1],
             target=self.target[i : i + 1],
             scores={k: pick(v) for k, v in self.scores.items()},
             method=self.method,
-            params=self.params,
+            params=params,
             seconds=self.seconds / max(1, n),
         )
+
+
+def class_score(
+    logits: torch.Tensor, target: torch.Tensor, contrast: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The scalar each row is explained by: ``logit[target]``, or ``logit[target] - logit[contrast]`` for a
+    contrastive explanation ("why target and not contrast"), the one definition every method uses.
+
+    The difference of logits, for softmax and sigmoid heads alike: for a softmax it is exactly
+    ``log(p[target] / p[contrast])``, unaffected by the other classes, and unlike a difference of
+    probabilities it does not saturate where one of the two is near 0 or 1."""
+    score = logits.gather(1, target.view(-1, 1).to(logits.device)).squeeze(1)
+    if contrast is None:
+        return score
+    return score - logits.gather(1, contrast.view(-1, 1).to(logits.device)).squeeze(1)
 
 
 class UnsupportedMethodError(ValueError):
@@ -428,6 +449,9 @@ class Explainer(ABC):
     #: :mod:`birdlens.explain.batching`) with each image's map equal to explaining it alone, so callers
     #: (``explain``, the study, xmetrics) pass it many images per call
     batched: ClassVar[bool] = False
+    #: explains "why A and not B" (scores rows by :func:`class_score` with the call's contrast); a method that
+    #: cannot (its relevance is not a function of one scalar score) refuses ``contrast`` rather than ignore it
+    contrastive: ClassVar[bool] = True
 
     @classmethod
     def param_spec(cls) -> dict[str, Param]:
@@ -473,6 +497,9 @@ class Explainer(ABC):
         except StopIteration:
             self.device = torch.device("cpu")
         self.params: dict[str, Any] = {"output": _describe_output(output), "channels_last": channels_last}
+        # the contrast class per image during a contrastive call (so an explainer serves one call at a time,
+        # as the web app's single model worker and the CLI use it)
+        self.contrast: torch.Tensor | None = None
         if multi_label:  # recorded only when set: single-label params stay as they were
             self.params["multi_label"] = True
 
@@ -540,24 +567,63 @@ class Explainer(ABC):
     def target_scores(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = logits.detach().float()
         idx = target.view(-1, 1).to(logits.device)
-        return {
+        out = {
             "logit": logits.gather(1, idx).squeeze(1).cpu(),
             "prob": self.probabilities(logits).gather(1, idx).squeeze(1).cpu(),
         }
+        if self.contrast is not None:
+            c = self.contrast.to(logits.device)
+            out.update(
+                contrast=c.cpu(),
+                contrast_logit=logits.gather(1, c.view(-1, 1)).squeeze(1).cpu(),
+                logit_difference=class_score(logits, target, c).cpu(),
+            )
+        return out
+
+    def explained_score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Each row's explained score (:func:`class_score`, with this call's contrast when there is one)."""
+        return class_score(logits, target, self.contrast)
+
+    def contrast_of(self, i: int) -> int | None:
+        """Image ``i``'s contrast class in the current call (``None``: not contrastive)."""
+        return None if self.contrast is None else int(self.contrast[i])
 
     # ---- the public call -------------------------------------------------------------------------------
     def explain(
-        self, images: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        target: int | Sequence[int] | torch.Tensor | None = None,
+        contrast: int | Sequence[int] | torch.Tensor | str | None = None,
     ) -> Explanation:
-        """Explain ``images`` (``[B,3,H,W]``, normalised for the model) for ``target`` (default: predicted)."""
+        """Explain ``images`` (``[B,3,H,W]``, normalised for the model) for ``target`` (default: predicted).
+
+        ``contrast``: a class (index, one or one per image) or ``"runner-up"`` (each image's likeliest class
+        other than the target): the map then explains "why target and not contrast", the score
+        ``logit[target] - logit[contrast]`` (:func:`class_score`) for every method; a contrast equal to the
+        target is refused (its score is zero everywhere)."""
         start = time.perf_counter()
         x = self.prepare(images)
         tgt = _as_target(target, x.shape[0], self.device)
-        maps, tgt, scores, extra_params = self._explain(x, tgt)
+        cst = None
+        if contrast is not None:
+            if not type(self).contrastive:
+                raise UnsupportedMethodError(
+                    f"{self.name} cannot explain 'why A and not B' (contrast); use a method that can: "
+                    + ", ".join(m for m in list_methods() if method_class(m).contrastive)
+                )
+            tgt, cst = self._resolve_contrast(x, tgt, contrast)
+        self.contrast = cst
+        try:
+            maps, tgt, scores, extra_params = self._explain(x, tgt)
+        finally:
+            self.contrast = None
         maps = maps.detach().float().cpu().contiguous()
         if maps.shape != (x.shape[0], x.shape[2], x.shape[3]):
             raise AssertionError(f"{self.name} produced maps of shape {tuple(maps.shape)}")
         params = {**self.params, **extra_params}
+        if cst is not None:
+            given = [int(c) for c in cst]
+            params["contrast"] = given[0] if len(set(given)) == 1 else given
         return Explanation(
             maps=maps,
             target=tgt.detach().cpu().long(),
@@ -568,6 +634,27 @@ class Explainer(ABC):
         )
 
     __call__ = explain
+
+    def _resolve_contrast(
+        self, x: torch.Tensor, target: torch.Tensor | None, contrast: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The targets (predicted where none was given: one inference pass) and the contrast class per image."""
+        if target is None or (isinstance(contrast, str) and contrast == RUNNER_UP):
+            logits, target = self.predict(x, target)
+        if isinstance(contrast, str):
+            if contrast != RUNNER_UP:
+                raise ValueError(f"contrast must be a class index or {RUNNER_UP!r}, got {contrast!r}")
+            cst = runner_up(logits, target).to(self.device)
+        else:
+            cst = _as_target(contrast, x.shape[0], self.device)
+        assert cst is not None
+        same = (cst == target.to(cst.device)).nonzero().flatten().tolist()
+        if same:
+            raise ValueError(
+                f"contrast class {int(cst[same[0]])} is the class explained in image {same[0]}: "
+                "'why A and not A' has a zero score everywhere; choose another contrast"
+            )
+        return target, cst
 
     @abstractmethod
     def _explain(

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from birdlens.explain.base import Explainer
+from birdlens.explain.base import Explainer, class_score
+from birdlens.explain.methods.perturb import scores_of
 from birdlens.utils.device import autocast
 
 #: builds rows ``[lo, hi)`` of one image's perturbations as a ``[hi - lo, C, H, W]`` tensor
@@ -42,6 +43,8 @@ class Job:
     alone: frozenset[int] = frozenset()
     #: the per-image loop's batch bounds when they are not cuts of ``chunk`` rows: a job alone keeps them
     bounds: tuple[int, ...] | None = None
+    #: the contrast class: rows are scored ``logit[target] - logit[contrast]`` (None: not contrastive)
+    contrast: int | None = None
 
 
 def alone_rows(bounds: Sequence[int]) -> frozenset[int]:
@@ -84,14 +87,25 @@ def _batches(jobs: Sequence[Job], chunk: int) -> Iterator[tuple[list[tuple[int, 
 
 def _assemble(
     explainer: Explainer, jobs: Sequence[Job], pieces: list[tuple[int, int, int]], alone: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The batch, each row's target and each row's contrast (None when no job of the batch has one)."""
     batch = torch.cat([jobs[j].make(lo, hi) for j, lo, hi in pieces])
-    targets = torch.cat(
-        [torch.full((hi - lo,), jobs[j].target, dtype=torch.long) for j, lo, hi in pieces]
-    ).to(batch.device)
+
+    def per_row(values: list[int]) -> torch.Tensor:
+        rows = [
+            torch.full((hi - lo,), v, dtype=torch.long) for (_, lo, hi), v in zip(pieces, values, strict=True)
+        ]
+        return torch.cat(rows).to(batch.device)
+
+    targets = per_row([jobs[j].target for j, _, _ in pieces])
+    contrasts = [jobs[j].contrast for j, _, _ in pieces]
+    if any(c is not None for c in contrasts) and any(c is None for c in contrasts):
+        raise ValueError("jobs of one batch must all be contrastive or none")
+    cst = None if contrasts[0] is None else per_row([int(c) for c in contrasts])  # type: ignore[arg-type]
     if batch.shape[0] == 1 and not alone:  # next to a copy: rounds as in a batch of several rows
         batch, targets = batch.expand(2, *batch.shape[1:]), targets.expand(2)
-    return explainer.to_memory_format(batch), targets
+        cst = None if cst is None else cst.expand(2)
+    return explainer.to_memory_format(batch), targets, cst
 
 
 def pooled_values(
@@ -101,12 +115,11 @@ def pooled_values(
     rows without gradients: what :func:`birdlens.explain.methods.perturb.target_values` gives per image."""
     out: list[list[torch.Tensor]] = [[] for _ in jobs]
     for pieces, alone in _batches(jobs, chunk):
-        batch, targets = _assemble(explainer, jobs, pieces, alone)
+        batch, targets, cst = _assemble(explainer, jobs, pieces, alone)
         with torch.inference_mode(), autocast(precision, batch.device):
             logits = explainer.fast_logits(batch).float()
-        if score == "prob":  # the model's own head: a sigmoid for multi-label runs, as target_values does
-            logits = explainer.probabilities(logits)
-        values = logits.gather(1, targets[:, None])[:, 0].double().cpu()
+        # the model's own head for "prob" (a sigmoid for multi-label runs), as target_values does
+        values = scores_of(explainer, logits, targets, cst, score)
         start = 0
         for j, lo, hi in pieces:
             out[j].append(values[start : start + hi - lo])
@@ -125,11 +138,11 @@ def pooled_gradients(
     the jobs spanning one batch are held)."""
     held: dict[int, list[torch.Tensor]] = {}
     for pieces, alone in _batches(jobs, chunk):
-        batch, targets = _assemble(explainer, jobs, pieces, alone)
+        batch, targets, cst = _assemble(explainer, jobs, pieces, alone)
         pts = batch.requires_grad_(True)
         with torch.enable_grad():
             out = explainer.logits(pts)
-            (g,) = torch.autograd.grad(out.gather(1, targets[:, None]).sum(), pts)
+            (g,) = torch.autograd.grad(class_score(out, targets, cst).sum(), pts)
         start = 0
         for j, lo, hi in pieces:
             held.setdefault(j, []).append(g[start : start + hi - lo])

@@ -43,6 +43,18 @@ def explain(
     top_k: int | None = typer.Option(
         None, "--top-k", help="Explain each image's K most likely classes (files METHOD/IMAGE__CLASS.npy)."
     ),
+    contrast: str | None = typer.Option(
+        None,
+        "--contrast",
+        help="Explain 'why the explained class and not CLASS' (name, index or runner-up): logit difference.",
+    ),
+    examples: int = typer.Option(
+        0,
+        "--examples",
+        min=0,
+        help="Also find each image's K nearest training images (predicted class and runner-up) in the model's "
+        "feature space; 0: off.",
+    ),
     batch_images: int = typer.Option(
         8,
         "--batch-images",
@@ -59,10 +71,12 @@ def explain(
 ) -> None:
     """Explain IMAGE_OR_DIR... with the model of --run; write .npy maps, PNG overlays/panel, manifest.json."""
     from birdlens.explain.base import UnsupportedMethodError, list_methods, method_class
+    from birdlens.explain.examples import index_for_run
     from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.metrics.cli import _parse_params
     from birdlens.explain.run import explain_images
     from birdlens.explain.shard import ShardError, check_processes, is_main_process
+    from birdlens.explain.targets import resolve_contrast
     from birdlens.runs.trained import load_trained
     from birdlens.utils.device import resolve_for_cli
 
@@ -81,6 +95,9 @@ def explain(
         trained = load_trained(run, which=which, device=dev)  # type: ignore[arg-type]
         if layer is not None:
             use_cam_layer(trained, layer, names)
+        if contrast is not None:  # before the training features are computed: a typo fails at once
+            resolve_contrast(contrast, list(trained.classes))
+        index = index_for_run(trained, run, quiet=quiet) if examples else None
         manifest = explain_images(
             trained,
             [str(s) for s in sources],
@@ -92,6 +109,9 @@ def explain(
             force=force,
             target=target,
             top_k=top_k,
+            contrast=contrast,
+            examples=index,
+            k_examples=examples,
             batch_images=batch_images,
             processes=procs,
             resume=resume,

@@ -18,9 +18,18 @@ import numpy as np
 import torch
 
 from birdlens.explain.base import Explanation, explainer_for
+from birdlens.explain.examples import FeatureIndex, draw_examples, features_for, nearest_examples
 from birdlens.explain.outputs import select_output
 from birdlens.explain.shard import PartStore, Processes, Rank, run_sharded
-from birdlens.explain.targets import check_target_options, class_slug, file_slug, top_k_classes
+from birdlens.explain.targets import (
+    RUNNER_UP,
+    check_target_options,
+    class_slug,
+    file_slug,
+    resolve_contrast,
+    runner_up,
+    top_k_classes,
+)
 from birdlens.explain.viz import PanelRow, overlay_for, panel, save_png
 from birdlens.runs.trained import head_probabilities
 from birdlens.utils import console
@@ -77,6 +86,12 @@ def _prepare(arr: np.ndarray, data_config: Any, image_size: int | None) -> tuple
     return photo.permute(1, 2, 0).numpy(), x
 
 
+def load_for_model(item: Any, trained: Any) -> tuple[np.ndarray, torch.Tensor]:
+    """An image (path, uint8 array or tensor) as ``trained`` sees it: the resized, cropped uint8 photo
+    ``[H, W, 3]`` and the normalised tensor ``[3, H, W]``, exactly as ``explain_images`` prepares it."""
+    return _prepare(_load_uint8(item), trained.data_config, getattr(trained, "image_size", None))
+
+
 def _true_label(item: Any, given: Any, classes: Sequence[str]) -> str | None:
     if given is not None:
         return classes[int(given)] if isinstance(given, (int, np.integer)) else str(given)
@@ -118,6 +133,9 @@ def explain_images(
     batch_images: int = 8,
     processes: Processes | None = None,
     resume: bool = False,
+    contrast: int | str | None = None,
+    examples: FeatureIndex | None = None,
+    k_examples: int = 5,
 ) -> dict[str, Any]:
     """Explain ``images`` (paths, folders or uint8 ``[H, W, 3]`` arrays) with ``trained`` (a
     ``TrainedModel``: ``model``, ``classes``, ``data_config``, ``model_name``, ``cam_layer``).
@@ -135,6 +153,15 @@ def explain_images(
     logit, probability, maps), one panel row per (image, class). A bad class or ``top_k`` raises
     :class:`birdlens.explain.targets.TargetError` before anything is written.
 
+    ``contrast``: a class (name or index) or ``"runner-up"``: every map explains "why the explained class and
+    not this one" (score ``logit[A] - logit[B]``, :func:`birdlens.explain.base.class_score`); each entry's
+    ``contrast_class`` names B. Where B is the explained class itself the entry is the plain map, its
+    ``contrast_class`` null (an unknown class is a ``TargetError`` before anything is written).
+
+    ``examples``: a training-set feature index (:func:`birdlens.explain.examples.index_for_run`): each record
+    gets its ``k_examples`` nearest training images from the predicted class and from the runner-up, with
+    distances (``examples``), drawn in ``examples/<name>.png`` (``examples_strip``).
+
     ``batch_images``: images per call of the cross-image batched methods (``Explainer.batched``: their model
     batches hold rows of several images; each image's map is the one it gets alone, bit for bit or to float32
     rounding where the batch sizes change the kernels: :mod:`birdlens.explain.batching`).
@@ -148,14 +175,17 @@ def explain_images(
     if (out / "manifest.json").exists() and not force:
         raise FileExistsError(f"{out} already holds explanations (manifest.json); pass force=True / --force")
     fixed_target = check_target_options(target, top_k, list(trained.classes))  # before anything is written
+    wanted = None if contrast is None else resolve_contrast(contrast, list(trained.classes))
     items, item_labels = _expand_items(images, labels, n, seed)
     trained.model.eval()
     extra = method_params or {}
     if resume or (processes is not None and processes.sharded):
         job = _Job(trained, items, item_labels, list(methods), out, seed, extra, fixed_target, top_k)
+        job.contrast, job.examples, job.k_examples = wanted, examples, k_examples
         return _explain_in_parts(job, max(1, batch_images), processes or Processes(), resume, quiet)
     explainers = {m: explainer_for(trained, m, seed=seed, **extra.get(m, {})) for m in methods}
-    state = _RunState(methods, fixed_target, top_k)
+    state = _RunState(methods, fixed_target, top_k, wanted)
+    state.examples, state.k_examples = examples, k_examples
     t0 = time.perf_counter()
     with console.bars(quiet, transient=False, elapsed=True, info=True) as group:
         bar = group.task("explain", total=len(items))
@@ -211,9 +241,18 @@ def _expand_items(
 class _RunState:
     """What the loop over images collects for the manifest and the panel."""
 
-    def __init__(self, methods: Sequence[str], target: int | None = None, top_k: int | None = None) -> None:
+    def __init__(
+        self,
+        methods: Sequence[str],
+        target: int | None = None,
+        top_k: int | None = None,
+        contrast: int | str | None = None,
+    ) -> None:
         self.methods = list(methods)
         self.target, self.top_k = target, top_k  # the class asked for every image, or the top-k per image
+        self.contrast = contrast  # the contrast class (or RUNNER_UP) for every map, if any
+        self.examples: FeatureIndex | None = None  # the index nearest examples are searched in, if any
+        self.k_examples = 5
         self.seconds: dict[str, list[float]] = {m: [] for m in methods}
         self.params: dict[str, dict[str, Any]] = {}
         self.records: list[dict[str, Any]] = []
@@ -240,6 +279,8 @@ class _Asked(NamedTuple):
     logits: torch.Tensor
     probs: torch.Tensor
     targets: list[int | None]
+    #: the contrast class of each target (None: the plain map)
+    contrasts: list[int | None]
 
 
 def _asked(trained: Any, x: torch.Tensor, state: _RunState) -> _Asked:
@@ -251,7 +292,18 @@ def _asked(trained: Any, x: torch.Tensor, state: _RunState) -> _Asked:
         logits = select_output(trained.model(x[None].to(device)), None).float().cpu()
     probs = head_probabilities(logits, bool(getattr(trained, "multi_label", False)))[0]
     targets = top_k_classes(logits[0], state.top_k) if state.top_k else [state.target]
-    return _Asked(logits, probs, list(targets))
+    return _Asked(logits, probs, list(targets), [_contrast_for(logits[0], t, state) for t in targets])
+
+
+def _contrast_for(logits: torch.Tensor, target: int | None, state: _RunState) -> int | None:
+    """The contrast class for explaining ``target`` (None: the predicted class) in an image with ``logits``:
+    the fixed one or the runner-up; None when there is no contrast or it is the explained class itself."""
+    if state.contrast is None:
+        return None
+    explained = int(logits.argmax()) if target is None else target
+    if state.contrast == RUNNER_UP:
+        return int(runner_up(logits[None], torch.tensor([explained]))[0])
+    return None if state.contrast == explained else int(state.contrast)
 
 
 def _explain_group(
@@ -266,14 +318,17 @@ def _explain_group(
     batched = {m: e for m, e in explainers.items() if type(e).batched}
     for rank in range(max((len(a.targets) for a in asked.values()), default=0)):
         keys = [k for k in loaded if rank < len(asked[k].targets)]
+        contrastive = [k for k in keys if asked[k].contrasts[rank] is not None]
+        keys = contrastive or keys  # one call is all plain or all contrastive; the rest go one by one
         if len(keys) < 2 or not batched:
             continue
         x = torch.stack([loaded[k][1] for k in keys])
         wanted = [asked[k].targets[rank] for k in keys]
         target = None if all(t is None for t in wanted) else torch.tensor(wanted)
+        cst = torch.tensor([asked[k].contrasts[rank] for k in keys]) if contrastive else None
         for m, explainer in batched.items():
             bar.update(info=f"{len(keys)} images · {m}")
-            exp = explainer.explain(x, target)
+            exp = explainer.explain(x, target, contrast=cst)
             for i, k in enumerate(keys):
                 done[k].setdefault(rank, {})[m] = exp.select(i)
     return done
@@ -307,8 +362,13 @@ def _explain_one(
     for rank, tgt in enumerate(asked.targets, start=1):
         suffix = f"__{class_slug(classes, tgt)}" if state.top_k else ""
         ran = done.get(rank - 1, {})
-        entry, overlays = _explain_target(explainers, out, name + suffix, photo, x, tgt, state, bar, ran)
+        cst = asked.contrasts[rank - 1]
+        entry, overlays = _explain_target(
+            explainers, out, name + suffix, photo, x, (tgt, cst), state, bar, ran
+        )
         entry["target_class"] = None if entry["target"] is None else classes[entry["target"]]
+        if state.contrast is not None:
+            entry["contrast_class"] = None if cst is None else classes[cst]
         if state.top_k:
             entry.update(rank=rank, logit=float(logits[0, tgt]), probability=float(probs[tgt]))
         entries.append(entry)
@@ -322,13 +382,35 @@ def _explain_one(
                 probability=rec["probability"],
                 true=true,
                 explained=explained,
+                contrast=None if cst is None else classes[cst],
             )
         )
     if state.top_k:
         rec["targets"] = entries
     else:
         rec.update(entries[0])
+    if state.examples is not None:
+        _add_examples(trained, out, name, photo, x, logits, state, rec)
     state.records.append(rec)
+
+
+def _add_examples(
+    trained: Any,
+    out: Path,
+    name: str,
+    photo: np.ndarray,
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    state: _RunState,
+    rec: dict[str, Any],
+) -> None:
+    """The image's nearest training examples (predicted class and runner-up) into ``rec``, and their strip."""
+    assert state.examples is not None
+    feats = features_for(trained, x[None])[0]
+    rec["examples"] = nearest_examples(state.examples, feats, logits[0], state.k_examples)
+    strip = f"examples/{name}.png"
+    draw = functools.partial(draw_examples, photo, rec["examples"])
+    rec["examples_strip"] = strip if figure_or_warning(draw, out / strip) is not None else None
 
 
 def _explain_target(
@@ -337,21 +419,22 @@ def _explain_target(
     name: str,
     photo: np.ndarray,
     x: torch.Tensor,
-    target: int | None,
+    asked: tuple[int | None, int | None],
     state: _RunState,
     bar: Any,
     done: dict[str, Explanation],
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Every method for one class of one image (``target`` None: the predicted class), files named ``name``;
-    ``done``: the methods already run for it in a cross-image batch."""
+    """Every method for one class of one image (``asked``: the target, None for the predicted class, and the
+    contrast class or None), files named ``name``; ``done``: the methods already run for it in a batch."""
+    target, contrast = asked
     entry: dict[str, Any] = {"maps": {}, "overlays": {}}
     overlays: dict[str, np.ndarray] = {}
     exp: Explanation | None = None
     for m, explainer in explainers.items():
         bar.update(info=f"{name} · {m}")
-        exp = done[m] if m in done else explainer.explain(x[None], target)
+        exp = done[m] if m in done else explainer.explain(x[None], target, contrast=contrast)
         state.seconds[m].append(exp.seconds)
-        state.params.setdefault(m, _jsonable(exp.params))
+        state.params.setdefault(m, _jsonable({k: v for k, v in exp.params.items() if k != "contrast"}))
         map_path = out / m / f"{name}.npy"
         with atomic_path(map_path, suffix=".npy") as tmp, open(tmp, "wb") as f:
             np.save(f, exp.numpy()[0])
@@ -366,6 +449,10 @@ def _explain_target(
             entry[f"{m}_weights"] = exp.scores["weights"][0].tolist()
     entry["target"] = int(exp.target[0]) if exp is not None else target
     return entry, overlays
+
+
+def _contrast_name(contrast: int | str, classes: Sequence[str]) -> str:
+    return contrast if isinstance(contrast, str) else classes[contrast]
 
 
 def _write_panels(rows: Sequence[PanelRow], out: Path, methods: Sequence[str]) -> list[str]:
@@ -400,6 +487,11 @@ def _manifest(trained: Any, seed: int, state: _RunState, panels: list[str], seco
         },
         **({"target": state.target} if state.target is not None else {}),
         **({"top_k": state.top_k} if state.top_k else {}),
+        **(
+            {"contrast": _contrast_name(state.contrast, trained.classes)}
+            if state.contrast is not None
+            else {}
+        ),
         "images": state.records,
         "panels": panels,
         "seconds": seconds,
@@ -433,10 +525,14 @@ class _Job:
         self.out, self.seed, self.params, self.target, self.top_k = out, seed, params, target, top_k
         names = _RunState(methods)
         self.names = {k: names.unique_name(it, k) for k, it in enumerate(items)}  # as one process names them
+        self.contrast: int | str | None = None  # as _RunState's: a class index, RUNNER_UP or None
+        self.examples: FeatureIndex | None = None
+        self.k_examples = 5
 
     def state(self) -> _RunState:
-        state = _RunState(self.methods, self.target, self.top_k)
+        state = _RunState(self.methods, self.target, self.top_k, self.contrast)
         state.names = self.names
+        state.examples, state.k_examples = self.examples, self.k_examples
         return state
 
     def key(self, batch_images: int) -> dict[str, Any]:
@@ -453,6 +549,8 @@ class _Job:
             "seed": self.seed,
             "target": self.target,
             "top_k": self.top_k,
+            "contrast": self.contrast,
+            "examples": self.k_examples if self.examples is not None else None,
             "batch_images": batch_images,
             "model": getattr(self.trained, "model_name", None),
             "cam_layer": getattr(self.trained, "cam_layer", None),

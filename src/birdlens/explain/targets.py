@@ -12,24 +12,27 @@ from collections.abc import Sequence
 
 import torch
 
+#: the contrast keyword: each image's likeliest class other than the one explained
+RUNNER_UP = "runner-up"
+
 
 class TargetError(ValueError):
     """A ``--target`` or ``--top-k`` that does not fit the run's classes (the CLI prints it and exits 2)."""
 
 
-def resolve_target(target: int | str, classes: Sequence[str]) -> int:
+def resolve_target(target: int | str, classes: Sequence[str], what: str = "target") -> int:
     """The class index for ``target``: a class name (exact, then case-insensitive) or an index (``3`` or ``"3"``;
-    a string that is also a class name means that class)."""
+    a string that is also a class name means that class). ``what`` names the option in errors."""
     n = len(classes)
     if isinstance(target, bool):
-        raise TargetError(f"target must be a class name or an index, got {target!r}")
+        raise TargetError(f"{what} must be a class name or an index, got {target!r}")
     text = str(target).strip()
     if isinstance(target, str) and text in classes:  # a name first: a class may be called "3"
         return list(classes).index(text)
     if isinstance(target, int) or text.lstrip("-").isdigit():
         idx = int(text)
         if not 0 <= idx < n:
-            raise TargetError(f"target index {idx} is out of range: the model has {n} classes (0..{n - 1})")
+            raise TargetError(f"{what} index {idx} is out of range: the model has {n} classes (0..{n - 1})")
         return idx
     folded = [c.lower() for c in classes]
     if text.lower() in folded:
@@ -39,7 +42,26 @@ def resolve_target(target: int | str, classes: Sequence[str]) -> int:
         hint = "did you mean " + ", ".join(repr(classes[folded.index(c)]) for c in close) + "?"
     else:
         hint = f"the classes are {list(classes)} (or an index 0..{n - 1})"
-    raise TargetError(f"unknown target class {text!r}: {hint}")
+    raise TargetError(f"unknown {what} class {text!r}: {hint}")
+
+
+def resolve_contrast(contrast: int | str, classes: Sequence[str]) -> int | str:
+    """``--contrast``: a class index (from a name or an index, as :func:`resolve_target`) or :data:`RUNNER_UP`
+    (a class of that name wins, as names win over indices)."""
+    if (
+        isinstance(contrast, str)
+        and contrast.strip().lower() == RUNNER_UP
+        and contrast.strip() not in classes
+    ):
+        return RUNNER_UP
+    return resolve_target(contrast, classes, what="contrast")
+
+
+def runner_up(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row, the class with the highest logit other than ``target`` (ties: the lower index), ``[B]``."""
+    masked = logits.detach().float().clone()
+    masked.scatter_(1, target.view(-1, 1).to(masked.device), float("-inf"))
+    return masked.argmax(1)
 
 
 def check_top_k(top_k: int, n_classes: int) -> int:

@@ -173,6 +173,8 @@ class PanelRow:
     signed_limits: dict[str, float] = field(default_factory=dict)
     #: the class this row explains, with its probability, when it is not simply the prediction (``--top-k``)
     explained: str | None = None
+    #: the contrast class of a contrastive row ("why explained and not contrast")
+    contrast: str | None = None
 
 
 def panel(
@@ -214,6 +216,8 @@ def panel(
             label += f"\ntrue: {row.true.title()}"
         if row.explained is not None:
             label += f"\nexplained: {row.explained.title()}"
+        if row.contrast is not None:
+            label += f"\nand not: {row.contrast.title()}"
         axes[r, 0].set_ylabel(
             plain(label),
             fontsize=7.5,
@@ -253,6 +257,45 @@ def panel(
     if title:
         fig.suptitle(plain(title), fontsize=11)
     fig.subplots_adjust(left=label_w / width, right=0.995, top=1 - top_h / height, bottom=bottom_h / height)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+
+
+def image_strips(
+    rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]],
+    path: str | os.PathLike[str],
+    title: str | None = None,
+    cell_inches: float = 1.6,
+    dpi: int = 140,
+) -> None:
+    """Rows of captioned images, each row labelled on its left: the nearest-example strips (the photo, then
+    its neighbours from one class with their distances)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if not rows or not any(cells for _, cells in rows):
+        raise ValueError("image_strips needs at least one image")
+    n_cols = max(len(cells) for _, cells in rows)
+    fig, axes = plt.subplots(
+        len(rows), n_cols, figsize=(1.4 + n_cols * cell_inches, 0.4 + len(rows) * (cell_inches + 0.3)),
+        squeeze=False,
+    )  # fmt: skip
+    for r, (label, cells) in enumerate(rows):
+        axes[r, 0].set_ylabel(plain(label), fontsize=7.5, rotation=0, ha="right", va="center", labelpad=4)
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if c < len(cells):
+                ax.imshow(_as_uint8_hwc(cells[c][0]))
+                ax.set_title(plain(cells[c][1]), fontsize=7)
+    if title:
+        fig.suptitle(plain(title), fontsize=10)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     plt.close(fig)

@@ -16,6 +16,7 @@ Training run layout (``RUN_DIR``)::
     metrics/<split>.json   evaluation on the run's own images (``birdlens evaluate``)
     metrics/<split>-on-<dataset>.json   evaluation on another dataset (``birdlens evaluate --data``)
     figures/*.png          confusion matrices, learning curves, reliability diagram, top-loss grid
+    examples/index.npz     training-set feature index for nearest-example explanations (rebuilt when stale)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ LAST = "last.safetensors"
 LAST_CKPT = "last.ckpt"
 METRICS_DIR = "metrics"
 FIGURES_DIR = "figures"
+EXAMPLES_INDEX = "examples/index.npz"
 
 #: What makes a training run resumable: its exact-resume checkpoint or at least its saved config.
 TRAIN_RESUMABLE = (LAST_CKPT, CONFIG)

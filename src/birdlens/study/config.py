@@ -189,6 +189,17 @@ class ExplainEvalConfig(_Strict):
     _p = field_validator("method_params")(classmethod(lambda cls, v: _check_method_params(v)))
 
 
+class CasesConfig(_Strict):
+    """The report's cases: most-confused pairs as plain vs contrastive Grad-CAM, top losses with their nearest
+    training images, and each class's prototype (medoid) in the model's feature space."""
+
+    enabled: bool = True
+    models: list[str] | None = Field(None, description="model entry names; default: all")
+    pairs: int = Field(3, ge=0, le=20, description="most-confused (true, predicted) pairs shown")
+    losses: int = Field(3, ge=0, le=16, description="highest-loss test images shown with their neighbours")
+    k: int = Field(5, ge=1, le=20, description="nearest training images shown per class")
+
+
 class StudyConfig(_Strict):
     name: str = "study"
     seed: int = 0
@@ -199,6 +210,7 @@ class StudyConfig(_Strict):
     evaluate_split: Literal["valid", "test"] = "test"
     explain: ExplainConfig = ExplainConfig()
     explain_eval: ExplainEvalConfig = ExplainEvalConfig()
+    cases: CasesConfig = CasesConfig()
     device: str = Field(
         "auto", description="where evaluate/explain/explain_eval run: auto | cpu | cuda[:N] | mps"
     )
@@ -230,7 +242,7 @@ class StudyConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"model names must be unique; repeated: {dup}")
-        for section in ("explain", "explain_eval"):
+        for section in ("explain", "explain_eval", "cases"):
             wanted = getattr(self, section).models or []
             unknown = [n for n in wanted if n not in names]
             if unknown:

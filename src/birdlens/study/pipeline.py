@@ -490,4 +490,23 @@ def _explain_stages(cfg: StudyConfig) -> list[Stage]:
             )
             for name in e.models or names
         ]
-    return stages
+    return stages + _cases_stages(cfg)
+
+
+def _cases_stages(cfg: StudyConfig) -> list[Stage]:
+    """Confused pairs (plain vs contrastive Grad-CAM), top losses' nearest examples and prototypes."""
+    from birdlens.study.cases import cases_stage
+
+    c = cfg.cases
+    if not c.enabled:
+        return []
+    slice_ = {"pairs": c.pairs, "losses": c.losses, "k": c.k, "split": cfg.evaluate_split}
+    return [
+        Stage(
+            f"cases:{name}",
+            cases_stage,
+            {**slice_, **_on_device(cfg, precision=False)},
+            deps=[f"evaluate:{name}"],
+        )
+        for name in c.models or [m.name for m in cfg.models]
+    ]

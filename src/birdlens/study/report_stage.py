@@ -341,6 +341,76 @@ def _explain_section(run: Path, inputs: dict[str, dict[str, Any]]) -> str:
     return "".join(explain_html)
 
 
+def _cases_section(inputs: dict[str, dict[str, Any]]) -> str:
+    """Per model: its most-confused pairs (photo, plain and contrastive Grad-CAM, nearest training images)
+    and its highest-loss images with their nearest training images."""
+    out = []
+    for name, res in inputs.items():
+        if not name.startswith("cases:"):
+            continue
+        model = name.split(":", 1)[1]
+        parts = [f"<h3>{_esc(model)}: why the confusions</h3>"]
+        for pair in res.get("pairs") or []:
+            what = f"{pair['true']} taken for {pair['pred']} ({pair['count']} test image(s))"
+            parts.append(f"<h4>{_esc(what)}</h4>")
+            if pair.get("figure"):
+                parts.append(
+                    embed_image(
+                        pair["figure"],
+                        "confused pair",
+                        f"The most confident mistake: the photo, Grad-CAM for {pair['pred']}, and Grad-CAM "
+                        f"of logit({pair['pred']}) - logit({pair['true']}) = {pair['logit_difference']:.2f}: "
+                        f"what makes it {pair['pred']} rather than {pair['true']}.",
+                    )
+                )
+            if pair.get("examples_figure"):
+                parts.append(embed_image(pair["examples_figure"], "nearest training images", _NN_CAPTION))
+        if not res.get("pairs"):
+            parts.append("<p class=muted>No confused pairs: every test image was classified correctly.</p>")
+        losses = [r for r in res.get("losses") or [] if r.get("examples_figure")]
+        if losses:
+            parts.append(f"<h4>{_esc(model)}: highest-loss images and what they resemble</h4>")
+            parts.append(
+                figures_html(
+                    [
+                        {
+                            "path": r["examples_figure"],
+                            "caption": f"true {r['true']}, predicted {r['pred']} ({r['prob']:.0%}), "
+                            f"loss {r['loss']:.2f}. {_NN_CAPTION}",
+                        }
+                        for r in losses
+                    ]
+                )
+            )
+        out.append("".join(parts))
+    return "".join(out)
+
+
+_NN_CAPTION = (
+    "Nearest training images in the model's own feature space (penultimate layer, cosine distance) from the "
+    "predicted class and from the runner-up."
+)
+
+
+def _prototypes_html(inputs: dict[str, dict[str, Any]]) -> str:
+    """Each model's class prototypes (medoids of the training images in its feature space)."""
+    out = []
+    for name, res in inputs.items():
+        proto = (res.get("prototypes") or {}) if name.startswith("cases:") else {}
+        if proto.get("figure"):
+            model = name.split(":", 1)[1]
+            out.append(
+                embed_image(
+                    proto["figure"],
+                    "class prototypes",
+                    f"Class prototypes for {model}: each class's medoid training image in the model's "
+                    f"feature space ({proto.get('metric', 'cosine')} distance), the photo most typical of "
+                    "the class for this model.",
+                )
+            )
+    return "".join(out)
+
+
 def _footer(timings: dict[str, float], env: dict[str, Any], cfg: dict[str, Any]) -> str:
     """Stage timings, the environment and the config, so the report says how it was made."""
     return (
@@ -374,7 +444,8 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
     model_rows = _model_rows(inputs)
     sections.update(_model_sections(model_rows))
     sections["confusion"] += error_views_html(inputs)
-    sections["explain"] = _explain_section(run, inputs)
+    sections["explain"] = _explain_section(run, inputs) + _cases_section(inputs)
+    sections["data"] += _prototypes_html(inputs)
     xeval = {n.split(":", 1)[1]: s["results"] for n, s in inputs.items() if n.startswith("explain_eval:")}
     sections["explain_eval"] = "".join(
         _xeval_section(n, res, run / "explain_eval" / n) for n, res in xeval.items()
@@ -392,6 +463,7 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
         "gan": inputs.get("gan"),
         "explain_eval": xeval,
         "explain": {n: s for n, s in inputs.items() if n.startswith("explain:")},
+        "cases": {n.split(":", 1)[1]: s for n, s in inputs.items() if n.startswith("cases:")},
         "env": env,
         "timings": timings,
         "config": cfg,

@@ -137,7 +137,7 @@ function cancelTasks() {
 }
 
 function resetPanels() {
-  for (const m of ["view", "gradcam", "lime", "shap"]) {
+  for (const m of ["view", "gradcam", "lime", "shap", "contrast"]) {
     const p = $(`#panel-${m}`);
     const img = $(".frame img", p);
     img.hidden = true;
@@ -160,6 +160,8 @@ function handleFile(blob, truth = null) {
   state.target = null;
   cancelTasks();
   resetPanels();
+  $("#neighbours").textContent = "";
+  $("#neighbours-run").disabled = true;
   showError("");
   const preview = $("#preview");
   if (preview.dataset.url) URL.revokeObjectURL(preview.dataset.url);
@@ -199,6 +201,46 @@ async function predict(seq) {
   showImage("view", pred.view_png, `${pred.width}×${pred.height} px upload`);
   renderEvidence(pred.gradcam);
   for (const m of ["lime", "shap"]) $(`#panel-${m} .run`).disabled = false;
+  $("#neighbours-run").disabled = false;
+}
+
+// ---- the nearest training photos in the model's feature space (predicted species and runner-up) -----
+async function showNeighbours() {
+  if (!state.blob) return;
+  const seq = state.seq;
+  const box = $("#neighbours");
+  const run = $("#neighbours-run");
+  run.disabled = true;
+  box.innerHTML = `<div class="spinner"></div>`;
+  const form = new FormData();
+  form.append("image", state.blob, "upload");
+  form.append("k", "5");
+  const resp = await fetch("/api/neighbours", { method: "POST", body: form });
+  if (seq !== state.seq) return;
+  run.disabled = false;
+  box.textContent = "";
+  if (!resp.ok) { showError(await apiError(resp)); return; }
+  const nb = await resp.json();
+  for (const [title, group] of [["predicted", nb.predicted], ["runner-up", nb.runner_up]]) {
+    const row = document.createElement("div");
+    row.className = "nb-row";
+    const h = document.createElement("h3");
+    h.textContent = `${title}: ${pretty(group.label)}`;
+    const strip = document.createElement("div");
+    strip.className = "nb-strip";
+    for (const n of group.neighbours) {
+      const fig = document.createElement("figure");
+      const img = document.createElement("img");
+      img.src = n.url;
+      img.alt = `training photo of ${pretty(n.label)}`;
+      const cap = document.createElement("figcaption");
+      cap.textContent = `distance ${n.distance.toFixed(3)}`;
+      fig.append(img, cap);
+      strip.appendChild(fig);
+    }
+    row.append(h, strip);
+    box.appendChild(row);
+  }
 }
 
 // for example photos: their test-split label next to the model's answer
@@ -242,6 +284,44 @@ function renderTop(top, selected) {
   state.target = selected;
   const chosen = top.find((s) => s.index === selected);
   $("#target-label").textContent = chosen ? pretty(chosen.label) : "—";
+  offerWhyNot();
+}
+
+// ---- "why not the runner-up?": Grad-CAM of logit(shown species) - logit(likeliest other species) ----
+function runnerUp() {
+  return state.top.find((s) => s.index !== state.target) || null;
+}
+
+function offerWhyNot() {
+  const p = $("#panel-contrast");
+  const rival = runnerUp();
+  $(".frame img", p).hidden = true;
+  $(".meta", p).textContent = "";
+  $(".busy", p).hidden = true;
+  const run = $(".run", p);
+  run.disabled = !rival || !state.blob;
+  run.textContent = rival ? `Why not ${pretty(rival.label)}?` : "Why not …?";
+  $(".rival", p).textContent = rival ? pretty(rival.label) : "the runner-up";
+}
+
+async function whyNot() {
+  const rival = runnerUp();
+  if (!state.blob || !rival) return;
+  const seq = state.seq;
+  const target = state.target;
+  const p = $("#panel-contrast");
+  $(".busy", p).hidden = false;
+  $(".run", p).disabled = true;
+  const form = new FormData();
+  form.append("image", state.blob, "upload");
+  form.append("method", "gradcam");
+  form.append("target", String(target));
+  form.append("contrast", String(rival.index));
+  const resp = await fetch("/api/explain", { method: "POST", body: form });
+  if (seq !== state.seq || target !== state.target) return;
+  $(".run", p).disabled = false;
+  if (!resp.ok) { $(".busy", p).hidden = true; showError(await apiError(resp)); return; }
+  renderEvidence(await resp.json());
 }
 
 async function selectTarget(index) {
@@ -276,7 +356,9 @@ function showImage(method, dataUrl, meta) {
 }
 
 function renderEvidence(ev) {
-  const p = $(`#panel-${ev.method}`);
+  const contrastive = ev.contrast !== null && ev.contrast !== undefined;
+  const panel = contrastive ? "contrast" : ev.method;
+  const p = $(`#panel-${panel}`);
   if (!p) return;
   $(".busy", p).hidden = true;
   const budgetKey = { lime: "num_samples", shap: "max_evals" }[ev.method];
@@ -284,7 +366,8 @@ function renderEvidence(ev) {
   if (budgetKey && ev.params[budgetKey] !== undefined) parts.push(`${budgetKey.replace("_", " ")} ${ev.params[budgetKey]}`);
   if (ev.params.layer) parts.push(`layer ${ev.params.layer}`);
   parts.push(`map ${num(ev.stats.min)} … ${num(ev.stats.max)}`);
-  showImage(ev.method, ev.overlay_png, parts.join(" · ") + (ev.notes.length ? ` · ${ev.notes.join("; ")}` : ""));
+  if (contrastive) parts.unshift(`${pretty(ev.target_label)} rather than ${pretty(ev.contrast_label)}`);
+  showImage(panel, ev.overlay_png, parts.join(" · ") + (ev.notes.length ? ` · ${ev.notes.join("; ")}` : ""));
 }
 
 async function runTask(method) {
@@ -360,6 +443,8 @@ function wire() {
     if (f) handleFile(f);
   });
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+  $("#panel-contrast .run").addEventListener("click", whyNot);
+  $("#neighbours-run").addEventListener("click", showNeighbours);
   for (const m of ["lime", "shap"]) {
     const p = $(`#panel-${m}`);
     $(".run", p).addEventListener("click", () => runTask(m));

@@ -82,7 +82,7 @@ class _CAM(Explainer):
                 target = logits.detach().argmax(1)
             if cap.leaf is None:
                 raise RuntimeError(f"layer {path!r} was not called in the forward pass")
-            chosen = logits.gather(1, target.view(-1, 1)).sum()
+            chosen = self.explained_score(logits, target).sum()
             (grads,) = torch.autograd.grad(chosen, cap.leaf)
         acts = cap.leaf.detach()
         layout = self._layout(path, layer, acts, x, shapes)

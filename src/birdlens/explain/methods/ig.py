@@ -121,7 +121,7 @@ class IntegratedGradients(Explainer):
             return bi + alphas[lo:hi].view(-1, 1, 1, 1) * delta
 
         edges = tuple(int(v) for v in bounds)
-        return Job(int(alphas.shape[0]), make, target, alone_rows(edges), edges)
+        return Job(int(alphas.shape[0]), make, target, alone_rows(edges), edges, self.contrast_of(i))
 
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
         base = self.make_baseline(x)
@@ -158,14 +158,13 @@ class IntegratedGradients(Explainer):
             pooled_gradients(self, jobs, int(np.diff(bounds).max()), consume)
         attrs = [weighted[i] for i in range(b)]
         attr = torch.cat(attrs)
-        idx = target.view(-1, 1)
-        gap = (logits.gather(1, idx) - base_logits.gather(1, idx)).squeeze(1)
+        gap = self.explained_score(logits, target) - self.explained_score(base_logits, target)
         err = (attr.flatten(1).sum(1).double() - gap.double()).abs()
         scores = self.target_scores(logits, target)
         scores.update(
             completeness_error=err.float().cpu(),
             relative_completeness_error=(err / gap.double().abs().clamp_min(1e-12)).float().cpu(),
-            baseline_logit=base_logits.gather(1, idx).squeeze(1).cpu(),
+            baseline_logit=base_logits.gather(1, target.view(-1, 1)).squeeze(1).cpu(),
             attributions=attr.detach().cpu(),
         )
         return self.channel_map(attr), target, scores, {}

@@ -209,7 +209,15 @@ class Lime(Explainer):
         means = (sums / counts).float()
         return means[:, seg_flat].view_as(xi)
 
-    def _job(self, xi: torch.Tensor, seg_flat: torch.Tensor, n: int, design: np.ndarray, target: int) -> Job:
+    def _job(
+        self,
+        xi: torch.Tensor,
+        seg_flat: torch.Tensor,
+        n: int,
+        design: np.ndarray,
+        target: int,
+        contrast: int | None = None,
+    ) -> Job:
         """One image's design rows as a :class:`Job`: its masks built per batch with one gather + one where."""
         h, w = xi.shape[2], xi.shape[3]
         fill = self.fill_image(xi, seg_flat, n)
@@ -219,10 +227,16 @@ class Lime(Explainer):
             return torch.where(z[lo:hi][:, seg_flat].view(-1, 1, h, w), xi, fill)
 
         rows = int(z.shape[0])
-        return Job(rows, make, target, alone_rows(chunk_bounds(rows, self.batch_size)))
+        return Job(rows, make, target, alone_rows(chunk_bounds(rows, self.batch_size)), contrast=contrast)
 
     def model_values(
-        self, xi: torch.Tensor, fill: torch.Tensor, seg_flat: torch.Tensor, design: np.ndarray, target: int
+        self,
+        xi: torch.Tensor,
+        fill: torch.Tensor,
+        seg_flat: torch.Tensor,
+        design: np.ndarray,
+        target: int,
+        contrast: int | None = None,
     ) -> np.ndarray:
         """Target score for every row of the design, one image at a time (the per-image loop that the
         cross-image batches of :meth:`_explain` equal)."""
@@ -232,7 +246,11 @@ class Lime(Explainer):
         for lo in range(0, z.shape[0], self.batch_size):
             keep = z[lo : lo + self.batch_size][:, seg_flat].view(-1, 1, h, w)
             batch = torch.where(keep, xi, fill)
-            out.append(target_values(self, batch, target, self.score, self.precision, chunk=self.batch_size))
+            out.append(
+                target_values(
+                    self, batch, target, self.score, self.precision, chunk=self.batch_size, contrast=contrast
+                )
+            )
         return torch.cat(out).numpy()
 
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
@@ -245,7 +263,9 @@ class Lime(Explainer):
             design = sample_design(n, self.num_samples, self.seed, self.sampler)
             seg_ts.append(seg_t)
             designs.append(design)
-            jobs.append(self._job(x[i : i + 1], seg_t.reshape(-1), n, design, int(target[i])))
+            jobs.append(
+                self._job(x[i : i + 1], seg_t.reshape(-1), n, design, int(target[i]), self.contrast_of(i))
+            )
         # the model batches are filled across images (cross-image batching): same values as image by image
         all_values = pooled_values(self, jobs, self.batch_size, self.score, self.precision)
         maps, weights, intercepts, r2s, local = [], [], [], [], []

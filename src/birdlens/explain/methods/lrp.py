@@ -124,6 +124,9 @@ class Lrp(Explainer):
     """Input relevance of the target's logit, summed over colour channels (signed)."""
 
     title = "LRP"
+    # relevance starts at one output logit (the rules conserve it layer by layer); a difference of two has
+    # no agreed rule set, so a contrast is refused, not approximated
+    contrastive = False
     panel_order = 75
     signed = True
     batched = True

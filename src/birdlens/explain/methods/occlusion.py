@@ -90,7 +90,14 @@ class Occlusion(Explainer):
             precision=precision,
         )
 
-    def _job(self, xi: torch.Tensor, ref: torch.Tensor, corners: list[tuple[int, int]], target: int) -> Job:
+    def _job(
+        self,
+        xi: torch.Tensor,
+        ref: torch.Tensor,
+        corners: list[tuple[int, int]],
+        target: int,
+        contrast: int | None,
+    ) -> Job:
         """Row 0: the image; row ``k``: the image with window ``k - 1`` replaced by the reference."""
         w = self.window
 
@@ -103,14 +110,17 @@ class Occlusion(Explainer):
             return out
 
         rows = 1 + len(corners)
-        return Job(rows, make, target, alone_rows(chunk_bounds(rows, self.batch_size)))
+        return Job(rows, make, target, alone_rows(chunk_bounds(rows, self.batch_size)), contrast=contrast)
 
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
         logits, target = self.predict(x, target)
         h, w = x.shape[2], x.shape[3]
         corners = window_corners((h, w), self.window, self.stride)
         ref = reference_image(self, x, self.baseline, self.blur_sigma)
-        jobs = [self._job(x[i : i + 1], ref[i : i + 1], corners, int(target[i])) for i in range(x.shape[0])]
+        jobs = [
+            self._job(x[i : i + 1], ref[i : i + 1], corners, int(target[i]), self.contrast_of(i))
+            for i in range(x.shape[0])
+        ]
         values = pooled_values(self, jobs, self.batch_size, self.score, self.precision)
         count = torch.zeros(h, w, dtype=torch.float64)
         for y, x0 in corners:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from birdlens.explain.base import Explainer, Param
+from birdlens.explain.base import Explainer, Param, class_score
 from birdlens.explain.imaging import gaussian_blur
 from birdlens.utils.device import PRECISIONS, autocast
 
@@ -37,9 +37,11 @@ def target_values(
     score: str,
     precision: str,
     chunk: int = FORWARD_CHUNK,
+    contrast: int | None = None,
 ) -> torch.Tensor:
     """Model output for class ``target`` on a batch of perturbed images, float64 ``[N]`` (the forward runs in
-    chunks of ``chunk`` images; each image's output does not depend on the chunking)."""
+    chunks of ``chunk`` images; each image's output does not depend on the chunking). With a ``contrast``
+    class the output is ``logit[target] - logit[contrast]`` whatever ``score`` says (:func:`scores_of`)."""
     with torch.inference_mode(), autocast(precision, batch.device):
         out = torch.cat(
             [
@@ -47,9 +49,24 @@ def target_values(
                 for i in range(0, batch.shape[0], max(1, chunk))
             ]
         )
-    if score == "prob":
-        out = explainer.probabilities(out)
-    return out[:, target].double().cpu()
+    n = out.shape[0]
+    cst = None if contrast is None else torch.full((n,), contrast, dtype=torch.long)
+    return scores_of(explainer, out, torch.full((n,), target, dtype=torch.long), cst, score)
+
+
+def scores_of(
+    explainer: Explainer,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    contrast: torch.Tensor | None,
+    score: str,
+) -> torch.Tensor:
+    """Each row's score, float64 ``[N]`` on the CPU: the target's probability (``score="prob"``, the model's
+    own head) or logit, or, with a contrast, the logit difference (:func:`birdlens.explain.base.class_score`):
+    a probability is unchanged by what the contrast class does, so it cannot say "and not B"."""
+    if contrast is None and score == "prob":
+        return class_score(explainer.probabilities(logits), target).double().cpu()
+    return class_score(logits, target, contrast).double().cpu()
 
 
 #: what a hidden region shows: "zero" is 0 in the model's input space (Captum's default baseline; the

@@ -119,20 +119,24 @@ class Rise(Explainer):
     def masks(self, lo: int, hi: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
         return rise_masks(self.seed, lo, hi, size, self.grid, self.keep).to(device)
 
-    def _job(self, xi: torch.Tensor, ref: torch.Tensor, target: int) -> Job:
+    def _job(self, xi: torch.Tensor, ref: torch.Tensor, target: int, contrast: int | None) -> Job:
         size = (xi.shape[2], xi.shape[3])
 
         def make(lo: int, hi: int) -> torch.Tensor:
             m = self.masks(lo, hi, size, xi.device)[:, None]
             return xi * m + ref * (1 - m)
 
-        return Job(self.num_masks, make, target, alone_rows(chunk_bounds(self.num_masks, self.batch_size)))
+        bounds = alone_rows(chunk_bounds(self.num_masks, self.batch_size))
+        return Job(self.num_masks, make, target, bounds, contrast=contrast)
 
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
         logits, target = self.predict(x, target)
         size = (x.shape[2], x.shape[3])
         ref = reference_image(self, x, self.baseline, self.blur_sigma)
-        jobs = [self._job(x[i : i + 1], ref[i : i + 1], int(target[i])) for i in range(x.shape[0])]
+        jobs = [
+            self._job(x[i : i + 1], ref[i : i + 1], int(target[i]), self.contrast_of(i))
+            for i in range(x.shape[0])
+        ]
         values = pooled_values(self, jobs, self.batch_size, self.score, self.precision)
         v = torch.stack(values)  # [B, N] float64 on the CPU, where the masks are drawn (MPS has no float64)
         total = torch.zeros(x.shape[0], *size, dtype=torch.float64)

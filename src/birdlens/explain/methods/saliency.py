@@ -14,15 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from birdlens.explain.base import Explainer, Param, register
+from birdlens.explain.base import Explainer, Param, class_score, register
 from birdlens.explain.hooks import frozen_parameters
 
 
 def input_gradients(
     explainer: Explainer, x: torch.Tensor, target: torch.Tensor | None, chunk: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(gradients [B,C,H,W], logits [B,K], target [B])`` of each image's target logit, ``chunk`` images per
-    backward; the forward that gives the gradient also gives the logits and the predicted class."""
+    """``(gradients [B,C,H,W], logits [B,K], target [B])`` of each image's explained score (its target logit,
+    or the logit difference of a contrastive call: :func:`class_score`), ``chunk`` images per backward; the
+    forward that gives the gradient also gives the logits and the predicted class."""
     grads, logits, targets = [], [], []
     with frozen_parameters(explainer.model):
         for lo in range(0, x.shape[0], max(1, chunk)):
@@ -30,7 +31,8 @@ def input_gradients(
             with torch.enable_grad():
                 out = explainer.logits(pts)
                 t = out.detach().argmax(1) if target is None else target[lo : lo + chunk]
-                (g,) = torch.autograd.grad(out.gather(1, t.view(-1, 1)).sum(), pts)
+                cst = None if explainer.contrast is None else explainer.contrast[lo : lo + chunk]
+                (g,) = torch.autograd.grad(class_score(out, t, cst).sum(), pts)
             grads.append(g.detach())
             logits.append(out.detach().float())
             targets.append(t)

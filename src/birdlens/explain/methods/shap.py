@@ -149,6 +149,7 @@ class PartitionShap(Explainer):
                     self._masked(images[i], blurred[i], asks[i]),
                     targets[i],
                     alone_rows(chunk_bounds(len(asks[i]), self.forward_chunk)),
+                    contrast=self.contrast_of(i),
                 )
                 for i in order
             ]

@@ -89,7 +89,8 @@ class SmoothGrad(Explainer):
             for r in {r for _, r in part} - set(cache):
                 cache[r] = self.noise(r, tuple(x.shape[1:])).to(x.device)
             noisy = torch.stack([x[i] + sigma[i] * cache[r] for i, r in part])
-            got = self.base.explain(noisy, torch.stack([target[i] for i, _ in part]))
+            cst = None if self.contrast is None else torch.stack([self.contrast[i] for i, _ in part])
+            got = self.base.explain(noisy, torch.stack([target[i] for i, _ in part]), contrast=cst)
             attr = got.scores["attributions"].to(x.device)
             for k, (i, _) in enumerate(part):
                 sums[i] = attr[k] if sums[i] is None else sums[i] + attr[k]
