@@ -248,10 +248,10 @@ def _index_key(
 def _feature_cache_root(run_dir: Path) -> Path:
     """The run's feature cache (``config.yaml`` ``feature_cache``, where a probe left its vectors), else one
     inside the run's examples folder."""
-    from birdlens.train.api import load_run_config
+    from birdlens.train.config import TrainConfig
 
     try:
-        root = load_run_config(run_dir).feature_cache
+        root = TrainConfig.from_yaml(run_dir / layout.CONFIG).feature_cache
     except (OSError, ValueError):
         root = None
     return Path(root) if root else run_dir / Path(layout.EXAMPLES_INDEX).parent / "features"
