@@ -701,13 +701,17 @@ def _variant_metrics(
     bg = ctx.get("background_images")
     if bg is None:
         return {}
-    k = bg.shape[0]
+    k = bg.shape[0]  # 0 in a shard's block past the rendered images: the block's values are all NaN
     sub = {**ctx, "part_masks": ctx["part_masks"][:k]}
     out = {}
     for name in ("background_independence", "target_sensitivity"):
         metric = get_metric(name)
         if all(sub.get(key) is not None for key in metric.needs - {"explain_fn"}):
-            vals = metric(sample.model, sample.images[:k], maps[:k], sample.targets[:k], explain_fn=fn, **sub)
+            vals = (
+                metric(sample.model, sample.images[:k], maps[:k], sample.targets[:k], explain_fn=fn, **sub)
+                if k
+                else np.zeros(0)
+            )
             out[name] = np.concatenate([vals, np.full(sample.n - k, np.nan)])
     return out
 
