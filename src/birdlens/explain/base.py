@@ -204,7 +204,7 @@ _REFUSED: dict[str, str] = {
         f"'{name}' is not offered: its modified backward rule is defined for ReLU networks; on networks with "
         "SiLU/Swish activations (EfficientNet, birdlens' default backbone) it would silently produce wrong "
         "attributions, and birdlens has no SiLU-correct implementation. Use gradcam, gradcam++, layercam, "
-        "hirescam, ig, lime or shap."
+        "hirescam, xgradcam, ig, lime, shap or a gradient-free CAM (scorecam, ablationcam, eigencam)."
     )
     for name in (
         "guided_backprop",
