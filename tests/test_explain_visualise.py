@@ -135,3 +135,35 @@ def test_ascent_on_a_linear_model_moves_the_image_towards_the_class_weights() ->
     img = torch.from_numpy(vis.image).permute(2, 0, 1).float() / 255 - 0.5
     corr = torch.corrcoef(torch.stack([img.flatten(), model.w[0].detach().flatten()]))[0, 1]
     assert vis.final_logit > vis.start_logit and corr > 0.3
+
+
+def test_the_study_report_shows_the_visualisation_beside_training_images(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from birdlens.data.synth import generate_dataset
+    from birdlens.study.config import ExplainConfig
+    from birdlens.study.pipeline import explain_stage
+    from birdlens.study.report_stage import _explain_section
+    from birdlens.study.stages import StageContext
+
+    synth = generate_dataset(tmp_path / "birds", classes=2, per_class=6, size=32, seed=0, quiet=True)
+    run = save_run(untrained_cnn(list(synth.classes), 32), tmp_path / "model")
+    cfg = ExplainConfig(methods=["gradcam"], n_images=1, visualise=[1], visualise_steps=3)
+    assert ExplainConfig().visualise == []  # off unless asked: old stage keys stay as they were
+    ctx = StageContext(
+        name="explain:cnn",
+        dir=tmp_path / "run" / "explain" / "cnn",
+        run_dir=tmp_path / "run",
+        config={**cfg.model_dump(), "split": "test", "seed": 0},
+        inputs={"model:cnn": {"run": str(run)}, "data": {"dataset": str(synth.root)}},
+        resume=False,
+        quiet=True,
+    )
+    summary = explain_stage(ctx)
+    (vis,) = summary["visualised"]
+    assert vis["class"] == synth.classes[1] and len(vis["train_images"]) == 3
+    assert all(f"/train/{synth.classes[1]}/" in p for p in vis["train_images"])
+    figure = np.asarray(Image.open(vis["figure"]))
+    assert figure.shape[0] == 32 and figure.shape[1] == 4 * 32 + 3 * 6  # the image and 3 photos, 6 px apart
+    html = _explain_section(tmp_path / "run", {"explain:cnn": summary})
+    assert f"What maximises the logit of {synth.classes[1]}" in html and html.count("<img") == 2

@@ -37,7 +37,14 @@ from birdlens.explain.outputs import select_output
 from birdlens.explain.targets import class_slug, resolve_target
 from birdlens.utils.atomic import atomic_path, write_json
 
-__all__ = ["SETTINGS", "Visualisation", "check_settings", "visualise_class", "write_visualisation"]
+__all__ = [
+    "SETTINGS",
+    "Visualisation",
+    "beside_photos",
+    "check_settings",
+    "visualise_class",
+    "write_visualisation",
+]
 
 #: every setting with its type, range and meaning: the one place the CLI and the checks read them from
 SETTINGS: tuple[Param, ...] = (
@@ -221,3 +228,23 @@ def write_visualisation(trained: Any, cls: int | str, out_dir: str | Path, **set
     }
     write_json(out / f"{slug}.json", record)
     return record
+
+
+def beside_photos(image: np.ndarray, photos: list[Any], gap: int = 6) -> np.ndarray:
+    """``image`` and ``photos`` (paths or uint8 arrays) side by side at ``image``'s height, on white: the
+    figure that shows what the model looks for next to what the class really looks like."""
+    from PIL import Image
+
+    h = image.shape[0]
+    tiles = [image]
+    for p in photos:
+        pic = Image.fromarray(p) if isinstance(p, np.ndarray) else Image.open(p)
+        pic = pic.convert("RGB")
+        tiles.append(np.asarray(pic.resize((max(1, round(pic.width * h / pic.height)), h), Image.BILINEAR)))
+    width = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
+    out = np.full((h, width, 3), 255, dtype=np.uint8)
+    x = 0
+    for t in tiles:
+        out[:, x : x + t.shape[1]] = t
+        x += t.shape[1] + gap
+    return out
