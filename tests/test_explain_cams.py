@@ -214,7 +214,7 @@ def test_parity_with_pytorch_grad_cam_on_lite0(
     lite0: nn.Module, bird: torch.Tensor, method: str, monkeypatch
 ):
     ref = _check_parity(method, lite0, "bn2", bird, monkeypatch)
-    if method == "scorecam":  # by default the masked images go through the BN-folded copy: still within 1e-5
+    if method in ("scorecam", "ablationcam"):  # by default the forwards run through the BN-folded copy
         ours = make_explainer(method, lite0).explain(bird)
         assert ours.params["fold_bn"] > 0
         assert np.abs(ours.maps.numpy() - ref).max() <= 1e-5
@@ -305,3 +305,33 @@ def test_parity_with_pytorch_grad_cam_on_vit_tokens(method: str, monkeypatch) ->
         cam.batch_size = 16
         ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in ours.target.tolist()])
     assert np.abs(ours.maps.numpy() - ref).max() <= 1e-5
+
+
+class ConvBN(nn.Module):
+    """conv -> BN -> ReLU -> pool -> linear: folding merges the BN into the conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+            self.bn.weight.uniform_(0.5, 2)
+        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bn(self.conv(x)))
+
+
+def test_ablation_at_a_folded_conv_runs_the_model_itself() -> None:
+    # the folded copy's conv returns conv + BN: replacing its output by the conv's activations would skip the BN
+    model, x = ConvBN().eval(), images(2, 16)
+    folded = make_explainer("ablationcam", model, layer="conv", batch_size=4).explain(x)
+    plain = make_explainer("ablationcam", model, layer="conv", batch_size=4, fold_bn=False).explain(x)
+    assert folded.params["fold_bn"] == 1
+    torch.testing.assert_close(folded.maps, plain.maps, rtol=0, atol=1e-6)
+    at_bn = make_explainer("ablationcam", model, layer="bn", batch_size=4)  # the BN's output: the copy serves
+    net, layer = at_bn._network(at_bn.prepare(x), at_bn.capture(at_bn.prepare(x), None))
+    assert net is not model and layer is net.get_submodule("bn")

@@ -447,6 +447,13 @@ class Explainer(ABC):
         the model, else not used)."""
         if not self.fold_bn:
             return self.logits(x)
+        return select_output(self.inference_model(x)(x), self.output)
+
+    def inference_model(self, x: torch.Tensor) -> nn.Module:
+        """The module :meth:`fast_logits` runs: the BatchNorm-folded copy (built and verified on ``x`` at the
+        first call) when ``fold_bn``, else the model itself."""
+        if not self.fold_bn:
+            return self.model
         if self._fast is None:
             from birdlens.models.fold import fold_batchnorm
 
@@ -454,7 +461,7 @@ class Explainer(ABC):
                 result = fold_batchnorm(self.model, x[:2].float())
             self._fast = result.model
             self.params["fold_bn"] = result.folded  # conv/BN pairs merged (0: the model as is)
-        return select_output(self._fast(x), self.output)
+        return self._fast
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Move to the model's device as float32 (channels_last when enabled)."""

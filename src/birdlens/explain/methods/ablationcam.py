@@ -10,7 +10,9 @@ editing), each ablation here uses the one value, so a row's result does not depe
 The channel dimension is dimension 1 of a ``[B, C, h, w]`` output and the last one of channels-last and token
 outputs (all tokens, as pytorch-grad-cam's ``AblationLayerVit``). Rows (image, channel) fill model batches across
 images. Cost: one forward per channel of the layer; the network up to the layer runs too, as in
-pytorch-grad-cam, because a layer inside a residual block feeds the rest of the network by a second path.
+pytorch-grad-cam, because a layer inside a residual block feeds the rest of the network by a second path. The
+forwards run through the BatchNorm-folded copy when ``fold_bn`` (as LIME's and SHAP's), where the copy's module
+at the CAM layer is checked to give the layer's activations.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from birdlens.explain.base import Param, register
-from birdlens.explain.hooks import frozen_parameters, replace_output
+from birdlens.explain.hooks import capture_as_leaf, frozen_parameters, replace_output
 from birdlens.explain.methods.cam import CAMBase, Captured
+from birdlens.explain.outputs import select_output
 
 BATCH_SIZE = Param("batch_size", int, 16, lo=1, hi=256, doc="ablated copies per model call")
 #: how far below the minimum an ablated channel is set where activations can be negative (pytorch-grad-cam)
@@ -59,9 +63,9 @@ class AblationCAM(CAMBase):
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: nn.Module,
         *,
-        layer: str | torch.nn.Module | None = None,
+        layer: str | nn.Module | None = None,
         normalize: bool = True,
         batch_size: int = 16,
         **common: Any,
@@ -76,16 +80,35 @@ class AblationCAM(CAMBase):
         base = cap.logits.float().gather(1, cap.target.view(-1, 1))[:, 0]
         images = torch.arange(n_img, device=x.device).repeat_interleave(n_ch)
         channels = torch.arange(n_ch, device=x.device).repeat(n_img)
+        net, layer = self._network(x, cap)
         out = []
-        with frozen_parameters(self.model), replace_output(cap.layer) as rep, torch.no_grad():
+        with frozen_parameters(net), replace_output(layer) as rep, torch.no_grad():
             for lo in range(0, n_img * n_ch, self.batch_size):
                 rows, chans = images[lo : lo + self.batch_size], channels[lo : lo + self.batch_size]
                 rep.value = ablated(acts, rows, chans, channel_dim)
-                logits = self.logits(self.to_memory_format(x[rows])).float()
+                logits = select_output(net(self.to_memory_format(x[rows])), self.output).float()
                 out.append(logits.gather(1, cap.target[rows].view(-1, 1))[:, 0])
         scores = torch.cat(out).view(n_img, n_ch)
         weights = (base[:, None] - scores) / base[:, None]
         return (weights[:, :, None, None] * cap.layout.to_nchw(acts).float()).sum(1)
+
+    def _network(self, x: torch.Tensor, cap: Captured) -> tuple[nn.Module, nn.Module]:
+        """The BatchNorm-folded copy (faster forwards) and its module at the CAM layer, where that module
+        gives the layer's activations; else the model (a folded conv there returns conv + BN, so the copy's
+        output at that path is another tensor, and replacing it would skip the BN)."""
+        net = self.inference_model(x)
+        if net is self.model:
+            return net, cap.layer
+        layer = net.get_submodule(cap.path)
+        with capture_as_leaf(layer) as seen, torch.no_grad():
+            net(x[:1])
+        if seen.leaf is None or seen.leaf.shape[1:] != cap.acts.shape[1:]:
+            return self.model, cap.layer
+        if not torch.allclose(
+            seen.leaf[0], cap.acts[0], rtol=1e-4, atol=1e-5 * float(cap.acts[0].abs().max())
+        ):
+            return self.model, cap.layer
+        return net, layer
 
     def cam_params(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size}
