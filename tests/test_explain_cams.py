@@ -335,3 +335,17 @@ def test_ablation_at_a_folded_conv_runs_the_model_itself() -> None:
     at_bn = make_explainer("ablationcam", model, layer="bn", batch_size=4)  # the BN's output: the copy serves
     net, layer = at_bn._network(at_bn.prepare(x), at_bn.capture(at_bn.prepare(x), None))
     assert net is not model and layer is net.get_submodule("bn")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("method", NEW)
+def test_on_cuda_the_maps_are_the_cpus(method: str) -> None:
+    import copy
+
+    model, x = SmallCNN().eval(), images(2)
+    kw = {"batch_size": 8} if method in ("scorecam", "ablationcam") else {}
+    cpu = make_explainer(method, model, layer="features.4", **kw).explain(x)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        gpu = make_explainer(method, copy.deepcopy(model).cuda(), layer="features.4", **kw).explain(x)
+    assert gpu.maps.device.type == "cpu" and torch.equal(gpu.target, cpu.target)
+    torch.testing.assert_close(gpu.maps, cpu.maps, rtol=0, atol=1e-5)
