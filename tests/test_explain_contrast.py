@@ -107,6 +107,7 @@ def test_every_method_takes_a_contrast_and_records_it(method: str) -> None:
         "rise": {"num_masks": 8},
         "smoothgrad": {"num_samples": 3},
         "occlusion": {"window": 4, "stride": 4},
+        "scorecam": {"batch_size": 4},
     }.get(method, {})
     explainer = make_explainer(method, model, mean=[0.5] * 3, std=[0.5] * 3, **small)
     if not type(explainer).contrastive:
@@ -139,6 +140,20 @@ def test_occlusion_and_rise_of_a_logit_difference_are_the_difference_of_their_ma
     both = explainer.explain(x, 1, contrast=0)
     a, b = explainer.explain(x, 1), explainer.explain(x, 0)
     torch.testing.assert_close(both.maps, a.maps - b.maps, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam", "xgradcam"])
+def test_cams_of_a_contrast_match_pytorch_grad_cam_with_a_difference_target(method: str) -> None:
+    from pytorch_grad_cam import AblationCAM, ScoreCAM, XGradCAM
+
+    model = toy_model(4)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    ours = make_explainer(method, model, layer="1", channels_last=False).explain(x, 1, contrast=[2, 0])
+    targets = [lambda out, a=a, b=b: out[a] - out[b] for a, b in [(1, 2), (1, 0)]]
+    reference = {"scorecam": ScoreCAM, "ablationcam": AblationCAM, "xgradcam": XGradCAM}[method]
+    with reference(model=model, target_layers=[model[1]]) as ref:
+        want = ref(input_tensor=x, targets=targets)
+    np.testing.assert_allclose(ours.numpy(), want, rtol=0, atol=1e-5)
 
 
 def test_saliency_of_a_contrast_is_the_gradient_of_the_logit_difference() -> None:

@@ -249,7 +249,8 @@ def relu_only_message(name: str, found: str | None = None) -> str:
         f"{where}: its modified backward rule is defined for ReLU networks; on networks with "
         "SiLU/Swish activations (EfficientNet, birdlens' default backbone) it would silently produce wrong "
         "attributions, and birdlens has no SiLU-correct implementation. Use gradcam, gradcam++, layercam, "
-        "hirescam, ig, saliency, smoothgrad, occlusion, rise, lime or shap."
+        "hirescam, xgradcam, ig, saliency, smoothgrad, occlusion, rise, lime, shap or a gradient-free CAM "
+        "(scorecam, ablationcam, eigencam)."
     )
 
 
@@ -514,6 +515,13 @@ class Explainer(ABC):
         the model, else not used)."""
         if not self.fold_bn:
             return self.logits(x)
+        return select_output(self.inference_model(x)(x), self.output)
+
+    def inference_model(self, x: torch.Tensor) -> nn.Module:
+        """The module :meth:`fast_logits` runs: the BatchNorm-folded copy (built and verified on ``x`` at the
+        first call) when ``fold_bn``, else the model itself."""
+        if not self.fold_bn:
+            return self.model
         if self._fast is None:
             from birdlens.models.fold import fold_batchnorm
 
@@ -521,7 +529,7 @@ class Explainer(ABC):
                 result = fold_batchnorm(self.model, x[:2].float())
             self._fast = result.model
             self.params["fold_bn"] = result.folded  # conv/BN pairs merged (0: the model as is)
-        return select_output(self._fast(x), self.output)
+        return self._fast
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Move to the model's device as float32 (channels_last when enabled)."""

@@ -11,7 +11,9 @@ from birdlens.utils.device import DEVICE_HELP, PRECISION_HELP
 
 
 def explain(
-    sources: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    sources: list[Path] | None = typer.Argument(
+        None, help="Image files and/or folders (searched recursively); optional with --visualise-class."
+    ),
     run: Path = typer.Option(..., "--run", help="Training run directory (with meta.json and weights)."),
     methods: str = typer.Option(
         "gradcam,lime,shap,ig",
@@ -61,6 +63,16 @@ def explain(
         min=1,
         help="Images per call of IG, LIME and SHAP: their model batches mix several images (maps as alone, to float32 rounding).",
     ),
+    visualise_class: str | None = typer.Option(
+        None,
+        "--visualise-class",
+        help="Also render what maximises this class's logit (name or index): OUT/visualise/CLASS.png + .json.",
+    ),
+    visualise_steps: int = typer.Option(
+        256,
+        "--visualise-steps",
+        help="Gradient-ascent steps of --visualise-class (one forward+backward each).",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar (also BIRDLENS_QUIET=1)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -89,43 +101,88 @@ def explain(
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if not names:
         raise typer.BadParameter(f"no methods given; choose from {list_methods()}", param_hint="--methods")
+    if not sources and visualise_class is None:
+        raise typer.BadParameter(
+            "give images or folders to explain, or --visualise-class", param_hint="SOURCES"
+        )
     try:
         for m in names:  # before loading the model: a typo fails at once
             method_class(m)
+        if visualise_class is not None:
+            _check_visualise(visualise_steps)
         trained = load_trained(run, which=which, device=dev)  # type: ignore[arg-type]
-        if layer is not None:
+        if visualise_class is not None:
+            vis_target = _visualise_target(trained, visualise_class, out, force)
+        if layer is not None and sources:
             use_cam_layer(trained, layer, names)
         if contrast is not None:  # before the training features are computed: a typo fails at once
             resolve_contrast(contrast, list(trained.classes))
-        index = index_for_run(trained, run, quiet=quiet) if examples else None
-        manifest = explain_images(
-            trained,
-            [str(s) for s in sources],
-            names,
-            out,
-            seed=seed,
-            n=n,
-            quiet=quiet,
-            force=force,
-            target=target,
-            top_k=top_k,
-            contrast=contrast,
-            examples=index,
-            k_examples=examples,
-            batch_images=batch_images,
-            processes=procs,
-            resume=resume,
-            method_params=_method_params(
-                names, prec, lime_samples, shap_evals, ig_steps, _parse_params(param or [])
-            ),
-        )
+        index = index_for_run(trained, run, quiet=quiet) if examples and sources else None
+        manifest = None
+        if sources:
+            manifest = explain_images(
+                trained,
+                [str(s) for s in sources],
+                names,
+                out,
+                seed=seed,
+                n=n,
+                quiet=quiet,
+                force=force,
+                target=target,
+                top_k=top_k,
+                contrast=contrast,
+                examples=index,
+                k_examples=examples,
+                batch_images=batch_images,
+                processes=procs,
+                resume=resume,
+                method_params=_method_params(
+                    names, prec, lime_samples, shap_evals, ig_steps, _parse_params(param or [])
+                ),
+            )
+        if visualise_class is not None and is_main_process():
+            from birdlens.explain.visualise import write_visualisation
+
+            rec = write_visualisation(
+                trained, vis_target, out / "visualise", steps=visualise_steps, seed=seed
+            )
+            typer.echo(
+                f"visualised {rec['class']!r}: logit {rec['start_logit']:.2f} -> {rec['final_logit']:.2f} "
+                f"in {rec['seconds']:.1f}s -> {out / 'visualise' / rec['image']}"
+            )
     except (UnsupportedMethodError, FileExistsError, FileNotFoundError, ValueError) as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from e
-    if not is_main_process():  # the other ranks of a sharded run: rank 0 reports
+    if manifest is None or not is_main_process():  # only visualised, or another rank of a sharded run
         return
     per = ", ".join(f"{m} {v['seconds_per_image']:.2f}s" for m, v in manifest["methods"].items())
     typer.echo(f"explained {len(manifest['images'])} images ({per} per image) -> {out}")
+
+
+def _check_visualise(steps: int) -> None:
+    """``--visualise-steps`` against its declared range (one error line naming the option)."""
+    from birdlens.explain.visualise import check_settings
+
+    try:
+        check_settings(steps=steps)
+    except ValueError as e:
+        raise ValueError(str(e).replace("visualise: steps", "--visualise-steps")) from None
+
+
+def _visualise_target(trained: object, cls: str, out: Path, force: bool) -> int:
+    """The class index of ``--visualise-class`` (a name or an index) and a check that its image is new."""
+    from birdlens.explain.targets import class_slug, resolve_target
+
+    classes = list(trained.classes)  # type: ignore[attr-defined]
+    try:
+        idx = resolve_target(cls, classes)
+    except ValueError as e:
+        raise ValueError(f"--visualise-class: {e}") from None
+    png = out / "visualise" / f"{class_slug(classes, idx)}.png"
+    if png.exists() and not force:
+        raise FileExistsError(f"{png} already exists; pass --force to overwrite it")
+    return idx
 
 
 def _method_params(

@@ -96,3 +96,29 @@ def record_shapes(modules: dict[str, nn.Module]) -> Iterator[dict[str, tuple[int
     finally:
         for h in handles:
             h.remove()
+
+
+@dataclass
+class Replacement:
+    """What :func:`replace_output` makes a module return: ``value`` when set, else its own output."""
+
+    value: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def replace_output(layer: nn.Module) -> Iterator[Replacement]:
+    """Forward hook on ``layer`` that returns ``Replacement.value`` instead of the module's output.
+
+    Why: Ablation-CAM runs the rest of the network on edited copies of a layer's activations, as
+    pytorch-grad-cam's ``AblationLayer`` does by swapping the module; a hook does it without touching the
+    model's structure and is removed on exit, even on error."""
+    rep = Replacement()
+
+    def hook(module: nn.Module, args: object, out: object) -> object:
+        return out if rep.value is None else rep.value
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield rep
+    finally:
+        handle.remove()

@@ -168,6 +168,14 @@ class ExplainConfig(_Strict):
     n_images: int = Field(4, ge=1)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-method parameters")
     layer: str | None = Field(None, description="layer for the CAM methods; default: the model's")
+    visualise: list[str | int] = Field(
+        default_factory=list,
+        description="classes (names or indices) whose class activation maximisation the report shows "
+        "beside a few of their training images",
+    )
+    visualise_steps: int = Field(
+        256, ge=1, le=10000, description="gradient-ascent steps per visualised class"
+    )
 
     _m = field_validator("methods")(classmethod(lambda cls, v: _check_methods(v)))
     _p = field_validator("params")(classmethod(lambda cls, v: _check_method_params(v)))

@@ -317,7 +317,37 @@ def explain_stage(ctx: StageContext) -> dict[str, Any]:
         force=True,
         quiet=ctx.quiet,
     )
-    return {"model": model_stage.split(":", 1)[1], **result}
+    visualised = _visualise(trained, ctx) if ctx.config.get("visualise") else []
+    return {
+        "model": model_stage.split(":", 1)[1],
+        **result,
+        **({"visualised": visualised} if visualised else {}),
+    }
+
+
+def _visualise(trained: Any, ctx: StageContext, n_photos: int = 3) -> list[dict[str, Any]]:
+    """The configured classes' activation maximisations, each beside ``n_photos`` seeded training images of
+    the class (``visualise/CLASS_beside_train.png``), for the report."""
+    import numpy as np
+    from PIL import Image
+
+    from birdlens.data import load_manifest
+    from birdlens.explain.visualise import beside_photos, write_visualisation
+    from birdlens.explain.viz import save_png
+
+    train = load_manifest(ctx.inputs["data"]["dataset"]).split("train")
+    out = []
+    for cls in ctx.config["visualise"]:
+        rec = write_visualisation(
+            trained, cls, ctx.dir / "visualise", steps=ctx.config["visualise_steps"], seed=ctx.config["seed"]
+        )
+        paths = sorted(Path(r.path) for r in train if r.label == rec["class"])
+        photos = random.Random(ctx.config["seed"]).sample(paths, min(n_photos, len(paths)))
+        image = np.asarray(Image.open(ctx.dir / "visualise" / rec["image"]).convert("RGB"))
+        figure = ctx.dir / "visualise" / f"{Path(rec['image']).stem}_beside_train.png"
+        save_png(figure, beside_photos(image, photos))
+        out.append({**rec, "figure": str(figure), "train_images": [str(p) for p in photos]})
+    return out
 
 
 def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
@@ -465,6 +495,7 @@ def _explain_stages(cfg: StudyConfig) -> list[Stage]:
                 "params": x.params,
                 **common,
                 **({"layer": x.layer} if x.layer else {}),  # old stage keys kept
+                **({"visualise": x.visualise, "visualise_steps": x.visualise_steps} if x.visualise else {}),
                 **run_on,
             },
             deps=["data", f"model:{name}"],

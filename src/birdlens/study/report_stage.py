@@ -337,6 +337,7 @@ def _explain_section(run: Path, inputs: dict[str, dict[str, Any]]) -> str:
             explain_html.append(
                 f"<h3>{_esc(name.split(':', 1)[1])}</h3>"
                 + "".join(embed_image(p, "panel", caption) for p in panels)
+                + "".join(_visualised_html(v) for v in inputs[name].get("visualised", []))
             )
     return "".join(explain_html)
 
@@ -409,6 +410,17 @@ def _prototypes_html(inputs: dict[str, dict[str, Any]]) -> str:
                 )
             )
     return "".join(out)
+
+
+def _visualised_html(v: dict[str, Any]) -> str:
+    """A class activation maximisation beside training images of the class."""
+    n = len(v.get("train_images", []))
+    caption = (
+        f"What maximises the logit of {v['class']} (left; logit {v['start_logit']:.1f} at the random start, "
+        f"{v['final_logit']:.1f} after {v['settings']['steps']} steps, seed {v['settings']['seed']}) beside "
+        f"{n} of its training images"
+    )
+    return embed_image(v["figure"], f"visualisation of {v['class']}", caption)
 
 
 def _footer(timings: dict[str, float], env: dict[str, Any], cfg: dict[str, Any]) -> str:

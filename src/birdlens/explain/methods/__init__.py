@@ -1,7 +1,9 @@
 """One module per method; importing this package registers them all with :func:`birdlens.explain.make_explainer`."""
 
 from birdlens.explain.methods import (  # noqa: F401
+    ablationcam,
     cam,
+    eigencam,
     ig,
     lime,
     lrp,
@@ -9,6 +11,7 @@ from birdlens.explain.methods import (  # noqa: F401
     random,
     rise,
     saliency,
+    scorecam,
     shap,
     smoothgrad,
 )

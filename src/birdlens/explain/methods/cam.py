@@ -1,4 +1,4 @@
-"""Grad-CAM, Grad-CAM++, LayerCAM and HiResCAM, batched.
+"""Grad-CAM, Grad-CAM++, LayerCAM, HiResCAM and XGradCAM, batched; the base of every CAM.
 
 Why not pytorch-grad-cam: it back-propagates through the whole network with parameter gradients and moves
 everything to numpy (measured: docs/benchmarks.md#explainers). We re-root the CAM layer's output as a leaf
@@ -12,7 +12,8 @@ same fold as pytorch-grad-cam's ``reshape_transform``.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -24,11 +25,31 @@ from birdlens.explain.layers import resolve_layer
 from birdlens.explain.tokens import Layout, LayoutError, ancestors, enclosing_map, layout_of
 
 
-class _CAM(Explainer):
-    """Shared machinery: forward once, one gradient w.r.t. the layer activation, a per-method combination."""
+@dataclass(frozen=True)
+class Captured:
+    """One forward through the model with the CAM layer recorded: what every CAM is computed from.
+
+    ``acts``/``grads`` are in the layer's own layout (``grads`` None for the gradient-free CAMs);
+    ``layout.to_nchw`` folds them to ``[B, C, h, w]``."""
+
+    logits: torch.Tensor
+    target: torch.Tensor
+    acts: torch.Tensor
+    grads: torch.Tensor | None
+    layout: Layout
+    layer: nn.Module
+    path: str
+    how: str
+
+
+class CAMBase(Explainer):
+    """Shared machinery: forward once, (for the gradient CAMs) one gradient w.r.t. the layer activation, a
+    per-method combination into a ``[B, h, w]`` map, then pytorch-grad-cam's normalisation."""
 
     needs_layer = True
-    tunable = (
+    #: the map needs the target's gradient at the layer (False: Eigen-CAM, Score-CAM, Ablation-CAM)
+    uses_gradients: ClassVar[bool] = True
+    tunable: ClassVar[tuple[Param, ...]] = (
         Param(
             "normalize", bool, True, doc="ReLU + per-image min-max as pytorch-grad-cam (false: the raw CAM)"
         ),
@@ -55,6 +76,13 @@ class _CAM(Explainer):
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def cam_for(self, x: torch.Tensor, cap: Captured) -> torch.Tensor:
+        """The raw CAM ``[B, h, w]`` (before normalisation); the gradient CAMs combine activations and
+        gradients, the gradient-free ones override this."""
+        assert cap.grads is not None
+        acts, grads = cap.layout.to_nchw(cap.acts), cap.layout.to_nchw(cap.grads)
+        return self.combine(acts.float(), grads.float())
+
     def _layout(
         self, path: str, layer: nn.Module, acts: torch.Tensor, x: torch.Tensor, shapes: dict[str, Any]
     ) -> Layout:
@@ -69,30 +97,37 @@ class _CAM(Explainer):
             hint = f" This model's default CAM layer is {default!r}." if default != path else ""
             raise LayoutError(f"{e}{hint}") from None
 
-    def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
+    def capture(self, x: torch.Tensor, target: torch.Tensor | None) -> Captured:
+        """One forward with the CAM layer re-rooted as a leaf, and the target's gradient there when the
+        method uses it (no autograd graph at all otherwise)."""
         layer, path, how = self.layer_for(x)
+        grads = None
         with (
             frozen_parameters(self.model),
             capture_as_leaf(layer) as cap,
             record_shapes(ancestors(self.model, path)) as shapes,
-            torch.enable_grad(),
+            torch.enable_grad() if self.uses_gradients else torch.no_grad(),
         ):
             logits = self.logits(x)
             if target is None:
                 target = logits.detach().argmax(1)
             if cap.leaf is None:
                 raise RuntimeError(f"layer {path!r} was not called in the forward pass")
-            chosen = self.explained_score(logits, target).sum()
-            (grads,) = torch.autograd.grad(chosen, cap.leaf)
+            if self.uses_gradients:
+                chosen = self.explained_score(logits, target).sum()
+                (grads,) = torch.autograd.grad(chosen, cap.leaf)
         acts = cap.leaf.detach()
         layout = self._layout(path, layer, acts, x, shapes)
-        acts, grads = layout.to_nchw(acts), layout.to_nchw(grads)
-        if layout.kind == "tokens" and not grads.any():
+        if grads is not None and layout.kind == "tokens" and not layout.to_nchw(grads).any():
             raise LayoutError(
                 f"layer {path!r} gets no gradient at its patch tokens (after it, the head reads only the "
                 "prefix tokens, as after a ViT's last block); pass an earlier layer, e.g. that block's norm1"
             )
-        cam = self.combine(acts.float(), grads.float())
+        return Captured(logits.detach(), target, acts, grads, layout, layer, path, how)
+
+    def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
+        cap = self.capture(x, target)
+        cam = self.cam_for(x, cap)
         raw = cam.detach().clone()
         if self.normalize:
             cam = minmax_per_image(cam.clamp_min(0))
@@ -100,14 +135,24 @@ class _CAM(Explainer):
             cam = minmax_per_image(cam.clamp_min(0))
         else:
             cam = resize_maps(cam, (x.shape[2], x.shape[3]))
-        scores = self.target_scores(logits, target)
+        scores = self.target_scores(cap.logits, cap.target)
         scores["cam_lowres"] = raw.cpu()
-        params = {"layer": path, "layer_choice": how, **layout.to_params(), "normalize": self.normalize}
-        return cam, target, scores, params
+        params = {
+            "layer": cap.path,
+            "layer_choice": cap.how,
+            **cap.layout.to_params(),
+            "normalize": self.normalize,
+            **self.cam_params(),
+        }
+        return cam, cap.target, scores, params
+
+    def cam_params(self) -> dict[str, Any]:
+        """The method's own settings for ``params`` (a batch size, a sign rule)."""
+        return {}
 
 
 @register("gradcam", "grad-cam", "grad_cam")
-class GradCAM(_CAM):
+class GradCAM(CAMBase):
     """Selvaraju et al. 2017: channel weights = spatial mean of the gradient."""
 
     title = "Grad-CAM"
@@ -119,7 +164,7 @@ class GradCAM(_CAM):
 
 
 @register("gradcam++", "gradcampp", "gradcam_pp", "grad-cam++")
-class GradCAMPlusPlus(_CAM):
+class GradCAMPlusPlus(CAMBase):
     """Chattopadhyay et al. 2018, eq. 19 with the exponential-output closed form (as pytorch-grad-cam)."""
 
     title = "Grad-CAM++"
@@ -137,7 +182,7 @@ class GradCAMPlusPlus(_CAM):
 
 
 @register("layercam", "layer-cam")
-class LayerCAM(_CAM):
+class LayerCAM(CAMBase):
     """Jiang et al. 2021: element-wise positive gradients times activations (finer than Grad-CAM)."""
 
     title = "LayerCAM"
@@ -149,7 +194,7 @@ class LayerCAM(_CAM):
 
 
 @register("hirescam", "hires-cam")
-class HiResCAM(_CAM):
+class HiResCAM(CAMBase):
     """Draelos & Carin 2020: element-wise gradient times activation (provably faithful for a linear head)."""
 
     title = "HiResCAM"
@@ -158,3 +203,18 @@ class HiResCAM(_CAM):
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         return (grads * acts).sum(1)
+
+
+@register("xgradcam", "xgrad-cam", "xgrad_cam")
+class XGradCAM(CAMBase):
+    """Fu et al. 2020: channel weights = activation-weighted gradient, ``sum(g * a) / sum(a)`` per channel
+    (as pytorch-grad-cam, with its ``1e-7`` in the denominator)."""
+
+    title = "XGradCAM"
+    panel_order = 45
+    in_app = False
+
+    def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        sum_acts = acts.sum(dim=(2, 3), keepdim=True)
+        w = (grads * acts / (sum_acts + 1e-7)).sum(dim=(2, 3), keepdim=True)
+        return (w * acts).sum(1)
