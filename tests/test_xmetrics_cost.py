@@ -16,9 +16,10 @@ from _trainutil import untrained_cnn
 from birdlens.data.manifest import Manifest
 from birdlens.data.synth import PARTS, generate_dataset
 from birdlens.explain.metrics import budgets
-from birdlens.explain.metrics.evaluate import evaluate_explanations
+from birdlens.explain.metrics.evaluate import EvalSettings, curve_steps, evaluate_explanations
 from birdlens.explain.metrics.evaluation_count import EvaluationCounter, format_evaluations
 from birdlens.explain.metrics.perturbation import (
+    DEFAULT_STEPS,
     auc,
     endpoint_probs,
     perturbation_curves,
@@ -177,6 +178,38 @@ def test_fewer_steps_are_the_subsampled_finer_curve():
     for mode in fine:
         np.testing.assert_allclose(coarse[mode].probs, fine[mode].probs[:, ::4], atol=1e-6)
         np.testing.assert_allclose(coarse[mode].auc, auc(fine[mode].probs[:, ::4]), atol=1e-6)
+
+
+def test_default_steps_keep_every_auc_within_0_01_of_rise_224():
+    # 56 x 56 = 224 * 14 pixels: both step counts change whole pixels per step, as at 224 x 224
+    model, images, maps = _toy(size=56)
+    t = torch.zeros(3, dtype=torch.long)
+    cfg = EvalSettings()
+    assert max(curve_steps(cfg, "deletion"), curve_steps(cfg, "insertion")) < DEFAULT_STEPS
+    spread = []
+    for m in maps.values():
+        full = perturbation_curves(model, images, m, t, n_steps=DEFAULT_STEPS, batch_size=64)
+        for mode in full:
+            cheap = perturbation_curves(
+                model, images, m, t, modes=(mode,), n_steps=curve_steps(cfg, mode), batch_size=64
+            )
+            spread.append(full[mode].auc.mean())
+            assert np.abs(cheap[mode].auc - full[mode].auc).max() <= 0.01, mode
+    assert max(spread) - min(spread) > 0.3  # the maps' AUCs differ widely: the check is not of flat lines
+
+
+def test_explicit_steps_apply_to_both_curves(synth: Manifest, trained: TrainedModel):
+    res = evaluate_explanations(
+        trained, synth, ["gradcam"], n=2, n_steps=7, sanity_n=0, baselines=(), figures=False, quiet=True
+    )
+    assert res["settings"]["curve_steps"] == {"deletion": 7, "insertion": 7}
+    assert [len(res["curves"]["gradcam"][m]["fractions"]) for m in ("deletion", "insertion")] == [8, 8]
+    default = EvalSettings()
+    assert default.n_steps is None
+    assert (curve_steps(default, "deletion"), curve_steps(default, "insertion")) == (
+        budgets.DELETION_STEPS,
+        budgets.INSERTION_STEPS,
+    )
 
 
 def test_two_sanity_points_give_the_verdict_of_four(synth: Manifest, trained: TrainedModel):

@@ -51,13 +51,14 @@ def explain_eval(
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     steps: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--steps",
             min=1,
-            help="deletion/insertion steps (RISE: 224; fewer is faster)",
+            help=f"deletion and insertion steps (RISE: 224; default {budgets.DELETION_STEPS} for deletion, "
+            f"{budgets.INSERTION_STEPS} for insertion, within 0.01 of 224's AUCs on the shared photos)",
         ),
-    ] = budgets.EVAL_STEPS,
+    ] = None,
     target: Annotated[
         str, typer.Option("--target", help="explain the 'pred'icted class or the 'label'")
     ] = "pred",

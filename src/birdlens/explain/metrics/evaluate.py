@@ -60,7 +60,9 @@ ExplainFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 class EvalSettings:
     """Knobs of one evaluation (all recorded in ``results.json``)."""
 
-    n_steps: int = budgets.EVAL_STEPS  # deletion/insertion resolution (RISE: DEFAULT_STEPS = 224)
+    # deletion/insertion resolution of both curves (RISE: DEFAULT_STEPS = 224); None: each curve's default,
+    # budgets.DELETION_STEPS / INSERTION_STEPS
+    n_steps: int | None = None
     batch_size: int = 16  # model evaluations per forward in deletion/insertion
     explain_batch: int = 8  # images per explainer call
     target: str = "pred"  # "pred" or "label"
@@ -466,7 +468,6 @@ def _faithfulness(
     """Deletion and insertion AUCs per image (the mean curves go to ``scored.curves``); the curves' ends,
     which no map changes, are evaluated once for all methods."""
     h, w = sample.images.shape[2:]
-    n_pairs = sample.n * (max(1, min(cfg.n_steps, h * w)) - 1) * 2
     if scored.endpoints is None:
         with scored.counter.phase("deletion/insertion"):
             scored.endpoints = endpoint_probs(
@@ -476,17 +477,24 @@ def _faithfulness(
                 batch_size=cfg.batch_size,
                 precision=cfg.precision,
             )
-    cur = perturbation_curves(
-        sample.scorer,
-        sample.images,
-        maps,
-        sample.targets,
-        n_steps=cfg.n_steps,
-        batch_size=cfg.batch_size,
-        progress=prog.task(f"deletion/insertion {name}", n_pairs),
-        precision=cfg.precision,
-        endpoints=scored.endpoints,
-    )
+    cur = {}
+    for mode in ("deletion", "insertion"):
+        steps = curve_steps(cfg, mode)
+        n_pairs = sample.n * (max(1, min(steps, h * w)) - 1)
+        cur.update(
+            perturbation_curves(
+                sample.scorer,
+                sample.images,
+                maps,
+                sample.targets,
+                modes=(mode,),
+                n_steps=steps,
+                batch_size=cfg.batch_size,
+                progress=prog.task(f"{mode} {name}", n_pairs),
+                precision=cfg.precision,
+                endpoints=scored.endpoints,
+            )
+        )
     vals: dict[str, np.ndarray] = {}
     scored.curves[name] = {}
     for mode, c in cur.items():
@@ -497,6 +505,13 @@ def _faithfulness(
             "auc": float(c.auc.mean()),
         }
     return vals
+
+
+def curve_steps(cfg: EvalSettings, mode: str) -> int:
+    """Steps of one curve: ``n_steps`` for both when given, else the curve's measured default."""
+    if cfg.n_steps is not None:
+        return int(cfg.n_steps)
+    return budgets.DELETION_STEPS if mode == "deletion" else budgets.INSERTION_STEPS
 
 
 def _localisation(maps: torch.Tensor, sample: _Sample, truth: _Truth) -> dict[str, np.ndarray]:
@@ -602,7 +617,10 @@ def _results(
             "render_vs_disk_max_abs": truth.render_gap,
         },
         "seed": seed,
-        "settings": _jsonable(asdict(cfg)),
+        "settings": {
+            **_jsonable(asdict(cfg)),
+            "curve_steps": {mode: curve_steps(cfg, mode) for mode in ("deletion", "insertion")},
+        },
         "sample": {
             "accuracy": float((sample.preds == sample.labels).float().mean()),
             "mean_target_prob": float(sample.probs.gather(1, sample.targets[:, None]).mean()),
