@@ -212,6 +212,23 @@ def test_explicit_steps_apply_to_both_curves(synth: Manifest, trained: TrainedMo
     )
 
 
+def test_cli_without_steps_uses_each_curves_default(synth: Manifest, trained: TrainedModel, tmp_path: Path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from _trainutil import save_run
+    from birdlens.cli import app
+
+    run = save_run(trained, tmp_path / "run")
+    args = ["explain-eval", "--run", str(run), "--data", str(Path(synth.root) / "manifest.csv"), "--quiet"]
+    args += ["--methods", "gradcam", "--n", "2", "--sanity-n", "0", "--stability-n", "0", "--out"]
+    r = CliRunner().invoke(app, [*args, str(tmp_path / "x")])
+    assert r.exit_code == 0, r.output
+    got = json.loads((tmp_path / "x" / "results.json").read_text())["settings"]["curve_steps"]
+    assert got == {"deletion": budgets.DELETION_STEPS, "insertion": budgets.INSERTION_STEPS}
+
+
 def test_two_sanity_points_give_the_verdict_of_four(synth: Manifest, trained: TrainedModel):
     kw = dict(n=3, seed=0, n_steps=2, sanity_n=3, stability_n=0, figures=False, quiet=True)
     four = evaluate_explanations(trained, synth, ["gradcam", "ig"], sanity_points=4, **kw)
