@@ -165,6 +165,10 @@ def test_cli_writes_results_figures_and_refuses_to_overwrite(synth: Manifest, ru
     for fig in ("figures/curves.png", "figures/sanity.png", "figures/bars_insertion.png"):
         assert (out / fig).is_file() and fig in res["figures"]
     assert "insertion ↑" in r.output and "deletion ↓" in r.output
+    assert (
+        "model evaluations per phase" in r.output
+        and res["evaluations"]["deletion/insertion"]["evaluations"] > 0
+    )
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "exists" in again.output
     bad = CliRunner().invoke(app, [*args[:5], "--methods", "nope", *args[7:], "--force"])

@@ -29,11 +29,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from birdlens.explain.metrics import budgets
 from birdlens.explain.metrics.base import get_metric, metric_info
 from birdlens.explain.metrics.baselines import BASELINES, centre_maps, random_maps
+from birdlens.explain.metrics.evaluation_count import EvaluationCounter
 from birdlens.explain.metrics.localisation import energy_share, pointing_game
 from birdlens.explain.metrics.parts import load_key_parts, true_part_importance
-from birdlens.explain.metrics.perturbation import DEFAULT_STEPS, perturbation_curves
+from birdlens.explain.metrics.perturbation import (
+    Endpoints,
+    endpoint_probs,
+    perturbation_curves,
+)
 from birdlens.explain.metrics.regions import (
     box_image,
     label_mask_to_input_frame,
@@ -56,14 +62,16 @@ ExplainFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 class EvalSettings:
     """Knobs of one evaluation (all recorded in ``results.json``)."""
 
-    n_steps: int = DEFAULT_STEPS  # deletion/insertion resolution (RISE: 224 for 224 px)
+    # deletion/insertion resolution of both curves (RISE: DEFAULT_STEPS = 224); None: each curve's default,
+    # budgets.DELETION_STEPS / INSERTION_STEPS
+    n_steps: int | None = None
     batch_size: int = 16  # model evaluations per forward in deletion/insertion
     explain_batch: int = 8  # images per explainer call
     target: str = "pred"  # "pred" or "label"
-    sanity_n: int = 8  # images in the sanity check
-    sanity_points: int | None = 4  # explained cascade points (None: every stage)
-    stability_n: int = 8  # images in the stability check
-    stability_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    sanity_n: int = budgets.SANITY_N  # images in the sanity check
+    sanity_points: int | None = budgets.SANITY_POINTS  # explained cascade points (None: every stage)
+    stability_n: int = budgets.STABILITY_N  # images in the stability check
+    stability_seeds: tuple[int, ...] = budgets.STABILITY_SEEDS
     stability_fraction: float = 0.1
     baselines: tuple[str, ...] = BASELINES
     n_resamples: int = 2000
@@ -227,14 +235,20 @@ def evaluate_explanations(
 
         job = Job(trained, manifest, methods, n, seed, split, boxes, dataset_dir, cfg, t_start)
         return evaluate_in_parts(job, out_dir, processes or Processes(), resume, quiet, print_table)
-    sample = _load_sample(trained, manifest, n, seed, split, dataset_dir, cfg)
-    truth = _ground_truth(sample, trained, boxes, cfg)
-    entries = _entries(methods, trained, cfg, seed)
-    scored = _Scored(sanity_n=min(cfg.sanity_n, sample.n))
-    with bars(quiet) as prog:
-        for name, fn, seeded in entries:
-            _score_method(name, fn, seeded, sample, truth, cfg, seed, prog, scored)
+    counter = EvaluationCounter()
+    with counter.watching(trained.model):
+        with counter.phase("sample"):
+            sample = _load_sample(trained, manifest, n, seed, split, dataset_dir, cfg)
+        counter.attach(sample.scorer)
+        with counter.phase("parts"):
+            truth = _ground_truth(sample, trained, boxes, cfg)
+        entries = _entries(methods, trained, cfg, seed)
+        scored = _Scored(sanity_n=min(cfg.sanity_n, sample.n), counter=counter)
+        with bars(quiet) as prog:
+            for name, fn, seeded in entries:
+                _score_method(name, fn, seeded, sample, truth, cfg, seed, prog, scored)
     results = _results(trained, sample, truth, cfg, seed, split, scored)
+    results["evaluations"] = counter.as_dict()
     results["seconds_total"] = time.perf_counter() - t_start
     if out_dir is not None:
         _write(results, scored.per_image, Path(out_dir), cfg.figures)
@@ -411,12 +425,14 @@ class _Scored:
     """What scoring every method collects."""
 
     sanity_n: int
+    counter: EvaluationCounter = field(default_factory=EvaluationCounter)
     per_image: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     curves: dict[str, dict[str, Any]] = field(default_factory=dict)
     sanity: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     probs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # per-image curves, for merging
+    endpoints: Endpoints | None = None  # the curves' map-independent ends, shared by every method
 
     def __post_init__(self) -> None:
         self.sanity = {"threshold": FAIL_THRESHOLD, "n": self.sanity_n, "methods": {}, "verdicts": {}}
@@ -434,44 +450,68 @@ def _score_method(
     scored: _Scored,
 ) -> None:
     """Explain the sample with one method and score every applicable metric into ``scored``."""
+    phase = functools.partial(scored.counter.phase, method=name)
     t0 = time.perf_counter()
     adv = prog.task(f"explain {name}", 1)
     try:
-        maps = fn(sample.model, sample.images, sample.targets)
+        with phase("explain"):
+            maps = fn(sample.model, sample.images, sample.targets)
     except Exception as e:  # one broken method must not sink the others; the report says why
         scored.errors[name] = f"{type(e).__name__}: {e}"
         return
     adv(1)
     scored.seconds[name] = (time.perf_counter() - t0) / sample.n
-    vals = _faithfulness(name, maps, sample, cfg, prog, scored)
+    with phase("deletion/insertion"):
+        vals = _faithfulness(name, maps, sample, cfg, prog, scored)
     vals.update(_localisation(maps, sample, truth))
     if truth.part_ctx is not None:
-        for metric in ("part_rank_corr", "top_part_key", "key_part_share"):
-            vals[metric] = get_metric(metric)(
-                sample.model, sample.images, maps, sample.targets, **truth.part_ctx
-            )
-        vals.update(_variant_metrics(fn, maps, sample, truth.part_ctx))
-    vals.update(_sanity(name, fn, maps, sample, cfg, seed, prog, scored))
-    vals.update(_stability(name, seeded, sample, cfg, prog))
+        with phase("parts"):
+            for metric in ("part_rank_corr", "top_part_key", "key_part_share"):
+                vals[metric] = get_metric(metric)(
+                    sample.model, sample.images, maps, sample.targets, **truth.part_ctx
+                )
+        with phase("variants"):
+            vals.update(_variant_metrics(fn, maps, sample, truth.part_ctx))
+    with phase("sanity"):
+        vals.update(_sanity(name, fn, maps, sample, cfg, seed, prog, scored))
+    with phase("stability"):
+        vals.update(_stability(name, seeded, maps, sample, cfg, seed, prog))
     scored.per_image[name] = {key: np.asarray(v, dtype=float).tolist() for key, v in vals.items()}
 
 
 def _faithfulness(
     name: str, maps: torch.Tensor, sample: _Sample, cfg: EvalSettings, prog: Any, scored: _Scored
 ) -> dict[str, np.ndarray]:
-    """Deletion and insertion AUCs per image (the mean curves go to ``scored.curves``)."""
+    """Deletion and insertion AUCs per image (the mean curves go to ``scored.curves``); the curves' ends,
+    which no map changes, are evaluated once for all methods."""
     h, w = sample.images.shape[2:]
-    n_pairs = sample.n * (min(cfg.n_steps, h * w) + 1) * 2
-    cur = perturbation_curves(
-        sample.scorer,
-        sample.images,
-        maps,
-        sample.targets,
-        n_steps=cfg.n_steps,
-        batch_size=cfg.batch_size,
-        progress=prog.task(f"deletion/insertion {name}", n_pairs),
-        precision=cfg.precision,
-    )
+    if scored.endpoints is None:
+        with scored.counter.phase("deletion/insertion"):
+            scored.endpoints = endpoint_probs(
+                sample.scorer,
+                sample.images,
+                sample.targets,
+                batch_size=cfg.batch_size,
+                precision=cfg.precision,
+            )
+    cur = {}
+    for mode in ("deletion", "insertion"):
+        steps = curve_steps(cfg, mode)
+        n_pairs = sample.n * (max(1, min(steps, h * w)) - 1)
+        cur.update(
+            perturbation_curves(
+                sample.scorer,
+                sample.images,
+                maps,
+                sample.targets,
+                modes=(mode,),
+                n_steps=steps,
+                batch_size=cfg.batch_size,
+                progress=prog.task(f"{mode} {name}", n_pairs),
+                precision=cfg.precision,
+                endpoints=scored.endpoints,
+            )
+        )
     vals: dict[str, np.ndarray] = {}
     scored.curves[name] = {}
     for mode, c in cur.items():
@@ -483,6 +523,13 @@ def _faithfulness(
             "auc": float(c.auc.mean()),
         }
     return vals
+
+
+def curve_steps(cfg: EvalSettings, mode: str) -> int:
+    """Steps of one curve: ``n_steps`` for both when given, else the curve's measured default."""
+    if cfg.n_steps is not None:
+        return int(cfg.n_steps)
+    return budgets.DELETION_STEPS if mode == "deletion" else budgets.INSERTION_STEPS
 
 
 def _localisation(maps: torch.Tensor, sample: _Sample, truth: _Truth) -> dict[str, np.ndarray]:
@@ -527,18 +574,24 @@ def _sanity(
 def _stability(
     name: str,
     seeded: Callable[[int], ExplainFn] | None,
+    maps: torch.Tensor,
     sample: _Sample,
     cfg: EvalSettings,
+    seed: int,
     prog: Any,
 ) -> dict[str, np.ndarray]:
-    """Agreement of the top pixels across seeds, for stochastic methods."""
+    """Agreement of the top pixels across seeds, for stochastic methods. The run with the evaluation's own
+    seed is the one already explained (``maps``, from the same seeded function), so it is not run again."""
     if seeded is None or cfg.stability_n <= 0:
         return {}
     k = min(cfg.stability_n, sample.n)
     adv = prog.task(f"stability {name}", len(cfg.stability_seeds))
     runs = []
     for s in cfg.stability_seeds:
-        runs.append(seeded(s)(sample.model, sample.images[:k], sample.targets[:k]))
+        if s == seed:
+            runs.append(maps[:k])
+        else:
+            runs.append(seeded(s)(sample.model, sample.images[:k], sample.targets[:k]))
         adv(1)
     return {
         "stability": np.concatenate(
@@ -582,7 +635,10 @@ def _results(
             "render_vs_disk_max_abs": truth.render_gap,
         },
         "seed": seed,
-        "settings": _jsonable(asdict(cfg)),
+        "settings": {
+            **_jsonable(asdict(cfg)),
+            "curve_steps": {mode: curve_steps(cfg, mode) for mode in ("deletion", "insertion")},
+        },
         "sample": {
             "accuracy": float((sample.preds == sample.labels).float().mean()),
             "mean_target_prob": float(sample.probs.gather(1, sample.targets[:, None]).mean()),

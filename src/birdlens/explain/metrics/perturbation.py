@@ -23,6 +23,12 @@ Speed: no Python loop over pixels or steps. Each image's pixel *rank* is compute
 ``p`` changes is ``rank // step + 1``, so the mask of every (image, point) pair is one broadcast comparison,
 and the perturbed batch is one ``torch.where`` written straight into a channels-last buffer. Pairs are evaluated
 in chunks (``batch_size``, capped by ``max_chunk_bytes`` of input) under ``inference_mode``.
+
+Shared ends: the two ends of both curves do not depend on the map (deletion starts from the image and ends at
+the substrate; insertion starts from the blurred image and ends at the image), so per image they are three
+evaluations, computed once (:func:`endpoint_probs`) and shared by both curves and, through ``endpoints=``, by
+every map of the same images. A curve of ``n_steps`` costs ``n_steps - 1`` evaluations per image, not
+``n_steps + 1``.
 """
 
 from __future__ import annotations
@@ -121,6 +127,46 @@ def chunk_size_for(batch_size: int, sample_shape: tuple[int, ...], max_chunk_byt
     return max(1, min(batch_size, max_chunk_bytes // per))
 
 
+@dataclass
+class Endpoints:
+    """Target probabilities ``[B]`` of the inputs every map shares: the image, the fully deleted image (the
+    deletion substrate) and insertion's start (the insertion substrate)."""
+
+    original: torch.Tensor
+    deleted: torch.Tensor
+    start: torch.Tensor
+
+
+def endpoint_probs(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    deletion_substrate: Substrate = "zero",
+    insertion_substrate: Substrate = "blur",
+    batch_size: int = 16,
+    output: OutputSelector = None,
+    precision: str = "fp32",
+) -> Endpoints:
+    """The three map-independent points of the deletion and insertion curves, for ``endpoints=`` of
+    :func:`perturbation_curves` (evaluated as those curves evaluate, in chunks under the same autocast)."""
+    device = model_device(model)
+    x = images.to(device, torch.float32)
+    t = torch.as_tensor(targets, dtype=torch.long, device=device).view(-1)
+    rows = torch.cat(
+        [x, make_substrate(x, deletion_substrate), make_substrate(x, insertion_substrate)]
+    ).contiguous(memory_format=torch.channels_last)
+    tt = t.repeat(3)
+    probs = torch.empty(rows.shape[0], dtype=torch.float32, device=device)
+    with torch.inference_mode(), eval_channels_last(model):
+        for s in range(0, rows.shape[0], batch_size):
+            with autocast(precision, device):
+                logits = select_logits(model(rows[s : s + batch_size]), output).float()
+            probs[s : s + batch_size] = logits.softmax(-1).gather(1, tt[s : s + batch_size, None])[:, 0]
+    b = x.shape[0]
+    return Endpoints(probs[:b], probs[b : 2 * b], probs[2 * b :])
+
+
 def perturbation_curves(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -136,12 +182,15 @@ def perturbation_curves(
     output: OutputSelector = None,
     progress: Callable[[int], None] | None = None,
     precision: str = "fp32",
+    endpoints: Endpoints | None = None,
 ) -> dict[str, Curves]:
     """Deletion and/or insertion curves of every image, all points of all images in large batches.
 
     ``images`` are normalised ``[B, 3, H, W]``; ``maps`` ``[B, H, W]`` at the same resolution;
     ``targets`` the explained class per image. ``progress(n)`` is called with the number of model
     evaluations done after each chunk. ``precision``: autocast of the forwards (fp32: none).
+    ``endpoints``: the map-independent ends (:func:`endpoint_probs` of the same images, targets, substrates
+    and precision), to share between the maps of several methods; computed here when not given.
     """
     b, c, h, w = images.shape
     if maps.shape != (b, h, w):
@@ -152,13 +201,25 @@ def perturbation_curves(
     n_points = n_steps + 1
     device = model_device(model)
     targets = torch.as_tensor(targets, dtype=torch.long, device=device).view(-1)
+    if endpoints is None:
+        endpoints = endpoint_probs(
+            model,
+            images,
+            targets,
+            deletion_substrate=deletion_substrate,
+            insertion_substrate=insertion_substrate,
+            batch_size=batch_size,
+            output=output,
+            precision=precision,
+        )
 
     # step at which each pixel changes (1-based): pixel changed at point k iff change_at <= k
     change_at = (pixel_rank(maps.to(device)) // step + 1).to(torch.int32)  # [B, HW]
     # channels-last views: [B, H*W, C]; a where() over them is already channels_last memory
     x_nhwc = images.to(device, torch.float32).permute(0, 2, 3, 1).reshape(b, hw, c).contiguous()
     chunk = chunk_size_for(batch_size, (c, h, w), max_chunk_bytes)
-    total = b * n_points
+    inner = n_steps - 1  # points 1 .. n_steps - 1 depend on the map; the ends come from ``endpoints``
+    total = b * inner
     out: dict[str, Curves] = {}
     with torch.inference_mode(), eval_channels_last(model):
         for mode in modes:
@@ -174,7 +235,7 @@ def perturbation_curves(
             probs = torch.empty(total, dtype=torch.float32, device=device)
             for start in range(0, total, chunk):
                 pair = torch.arange(start, min(start + chunk, total), device=device)
-                img, k = pair // n_points, (pair % n_points).to(torch.int32)
+                img, k = pair // inner, (pair % inner + 1).to(torch.int32)
                 mask = (change_at[img] <= k[:, None]).unsqueeze(-1)  # [N, HW, 1]
                 x = torch.where(mask, changed_src[img], kept_src[img])
                 x = x.view(-1, h, w, c).permute(0, 3, 1, 2)  # NCHW shape, channels_last strides
@@ -183,7 +244,13 @@ def perturbation_curves(
                 probs[start : start + pair.numel()] = logits.softmax(-1).gather(1, targets[img, None])[:, 0]
                 if progress is not None:
                     progress(pair.numel())
-            p = probs.view(b, n_points).cpu().numpy().astype(np.float64)
+            first, last = (
+                (endpoints.original, endpoints.deleted)
+                if mode == "deletion"
+                else (endpoints.start, endpoints.original)
+            )
+            full = torch.cat([first.to(device)[:, None], probs.view(b, inner), last.to(device)[:, None]], 1)
+            p = full.cpu().numpy().astype(np.float64)
             out[mode] = Curves(
                 fractions=np.minimum(np.arange(n_points) * step, hw) / hw,
                 probs=p,

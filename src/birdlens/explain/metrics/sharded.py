@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 
 from birdlens.explain.metrics import evaluate as ev
+from birdlens.explain.metrics.evaluation_count import EvaluationCounter
+from birdlens.explain.metrics.perturbation import Endpoints, endpoint_probs
 from birdlens.explain.shard import PartStore, Processes, Rank, ShardError, run_sharded
 
 
@@ -45,9 +48,12 @@ def block_size(cfg: ev.EvalSettings, height: int, width: int) -> int:
     """Images per block: a multiple of ``explain_batch`` whose deletion/insertion pairs start a chunk."""
     from birdlens.explain.metrics.perturbation import chunk_size_for
 
-    points = min(cfg.n_steps, height * width) + 1
     chunk = chunk_size_for(cfg.batch_size, (3, height, width), 256 * 2**20)  # perturbation_curves' default
-    return math.lcm(max(1, cfg.explain_batch), chunk // math.gcd(points, chunk))
+    size = max(1, cfg.explain_batch)
+    for mode in ("deletion", "insertion"):  # each curve has its own steps, so its own chunk alignment
+        inner = max(1, min(ev.curve_steps(cfg, mode), height * width) - 1)  # the map-dependent points
+        size = math.lcm(size, chunk // math.gcd(inner, chunk))
+    return size
 
 
 def _subset(sample: ev._Sample, truth: ev._Truth, a: int, b: int) -> tuple[ev._Sample, ev._Truth]:
@@ -63,7 +69,14 @@ def _subset(sample: ev._Sample, truth: ev._Truth, a: int, b: int) -> tuple[ev._S
 
 
 def _score_block(
-    job: Job, sample: ev._Sample, truth: ev._Truth, entries: list[ev.Entry], a: int, b: int, prog: Any
+    job: Job,
+    sample: ev._Sample,
+    truth: ev._Truth,
+    entries: list[ev.Entry],
+    ends: Endpoints,
+    a: int,
+    b: int,
+    prog: Any,
 ) -> dict[str, Any]:
     """Every method and baseline on images ``a..b-1``: the part file of the block."""
     sub, sub_truth = _subset(sample, truth, a, b)
@@ -72,11 +85,16 @@ def _score_block(
         sanity_n=min(max(0, min(job.cfg.sanity_n, sample.n) - a), b - a),
         stability_n=min(max(0, min(job.cfg.stability_n, sample.n) - a), b - a),
     )
-    scored = ev._Scored(sanity_n=cfg.sanity_n)
-    for name, fn, seeded in entries:
-        ev._score_method(name, fn, seeded, sub, sub_truth, cfg, job.seed, prog, scored)
+    counter = EvaluationCounter()  # the block's evaluations; the sample and its ground truth are every rank's
+    scored = ev._Scored(sanity_n=cfg.sanity_n, counter=counter)
+    scored.endpoints = Endpoints(ends.original[a:b], ends.deleted[a:b], ends.start[a:b])
+    with counter.watching(job.trained.model):
+        counter.attach(sample.scorer)
+        for name, fn, seeded in entries:
+            ev._score_method(name, fn, seeded, sub, sub_truth, cfg, job.seed, prog, scored)
     return {
         "n": b - a,
+        "evaluations": counter.as_dict(),
         "per_image": scored.per_image,
         "curves": {
             name: {
@@ -125,6 +143,22 @@ def _merge(parts: list[dict[str, Any]], names: list[str], n: int, sanity_n: int)
     return scored
 
 
+def _summed_evaluations(tables: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The blocks' per-phase counts added up (:meth:`EvaluationCounter.as_dict`'s shape): what the whole
+    sample's scoring cost, over every rank."""
+    out: dict[str, Any] = {}
+    for table in tables:
+        for phase, e in table.items():
+            into = out.setdefault(phase, {"evaluations": 0, "seconds": 0.0, "methods": {}})
+            into["evaluations"] += e["evaluations"]
+            into["seconds"] = round(into["seconds"] + e["seconds"], 3)
+            for method, m in e["methods"].items():
+                mine = into["methods"].setdefault(method, {"evaluations": 0, "seconds": 0.0})
+                mine["evaluations"] += m["evaluations"]
+                mine["seconds"] = round(mine["seconds"] + m["seconds"], 3)
+    return out
+
+
 def evaluate_in_parts(
     job: Job,
     out_dir: str | Path | None,
@@ -154,10 +188,24 @@ def evaluate_in_parts(
         if me.device is not None:
             job.trained.model.to(me.device)
         torch.manual_seed(job.seed)
-        sample = ev._load_sample(
-            job.trained, job.manifest, job.n, job.seed, job.split, job.dataset_dir, job.cfg
-        )
-        truth = ev._ground_truth(sample, job.trained, job.boxes, job.cfg)
+        setup = EvaluationCounter()  # counted as one process counts them (each rank does the same)
+        with setup.watching(job.trained.model):
+            with setup.phase("sample"):
+                sample = ev._load_sample(
+                    job.trained, job.manifest, job.n, job.seed, job.split, job.dataset_dir, job.cfg
+                )
+            setup.attach(sample.scorer)
+            with setup.phase("parts"):
+                truth = ev._ground_truth(sample, job.trained, job.boxes, job.cfg)
+            with setup.phase("deletion/insertion"):  # the curves' shared ends, batched over the whole sample
+                ends = endpoint_probs(
+                    sample.scorer,
+                    sample.images,
+                    sample.targets,
+                    batch_size=job.cfg.batch_size,
+                    precision=job.cfg.precision,
+                )
+        state["setup"] = setup.as_dict()
         entries = ev._entries(job.methods, job.trained, job.cfg, job.seed)
         size = block_size(job.cfg, *sample.images.shape[2:])
         blocks = [(a, min(sample.n, a + size)) for a in range(0, sample.n, size)]
@@ -169,7 +217,9 @@ def evaluate_in_parts(
                 if resume and store.load(f"block_{u:05d}") is not None:
                     continue
                 torch.manual_seed(job.seed)  # as before the first method in one process
-                store.save(f"block_{u:05d}", _score_block(job, sample, truth, entries, *blocks[u], prog))
+                store.save(
+                    f"block_{u:05d}", _score_block(job, sample, truth, entries, ends, *blocks[u], prog)
+                )
 
     def merge() -> dict[str, Any]:
         sample, blocks = state["sample"], state["blocks"]
@@ -179,6 +229,8 @@ def evaluate_in_parts(
         names = [e[0] for e in state["entries"]]
         scored = _merge(parts, names, sample.n, min(job.cfg.sanity_n, sample.n))  # type: ignore[arg-type]
         results = ev._results(job.trained, sample, state["truth"], job.cfg, job.seed, job.split, scored)
+        counts = [state["setup"], *(p["evaluations"] for p in parts)]  # type: ignore[index]
+        results["evaluations"] = _summed_evaluations(counts)
         results["seconds_total"] = time.perf_counter() - job.t_start
         ev._write(results, scored.per_image, out, job.cfg.figures)
         store.remove()
