@@ -6,7 +6,7 @@ Modelled on Quantus (each metric declares a score direction and an evaluation ca
 * ``name``: the key in ``results.json`` and in the terminal table;
 * ``direction`` (``higher``/``lower``) and the derived ``higher_is_better``, so reports can rank methods
   without knowing the metric;
-* ``category``: faithfulness, localisation, ground truth, randomisation or robustness;
+* ``category``: faithfulness, localisation, ground truth, randomisation, robustness or complexity;
 * ``needs``: the context keys it reads (``regions``, ``part_masks``, ``explain_fn``, ...), so the evaluator
   can skip a metric whose ground truth the dataset lacks instead of failing;
 * ``__call__(model, images, maps, targets, **ctx) -> float64 array [B]``: one value per image, NaN where the
@@ -45,6 +45,7 @@ class Category(str, Enum):
     GROUND_TRUTH = "ground_truth"
     RANDOMISATION = "randomisation"
     ROBUSTNESS = "robustness"
+    COMPLEXITY = "complexity"
 
 
 class Metric(ABC):
@@ -115,7 +116,33 @@ def register_metric(cls: type[Metric]) -> type[Metric]:
     return cls
 
 
-_BUILTIN_MODULES = ("perturbation", "localisation", "parts", "sanity", "stability")
+_BUILTIN_MODULES = (
+    "perturbation",
+    "localisation",
+    "parts",
+    "sanity",
+    "stability",
+    "road",
+    "infidelity",
+    "robustness",
+    "complexity",
+    "random_logit",
+)
+
+
+def check_budget(metric: str, option: str, value: Any) -> int:
+    """A sample/step count: an integer >= 1, else one error naming ``metric.option`` and what is allowed."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{metric}.{option} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_noise(metric: str, option: str, value: Any) -> float:
+    """A noise level or radius: a finite number >= 0, else one error naming ``metric.option``."""
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{metric}.{option} must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 def _load_builtins() -> None:
