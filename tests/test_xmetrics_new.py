@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from birdlens.explain.metrics import Category, get_metric, metric_info
+from birdlens.explain.metrics.draws import image_rngs
 from birdlens.explain.metrics.infidelity import infidelity_scores, pixel_noise
-from birdlens.explain.metrics.random_logit import off_classes
+from birdlens.explain.metrics.random_logit import off_classes, off_picks
 from birdlens.explain.metrics.road import linear_impute, road_scores
-from birdlens.explain.metrics.robustness import quantus_noise
+from birdlens.explain.metrics.robustness import input_noise
 
 RTOL = 1e-5
 NEW = (
@@ -113,7 +114,7 @@ def test_infidelity_by_hand_on_a_linear_model():
     w = torch.randn(3, 4, 4)
     model, x, t = _Linear(w), torch.randn(2, 3, 4, 4), torch.zeros(2, dtype=torch.long)
     exact = w.sum(0).expand(2, 4, 4)  # per-pixel map: the channel sum of the weights
-    pert = pixel_noise((2, 5, 4, 4), 0.3, 0)
+    pert = pixel_noise(x, 5, 0.3, 0)
     zero = infidelity_scores(model, x, exact, t, pert, normalize=False, score="logit")
     np.testing.assert_allclose(zero, 0.0, atol=1e-9)
     twice = infidelity_scores(model, x, 2 * exact, t, pert, normalize=False, score="logit")
@@ -130,7 +131,7 @@ def test_sensitivity_and_lipschitz_by_hand():
     def first_channel(model, images, targets):
         return images[:, 0]
 
-    eps = quantus_noise(tuple(x.shape), 3, "uniform", 0.2, 9).double()
+    eps = input_noise(x, 3, "uniform", 0.2, 9).double()
     ratio = eps[:, :, 0].flatten(2).norm(dim=-1) / x[:, 0].double().flatten(1).norm(dim=-1)  # [S, B]
     model = torch.nn.Identity()
     mx = get_metric("max_sensitivity", n_samples=3, seed=9)(model, x, x[:, 0], t, explain_fn=first_channel)
@@ -147,7 +148,7 @@ def test_sensitivity_and_lipschitz_by_hand():
 
 def test_random_logit_by_hand():
     t = torch.tensor([0, 1, 2, 3] * 50)
-    other = off_classes(t, 4, seed=0)
+    other = off_classes(t, off_picks(torch.randn(200, 3, 2, 2), 4, seed=0))
     assert not torch.any(other == t)
     assert set(other.tolist()) == {0, 1, 2, 3}
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
@@ -179,16 +180,46 @@ def test_road_by_hand_on_a_mean_colour_model():
 
 # ----------------------------------------------------------------------------------------- parity
 @pytest.mark.parametrize("order", ["morf", "lerf"])
-def test_road_matches_pytorch_grad_cam(toy, order):
+def test_road_matches_pytorch_grad_cam(toy, order, monkeypatch):
     from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
     model, x, t, maps = toy
     cls = ROADMostRelevantFirstAverage if order == "morf" else ROADLeastRelevantFirstAverage
-    torch.manual_seed(5)  # the reference draws its noise from the global generator, in the same order
-    ref = cls()(x, maps.numpy(), [ClassifierOutputSoftmaxTarget(int(i)) for i in t], model)
-    mine = get_metric(f"road_{order}", seed=5)(model, x, maps, t)
+    targets = [ClassifierOutputSoftmaxTarget(int(i)) for i in t]
+    mine = get_metric(f"road_{order}", noise=0.0)(model, x, maps, t)
+    ref = noise_free_road(order)(x, maps.numpy(), targets, model)
     np.testing.assert_allclose(mine, ref, rtol=RTOL, atol=1e-7)
+    # with noise: the reference draws torch.randn_like per (percentile, image); give it birdlens' draws
+    rngs, calls = image_rngs(x, 5), [0]
+
+    def draws(like):
+        i = calls[0] % x.shape[0]  # percentile-major, then image: image i's draws come in percentile order
+        calls[0] += 1
+        return torch.from_numpy(rngs[i].standard_normal(tuple(like.shape), dtype=np.float32))
+
+    monkeypatch.setattr(torch, "randn_like", draws)
+    ref = cls()(x, maps.numpy(), targets, model)
+    monkeypatch.undo()
+    mine = get_metric(f"road_{order}", seed=5)(model, x, maps, t)
+    assert calls[0] == 9 * x.shape[0]
+    np.testing.assert_allclose(mine, ref, rtol=RTOL, atol=1e-7)
+
+
+def noise_free_road(order):
+    """The reference's ROAD averager with a noise-free imputer."""
+    from pytorch_grad_cam.metrics.perturbation_confidence import (
+        AveragerAcrossThresholds,
+        PerturbationConfidenceMetric,
+        RemoveLeastRelevantFirst,
+        RemoveMostRelevantFirst,
+    )
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    remove = RemoveMostRelevantFirst if order == "morf" else RemoveLeastRelevantFirst
+    return AveragerAcrossThresholds(
+        lambda p: PerturbationConfidenceMetric(remove(p, NoisyLinearImputer(noise=0.0)))
+    )
 
 
 def test_infidelity_matches_captum(toy):
@@ -196,7 +227,7 @@ def test_infidelity_matches_captum(toy):
 
     model, x, t, maps = toy
     s = 6
-    pert = pixel_noise((3, s, 16, 16), 0.1, 4)
+    pert = pixel_noise(x, s, 0.1, 4)
 
     def perturb(inputs):
         noise = pert.flatten(0, 1)[:, None].expand_as(inputs)
@@ -236,10 +267,18 @@ def test_infidelity_matches_captum(toy):
 def test_robustness_matches_quantus(toy, name, cls, kwargs):
     quantus = pytest.importorskip("quantus")
     model, x, t, maps = toy
-    np.random.seed(3)  # Quantus draws from numpy's global generator; birdlens from RandomState(seed)
+    kind, level = ("normal", 0.1) if name == "local_lipschitz" else ("uniform", 0.2)
+    eps = input_noise(x, 4, kind, level, 3).numpy().reshape(4, x.shape[0], -1)
+    step = [0]
+
+    def same_draws(arr, indices, **_):  # Quantus' perturb_func contract, fed birdlens' draws step by step
+        out = (arr + eps[step[0]]).astype(arr.dtype)
+        step[0] += 1
+        return out
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = getattr(quantus, cls)(nr_samples=4, disable_warnings=True, **kwargs)(
+        ref = getattr(quantus, cls)(nr_samples=4, disable_warnings=True, perturb_func=same_draws, **kwargs)(
             model=model,
             x_batch=x.numpy(),
             y_batch=t.numpy(),
@@ -247,6 +286,7 @@ def test_robustness_matches_quantus(toy, name, cls, kwargs):
             explain_func=quantus_saliency,
             device="cpu",
         )
+    assert step[0] == 4
     mine = get_metric(name, n_samples=4, seed=3)(model, x, maps, t, explain_fn=saliency)
     np.testing.assert_allclose(mine, ref, rtol=RTOL)
 
@@ -263,9 +303,11 @@ def test_complexity_metrics_match_quantus(toy, name, cls):
     np.testing.assert_allclose(get_metric(name)(model, x, maps, t), ref, rtol=RTOL)
 
 
-def test_random_logit_matches_quantus(toy):
+def test_random_logit_matches_quantus(toy, monkeypatch):
     quantus = pytest.importorskip("quantus")
     model, x, t, maps = toy
+    picks = off_picks(x, 5, 7)
+    monkeypatch.setattr(np.random, "randint", lambda lo, hi, n: picks)  # Quantus' one draw, given birdlens'
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = quantus.RandomLogit(
@@ -278,6 +320,7 @@ def test_random_logit_matches_quantus(toy):
             explain_func=quantus_saliency,
             device="cpu",
         )
+    monkeypatch.undo()
     mine = get_metric("random_logit", seed=7, flat=True)(model, x, maps, t, explain_fn=saliency)
     np.testing.assert_allclose(mine, ref, rtol=RTOL, atol=1e-7)
 

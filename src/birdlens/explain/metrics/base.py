@@ -9,6 +9,9 @@ Modelled on Quantus (each metric declares a score direction and an evaluation ca
 * ``category``: faithfulness, localisation, ground truth, randomisation, robustness or complexity;
 * ``needs``: the context keys it reads (``regions``, ``part_masks``, ``explain_fn``, ...), so the evaluator
   can skip a metric whose ground truth the dataset lacks instead of failing;
+* ``selectable``: scored by :func:`evaluate_explanations` only when named in its ``metrics`` setting
+  (``birdlens explain-eval --metrics``), because it costs extra model calls or explanations; the others are
+  always scored where the data allows;
 * ``__call__(model, images, maps, targets, **ctx) -> float64 array [B]``: one value per image, NaN where the
   value is undefined (the aggregator drops NaNs and reports how many values were finite).
 
@@ -56,6 +59,7 @@ class Metric(ABC):
     category: ClassVar[Category]
     needs: ClassVar[frozenset[str]] = frozenset()
     description: ClassVar[str] = ""
+    selectable: ClassVar[bool] = False
 
     @property
     def higher_is_better(self) -> bool:
@@ -178,4 +182,5 @@ def metric_info(name: str) -> dict[str, Any]:
         "higher_is_better": cls.direction is Direction.HIGHER,  # type: ignore[attr-defined]
         "category": cls.category.value,  # type: ignore[attr-defined]
         "description": cls.description,  # type: ignore[attr-defined]
+        "selectable": cls.selectable,  # type: ignore[attr-defined]
     }

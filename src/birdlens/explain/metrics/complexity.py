@@ -52,6 +52,7 @@ class Sparseness(Metric):
     name = "sparseness"
     direction = Direction.HIGHER
     category = Category.COMPLEXITY
+    selectable = True
     description = "Gini index of |map| (Chalasani 2020): 1 = one pixel, 0 = uniform"
 
     def compute(self, model: Any, images: Any, maps: torch.Tensor, targets: Any, **ctx: Any) -> np.ndarray:
@@ -63,6 +64,7 @@ class Complexity(Metric):
     name = "complexity"
     direction = Direction.LOWER
     category = Category.COMPLEXITY
+    selectable = True
     description = "Entropy of |map|'s share per pixel (Bhatt 2020): 0 = one pixel, log(H*W) = uniform"
 
     def compute(self, model: Any, images: Any, maps: torch.Tensor, targets: Any, **ctx: Any) -> np.ndarray:

@@ -6,7 +6,9 @@ What applies depends on the data, never on a flag:
 * always: deletion/insertion (faithfulness), the sanity check, and stability for seeded stochastic methods;
 * localisation: for images with a mask (the synthetic birds: the bird silhouette) or a box (the manifest's
   box, or ``boxes=`` a CUB ``bounding_boxes.txt`` / ``path,x,y,w,h`` CSV);
-* ground-truth part importance: for a synthetic-bird dataset (``specs.jsonl`` + ``parts.json`` beside it).
+* ground-truth part importance: for a synthetic-bird dataset (``specs.jsonl`` + ``parts.json`` beside it);
+* the metrics named in ``metrics`` (:mod:`birdlens.explain.metrics.selection`: ROAD, infidelity,
+  sensitivity, Lipschitz, random logit, sparseness, complexity; the free ones by default).
 
 Every method is explained for the **same target per image**: the model's predicted class by default
 (``target="pred"``, as RISE: the question is why the model decided what it decided), or the true label
@@ -41,6 +43,7 @@ from birdlens.explain.metrics.regions import (
     to_input_frame,
 )
 from birdlens.explain.metrics.sanity import FAIL_THRESHOLD, cascading_randomisation, sanity_verdict
+from birdlens.explain.metrics.selection import DEFAULT_METRICS, build_selected, check_needs, score_selected
 from birdlens.explain.metrics.stability import seed_stability
 from birdlens.explain.metrics.summary import best_vs_runner_up, rank_methods, summarise
 from birdlens.utils.console import bars
@@ -69,6 +72,13 @@ class EvalSettings:
     figures: bool = True
     fold_bn: bool = True  # no-grad scoring passes use a BatchNorm-folded copy (birdlens.models.fold)
     precision: str = "fp32"  # autocast of the deletion/insertion forwards (birdlens.utils.device)
+    metrics: tuple[str, ...] = (
+        DEFAULT_METRICS  # selectable metrics to score (birdlens.explain.metrics.selection)
+    )
+    metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"road_morf": {"noise": 0}}
+    metrics_n: int = (
+        8  # images for the selected metrics that re-explain (sensitivity, Lipschitz, random logit)
+    )
 
 
 # ------------------------------------------------------------------------------------------- the sample
@@ -216,6 +226,7 @@ def evaluate_explanations(
     methods = _known_methods(methods, cfg.method_params)
     sample = _load_sample(trained, manifest, n, seed, split, dataset_dir, cfg)
     truth = _ground_truth(sample, trained, boxes, cfg)
+    check_needs(cfg.metrics, _available_context(truth))
     entries = _entries(methods, trained, cfg, seed)
     scored = _Scored(sanity_n=min(cfg.sanity_n, sample.n))
     with bars(quiet) as prog:
@@ -240,6 +251,10 @@ def _settings(settings: EvalSettings | None, overrides: Mapping[str, Any]) -> Ev
         setattr(cfg, k, v)
     if cfg.target not in ("pred", "label"):
         raise ValueError("target must be 'pred' or 'label'")
+    cfg.metrics = tuple(m.strip() for m in cfg.metrics if m.strip())
+    build_selected(cfg.metrics, cfg.metric_params)  # bad names or options fail here, before any image loads
+    if isinstance(cfg.metrics_n, bool) or not isinstance(cfg.metrics_n, int) or cfg.metrics_n < 0:
+        raise ValueError(f"metrics_n must be an integer >= 0, got {cfg.metrics_n!r}")
     return cfg
 
 
@@ -437,6 +452,7 @@ def _score_method(
             )
     vals.update(_sanity(name, fn, maps, sample, cfg, seed, prog, scored))
     vals.update(_stability(name, seeded, sample, cfg, prog))
+    vals.update(_selected(name, fn, maps, sample, cfg, prog))
     scored.per_image[name] = {key: np.asarray(v, dtype=float).tolist() for key, v in vals.items()}
 
 
@@ -528,6 +544,33 @@ def _stability(
             [seed_stability(runs, cfg.stability_fraction), np.full(sample.n - k, np.nan)]
         )
     }
+
+
+def _available_context(truth: _Truth) -> set[str]:
+    """The metric context keys this dataset and flow provide (checked against what named metrics need)."""
+    keys = {"explain_fn", "explain_seeded"}
+    if truth.regions is not None:
+        keys.add("regions")
+    if truth.part_ctx is not None:
+        keys.update(truth.part_ctx)
+    return keys
+
+
+def _selected(
+    name: str, fn: ExplainFn, maps: torch.Tensor, sample: _Sample, cfg: EvalSettings, prog: Any
+) -> dict[str, np.ndarray]:
+    """The metrics named in ``cfg.metrics`` (built again: each method gets the same seeded draws)."""
+    return score_selected(
+        build_selected(cfg.metrics, cfg.metric_params),
+        model=sample.model,
+        scorer=sample.scorer,
+        images=sample.images,
+        maps=maps,
+        targets=sample.targets,
+        explain_fn=fn,
+        explain_n=cfg.metrics_n,
+        progress=lambda metric: prog.task(f"{metric} {name}", 1),
+    )
 
 
 def _results(

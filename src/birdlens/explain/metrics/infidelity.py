@@ -3,7 +3,7 @@
 For perturbations ``I`` of the input, a faithful map ``phi`` predicts the change of the class score:
 ``infidelity = E_I[(beta * I . phi - (f(x) - f(x - I)))^2]``, lower is better. ``I`` is Gaussian pixel noise
 (std ``noise`` in the normalised input space, one value per pixel shared by the channels, because a map has one
-value per pixel), ``n_samples`` draws per image from a generator seeded with ``seed``. With ``normalize`` (the
+value per pixel), ``n_samples`` draws per image from its own generator (:mod:`~birdlens.explain.metrics.draws`). With ``normalize`` (the
 default) ``beta`` is the least-squares scale ``E[I.phi * df] / E[(I.phi)^2]``, so the score does not depend on
 the map's arbitrary units (Grad-CAM in [0, 1], IG in logit units); without it ``beta = 1``.
 
@@ -28,12 +28,15 @@ from birdlens.explain.metrics.base import (
     check_noise,
     register_metric,
 )
+from birdlens.explain.metrics.draws import image_rngs
 from birdlens.explain.metrics.forward import check_score, class_scores
 
 
-def pixel_noise(shape: tuple[int, int, int, int], noise: float, seed: int) -> torch.Tensor:
-    """``[B, n_samples, H, W]`` Gaussian draws (std ``noise``), image-major, from a generator seeded ``seed``."""
-    return noise * torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))
+def pixel_noise(images: torch.Tensor, n_samples: int, noise: float, seed: int) -> torch.Tensor:
+    """``[B, n_samples, H, W]`` Gaussian draws (std ``noise``), each image's from its own generator."""
+    h, w = images.shape[-2:]
+    draws = [rng.standard_normal((n_samples, h, w), dtype=np.float32) for rng in image_rngs(images, seed)]
+    return noise * torch.from_numpy(np.stack(draws))
 
 
 def infidelity_scores(
@@ -76,6 +79,7 @@ class Infidelity(Metric):
     name = "infidelity"
     direction = Direction.LOWER
     category = Category.FAITHFULNESS
+    selectable = True
     description = "Squared error of map . noise predicting the score change under pixel noise (Yeh 2019)"
 
     def __init__(
@@ -97,8 +101,7 @@ class Infidelity(Metric):
     def compute(self, model: Any, images: Any, maps: Any, targets: Any, **ctx: Any) -> np.ndarray:
         if model is None:
             raise ValueError(f"{self.name} needs the model")
-        b, _, h, w = images.shape
-        pert = pixel_noise((b, self.n_samples, h, w), self.noise, self.seed)
+        pert = pixel_noise(images, self.n_samples, self.noise, self.seed)
         return infidelity_scores(
             model,
             images,

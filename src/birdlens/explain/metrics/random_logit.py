@@ -8,9 +8,9 @@ divided by its maximum absolute value. Lower is better: 1 = the map ignores whic
 SSIM is computed on the 2-D maps (7 x 7 windows). Quantus computes it on the *flattened* maps (windows of 7
 pixels along raster rows), which mixes the ends of adjacent rows; ``flat=True`` reproduces that for parity.
 
-The draw is Quantus' ``RandomLogit``: ``numpy.random.RandomState(seed).randint(0, K - 1, B)`` indexing the
-classes other than the target, so equal seeds explain the same off-classes and give equal values (Quantus'
-normalisation set to per image, see ``complexity``).
+The draw is Quantus' ``RandomLogit``: an integer in ``[0, K - 1)`` indexing the classes other than the target,
+here from each image's own generator (:mod:`~birdlens.explain.metrics.draws`); with the same draws Quantus
+gives equal values (its normalisation set to per image, see ``complexity``).
 """
 
 from __future__ import annotations
@@ -22,15 +22,20 @@ import torch
 from skimage.metrics import structural_similarity
 
 from birdlens.explain.metrics.base import Category, Direction, Metric, register_metric
+from birdlens.explain.metrics.draws import image_rngs
 from birdlens.explain.metrics.perturbation import model_device, select_logits
 from birdlens.explain.metrics.robustness import per_image_max_normalise
 
 
-def off_classes(targets: torch.Tensor, n_classes: int, seed: int) -> torch.Tensor:
-    """One class per image, uniform among the ``n_classes - 1`` that are not its target (Quantus' draw)."""
+def off_picks(images: torch.Tensor, n_classes: int, seed: int) -> np.ndarray:
+    """Per image, an index in ``[0, n_classes - 1)`` into the classes other than its target."""
+    return np.array([rng.integers(0, n_classes - 1) for rng in image_rngs(images, seed)], dtype=np.int64)
+
+
+def off_classes(targets: torch.Tensor, picks: np.ndarray) -> torch.Tensor:
+    """The ``picks``-th class that is not the target (Quantus' indexing of the filtered class list)."""
     t = torch.as_tensor(targets).view(-1).cpu().numpy()
-    pick = np.random.RandomState(int(seed)).randint(0, n_classes - 1, t.shape[0])
-    return torch.from_numpy(pick + (pick >= t)).long()
+    return torch.from_numpy(picks + (picks >= t)).long()
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -51,6 +56,7 @@ class RandomLogit(Metric):
     name = "random_logit"
     direction = Direction.LOWER
     category = Category.RANDOMISATION
+    selectable = True
     needs = frozenset({"explain_fn"})
     description = "SSIM of the map vs the map for a random other class (Sixt 2020): 1 = class-blind"
 
@@ -64,7 +70,7 @@ class RandomLogit(Metric):
         k = n_classes_of(model, images)
         if k < 2:
             raise ValueError(f"{self.name} needs a model with at least 2 classes, this one has {k}")
-        other = ctx["explain_fn"](model, images, off_classes(targets, k, self.seed))
+        other = ctx["explain_fn"](model, images, off_classes(targets, off_picks(images, k, self.seed)))
         h, w = maps.shape[1:]
         a = per_image_max_normalise(torch.nan_to_num(maps.detach().cpu().double().flatten(1)))
         b = per_image_max_normalise(torch.nan_to_num(other.detach().cpu().double().flatten(1)))

@@ -17,8 +17,9 @@ For each percentile ``p`` in ``percentiles`` (10, 20, ..., 90) and each image:
 
 This reproduces ``pytorch_grad_cam.metrics.road`` (``ROADMostRelevantFirstAverage`` /
 ``ROADLeastRelevantFirstAverage`` with ``ClassifierOutputSoftmaxTarget`` for ``score="prob"``), including its
-thresholding and the order of its noise draws (percentile-major, then image, from a generator seeded with
-``seed``), so equal seeds give equal values. It is faster because the sparse system is assembled by vectorised
+thresholding; the noise comes from one generator per image (:mod:`~birdlens.explain.metrics.draws`, one
+``[C, n_imputed]`` standard-normal draw per percentile), and with those draws given to pytorch-grad-cam the
+values are equal. It is faster because the sparse system is assembled by vectorised
 index arithmetic (not element-wise ``lil_matrix`` writes) and the model sees a batch per percentile instead of
 one forward per (image, percentile).
 """
@@ -34,6 +35,7 @@ from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import spsolve
 
 from birdlens.explain.metrics.base import Category, Direction, Metric, check_noise, register_metric
+from birdlens.explain.metrics.draws import image_rngs
 from birdlens.explain.metrics.forward import check_score, class_scores
 
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -114,8 +116,8 @@ def road_scores(
     """Per image, the mean over ``percentiles`` of (score after imputation - score before)."""
     if order not in ("morf", "lerf"):
         raise ValueError(f"order must be 'morf' or 'lerf', got {order!r}")
-    gen = torch.Generator().manual_seed(int(seed))
     x = images.detach().cpu().float()
+    rngs = image_rngs(x, seed)
     m = np.nan_to_num(maps.detach().cpu().float().numpy())
     before = class_scores(model, x, targets, score=score, batch_size=batch_size)
     diffs = []
@@ -127,7 +129,7 @@ def road_scores(
             hole = torch.from_numpy(~keep[i])
             n_missing = int(hole.sum())
             if noise > 0 and n_missing:
-                draw = torch.randn((x.shape[1], n_missing), generator=gen)
+                draw = torch.from_numpy(rngs[i].standard_normal((x.shape[1], n_missing), dtype=np.float32))
                 img.view(x.shape[1], -1)[:, hole.view(-1)] += noise * draw
             filled.append(img)
         after = class_scores(model, torch.stack(filled), targets, score=score, batch_size=batch_size)
@@ -137,6 +139,7 @@ def road_scores(
 
 class _Road(Metric):
     category = Category.FAITHFULNESS
+    selectable = True
     order: ClassVar[str]
 
     def __init__(

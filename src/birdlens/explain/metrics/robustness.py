@@ -9,9 +9,9 @@ For draws ``x' = x + eps`` (one draw per sample and image, all of ``C*H*W`` valu
 * **local_lipschitz**: the max over draws of ``||phi'(x') - phi'(x)|| / (||x' - x|| + 1e-10)`` with ``phi'``
   each map divided by its maximum absolute value, ``eps ~ N(0, std^2)`` (Quantus: std 0.1).
 
-Lower is better for all three. The draws are Quantus' own: ``numpy.random.RandomState(seed)`` drawing one
-``[B, C*H*W]`` array per sample, sample-major, which is what ``MaxSensitivity``, ``AvgSensitivity`` and
-``LocalLipschitzEstimate`` draw after ``numpy.random.seed(seed)``; so equal seeds give equal values (Quantus'
+Lower is better for all three. Each image's ``[n_samples, C*H*W]`` draws come from its own generator
+(:mod:`~birdlens.explain.metrics.draws`); given the same draws through its ``perturb_func``, Quantus'
+``MaxSensitivity``, ``AvgSensitivity`` and ``LocalLipschitzEstimate`` give equal values (their
 normalisation set to per image, see ``complexity``). Faster than Quantus because all ``B * n_samples`` noisy
 images go to the explainer in its own large batches instead of one call per sample.
 """
@@ -32,22 +32,22 @@ from birdlens.explain.metrics.base import (
     check_noise,
     register_metric,
 )
+from birdlens.explain.metrics.draws import image_rngs
 
 ExplainFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def quantus_noise(shape: tuple[int, ...], n_samples: int, kind: str, level: float, seed: int) -> torch.Tensor:
-    """``[S, B, C, H, W]`` float32 draws in Quantus' order: uniform on ``[-level, level]`` or normal with std
-    ``level``, one ``[B, C*H*W]`` array per sample."""
-    rng = np.random.RandomState(int(seed))
-    b, flat = shape[0], int(np.prod(shape[1:]))
+def input_noise(images: torch.Tensor, n_samples: int, kind: str, level: float, seed: int) -> torch.Tensor:
+    """``[S, B, C, H, W]`` float32 draws: uniform on ``[-level, level]`` or normal with std ``level``, each
+    image's ``[S, C*H*W]`` from its own generator."""
+    d = int(np.prod(images.shape[1:]))
     draws = [
-        rng.uniform(-level, level, size=(b, flat))
+        rng.uniform(-level, level, (n_samples, d))
         if kind == "uniform"
-        else rng.normal(0.0, level, size=(b, flat))
-        for _ in range(n_samples)
+        else rng.normal(0.0, level, (n_samples, d))
+        for rng in image_rngs(images, seed)
     ]
-    return torch.from_numpy(np.stack(draws).astype(np.float32)).view(n_samples, *shape)
+    return torch.from_numpy(np.stack(draws, 1).astype(np.float32)).view(n_samples, *images.shape)
 
 
 def reexplain(
@@ -71,6 +71,7 @@ class _Robustness(Metric):
     category = Category.ROBUSTNESS
     direction = Direction.LOWER
     needs = frozenset({"explain_fn"})
+    selectable = True
     noise_kind: ClassVar[str]
     level_option: ClassVar[str]
 
@@ -92,7 +93,7 @@ class _Robustness(Metric):
         if model is None:
             raise ValueError(f"{self.name} needs the model")
         x = images.detach().cpu().float()
-        eps = quantus_noise(tuple(x.shape), self.n_samples, self.noise_kind, self.level, self.seed)
+        eps = input_noise(x, self.n_samples, self.noise_kind, self.level, self.seed)
         noisy = x[None] + eps
         again = reexplain(model, ctx["explain_fn"], noisy, targets)
         base = torch.nan_to_num(maps.detach().cpu().double().flatten(1))
