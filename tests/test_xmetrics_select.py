@@ -162,6 +162,37 @@ def test_cli_scores_the_default_and_named_metrics(run_dir: Path, synth: Manifest
     assert {"sparseness", "road_lerf"} <= set(res["methods"]["gradcam"])
     assert "complexity" not in res["methods"]["gradcam"]
     assert res["settings"]["metric_params"] == {"road_lerf": {"percentiles": [50]}}
+    assert "figures/categories.png" in res["figures"] and (out / "figures" / "categories.png").is_file()
+    assert "Per category" in r.output and "complexity" in r.output
+
+
+def test_category_winners_by_hand():
+    from birdlens.explain.metrics.summary import category_winners
+
+    def st(mean, lo, hi):
+        return {"mean": mean, "ci95": [lo, hi], "n": 4}
+
+    summary = {
+        # faithfulness: a is 1st on deletion (lower) and 2nd on insertion; b the reverse; c last on both
+        "a": {
+            "deletion": st(0.1, 0.05, 0.15),
+            "insertion": st(0.5, 0.4, 0.6),
+            "sparseness": st(0.9, 0.8, 1.0),
+        },
+        "b": {
+            "deletion": st(0.2, 0.18, 0.22),
+            "insertion": st(0.7, 0.65, 0.75),
+            "sparseness": st(0.2, 0.1, 0.3),
+        },
+        "c": {"deletion": st(0.3, 0.2, 0.4), "insertion": st(0.1, 0.0, 0.2)},
+    }
+    cats = category_winners(summary)
+    f = cats["faithfulness"]
+    assert f["mean_rank"] == {"a": 1.5, "b": 1.5, "c": 3.0}
+    assert {f["best"], f["runner_up"]} == {"a", "b"}
+    assert f["overlap"] == {"deletion": False, "insertion": False}
+    c = cats["complexity"]
+    assert (c["best"], c["runner_up"], c["overlap"]) == ("a", "b", {"sparseness": False})
 
 
 def _study(params: dict, data: dict | None = None) -> dict:
@@ -207,3 +238,23 @@ def test_study_config_refuses_a_mask_metric_on_a_csv_without_masks(plain_csv: Pa
         parse_study_config(_study({"metrics": ["part_rank_corr"]}, {"source": "path", "path": str(flat)}))
     ok = parse_study_config(_study({"metrics": ["energy_inside", "road_morf"]}))  # synthetic birds have masks
     assert ok.explain_eval.params["metrics"] == ["energy_inside", "road_morf"]
+
+
+def test_report_names_each_categorys_first_and_runner_up():
+    from birdlens.study.report_stage import _category_html, _findings
+
+    def st(mean, lo, hi):
+        return {"mean": mean, "ci95": [lo, hi], "n": 8}
+
+    methods = {
+        "gradcam": {"deletion": st(0.1, 0.05, 0.15), "sparseness": st(0.6, 0.55, 0.65)},
+        "ig": {"deletion": st(0.12, 0.1, 0.2), "sparseness": st(0.3, 0.25, 0.35)},
+    }
+    text = _findings([], {"lite0": {"methods": methods}})
+    comp = next(t for t in text if ", complexity (" in t)
+    assert "gradcam ranks first (mean rank 1.0), ig second (2.0)" in comp
+    assert "do not overlap on any" in comp
+    faith = next(t for t in text if ", faithfulness (" in t)
+    assert "overlap on every one" in faith
+    html = _category_html(methods)
+    assert "<b>gradcam</b>" in html and "sparseness: separate" in html and "deletion: overlap" in html

@@ -712,7 +712,12 @@ def _write(results: dict[str, Any], per_image: Mapping[str, Any], out: Path, fig
 
     out.mkdir(parents=True, exist_ok=True)
     if figures:
-        from birdlens.explain.metrics.figures import plot_curves, plot_metric_bars, plot_sanity
+        from birdlens.explain.metrics.figures import (
+            plot_categories,
+            plot_curves,
+            plot_metric_bars,
+            plot_sanity,
+        )
 
         fig_dir = out / "figures"
         paths = [figure_or_warning(lambda p: plot_curves(results["curves"], p), fig_dir / "curves.png")]
@@ -723,6 +728,8 @@ def _write(results: dict[str, Any], per_image: Mapping[str, Any], out: Path, fig
             paths.append(
                 figure_or_warning(lambda p: plot_sanity(results["sanity"], p), fig_dir / "sanity.png")
             )
+        summary_fig = functools.partial(plot_categories, results["methods"])
+        paths.append(figure_or_warning(summary_fig, fig_dir / "categories.png"))
         results["figures"] = [p.relative_to(out).as_posix() for p in paths if p is not None]
     write_json(out / "per_image.json", {"images": results["data"]["images"], "methods": per_image})
     write_json(out / "results.json", results)
