@@ -9,8 +9,10 @@ the map's arbitrary units (Grad-CAM in [0, 1], IG in logit units); without it ``
 
 This is ``captum.metrics.infidelity`` with ``forward_func`` = the explained class's softmax probability (or
 logit), ``attributions`` = the map copied to the channels divided by their count, and a ``perturb_func`` that
-returns these same draws: equal values to float rounding. It is faster because the ``B * n_samples`` perturbed
-images go through the model in large chunks from one tensor of draws, with no per-call re-expansion.
+returns these same draws: equal values to float rounding. It is written here rather than called because
+captum draws from one generator over the whole batch (an image's value would depend on its neighbours) and
+takes maps of the input's shape; the cost is the same, the ``B * n_samples`` forwards
+(``docs/benchmarks.md``, "Explanation-quality metrics against their references").
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ For draws ``x' = x + eps`` (one draw per sample and image, all of ``C*H*W`` valu
 Lower is better for all three. Each image's ``[n_samples, C*H*W]`` draws come from its own generator
 (:mod:`~birdlens.explain.metrics.draws`); given the same draws through its ``perturb_func``, Quantus'
 ``MaxSensitivity``, ``AvgSensitivity`` and ``LocalLipschitzEstimate`` give equal values (their
-normalisation set to per image, see ``complexity``). Faster than Quantus because all ``B * n_samples`` noisy
-images go to the explainer in its own large batches instead of one call per sample.
+normalisation set to per image, see ``complexity``). The cost is the ``B * n_samples`` explanations, as in
+Quantus (which batches over images too); what is added is the per-image seeding and the map-shaped API.
 """
 
 from __future__ import annotations
