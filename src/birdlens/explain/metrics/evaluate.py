@@ -72,13 +72,11 @@ class EvalSettings:
     figures: bool = True
     fold_bn: bool = True  # no-grad scoring passes use a BatchNorm-folded copy (birdlens.models.fold)
     precision: str = "fp32"  # autocast of the deletion/insertion forwards (birdlens.utils.device)
-    metrics: tuple[str, ...] = (
-        DEFAULT_METRICS  # selectable metrics to score (birdlens.explain.metrics.selection)
-    )
-    metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"road_morf": {"noise": 0}}
-    metrics_n: int = (
-        8  # images for the selected metrics that re-explain (sensitivity, Lipschitz, random logit)
-    )
+    # the selectable metrics to score (birdlens.explain.metrics.selection), their options, e.g.
+    # {"road_morf": {"noise": 0}}, and the images for those that re-explain (sensitivity, Lipschitz, random logit)
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics_n: int = 8
 
 
 # ------------------------------------------------------------------------------------------- the sample
