@@ -69,8 +69,8 @@ def explain_eval(
         str,
         typer.Option(
             "--metrics",
-            help="comma-separated extra metrics: road_morf, road_lerf, infidelity, max_sensitivity, "
-            "avg_sensitivity, local_lipschitz, random_logit, sparseness, complexity ('' for none)",
+            help="comma-separated extra metrics, e.g. road_morf,road_lerf,infidelity,max_sensitivity "
+            "('' for none; a wrong name lists them all)",
         ),
     ] = "sparseness,complexity",
     metric_param: Annotated[
