@@ -102,7 +102,6 @@ def infidelity_ref(model, x, maps, t, n, seed):  # type: ignore[no-untyped-def]
             maps[:, None].expand_as(x) / x.shape[1],
             target=t,
             n_perturb_samples=n,
-            max_examples_per_batch=64,
             normalize=True,
         ).numpy()
 
