@@ -5,8 +5,8 @@
 # cuDNN's algorithm search and AMP's warm-up). Offline: uses the shared bird photos when present, else a synthetic
 # 20-class folder of 224 px images (speed does not depend on what the pixels show).
 # Then the explainers: images/s of IG-50, LIME-1000 and SHAP-500 on 16 photos, batched across images (model
-# batches of EXPLAIN_BATCH=256 rows) vs one image per call (benchmarks/batch_speed.py), and, when `birdlens
-# explain` has --devices (sharding over processes), the explain run on 1 process vs all GPUs.
+# batches of EXPLAIN_BATCH=256 rows) vs one image per call (benchmarks/batch_speed.py), and `birdlens explain`
+# on 1 process vs `--devices N` (all GPUs, sharded with Lightning Fabric), its files compared.
 #
 #   bash benchmarks/gpu_check.sh [DATA_DIR]          # needs a CUDA GPU; ~1-2 minutes
 #
@@ -93,8 +93,8 @@ else
   DEVICES=$("$PY" -c "import torch; print(torch.cuda.device_count())")
   BUDGET=(--n 16)
 fi
-BL=("$PY" -c "from birdlens.cli import app; app()")
-if "${BL[@]}" explain --help 2>/dev/null | grep -q -- "--devices"; then
+BL=("$PY" -m birdlens.cli)  # a command Fabric's ddp launcher can re-run for the other ranks (not `python -c`)
+if "${BL[@]}" explain --help 2>/dev/null | grep -- "--devices" >/dev/null; then  # no -q: pipefail + SIGPIPE
   for d in 1 "$DEVICES"; do
     t0=$(date +%s.%N)
     "${BL[@]}" explain "$EXPLAIN_DATA/test" --run "$OUT/gpu" --methods lime,shap,ig "${BUDGET[@]}" \
@@ -104,6 +104,12 @@ if "${BL[@]}" explain --help 2>/dev/null | grep -q -- "--devices"; then
     awk -v n="$n" -v s="$(awk "BEGIN{print $t1 - $t0}")" -v d="$d" \
       'BEGIN{printf "explain, %d process(es): %d images in %.1f s, %.2f images/s\n", d, n, s, n / s}'
   done
+  # sharding keeps each image's batch: the maps and overlays of N processes are the 1-process files
+  if diff -rq -x manifest.json "$OUT/explain_1" "$OUT/explain_$DEVICES" >/dev/null; then
+    echo "explain, $DEVICES process(es) vs 1: maps, overlays and panels byte-identical"
+  else
+    echo "explain, $DEVICES process(es) vs 1: files DIFFER"
+  fi
 else
   echo "multi-process explain: skipped (this build's 'birdlens explain' has no --devices)"
 fi

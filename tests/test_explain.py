@@ -15,12 +15,28 @@ from birdlens.explain.hooks import count_hooks
 from birdlens.explain.imaging import box_blur, resize_maps
 from birdlens.explain.methods.lime import cosine_to_ones, sample_design
 
-ALL = ["gradcam", "gradcam++", "layercam", "hirescam", "ig", "lime", "shap", "random"]
+ALL = [
+    "gradcam",
+    "gradcam++",
+    "layercam",
+    "hirescam",
+    "ig",
+    "lime",
+    "shap",
+    "random",
+    "saliency",
+    "smoothgrad",
+    "occlusion",
+    "rise",
+]
 NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 FAST = {
     "ig": {"steps": 8, **NORM},
     "lime": {"num_samples": 40, "segmentation": "slic", "segmentation_params": {"n_segments": 12}, **NORM},
     "shap": {"max_evals": 40, "blur_kernel": 8},
+    "smoothgrad": {"num_samples": 4},
+    "occlusion": {"window": 8, "stride": 8},
+    "rise": {"num_masks": 16, "grid": 4},
 }
 
 
@@ -226,7 +242,7 @@ def test_every_method_shape_target_and_batch_parity(method: str) -> None:
     assert forced.target.tolist() == [3, 3]
 
 
-@pytest.mark.parametrize("method", ["lime", "shap", "random"])
+@pytest.mark.parametrize("method", ["lime", "shap", "random", "rise", "smoothgrad"])
 def test_same_seed_same_maps_other_seed_differs(method: str) -> None:
     model = TinyNet()
     x = images(2)

@@ -56,7 +56,10 @@ def test_gpu_check_script_dry_run(tmp_path: Path) -> None:
         assert (
             float(cols[4]) > 0 and float(cols[5]) > 0 and cols[6] in ("True", "False") and float(cols[7]) >= 0
         ), cols
-    assert "multi-process explain" in out or "process(es):" in out
+    # the multi-process leg: 1 process, then 2 (gloo on the CPU), the same files
+    for d in (1, 2):
+        assert f"explain, {d} process(es): 2 images" in out, out[-2000:]
+    assert "explain, 2 process(es) vs 1: maps, overlays and panels byte-identical" in out, out[-2000:]
 
 
 def test_gpu_check_refuses_without_gpu(tmp_path: Path) -> None:

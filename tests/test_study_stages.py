@@ -112,14 +112,14 @@ def test_config_errors_name_field_value_and_allowed(tmp_path):
     bad = tmp_path / "s.yaml"
     bad.write_text(
         "models:\n  - {name: cnn, model: simple_cnn, mode: prob, augment: keras}\n"
-        "explain: {methods: [gradcam, lrp]}\ntypo_section: 1\n"
+        "explain: {methods: [gradcam, deeplift]}\ntypo_section: 1\n"
     )
     with pytest.raises(ConfigError) as e:
         load_study_config(bad)
     msg = str(e.value)
     assert "models.0.mode: got 'prob'" in msg and "'probe', 'finetune' or 'scratch'" in msg
     assert "models.0.augment: got 'keras'" in msg and "keras-paper" in msg
-    assert "explain.methods" in msg and "lrp" in msg
+    assert "explain.methods" in msg and "deeplift" in msg
     assert "typo_section: unknown field" in msg
 
 

@@ -357,6 +357,10 @@ def _full_context(b: int, h: int, w: int, model: nn.Module) -> dict:
         "part_masks": masks,
         "part_importance": torch.rand(b, 4, generator=g),
         "key_parts": torch.rand(b, 4, generator=g) > 0.5,
+        "background_images": torch.randn(b, 2, 3, h, w, generator=g),
+        "pair_images": torch.randn(b, 3, h, w, generator=g),
+        "pair_masks": torch.randint(0, 3, (b, h, w), generator=g),
+        "pair_targets": torch.randint(0, 3, (b, 2), generator=g),
         "explain_fn": _input_grad,
         # seeded maps must not depend on which batch an image sits in
         "explain_seeded": lambda imgs, tt, s: imgs.abs().sum(1) * (1 + s) + (imgs[:, 1] * s).sin(),

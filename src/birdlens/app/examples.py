@@ -22,6 +22,7 @@ import yaml
 
 from birdlens.data.images import is_image_candidate
 from birdlens.data.manifest import Manifest, normalise_label
+from birdlens.runs import layout
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,8 @@ def _sources(run_dir: Path | None, override: Path | None) -> list:  # type: igno
         return out
     if run_dir is None:
         return out
-    meta = _read_json(run_dir / "meta.json")
-    candidates = [run_dir / "manifest.csv", run_dir / "data" / "manifest.csv"]
+    meta = _read_json(run_dir / layout.META)
+    candidates = [run_dir / layout.MANIFEST, run_dir / "data" / "manifest.csv"]
     if isinstance(meta.get("manifest"), str):
         candidates.insert(0, _resolve(run_dir, meta["manifest"]))
     for csv_path in candidates:
@@ -77,7 +78,7 @@ def _read_json(path: Path) -> dict:  # type: ignore[type-arg]
 
 def _config_data(run_dir: Path) -> str | None:
     try:
-        with open(run_dir / "config.yaml", encoding="utf-8") as f:
+        with open(run_dir / layout.CONFIG, encoding="utf-8") as f:
             cfg = yaml.safe_load(f) or {}
     except (OSError, yaml.YAMLError):
         return None

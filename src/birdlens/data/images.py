@@ -370,16 +370,6 @@ def inspect_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[Im
     return rgb, info
 
 
-def inspect_file(
-    path: str | os.PathLike[str], limits: ImageLimits = DEFAULT_LIMITS
-) -> tuple[Image.Image, ImageInfo]:
-    """:func:`inspect_bytes` for a path; every failure is a :class:`BadImage` carrying the path."""
-    try:
-        return inspect_bytes(read_image_bytes(path, limits.max_bytes), limits)
-    except BadImage as e:
-        raise BadImage(explain_reason(e.reason, path), path) from None
-
-
 def explain_reason(reason: str, path: str | os.PathLike[str]) -> str:
     """Turn "not an image" into "unsupported format" for HEIC/RAW/SVG files, which are images Pillow can't read."""
     suffix = Path(path).suffix.lower()

@@ -36,7 +36,9 @@ __all__ = [
     "make_explainer",
     "method_class",
     "panel_methods",
+    "refuse_smooth_activations",
     "register",
+    "relu_only_message",
     "unregister",
     "validate_params",
     "with_precision",
@@ -199,13 +201,39 @@ _ALIASES: dict[str, str] = {}
 
 # Modified-backward-rule methods are defined for piecewise-linear (ReLU) networks; on SiLU/Swish networks
 # (EfficientNet, the default backbone) their rules do not hold and the maps look plausible but are wrong.
-_REFUSED: dict[str, str] = {
-    name: (
-        f"'{name}' is not offered: its modified backward rule is defined for ReLU networks; on networks with "
+#: the activations on which a ReLU-only rule is wrong (LRP refuses a model holding one of them)
+SMOOTH_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.SiLU,
+    nn.GELU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.Softplus,
+    nn.Sigmoid,
+    nn.Hardsigmoid,
+    nn.Tanh,
+)
+
+
+def relu_only_message(name: str, found: str | None = None) -> str:
+    """The one refusal of a ReLU-only method: by name (``found`` None) or on a model with ``found``."""
+    where = (
+        f"'{name}' is not offered"
+        if found is None
+        else f"'{name}' is refused on this model (it has a {found} activation)"
+    )
+    return (
+        f"{where}: its modified backward rule is defined for ReLU networks; on networks with "
         "SiLU/Swish activations (EfficientNet, birdlens' default backbone) it would silently produce wrong "
         "attributions, and birdlens has no SiLU-correct implementation. Use gradcam, gradcam++, layercam, "
-        "hirescam, ig, lime or shap."
+        "hirescam, ig, saliency, smoothgrad, occlusion, rise, lime or shap."
     )
+
+
+_REFUSED: dict[str, str] = {
+    name: relu_only_message(name)
     for name in (
         "guided_backprop",
         "guided-backprop",
@@ -218,10 +246,16 @@ _REFUSED: dict[str, str] = {
         "deepliftshap",
         "deep_shap",
         "deepshap",
-        "lrp",
         "excitation_backprop",
     )
 }
+
+
+def refuse_smooth_activations(name: str, model: nn.Module) -> None:
+    """:class:`UnsupportedMethodError` (the message above) when ``model`` holds a non-ReLU activation module."""
+    for module in model.modules():
+        if isinstance(module, SMOOTH_ACTIVATIONS):
+            raise UnsupportedMethodError(relu_only_message(name, type(module).__name__))
 
 
 def register(name: str, *aliases: str) -> Callable[[type[Explainer]], type[Explainer]]:
@@ -403,6 +437,12 @@ class Explainer(ABC):
     @classmethod
     def display_title(cls) -> str:
         return cls.title or cls.name
+
+    @classmethod
+    def checked(cls, name: str, value: Any) -> Any:
+        """``value`` of the declared parameter ``name`` checked against its range, so that library calls
+        (not only validated user input) get the one clear error naming the option and what is allowed."""
+        return cls.param_spec()[name].check(cls.name, value)
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from birdlens.explain.shard import DEVICES_HELP, NUM_NODES_HELP, RESUME_HELP
 from birdlens.utils.device import DEVICE_HELP, PRECISION_HELP
 
 
@@ -24,6 +25,11 @@ def explain(
     lime_samples: int = typer.Option(1000, "--lime-samples", help="LIME perturbations per image."),
     shap_evals: int = typer.Option(500, "--shap-evals", help="SHAP model evaluations per image."),
     ig_steps: int = typer.Option(50, "--ig-steps", help="Integrated Gradients steps."),
+    param: list[str] | None = typer.Option(
+        None,
+        "--param",
+        help="A method's option as METHOD.OPTION=VALUE, repeatable (e.g. rise.num_masks=500, occlusion.window=16).",
+    ),
     layer: str | None = typer.Option(
         None,
         "--layer",
@@ -47,15 +53,25 @@ def explain(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar (also BIRDLENS_QUIET=1)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP),
+    devices: int = typer.Option(1, "--devices", help=DEVICES_HELP),
+    num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
 ) -> None:
     """Explain IMAGE_OR_DIR... with the model of --run; write .npy maps, PNG overlays/panel, manifest.json."""
     from birdlens.explain.base import UnsupportedMethodError, list_methods, method_class
     from birdlens.explain.layers import use_cam_layer
+    from birdlens.explain.metrics.cli import _parse_params
     from birdlens.explain.run import explain_images
+    from birdlens.explain.shard import ShardError, check_processes, is_main_process
     from birdlens.runs.trained import load_trained
     from birdlens.utils.device import resolve_for_cli
 
     dev, prec = resolve_for_cli(device, precision)
+    try:
+        procs = check_processes(devices, num_nodes, dev)
+    except ShardError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if not names:
         raise typer.BadParameter(f"no methods given; choose from {list_methods()}", param_hint="--methods")
@@ -77,26 +93,40 @@ def explain(
             target=target,
             top_k=top_k,
             batch_images=batch_images,
-            method_params=_method_params(names, prec, lime_samples, shap_evals, ig_steps),
+            processes=procs,
+            resume=resume,
+            method_params=_method_params(
+                names, prec, lime_samples, shap_evals, ig_steps, _parse_params(param or [])
+            ),
         )
     except (UnsupportedMethodError, FileExistsError, FileNotFoundError, ValueError) as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from e
+    if not is_main_process():  # the other ranks of a sharded run: rank 0 reports
+        return
     per = ", ".join(f"{m} {v['seconds_per_image']:.2f}s" for m, v in manifest["methods"].items())
     typer.echo(f"explained {len(manifest['images'])} images ({per} per image) -> {out}")
 
 
 def _method_params(
-    names: list[str], precision: str, lime_samples: int, shap_evals: int, ig_steps: int
+    names: list[str],
+    precision: str,
+    lime_samples: int,
+    shap_evals: int,
+    ig_steps: int,
+    given: dict[str, dict[str, object]] | None = None,
 ) -> dict[str, dict[str, object]]:
-    """The budget options as each method's parameters, with the precision for the methods that take one."""
+    """The budget options as each method's parameters, then the ``--param`` options (which win), with the
+    precision for the methods that take one."""
     from birdlens.explain.base import with_precision
 
-    budgets = {
+    budgets: dict[str, dict[str, object]] = {
         "lime": {"num_samples": lime_samples},
         "shap": {"max_evals": shap_evals},
         "ig": {"steps": ig_steps},
     }
+    for method, options in (given or {}).items():
+        budgets.setdefault(method, {}).update(options)
     return with_precision(budgets, names, precision)
 
 

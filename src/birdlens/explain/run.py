@@ -19,6 +19,7 @@ import torch
 
 from birdlens.explain.base import Explanation, explainer_for
 from birdlens.explain.outputs import select_output
+from birdlens.explain.shard import PartStore, Processes, Rank, run_sharded
 from birdlens.explain.targets import check_target_options, class_slug, file_slug, top_k_classes
 from birdlens.explain.viz import PanelRow, overlay_for, panel, save_png
 from birdlens.runs.trained import head_probabilities
@@ -115,6 +116,8 @@ def explain_images(
     target: int | str | None = None,
     top_k: int | None = None,
     batch_images: int = 8,
+    processes: Processes | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Explain ``images`` (paths, folders or uint8 ``[H, W, 3]`` arrays) with ``trained`` (a
     ``TrainedModel``: ``model``, ``classes``, ``data_config``, ``model_name``, ``cam_layer``).
@@ -135,6 +138,11 @@ def explain_images(
     ``batch_images``: images per call of the cross-image batched methods (``Explainer.batched``: their model
     batches hold rows of several images; each image's map is the one it gets alone, bit for bit or to float32
     rounding where the batch sizes change the kernels: :mod:`birdlens.explain.batching`).
+
+    ``processes`` (:func:`birdlens.explain.shard.check_processes`): shard the ``batch_images`` groups over
+    several processes with Lightning Fabric, each image in the group it has in one process, so the merged
+    outputs equal a one-process run; ``resume``: keep the complete per-image parts of an interrupted run
+    (``OUT/.parts``) and explain only the groups with an image missing (:mod:`birdlens.explain.shard`).
     """
     out = Path(out_dir)
     if (out / "manifest.json").exists() and not force:
@@ -143,6 +151,9 @@ def explain_images(
     items, item_labels = _expand_items(images, labels, n, seed)
     trained.model.eval()
     extra = method_params or {}
+    if resume or (processes is not None and processes.sharded):
+        job = _Job(trained, items, item_labels, list(methods), out, seed, extra, fixed_target, top_k)
+        return _explain_in_parts(job, max(1, batch_images), processes or Processes(), resume, quiet)
     explainers = {m: explainer_for(trained, m, seed=seed, **extra.get(m, {})) for m in methods}
     state = _RunState(methods, fixed_target, top_k)
     t0 = time.perf_counter()
@@ -208,8 +219,11 @@ class _RunState:
         self.records: list[dict[str, Any]] = []
         self.rows: list[PanelRow] = []
         self.used_names: set[str] = set()
+        self.names: dict[int, str] = {}
 
     def unique_name(self, item: Any, k: int) -> str:
+        if k in self.names:  # fixed up front when images are explained in parts, possibly on other ranks
+            return self.names[k]
         is_path = isinstance(item, (str, os.PathLike))
         name = file_slug(
             f"{Path(item).parent.name}_{Path(item).stem}" if is_path else f"image_{k:04d}", "image"
@@ -396,4 +410,169 @@ def _manifest(trained: Any, seed: int, state: _RunState, panels: list[str], seco
         manifest["environment"]["packages"]["scikit-image"] = metadata.version("scikit-image")
     except Exception:
         pass
+    return manifest
+
+
+# ------------------------------------------------------------------------------- in parts (sharded / resumable)
+class _Job:
+    """What every rank of an explain run in parts needs: the same inputs in every process."""
+
+    def __init__(
+        self,
+        trained: Any,
+        items: list[Any],
+        labels: list[Any],
+        methods: list[str],
+        out: Path,
+        seed: int,
+        params: dict[str, dict[str, Any]],
+        target: int | None,
+        top_k: int | None,
+    ) -> None:
+        self.trained, self.items, self.labels, self.methods = trained, items, labels, methods
+        self.out, self.seed, self.params, self.target, self.top_k = out, seed, params, target, top_k
+        names = _RunState(methods)
+        self.names = {k: names.unique_name(it, k) for k, it in enumerate(items)}  # as one process names them
+
+    def state(self) -> _RunState:
+        state = _RunState(self.methods, self.target, self.top_k)
+        state.names = self.names
+        return state
+
+    def key(self, batch_images: int) -> dict[str, Any]:
+        """The options a part depends on: a resume with other ones is refused."""
+        return {
+            "kind": "explain",
+            "images": [
+                str(it) if isinstance(it, (str, os.PathLike)) else f"array[{k}]"
+                for k, it in enumerate(self.items)
+            ],
+            "labels": [None if x is None else str(x) for x in self.labels],
+            "methods": self.methods,
+            "params": _jsonable(self.params),
+            "seed": self.seed,
+            "target": self.target,
+            "top_k": self.top_k,
+            "batch_images": batch_images,
+            "model": getattr(self.trained, "model_name", None),
+            "cam_layer": getattr(self.trained, "cam_layer", None),
+        }
+
+
+def _part_name(k: int) -> str:
+    return f"image_{k:05d}"
+
+
+def _entries_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The explained classes of a record: its ``targets`` (top-k) or the record itself."""
+    return list(record["targets"]) if "targets" in record else [record]
+
+
+def _part_complete(store: PartStore, out: Path, k: int) -> bool:
+    """Whether image ``k``'s part exists and every map and overlay it names is on disk."""
+    part = store.load(_part_name(k))
+    if part is None:
+        return False
+    files = [
+        f for e in _entries_of(part["record"]) for kind in ("maps", "overlays") for f in e[kind].values()
+    ]
+    return all((out / f).is_file() for f in files)
+
+
+def _explain_in_parts(
+    job: _Job, batch_images: int, procs: Processes, resume: bool, quiet: bool | None
+) -> dict[str, Any]:
+    """Explain whole ``batch_images`` groups on each rank (one part file per image), merge on rank 0."""
+    groups = [
+        range(g0, min(len(job.items), g0 + batch_images)) for g0 in range(0, len(job.items), batch_images)
+    ]
+    store = PartStore(job.out, job.key(batch_images))
+    t0 = time.perf_counter()
+
+    def work(me: Rank) -> None:
+        if me.device is not None:
+            job.trained.model.to(me.device)
+        explainers = {
+            m: explainer_for(job.trained, m, seed=job.seed, **job.params.get(m, {})) for m in job.methods
+        }
+        mine = [
+            g
+            for g in me.units(len(groups), "A smaller --batch-images gives more groups.")
+            if not (resume and all(_part_complete(store, job.out, k) for k in groups[g]))
+        ]
+        with console.bars(quiet or not me.main, transient=False, elapsed=True, info=True) as bars:
+            bar = bars.task("explain", total=sum(len(groups[g]) for g in mine))
+            for g in mine:
+                _explain_group_parts(job, explainers, groups[g], store, bar)
+
+    def merge() -> dict[str, Any]:
+        manifest = _merge_parts(job, store, time.perf_counter() - t0)
+        store.remove()
+        return manifest
+
+    def reload() -> dict[str, Any]:
+        import json
+
+        return json.loads((job.out / "manifest.json").read_text(encoding="utf-8"))
+
+    return run_sharded(procs, store, resume, work, merge, reload)
+
+
+def _explain_group_parts(
+    job: _Job, explainers: dict[str, Any], keys: range, store: PartStore, bar: Any
+) -> None:
+    """One group as the one-process loop explains it; each image's record, seconds, params and panel rows
+    written as its part once its maps and overlays are on disk."""
+    trained, state = job.trained, job.state()
+    size = getattr(trained, "image_size", None)
+    loaded = {k: _prepare(_load_uint8(job.items[k]), trained.data_config, size) for k in keys}
+    asked = {k: _asked(trained, loaded[k][1], state) for k in keys}
+    done = _explain_group(explainers, loaded, asked, bar)
+    for k in keys:
+        rows, seconds = len(state.rows), {m: len(s) for m, s in state.seconds.items()}
+        item, label = job.items[k], job.labels[k]
+        _explain_one(trained, explainers, job.out, k, item, label, state, bar, loaded[k], asked[k], done[k])
+        part = {
+            "record": state.records[-1],
+            "seconds": {m: s[seconds[m] :] for m, s in state.seconds.items()},
+            "params": state.params,
+            "rows": [
+                {
+                    "predicted": r.predicted,
+                    "probability": r.probability,
+                    "true": r.true,
+                    "explained": r.explained,
+                }
+                for r in state.rows[rows:]
+            ],
+        }
+        store.save(_part_name(k), part)
+        bar.advance()
+
+
+def _merge_parts(job: _Job, store: PartStore, seconds: float) -> dict[str, Any]:
+    """Rank 0: the parts in image order into the panel and the manifest, as one process writes them."""
+    from PIL import Image
+
+    trained, state = job.trained, job.state()
+    size = getattr(trained, "image_size", None)
+    for k, item in enumerate(job.items):
+        part = store.load(_part_name(k))
+        if part is None:
+            raise RuntimeError(f"no part for image {k} ({item}) in {store.dir}")
+        state.records.append(part["record"])
+        for m, s in part["seconds"].items():
+            state.seconds[m].extend(s)
+        for m, p in part["params"].items():
+            state.params.setdefault(m, p)
+        photo = _prepare(_load_uint8(item), trained.data_config, size)[0]
+        for row, entry in zip(part["rows"], _entries_of(part["record"]), strict=True):
+            overlays = {}
+            for m, f in entry["overlays"].items():
+                with Image.open(job.out / f) as im:
+                    overlays[m] = np.asarray(im.convert("RGB"))
+            state.rows.append(PanelRow(image=photo, overlays=overlays, **row))
+    panels = _write_panels(state.rows, job.out, job.methods)
+    manifest = _manifest(trained, job.seed, state, panels, seconds)
+    write_json(job.out / "manifest.json", manifest)
     return manifest

@@ -97,11 +97,6 @@ def resize_size(data_config: DataConfig, image_size: int | None = None) -> int:
     return math.floor(size / data_config.crop_pct)
 
 
-def to_uint8_image() -> v2.Transform:
-    """PIL / numpy HWC / CHW tensor -> ``tv_tensors.Image`` (uint8 stays uint8)."""
-    return v2.ToImage()
-
-
 def normalize_only(data_config: DataConfig) -> v2.Compose:
     """uint8 (or float in [0, 1]) image already at the input size -> normalised float32 tensor."""
     return v2.Compose(

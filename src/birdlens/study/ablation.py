@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -343,7 +343,3 @@ def plot_ablation(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return Path(path)
-
-
-def config_dict(cfg: AblationConfig) -> dict[str, Any]:
-    return asdict(cfg)

@@ -205,6 +205,9 @@ class ExplainEvalConfig(_Strict):
     )
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     layer: str | None = Field(None, description="layer for the CAM methods; default: the model's")
+    class_evidence_n: int = Field(
+        2, ge=0, description="test birds per class for the class-level evidence (synthetic data; 0: off)"
+    )
 
     _m = field_validator("methods")(classmethod(lambda cls, v: _check_methods(v)))
     _p = field_validator("method_params")(classmethod(lambda cls, v: _check_method_params(v)))
@@ -273,7 +276,8 @@ def _check_metric_ground_truth(metrics: Any, data: DataConfig) -> None:
 
     have = {"explain_fn", "explain_seeded"}
     if data.source == "synth":
-        have |= {"regions", "part_masks", "part_importance", "key_parts", "parts"}
+        have |= {"regions", "part_masks", "part_importance", "key_parts", "parts", "background_images"}
+        have |= {"pair_images", "pair_masks", "pair_targets"}
     else:
         p = Path(data.path or "")
         header: list[str] = []

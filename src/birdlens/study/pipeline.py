@@ -243,7 +243,19 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
     (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
     run = Path(ctx.inputs[model_stage]["run"])
     metrics = evaluate_run(run, split=ctx.config["split"], quiet=ctx.quiet, device=_device(ctx))
-    return {"run": str(run), "metrics": metrics, "entry": ctx.inputs[model_stage]["entry"]}
+    views = _error_views(ctx, run, metrics)
+    return {"run": str(run), "metrics": metrics, "entry": ctx.inputs[model_stage]["entry"], "views": views}
+
+
+def _error_views(ctx: StageContext, run: Path, metrics: dict[str, Any]) -> list[str]:
+    """Grad-CAM on the highest-loss and most-confused test images (figures in the stage's folder)."""
+    from birdlens.runs.layout import run_manifest
+    from birdlens.runs.trained import load_trained
+    from birdlens.study.error_views import write_error_views
+
+    trained = load_trained(run, device=_device(ctx))
+    records = run_manifest(run).split(ctx.config["split"]).records
+    return write_error_views(trained, metrics, records, ctx.dir)
 
 
 # ------------------------------------------------------------------------------------------ explain
@@ -334,7 +346,36 @@ def explain_eval_stage(ctx: StageContext) -> dict[str, Any]:
         quiet=ctx.quiet,
         **{"precision": _precision(ctx), **c["params"]},
     )
-    return {"model": model_stage.split(":", 1)[1], "results": result, "dir": str(ctx.dir)}
+    evidence = _class_evidence(ctx, trained, manifest)
+    return {
+        "model": model_stage.split(":", 1)[1],
+        "results": result,
+        "dir": str(ctx.dir),
+        **({"class_evidence": evidence} if evidence else {}),
+    }
+
+
+def _class_evidence(ctx: StageContext, trained: Any, manifest: Any) -> str | None:
+    """Per-class part reliance vs each explainer, on synthetic birds only (photos cannot lose a part)."""
+    from birdlens.explain.base import with_precision
+    from birdlens.explain.metrics.class_evidence import evaluate_class_evidence
+
+    c, root = ctx.config, Path(ctx.inputs["data"]["dataset"])
+    n = int(c.get("class_evidence_n", 0))
+    if n <= 0 or not (root / "specs.jsonl").is_file():
+        return None
+    evaluate_class_evidence(
+        trained,
+        manifest,
+        c["methods"],
+        n_per_class=n,
+        out_dir=ctx.dir,
+        seed=c["seed"],
+        split=c["split"],
+        dataset_dir=root,
+        method_params=with_precision(c["method_params"], c["methods"], _precision(ctx)),
+    )
+    return str(ctx.dir / "class_evidence.json")
 
 
 # --------------------------------------------------------------------------------------------- build
@@ -440,6 +481,7 @@ def _explain_stages(cfg: StudyConfig) -> list[Stage]:
                     "n": e.n,
                     "params": e.params,
                     "method_params": e.method_params,
+                    "class_evidence_n": e.class_evidence_n,
                     **common,
                     **({"layer": e.layer} if e.layer else {}),
                     **run_on,

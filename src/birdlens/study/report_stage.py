@@ -9,7 +9,9 @@ from typing import Any
 
 import yaml
 
+from birdlens.runs import layout
 from birdlens.study.report import embed_image, figures_html, html_table, write_report
+from birdlens.study.report_evidence import class_evidence_html, error_views_html
 from birdlens.study.stages import StageContext, finished_stages
 from birdlens.utils.atomic import is_leftover
 from birdlens.utils.env import environment_info
@@ -60,7 +62,7 @@ def _model_rows(inputs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         m = s.get("metrics", {})
         e = s.get("entry", {})
-        meta_path = Path(s["run"]) / "meta.json"
+        meta_path = Path(s["run"]) / layout.META
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         rows.append(
             {
@@ -239,6 +241,7 @@ def _xeval_section(name: str, res: dict[str, Any], folder: Path) -> str:
         parts.append(f"<p class=muted>{_esc(res['notes'])}</p>")
     figs = _figs(folder / "figures", "categories.png", "curves.png", "sanity.png", "bars_*.png")
     parts.append(figures_html([{"path": p, "caption": _caption(p)} for p in figs]))
+    parts.append(class_evidence_html(folder))
     return "".join(parts)
 
 
@@ -430,6 +433,7 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
         sections["gan"] = _gan_section(cfg["gan"], inputs["gan"])
     model_rows = _model_rows(inputs)
     sections.update(_model_sections(model_rows))
+    sections["confusion"] += error_views_html(inputs)
     sections["explain"] = _explain_section(run, inputs)
     xeval = {n.split(":", 1)[1]: s["results"] for n, s in inputs.items() if n.startswith("explain_eval:")}
     sections["explain_eval"] = "".join(

@@ -25,10 +25,6 @@ def is_ddp_child() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("NODE_RANK", "0") or 0) > 0
 
 
-def load_run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
-    return TrainConfig.from_yaml(Path(run_dir) / layout.CONFIG)
-
-
 def train(
     config: TrainConfig,
     *,

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from birdlens.runs import layout
 from birdlens.runs.layout import CheckpointError
 from birdlens.runs.logcsv import write_log_csv
 from birdlens.runs.trained import save_weights
@@ -96,7 +97,7 @@ class BestSafetensors(ModelCheckpoint):
         self._last_checkpoint_saved = filepath
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        if Path(filepath).name != "best.safetensors":  # never delete the file we just overwrote
+        if Path(filepath).name != layout.BEST:  # never delete the file we just overwrote
             super()._remove_checkpoint(trainer, filepath)
 
 

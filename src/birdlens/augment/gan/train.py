@@ -16,7 +16,6 @@ fixed noise, so ``k`` steps + resume + ``k`` steps equals ``2k`` uninterrupted s
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -503,7 +502,3 @@ def clear_run(run_dir: str | os.PathLike[str]) -> None:
     ]
     for f in stale:
         f.unlink(missing_ok=True)
-
-
-def read_config(run: str | os.PathLike[str]) -> dict[str, Any]:
-    return json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))

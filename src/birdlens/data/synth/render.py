@@ -55,12 +55,22 @@ def _render_hi(spec: BirdSpec, size: int, remove: str | None) -> tuple[np.ndarra
         raise ValueError(f"unknown part {remove!r}; parts are {', '.join(PARTS)}")
     n = size * SUPERSAMPLE
     pose = spec.pose
-    shapes = bird_shapes(spec.attributes, spec.shape)
     foot = pose.apply(np.array([[0.05, leg_foot_y(spec.attributes, spec.shape)]]), 1.0)[0]
     rgb = render_background(spec.background_seed, size, SUPERSAMPLE, perch=(foot[0], foot[1], spec.angle))
     rgb = rgb.copy()
     labels = np.zeros((n, n), np.uint8)
+    paint_bird(rgb, labels, spec, remove)
+    return rgb, labels
 
+
+def paint_bird(rgb: np.ndarray, labels: np.ndarray, spec: BirdSpec, remove: str | None = None) -> None:
+    """Paint the bird of ``spec`` over a high-resolution canvas in place (``rgb`` (N, N, 3), ``labels`` (N, N)).
+
+    A canvas may already hold another bird: several birds in one image are painted one after the other.
+    """
+    n = labels.shape[0]
+    pose = spec.pose
+    shapes = bird_shapes(spec.attributes, spec.shape)
     # pixel polygons and crop boxes of the parts to draw; all later work happens inside the bird's box
     todo = []
     for part in DRAW_ORDER:
@@ -76,7 +86,7 @@ def _render_hi(spec: BirdSpec, size: int, remove: str | None) -> tuple[np.ndarra
         if x1 > x0 and y1 > y0:
             todo.append((part, ps, base, ow, x0, y0, x1, y1))
     if not todo:
-        return rgb, labels
+        return
     bx0, by0 = min(t[4] for t in todo), min(t[5] for t in todo)
     bx1, by1 = max(t[6] for t in todo), max(t[7] for t in todo)
     mat = np.zeros((by1 - by0, bx1 - bx0), np.uint8)  # material id of the visible paint
@@ -120,8 +130,7 @@ def _render_hi(spec: BirdSpec, size: int, remove: str | None) -> tuple[np.ndarra
     fg = mat > 0
     lut_arr = np.asarray(lut, np.float32)
     rgb[box][fg] = np.clip(lut_arr[mat[fg]] * shade[fg][:, None] + 0.5, 0, 255).astype(np.uint8)
-    labels[box] = np.asarray(mat_part, np.uint8)[mat]
-    return rgb, labels
+    labels[box][fg] = np.asarray(mat_part, np.uint8)[mat[fg]]
 
 
 def _block_sum(a: np.ndarray, size: int, dtype: type = np.uint16) -> np.ndarray:
@@ -141,10 +150,17 @@ def render_bird(spec: BirdSpec, size: int = 224, remove: str | None = None) -> t
     With ``remove=part`` every pixel outside that part's footprint is byte-identical to the full render.
     """
     rgb_hi, labels = _render_hi(spec, size, remove)
+    return finish(rgb_hi, labels, spec.background_seed, size)
+
+
+def finish(
+    rgb_hi: np.ndarray, labels: np.ndarray, noise_seed: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Downsample a high-resolution canvas to ``size`` and add the background's sensor noise: (image, mask)."""
     s2 = SUPERSAMPLE * SUPERSAMPLE
     summed = _block_sum(rgb_hi, size)
     bg_count = _block_sum(labels == 0, size)
-    noise = background_noise(spec.background_seed, size)
+    noise = background_noise(noise_seed, size)
     # noise only where the background shows, in proportion: the bird itself stays clean
     img = ((summed * 2 + s2) // (2 * s2)).astype(np.int16)  # block mean, rounded half up, integer-exact
     img += (noise * bg_count[..., None].astype(np.int16)) // s2

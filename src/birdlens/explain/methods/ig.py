@@ -20,7 +20,7 @@ from torch import nn
 from birdlens.explain.base import Explainer, Param, register
 from birdlens.explain.batching import Job, alone_rows, pooled_gradients
 from birdlens.explain.hooks import frozen_parameters
-from birdlens.explain.imaging import gaussian_blur
+from birdlens.explain.methods.perturb import reference_image
 
 _METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
@@ -98,20 +98,17 @@ class IntegratedGradients(Explainer):
             blur_sigma=self.blur_sigma if baseline == "blurred" else None,
         )
 
+    @staticmethod
+    def channel_map(attributions: torch.Tensor) -> torch.Tensor:
+        """The map of per-channel attributions ``[B,C,H,W]``: their sum over channels (signed)."""
+        return attributions.sum(1)
+
     def make_baseline(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.baseline
-        if isinstance(b, torch.Tensor):
-            return self.to_memory_format(b.to(x.device, x.dtype).expand_as(x).clone())
-        if isinstance(b, (int, float)):
-            return torch.full_like(x, float(b))
-        if b == "black":
-            black = (-self.mean / self.std).view(1, -1, 1, 1)
-            return self.to_memory_format(black.expand_as(x).clone())
-        if b == "mean":
-            return torch.zeros_like(x)
-        if b == "blurred":
-            return self.to_memory_format(gaussian_blur(x, self.blur_sigma))
-        raise ValueError(f"unknown IG baseline {b!r}; use 'black', 'blurred', 'mean', a number or a tensor")
+        if isinstance(self.baseline, str) and self.baseline not in ("black", "blurred", "mean"):
+            raise ValueError(
+                f"unknown IG baseline {self.baseline!r}; use 'black', 'blurred', 'mean', a number or a tensor"
+            )
+        return reference_image(self, x, self.baseline, self.blur_sigma)
 
     def _job(
         self, x: torch.Tensor, base: torch.Tensor, alphas: torch.Tensor, bounds: Any, i: int, target: int
@@ -171,4 +168,4 @@ class IntegratedGradients(Explainer):
             baseline_logit=base_logits.gather(1, idx).squeeze(1).cpu(),
             attributions=attr.detach().cpu(),
         )
-        return attr.sum(1), target, scores, {}
+        return self.channel_map(attr), target, scores, {}

@@ -1,10 +1,12 @@
-"""What LIME and SHAP share: the scalar a perturbation is scored by, and fast batched model evaluation."""
+"""What the perturbation methods share: the scalar a perturbation is scored by, the reference image that
+replaces what is hidden, and fast batched model evaluation."""
 
 from __future__ import annotations
 
 import torch
 
 from birdlens.explain.base import Explainer, Param
+from birdlens.explain.imaging import gaussian_blur
 from birdlens.utils.device import PRECISIONS, autocast
 
 SCORES = ("prob", "logit")
@@ -48,3 +50,41 @@ def target_values(
     if score == "prob":
         out = explainer.probabilities(out)
     return out[:, target].double().cpu()
+
+
+#: what a hidden region shows: "zero" is 0 in the model's input space (Captum's default baseline; the
+#: normalisation's mean colour for a normalised model, IG's "mean"), "black" is pixel 0, "blurred" a Gaussian blur
+REFERENCES = ("zero", "black", "blurred")
+
+
+def reference_image(
+    explainer: Explainer, x: torch.Tensor, kind: str | float | torch.Tensor, blur_sigma: float
+) -> torch.Tensor:
+    """The reference (baseline) image of each image in ``x`` for ``kind``: one of :data:`REFERENCES` (IG's
+    ``"mean"`` is ``"zero"``), a number (that value everywhere in the model's input space) or a tensor."""
+    if isinstance(kind, torch.Tensor):
+        return explainer.to_memory_format(kind.to(x.device, x.dtype).expand_as(x).clone())
+    if isinstance(kind, (int, float)):
+        return torch.full_like(x, float(kind))
+    if kind in ("zero", "mean"):
+        return torch.zeros_like(x)
+    if kind == "black":
+        black = (-explainer.mean / explainer.std).view(1, -1, 1, 1)
+        return explainer.to_memory_format(black.expand_as(x).clone())
+    if kind == "blurred":
+        return explainer.to_memory_format(gaussian_blur(x, blur_sigma))
+    raise ValueError(
+        f"{explainer.name}: unknown baseline {kind!r}; use one of {', '.join(REFERENCES)}, a number or a tensor"
+    )
+
+
+#: rows a seeded method may draw (its budget's maximum must stay below)
+MAX_ROWS = 2**20
+
+
+def row_generator(seed: int, row: int) -> torch.Generator:
+    """A CPU generator for row ``row`` of a seeded method's draws: each row's noise or mask depends on
+    ``(seed, row)`` only, never on how the rows are cut into batches or which device runs the model."""
+    if not 0 <= row < MAX_ROWS:
+        raise ValueError(f"row {row} outside [0, {MAX_ROWS})")
+    return torch.Generator().manual_seed(int(seed) * MAX_ROWS + int(row))

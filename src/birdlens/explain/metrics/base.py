@@ -58,6 +58,7 @@ class Metric(ABC):
     direction: ClassVar[Direction]
     category: ClassVar[Category]
     needs: ClassVar[frozenset[str]] = frozenset()
+    needs_source: ClassVar[str] = ""  # where that context comes from, for the error when it is missing
     description: ClassVar[str] = ""
     selectable: ClassVar[bool] = False
 
@@ -75,7 +76,8 @@ class Metric(ABC):
     ) -> np.ndarray:
         missing = [k for k in self.needs if ctx.get(k) is None]
         if missing:
-            raise ValueError(f"metric {self.name!r} needs context {missing}")
+            where = f"; it applies only to {self.needs_source}" if self.needs_source else ""
+            raise ValueError(f"metric {self.name!r} needs context {sorted(missing)}{where}")
         if maps.ndim != 3:
             raise ValueError(f"maps must be [B, H, W], got {tuple(maps.shape)}")
         if images.shape[0] != maps.shape[0] or targets.shape[0] != maps.shape[0]:
@@ -124,6 +126,7 @@ _BUILTIN_MODULES = (
     "perturbation",
     "localisation",
     "parts",
+    "variants",
     "sanity",
     "stability",
     "road",

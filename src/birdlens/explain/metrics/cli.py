@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from birdlens.explain.shard import DEVICES_HELP, NUM_NODES_HELP, RESUME_HELP
 from birdlens.utils.device import DEVICE_HELP, PRECISION_HELP
 
 
@@ -87,6 +88,9 @@ def explain_eval(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     precision: Annotated[str, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
+    devices: Annotated[int, typer.Option("--devices", help=DEVICES_HELP)] = 1,
+    num_nodes: Annotated[int, typer.Option("--num-nodes", help=NUM_NODES_HELP)] = 1,
+    resume: Annotated[bool, typer.Option("--resume", help=RESUME_HELP)] = False,
 ) -> None:
     """Measure which explanation of this model to trust: deletion/insertion, localisation, ground-truth parts
     (synthetic birds), sanity check and stability, plus the --metrics chosen (ROAD, infidelity, sensitivity,
@@ -95,9 +99,14 @@ def explain_eval(
     from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.metrics.evaluate import evaluate_explanations
     from birdlens.explain.metrics.table import print_results
+    from birdlens.explain.shard import ShardError, check_processes, is_main_process
     from birdlens.utils.device import resolve_for_cli
 
     dev, prec = resolve_for_cli(device, precision)
+    try:
+        procs = check_processes(devices, num_nodes, dev)
+    except ShardError as e:
+        raise _fail(str(e)) from None
     _check_options(out, force, target, boxes)
     trained, manifest = _load(run, data, dev)
     names = [m.strip() for m in methods.split(",") if m.strip()]
@@ -124,11 +133,15 @@ def explain_eval(
             metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
             metric_params=_parse_params(metric_param or [], "--metric-param", "METRIC"),
             metrics_n=metrics_n,
+            processes=procs,
+            resume=resume,
         )
     except UnsupportedMethodError as e:
         raise _fail(str(e)) from None
     except ValueError as e:
         raise _fail(str(e)) from None
+    if not is_main_process():  # the other ranks of a sharded run: rank 0 reports
+        return
     print_results(results)
     typer.echo(f"wrote {out / 'results.json'} and {len(results['figures'])} figures in {out / 'figures'}")
 

@@ -6,7 +6,8 @@ What applies depends on the data, never on a flag:
 * always: deletion/insertion (faithfulness), the sanity check, and stability for seeded stochastic methods;
 * localisation: for images with a mask (the synthetic birds: the bird silhouette) or a box (the manifest's
   box, or ``boxes=`` a CUB ``bounding_boxes.txt`` / ``path,x,y,w,h`` CSV);
-* ground-truth part importance: for a synthetic-bird dataset (``specs.jsonl`` + ``parts.json`` beside it);
+* ground-truth part importance, background independence and target sensitivity: for a synthetic-bird
+  dataset (``specs.jsonl`` + ``parts.json`` beside it; the generator re-renders each bird).
 * the metrics named in ``metrics`` (:mod:`birdlens.explain.metrics.selection`: ROAD, infidelity,
   sensitivity, Lipschitz, random logit, sparseness, complexity; the free ones by default).
 
@@ -46,6 +47,7 @@ from birdlens.explain.metrics.sanity import FAIL_THRESHOLD, cascading_randomisat
 from birdlens.explain.metrics.selection import DEFAULT_METRICS, build_selected, check_needs, score_selected
 from birdlens.explain.metrics.stability import seed_stability
 from birdlens.explain.metrics.summary import best_vs_runner_up, rank_methods, summarise
+from birdlens.explain.shard import Processes
 from birdlens.utils.console import bars
 
 SCHEMA = "birdlens.explain-eval/1"
@@ -72,6 +74,8 @@ class EvalSettings:
     figures: bool = True
     fold_bn: bool = True  # no-grad scoring passes use a BatchNorm-folded copy (birdlens.models.fold)
     precision: str = "fp32"  # autocast of the deletion/insertion forwards (birdlens.utils.device)
+    n_backgrounds: int = 1  # replacement backgrounds per image in background_independence
+    variants_n: int = 8  # images scored by background_independence and target_sensitivity (they re-explain)
     # the selectable metrics to score (birdlens.explain.metrics.selection), their options, e.g.
     # {"road_morf": {"noise": 0}}, and the images for those that re-explain (sensitivity, Lipschitz, random logit)
     metrics: tuple[str, ...] = DEFAULT_METRICS
@@ -207,6 +211,8 @@ def evaluate_explanations(
     settings: EvalSettings | None = None,
     quiet: bool | None = None,
     print_table: bool = False,
+    processes: Processes | None = None,
+    resume: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Score ``methods`` (plus the baselines) on ``n`` images of ``split``; returns the results dict and, with
@@ -214,6 +220,8 @@ def evaluate_explanations(
 
     ``trained``: a :class:`birdlens.runs.trained.TrainedModel` (model, classes, data_config, model_name,
     cam_layer). ``manifest``: the dataset's Manifest. ``overrides`` set :class:`EvalSettings` fields.
+    ``processes`` / ``resume``: score whole image blocks on several processes, or resumably, then merge
+    (:mod:`birdlens.explain.metrics.sharded`: the results equal a one-process run).
     """
     from birdlens.runs.trained import refuse_multi_label
 
@@ -222,6 +230,11 @@ def evaluate_explanations(
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     methods = _known_methods(methods, cfg.method_params)
+    if resume or (processes is not None and processes.sharded):
+        from birdlens.explain.metrics.sharded import Job, evaluate_in_parts
+
+        job = Job(trained, manifest, methods, n, seed, split, boxes, dataset_dir, cfg, t_start)
+        return evaluate_in_parts(job, out_dir, processes or Processes(), resume, quiet, print_table)
     sample = _load_sample(trained, manifest, n, seed, split, dataset_dir, cfg)
     truth = _ground_truth(sample, trained, boxes, cfg)
     check_needs(cfg.metrics, _available_context(truth))
@@ -373,6 +386,7 @@ def _ground_truth(sample: _Sample, trained: Any, boxes: Any, cfg: EvalSettings) 
         # the re-rendered whole bird must be the image the model saw on disk, or the "drop" would be measured
         # from the wrong starting point
         render_gap = float((part_ctx.pop("originals") - sample.images).abs().max())
+        part_ctx.update(_variant_context(sample, root, cfg))  # type: ignore[arg-type]
     return _Truth(regions, has_region, source, part_ctx, render_gap)
 
 
@@ -415,6 +429,7 @@ class _Scored:
     sanity: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    probs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # per-image curves, for merging
 
     def __post_init__(self) -> None:
         self.sanity = {"threshold": FAIL_THRESHOLD, "n": self.sanity_n, "methods": {}, "verdicts": {}}
@@ -448,6 +463,7 @@ def _score_method(
             vals[metric] = get_metric(metric)(
                 sample.model, sample.images, maps, sample.targets, **truth.part_ctx
             )
+        vals.update(_variant_metrics(fn, maps, sample, truth.part_ctx))
     vals.update(_sanity(name, fn, maps, sample, cfg, seed, prog, scored))
     vals.update(_stability(name, seeded, sample, cfg, prog))
     vals.update(_selected(name, fn, maps, sample, cfg, prog))
@@ -474,6 +490,7 @@ def _faithfulness(
     scored.curves[name] = {}
     for mode, c in cur.items():
         vals[mode] = c.auc
+        scored.probs.setdefault(name, {})[mode] = c.probs
         scored.curves[name][mode] = {
             "fractions": c.fractions.tolist(),
             "mean": c.probs.mean(0).tolist(),
@@ -690,6 +707,50 @@ def _part_context(
         "key_parts": torch.tensor(key_rows, dtype=torch.bool),
         "parts": parts,
     }
+
+
+def _variant_context(sample: _Sample, root: Path, cfg: EvalSettings) -> dict[str, Any]:
+    """Each sampled bird on a replacement background and paired with a bird of another class (the context
+    of ``background_independence`` and ``target_sensitivity``)."""
+    import json
+
+    from birdlens.explain.metrics.regions import label_mask_to_input_frame
+    from birdlens.explain.metrics.variants import render_variants
+
+    size = int(json.loads((root / "parts.json").read_text(encoding="utf-8")).get("size", 224))
+
+    def to_tensor(arr: np.ndarray) -> torch.Tensor:
+        img = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        return torch.as_tensor(sample.transform(img)).float()
+
+    def to_frame(labels: np.ndarray, n: int) -> torch.Tensor:
+        return label_mask_to_input_frame(labels, n, sample.geometry)
+
+    k = min(cfg.variants_n, sample.n)
+    if k <= 0:
+        return {}
+    paths = [r.path for r in sample.records[:k]]
+    labels = sample.labels[:k].tolist()
+    return render_variants(root, paths, labels, to_tensor, to_frame, size, cfg.n_backgrounds)
+
+
+def _variant_metrics(
+    fn: ExplainFn, maps: torch.Tensor, sample: _Sample, ctx: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """Background independence and target sensitivity on the first images of the sample (as many as were
+    rendered, ``variants_n``; NaN for the rest): they explain re-rendered variants with ``fn``."""
+    bg = ctx.get("background_images")
+    if bg is None:
+        return {}
+    k = bg.shape[0]
+    sub = {**ctx, "part_masks": ctx["part_masks"][:k]}
+    out = {}
+    for name in ("background_independence", "target_sensitivity"):
+        metric = get_metric(name)
+        if all(sub.get(key) is not None for key in metric.needs - {"explain_fn"}):
+            vals = metric(sample.model, sample.images[:k], maps[:k], sample.targets[:k], explain_fn=fn, **sub)
+            out[name] = np.concatenate([vals, np.full(sample.n - k, np.nan)])
+    return out
 
 
 def _jsonable(obj: Any) -> Any:

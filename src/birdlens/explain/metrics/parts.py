@@ -62,7 +62,7 @@ def class_probabilities(
     device = model_device(model)
     t = torch.as_tensor(targets, dtype=torch.long).view(-1)
     out = torch.empty(images.shape[0], dtype=torch.float64)
-    with torch.inference_mode(), eval_channels_last(model):
+    with eval_channels_last(model), torch.inference_mode():  # weights re-laid outside inference mode
         for s in range(0, images.shape[0], batch_size):
             x = images[s : s + batch_size].to(device).contiguous(memory_format=torch.channels_last)
             p = select_logits(model(x), output).float().softmax(-1)
