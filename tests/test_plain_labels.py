@@ -171,6 +171,6 @@ def test_a_failing_quality_figure_never_loses_the_results(
     }
     xeval._write(results, {"gradcam": {}}, tmp_path, figures=True)
     written = json.loads((tmp_path / "results.json").read_text())
-    assert written["figures"] == ["figures/bars_deletion.png"]
+    assert written["figures"] == ["figures/bars_deletion.png", "figures/categories.png"]
     assert (tmp_path / "per_image.json").is_file() and (tmp_path / "figures" / "bars_deletion.png").is_file()
     assert "curves.png not written" in capsys.readouterr().err

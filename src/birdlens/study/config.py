@@ -181,12 +181,36 @@ class ExplainConfig(_Strict):
     _p = field_validator("params")(classmethod(lambda cls, v: _check_method_params(v)))
 
 
+def _check_eval_params(v: dict[str, Any]) -> dict[str, Any]:
+    # the evaluation settings by name, and the selected metrics built with their options (names, budgets >= 1,
+    # noise >= 0): the same checks explain-eval runs, here before any stage
+    from dataclasses import fields
+
+    from birdlens.explain.metrics.evaluate import EvalSettings
+    from birdlens.explain.metrics.selection import DEFAULT_METRICS, build_selected
+
+    allowed = [f.name for f in fields(EvalSettings)]
+    bad = [k for k in v if k not in allowed]
+    if bad:
+        raise ValueError(f"unknown setting(s) {bad}; allowed: {', '.join(allowed)}")
+    metrics = v.get("metrics", DEFAULT_METRICS)
+    if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
+        raise ValueError(f"metrics must be a list of metric names, got {metrics!r}")
+    build_selected(list(metrics), v.get("metric_params") or {})
+    n = v.get("metrics_n", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"metrics_n must be an integer >= 0, got {n!r}")
+    return v
+
+
 class ExplainEvalConfig(_Strict):
     enabled: bool = True
     models: list[str] | None = None
     methods: list[str] = Field(default_factory=lambda: ["gradcam", "lime", "shap", "ig"])
     n: int = Field(16, ge=2)
-    params: dict[str, Any] = Field(default_factory=dict, description="metric settings (steps, sanity, ...)")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="metric settings (steps, sanity, metrics, metric_params, ...)"
+    )
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     layer: str | None = Field(None, description="layer for the CAM methods; default: the model's")
     class_evidence_n: int = Field(
@@ -195,6 +219,7 @@ class ExplainEvalConfig(_Strict):
 
     _m = field_validator("methods")(classmethod(lambda cls, v: _check_methods(v)))
     _p = field_validator("method_params")(classmethod(lambda cls, v: _check_method_params(v)))
+    _e = field_validator("params")(classmethod(lambda cls, v: _check_eval_params(v)))
 
 
 class CasesConfig(_Strict):
@@ -257,7 +282,32 @@ class StudyConfig(_Strict):
                 raise ValueError(f"{section}.models names {unknown}, but the models are {names}")
         if any(m.use_gan for m in self.models) and not self.gan.enabled:
             raise ValueError("a model has use_gan: true but gan.enabled is false")
+        if self.explain_eval.enabled:
+            _check_metric_ground_truth(self.explain_eval.params.get("metrics", ()), self.data)
         return self
+
+
+def _check_metric_ground_truth(metrics: Any, data: DataConfig) -> None:
+    """A named metric whose ground truth the configured data cannot have (part masks off synthetic birds,
+    object regions from a CSV without mask or box columns) fails here rather than after training."""
+    import csv
+
+    from birdlens.explain.metrics.selection import check_needs
+
+    have = {"explain_fn", "explain_seeded"}
+    if data.source == "synth":
+        have |= {"regions", "part_masks", "part_importance", "key_parts", "parts", "background_images"}
+        have |= {"pair_images", "pair_masks", "pair_targets"}
+    else:
+        p = Path(data.path or "")
+        header: list[str] = []
+        if p.is_file() and p.suffix.lower() == ".csv":
+            with open(p, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), [])
+        # a folder may hold a manifest or a CUB bounding_boxes.txt: only a CSV without them is certain
+        if not p.is_file() or "mask" in header or {"x", "y", "w", "h"} <= set(header):
+            have.add("regions")
+    check_needs(list(metrics), have)
 
 
 class ConfigError(ValueError):

@@ -149,6 +149,7 @@ def _findings(rows: list[dict[str, Any]], xeval: dict[str, dict[str, Any]]) -> l
                 f"Explanations of {model}, {metric} ({'higher' if higher else 'lower'} is better): "
                 f"{best} ranks first ({scored[best]['mean']:.3f}){tail}."
             )
+    out.extend(_category_findings(xeval))
     if by:
         best = max(rows, key=lambda r: r["accuracy"] or -1)
         out.insert(
@@ -156,6 +157,37 @@ def _findings(rows: list[dict[str, Any]], xeval: dict[str, dict[str, Any]]) -> l
             f"Best model: {best['name']} ({best['model']}, {best['mode']}) with test accuracy "
             f"{best['accuracy']:.3f} (95% CI {best['ci95']}).",
         )
+    return out
+
+
+def _category_findings(xeval: dict[str, dict[str, Any]]) -> list[str]:
+    """Per model and metric category: which method ranks first, the runner-up, and whether their 95%
+    intervals overlap on the category's metrics (all, some or none)."""
+    from birdlens.explain.metrics.summary import category_winners
+
+    out = []
+    for model, res in xeval.items():
+        try:
+            cats = category_winners(res.get("methods") or {})
+        except KeyError:
+            continue
+        for cat, c in cats.items():
+            if c["runner_up"] is None:
+                continue
+            ov = c.get("overlap") or {}
+            n_ov = sum(ov.values())
+            word = (
+                "overlap on every one"
+                if n_ov == len(ov)
+                else "do not overlap on any"
+                if n_ov == 0
+                else (f"overlap on {n_ov} of {len(ov)}")
+            )
+            out.append(
+                f"Explanations of {model}, {cat} ({', '.join(c['metrics'])}): {c['best']} ranks first "
+                f"(mean rank {c['mean_rank'][c['best']]:.1f}), {c['runner_up']} second "
+                f"({c['mean_rank'][c['runner_up']]:.1f}); their 95% intervals {word} of these metrics."
+            )
     return out
 
 
@@ -196,6 +228,7 @@ def _xeval_section(name: str, res: dict[str, Any], folder: Path) -> str:
             )
             + "</p>"
         )
+    parts.append(_category_html(table))
     resolved = res.get("top_resolved") or {}
     if resolved:
         items = []
@@ -206,10 +239,37 @@ def _xeval_section(name: str, res: dict[str, Any], folder: Path) -> str:
         parts.append("<p class=muted>Best vs runner-up, paired bootstrap: " + "; ".join(items) + "</p>")
     if res.get("notes"):
         parts.append(f"<p class=muted>{_esc(res['notes'])}</p>")
-    figs = _figs(folder / "figures", "curves.png", "sanity.png", "bars_*.png")
+    figs = _figs(folder / "figures", "categories.png", "curves.png", "sanity.png", "bars_*.png")
     parts.append(figures_html([{"path": p, "caption": _caption(p)} for p in figs]))
     parts.append(class_evidence_html(folder))
     return "".join(parts)
+
+
+def _category_html(table: dict[str, Any]) -> str:
+    """Metrics grouped by category: the method first by mean rank over the category's metrics, the
+    runner-up, and per metric whether their 95% intervals overlap."""
+    from birdlens.explain.metrics.summary import category_winners
+
+    try:
+        cats = category_winners(table)
+    except KeyError:  # a results.json with a metric this version does not know
+        return ""
+    rows = []
+    for cat, c in cats.items():
+        ov = c.get("overlap") or {}
+        overlap = ", ".join(f"{_esc(m)}: {'overlap' if o else 'separate'}" for m, o in ov.items())
+        second = c["runner_up"]
+        runner = f"{_esc(second)} ({c['mean_rank'][second]:.1f})" if second else "—"
+        rows.append(
+            f"<tr><td>{_esc(cat)}</td><td>{_esc(', '.join(c['metrics']))}</td>"
+            f"<td><b>{_esc(c['best'])}</b> ({c['mean_rank'][c['best']]:.1f})</td>"
+            f"<td>{runner}</td><td>{overlap or '—'}</td></tr>"
+        )
+    return (
+        "<p>By category (mean rank over the category's metrics, 1 = best; 95% intervals of the first and "
+        "the runner-up per metric):</p><table><thead><tr><th>category</th><th>metrics</th><th>first</th>"
+        f"<th>runner-up</th><th>intervals</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _compare_html(c: dict[str, Any]) -> str:

@@ -18,7 +18,19 @@ metric                         better      what it measures
 ``target_sensitivity``         higher      two-bird image: each class's map lies on its own bird (both: FunnyBirds)
 ``sanity_rank_corr``           lower       rank corr. of maps before/after full weight randomisation (Adebayo 2018)
 ``stability``                  higher      top-10% region Jaccard across 5 seeds (LIME, SHAP)
+``road_morf``                  lower       mean score change imputing the most relevant pixels (ROAD), opt-in
+``road_lerf``                  higher      the same for the least relevant pixels, opt-in
+``infidelity``                 lower       error of map . noise predicting the score change (Yeh 2019), opt-in
+``max_sensitivity``            lower       largest relative map change under input noise, opt-in
+``avg_sensitivity``            lower       mean relative map change under input noise, opt-in
+``local_lipschitz``            lower       largest map change per input change, opt-in
+``random_logit``               lower       SSIM of the map vs the map of a random other class (Sixt 2020), opt-in
+``sparseness``                 higher      Gini index of the absolute map
+``complexity``                 lower       entropy of the absolute map
 =============================  ==========  ==========================================================================
+
+The opt-in ones are selected by name (:mod:`~birdlens.explain.metrics.selection`); ``sparseness`` and
+``complexity`` are selected by default.
 
 The flow: :func:`evaluate_explanations` (what ``birdlens explain-eval`` and the study runner call) explains a
 seeded sample of images with each method, scores every applicable metric, bootstraps, ranks and writes
@@ -31,7 +43,17 @@ from birdlens.utils.lazy import lazy_exports
 _LAZY = {
     "BASELINES": "birdlens.explain.metrics.baselines",
     "BackgroundIndependence": "birdlens.explain.metrics.variants",
+    "AvgSensitivity": "birdlens.explain.metrics.robustness",
     "Category": "birdlens.explain.metrics.base",
+    "Complexity": "birdlens.explain.metrics.complexity",
+    "Infidelity": "birdlens.explain.metrics.infidelity",
+    "LocalLipschitz": "birdlens.explain.metrics.robustness",
+    "MaxSensitivity": "birdlens.explain.metrics.robustness",
+    "RandomLogit": "birdlens.explain.metrics.random_logit",
+    "RoadLerf": "birdlens.explain.metrics.road",
+    "RoadMorf": "birdlens.explain.metrics.road",
+    "Sparseness": "birdlens.explain.metrics.complexity",
+    "category_winners": "birdlens.explain.metrics.summary",
     "Curves": "birdlens.explain.metrics.perturbation",
     "DEFAULT_STEPS": "birdlens.explain.metrics.perturbation",
     "Deletion": "birdlens.explain.metrics.perturbation",

@@ -6,9 +6,12 @@ Modelled on Quantus (each metric declares a score direction and an evaluation ca
 * ``name``: the key in ``results.json`` and in the terminal table;
 * ``direction`` (``higher``/``lower``) and the derived ``higher_is_better``, so reports can rank methods
   without knowing the metric;
-* ``category``: faithfulness, localisation, ground truth, randomisation or robustness;
+* ``category``: faithfulness, localisation, ground truth, randomisation, robustness or complexity;
 * ``needs``: the context keys it reads (``regions``, ``part_masks``, ``explain_fn``, ...), so the evaluator
   can skip a metric whose ground truth the dataset lacks instead of failing;
+* ``selectable``: scored by :func:`evaluate_explanations` only when named in its ``metrics`` setting
+  (``birdlens explain-eval --metrics``), because it costs extra model calls or explanations; the others are
+  always scored where the data allows;
 * ``__call__(model, images, maps, targets, **ctx) -> float64 array [B]``: one value per image, NaN where the
   value is undefined (the aggregator drops NaNs and reports how many values were finite).
 
@@ -45,6 +48,7 @@ class Category(str, Enum):
     GROUND_TRUTH = "ground_truth"
     RANDOMISATION = "randomisation"
     ROBUSTNESS = "robustness"
+    COMPLEXITY = "complexity"
 
 
 class Metric(ABC):
@@ -56,6 +60,7 @@ class Metric(ABC):
     needs: ClassVar[frozenset[str]] = frozenset()
     needs_source: ClassVar[str] = ""  # where that context comes from, for the error when it is missing
     description: ClassVar[str] = ""
+    selectable: ClassVar[bool] = False
 
     @property
     def higher_is_better(self) -> bool:
@@ -117,7 +122,34 @@ def register_metric(cls: type[Metric]) -> type[Metric]:
     return cls
 
 
-_BUILTIN_MODULES = ("perturbation", "localisation", "parts", "variants", "sanity", "stability")
+_BUILTIN_MODULES = (
+    "perturbation",
+    "localisation",
+    "parts",
+    "variants",
+    "sanity",
+    "stability",
+    "road",
+    "infidelity",
+    "robustness",
+    "complexity",
+    "random_logit",
+)
+
+
+def check_budget(metric: str, option: str, value: Any) -> int:
+    """A sample/step count: an integer >= 1, else one error naming ``metric.option`` and what is allowed."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{metric}.{option} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_noise(metric: str, option: str, value: Any) -> float:
+    """A noise level or radius: a finite number >= 0, else one error naming ``metric.option``."""
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{metric}.{option} must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 def _load_builtins() -> None:
@@ -153,4 +185,5 @@ def metric_info(name: str) -> dict[str, Any]:
         "higher_is_better": cls.direction is Direction.HIGHER,  # type: ignore[attr-defined]
         "category": cls.category.value,  # type: ignore[attr-defined]
         "description": cls.description,  # type: ignore[attr-defined]
+        "selectable": cls.selectable,  # type: ignore[attr-defined]
     }

@@ -22,14 +22,16 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
+def _parse_params(
+    items: list[str], option: str = "--param", owner: str = "METHOD"
+) -> dict[str, dict[str, Any]]:
     """``["lime.num_samples=500", "ig.steps=32"]`` -> ``{"lime": {"num_samples": 500}, "ig": {"steps": 32}}``."""
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         method, dot, name = key.partition(".")
         if not sep or not dot or not method or not name:
-            raise typer.BadParameter(f"--param wants METHOD.OPTION=VALUE, got {item!r}")
+            raise typer.BadParameter(f"{option} wants {owner}.OPTION=VALUE, got {item!r}")
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
@@ -73,6 +75,21 @@ def explain_eval(
     param: Annotated[
         list[str] | None, typer.Option("--param", help="METHOD.OPTION=VALUE, repeatable")
     ] = None,
+    metrics: Annotated[
+        str,
+        typer.Option(
+            "--metrics",
+            help="comma-separated extra metrics, e.g. road_morf,road_lerf,infidelity,max_sensitivity "
+            "('' for none; a wrong name lists them all)",
+        ),
+    ] = "sparseness,complexity",
+    metric_param: Annotated[
+        list[str] | None,
+        typer.Option("--metric-param", help="METRIC.OPTION=VALUE, repeatable (e.g. road_morf.noise=0)"),
+    ] = None,
+    metrics_n: Annotated[
+        int, typer.Option("--metrics-n", min=0, help="images for the extra metrics that re-explain")
+    ] = 8,
     layer: Annotated[
         str | None, typer.Option("--layer", help="layer for the CAM methods (default: the model's)")
     ] = None,
@@ -85,7 +102,8 @@ def explain_eval(
     resume: Annotated[bool, typer.Option("--resume", help=RESUME_HELP)] = False,
 ) -> None:
     """Measure which explanation of this model to trust: deletion/insertion, localisation, ground-truth parts
-    (synthetic birds), sanity check and stability, with 95% bootstrap intervals and two baselines."""
+    (synthetic birds), sanity check and stability, plus the --metrics chosen (ROAD, infidelity, sensitivity,
+    Lipschitz, random logit, sparseness, complexity), with 95% bootstrap intervals and two baselines."""
     from birdlens.explain.base import UnsupportedMethodError, with_precision
     from birdlens.explain.layers import use_cam_layer
     from birdlens.explain.metrics.evaluate import evaluate_explanations
@@ -122,6 +140,9 @@ def explain_eval(
             stability_n=stability_n,
             method_params=with_precision(_parse_params(param or []), names, prec),
             precision=prec,
+            metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
+            metric_params=_parse_params(metric_param or [], "--metric-param", "METRIC"),
+            metrics_n=metrics_n,
             processes=procs,
             resume=resume,
         )

@@ -8,6 +8,8 @@ What applies depends on the data, never on a flag:
   box, or ``boxes=`` a CUB ``bounding_boxes.txt`` / ``path,x,y,w,h`` CSV);
 * ground-truth part importance, background independence and target sensitivity: for a synthetic-bird
   dataset (``specs.jsonl`` + ``parts.json`` beside it; the generator re-renders each bird).
+* the metrics named in ``metrics`` (:mod:`birdlens.explain.metrics.selection`: ROAD, infidelity,
+  sensitivity, Lipschitz, random logit, sparseness, complexity; the free ones by default).
 
 Every method is explained for the **same target per image**: the model's predicted class by default
 (``target="pred"``, as RISE: the question is why the model decided what it decided), or the true label
@@ -48,6 +50,7 @@ from birdlens.explain.metrics.regions import (
     to_input_frame,
 )
 from birdlens.explain.metrics.sanity import FAIL_THRESHOLD, cascading_randomisation, sanity_verdict
+from birdlens.explain.metrics.selection import DEFAULT_METRICS, build_selected, check_needs, score_selected
 from birdlens.explain.metrics.stability import seed_stability
 from birdlens.explain.metrics.summary import best_vs_runner_up, rank_methods, summarise
 from birdlens.explain.shard import Processes
@@ -81,6 +84,11 @@ class EvalSettings:
     precision: str = "fp32"  # autocast of the deletion/insertion forwards (birdlens.utils.device)
     n_backgrounds: int = 1  # replacement backgrounds per image in background_independence
     variants_n: int = 8  # images scored by background_independence and target_sensitivity (they re-explain)
+    # the selectable metrics to score (birdlens.explain.metrics.selection), their options, e.g.
+    # {"road_morf": {"noise": 0}}, and the images for those that re-explain (sensitivity, Lipschitz, random logit)
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    metric_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics_n: int = 8
 
 
 # ------------------------------------------------------------------------------------------- the sample
@@ -242,6 +250,7 @@ def evaluate_explanations(
         counter.attach(sample.scorer)
         with counter.phase("parts"):
             truth = _ground_truth(sample, trained, boxes, cfg)
+        check_needs(cfg.metrics, _available_context(truth))
         entries = _entries(methods, trained, cfg, seed)
         scored = _Scored(sanity_n=min(cfg.sanity_n, sample.n), counter=counter)
         with bars(quiet) as prog:
@@ -267,6 +276,10 @@ def _settings(settings: EvalSettings | None, overrides: Mapping[str, Any]) -> Ev
         setattr(cfg, k, v)
     if cfg.target not in ("pred", "label"):
         raise ValueError("target must be 'pred' or 'label'")
+    cfg.metrics = tuple(m.strip() for m in cfg.metrics if m.strip())
+    build_selected(cfg.metrics, cfg.metric_params)  # bad names or options fail here, before any image loads
+    if isinstance(cfg.metrics_n, bool) or not isinstance(cfg.metrics_n, int) or cfg.metrics_n < 0:
+        raise ValueError(f"metrics_n must be an integer >= 0, got {cfg.metrics_n!r}")
     return cfg
 
 
@@ -476,6 +489,8 @@ def _score_method(
         vals.update(_sanity(name, fn, maps, sample, cfg, seed, prog, scored))
     with phase("stability"):
         vals.update(_stability(name, seeded, maps, sample, cfg, seed, prog))
+    with phase("selected metrics"):
+        vals.update(_selected(name, fn, maps, sample, cfg, prog))
     scored.per_image[name] = {key: np.asarray(v, dtype=float).tolist() for key, v in vals.items()}
 
 
@@ -598,6 +613,33 @@ def _stability(
             [seed_stability(runs, cfg.stability_fraction), np.full(sample.n - k, np.nan)]
         )
     }
+
+
+def _available_context(truth: _Truth) -> set[str]:
+    """The metric context keys this dataset and flow provide (checked against what named metrics need)."""
+    keys = {"explain_fn", "explain_seeded"}
+    if truth.regions is not None:
+        keys.add("regions")
+    if truth.part_ctx is not None:
+        keys.update(truth.part_ctx)
+    return keys
+
+
+def _selected(
+    name: str, fn: ExplainFn, maps: torch.Tensor, sample: _Sample, cfg: EvalSettings, prog: Any
+) -> dict[str, np.ndarray]:
+    """The metrics named in ``cfg.metrics`` (built again: each method gets the same seeded draws)."""
+    return score_selected(
+        build_selected(cfg.metrics, cfg.metric_params),
+        model=sample.model,
+        scorer=sample.scorer,
+        images=sample.images,
+        maps=maps,
+        targets=sample.targets,
+        explain_fn=fn,
+        explain_n=cfg.metrics_n,
+        progress=lambda metric: prog.task(f"{metric} {name}", 1),
+    )
 
 
 def _results(
@@ -790,7 +832,12 @@ def _write(results: dict[str, Any], per_image: Mapping[str, Any], out: Path, fig
 
     out.mkdir(parents=True, exist_ok=True)
     if figures:
-        from birdlens.explain.metrics.figures import plot_curves, plot_metric_bars, plot_sanity
+        from birdlens.explain.metrics.figures import (
+            plot_categories,
+            plot_curves,
+            plot_metric_bars,
+            plot_sanity,
+        )
 
         fig_dir = out / "figures"
         paths = [figure_or_warning(lambda p: plot_curves(results["curves"], p), fig_dir / "curves.png")]
@@ -801,6 +848,8 @@ def _write(results: dict[str, Any], per_image: Mapping[str, Any], out: Path, fig
             paths.append(
                 figure_or_warning(lambda p: plot_sanity(results["sanity"], p), fig_dir / "sanity.png")
             )
+        summary_fig = functools.partial(plot_categories, results["methods"])
+        paths.append(figure_or_warning(summary_fig, fig_dir / "categories.png"))
         results["figures"] = [p.relative_to(out).as_posix() for p in paths if p is not None]
     write_json(out / "per_image.json", {"images": results["data"]["images"], "methods": per_image})
     write_json(out / "results.json", results)

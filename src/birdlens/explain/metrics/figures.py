@@ -94,3 +94,33 @@ def plot_sanity(sanity: Mapping[str, Any], path: str | Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, Path(path))
+
+
+def plot_categories(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | Path) -> Path:
+    """The summary figure: each method's mean rank per metric category (1 = first), the winner outlined."""
+    from birdlens.explain.metrics.summary import category_winners
+
+    plt = _plt()
+    cats = category_winners(summary)
+    names, methods = list(cats), list(summary)
+    grid = np.array([[cats[c]["mean_rank"].get(m, np.nan) for c in names] for m in methods])
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 3, 0.45 * len(methods) + 1.8))
+    im = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+    for i, m in enumerate(methods):
+        for j, c in enumerate(names):
+            if np.isfinite(grid[i, j]):
+                bold = cats[c]["best"] == m
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.1f}",
+                    ha="center",
+                    va="center",
+                    color="w",
+                    fontweight="bold" if bold else "normal",
+                )
+    ax.set_xticks(range(len(names)), [f"{c}\n({len(cats[c]['metrics'])} metrics)" for c in names], fontsize=8)
+    ax.set_yticks(range(len(methods)), [plain(m) for m in methods])
+    fig.colorbar(im, ax=ax, label="mean rank over the category's metrics (1 = best)")
+    ax.set_title("Which method ranks first in each category (bold)")
+    return _save(fig, Path(path))

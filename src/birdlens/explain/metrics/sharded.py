@@ -84,6 +84,7 @@ def _score_block(
         job.cfg,
         sanity_n=min(max(0, min(job.cfg.sanity_n, sample.n) - a), b - a),
         stability_n=min(max(0, min(job.cfg.stability_n, sample.n) - a), b - a),
+        metrics_n=min(max(0, min(job.cfg.metrics_n, sample.n) - a), b - a),
     )
     counter = EvaluationCounter()  # the block's evaluations; the sample and its ground truth are every rank's
     scored = ev._Scored(sanity_n=cfg.sanity_n, counter=counter)
@@ -206,6 +207,7 @@ def evaluate_in_parts(
                     precision=job.cfg.precision,
                 )
         state["setup"] = setup.as_dict()
+        ev.check_needs(job.cfg.metrics, ev._available_context(truth))
         entries = ev._entries(job.methods, job.trained, job.cfg, job.seed)
         size = block_size(job.cfg, *sample.images.shape[2:])
         blocks = [(a, min(sample.n, a + size)) for a in range(0, sample.n, size)]

@@ -58,3 +58,38 @@ def best_vs_runner_up(
         resolved = lo is not None and (lo > 0 or hi < 0)
         out[name] = {"best": order[0], "runner_up": order[1], "diff": d, "resolved": bool(resolved)}
     return out
+
+
+def _ci_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    (alo, ahi), (blo, bhi) = a["ci95"], b["ci95"]
+    if None in (alo, ahi, blo, bhi):
+        return True  # no interval, no claim of a difference
+    return alo <= bhi and blo <= ahi
+
+
+def category_winners(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per metric category (faithfulness, robustness, ...): methods ordered by their mean rank over the
+    category's metrics (each ranked in its own direction), the first and the runner-up, and for each metric
+    whether the two's 95% intervals overlap — the per-metric "is the top resolved" question, per category."""
+    ranking = rank_methods(summary)
+    by_cat: dict[str, list[str]] = {}
+    for metric in ranking:
+        by_cat.setdefault(metric_info(metric)["category"], []).append(metric)
+    out: dict[str, dict[str, Any]] = {}
+    for cat, metrics in by_cat.items():
+        ranks: dict[str, list[int]] = {}
+        for metric in metrics:
+            for r, method in enumerate(ranking[metric], start=1):
+                ranks.setdefault(method, []).append(r)
+        mean_rank = {m: float(np.mean(r)) for m, r in ranks.items()}
+        order = sorted(mean_rank, key=lambda m: (mean_rank[m], -len(ranks[m])))
+        entry: dict[str, Any] = {"metrics": metrics, "order": order, "mean_rank": mean_rank}
+        entry["best"] = order[0]
+        entry["runner_up"] = order[1] if len(order) > 1 else None
+        if entry["runner_up"] is not None:
+            best, second = summary[order[0]], summary[order[1]]
+            entry["overlap"] = {
+                m: _ci_overlap(best[m], second[m]) for m in metrics if m in best and m in second
+            }
+        out[cat] = entry
+    return out

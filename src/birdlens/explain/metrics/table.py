@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from birdlens.explain.metrics.base import Direction, metric_info
-from birdlens.explain.metrics.summary import rank_methods
+from birdlens.explain.metrics.summary import category_winners, rank_methods
 
 
 def _fmt(stats: Mapping[str, Any]) -> str:
@@ -70,8 +70,17 @@ _ORDER = (
     "part_rank_corr",
     "top_part_key",
     "key_part_share",
+    "road_morf",
+    "road_lerf",
+    "infidelity",
     "sanity_rank_corr",
+    "random_logit",
     "stability",
+    "max_sensitivity",
+    "avg_sensitivity",
+    "local_lipschitz",
+    "sparseness",
+    "complexity",
 )
 
 
@@ -124,10 +133,30 @@ def ranked_table(results: Mapping[str, Any], title: str | None = None) -> Table:
     return t
 
 
+def category_table(results: Mapping[str, Any]) -> Table:
+    """One row per metric category: the method first by mean rank over the category's metrics, the
+    runner-up, and on how many of those metrics their 95% intervals overlap."""
+    t = Table(title="Per category (mean rank over its metrics; 1 = best)", header_style="bold")
+    for col in ("category", "metrics", "first", "runner-up", "95% CIs overlap"):
+        t.add_column(col, no_wrap=col != "metrics")
+    for cat, c in category_winners(results["methods"]).items():
+        ov = c.get("overlap", {})
+        second = c["runner_up"]
+        t.add_row(
+            f"[bold magenta]{cat}[/]",
+            ", ".join(c["metrics"]),
+            f"[bold green]{c['best']}[/] ({c['mean_rank'][c['best']]:.1f})",
+            f"{second} ({c['mean_rank'][second]:.1f})" if second else "—",
+            f"{sum(ov.values())} of {len(ov)}" if ov else "—",
+        )
+    return t
+
+
 def print_results(results: Mapping[str, Any], console: Console | None = None) -> None:
-    """Print the ranked table and the sanity verdicts."""
+    """Print the ranked table, the per-category winners and the sanity verdicts."""
     console = console or Console()
     console.print(ranked_table(results))
+    console.print(category_table(results))
     verdicts = results.get("sanity", {}).get("verdicts", {})
     failed = [m for m, v in verdicts.items() if v == "fail"]
     if verdicts:
