@@ -203,3 +203,37 @@ def test_cli_writes_audit_json_and_md(planted: tuple[Path, Path, object], tmp_pa
     assert "| class | flagged |" in (tmp_path / "o" / "audit.md").read_text()
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_study_stage_and_report_section(planted: tuple[Path, Path, object], tmp_path: Path) -> None:
+    from birdlens.study.config import ShortcutAuditConfig
+    from birdlens.study.pipeline import audit_stage
+    from birdlens.study.report_stage import _audit_section
+    from birdlens.study.stages import StageContext
+
+    _, data, trained = planted
+    run = save_run(trained, tmp_path / "run")
+    a = ShortcutAuditConfig(enabled=True, per_class=8, recipients=20)
+    config = {
+        "method": a.method,
+        "per_class": a.per_class,
+        "recipients": a.recipients,
+        "threshold": 0.05,
+        "seed": 0,
+    }
+    ctx = StageContext(
+        name="audit:cnn",
+        dir=tmp_path / "audit" / "cnn",
+        run_dir=tmp_path,
+        config=config,
+        inputs={"data": {"dataset": str(data)}, "model:cnn": {"run": str(run)}},
+        resume=False,
+        quiet=True,
+    )
+    ctx.dir.mkdir(parents=True)
+    summary = audit_stage(ctx)
+    assert summary["model"] == "cnn" and (ctx.dir / "audit.json").is_file()
+    html = _audit_section(tmp_path, {"audit:cnn": summary})
+    assert "<table>" in html and "CLASS A" in html and "data:image/png;base64," in html
+    with pytest.raises(ValueError, match="unknown method"):
+        ShortcutAuditConfig(method="nope")

@@ -35,7 +35,7 @@ def audit(
     ] = 24,
     recipients: Annotated[
         int, typer.Option("--recipients", min=1, help="other-class test images to paste each suspect onto")
-    ] = 64,
+    ] = 200,
     threshold: Annotated[
         float,
         typer.Option(

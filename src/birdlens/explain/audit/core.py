@@ -3,7 +3,7 @@
 Object regions: the data's box, else its part/segmentation mask, where a record has one; otherwise the model-free
 estimate :func:`central_object` (the middle ``CENTRAL_SHARE`` of each side, where photographers and the
 synthetic generator put the bird), so on such data an off-centre cue is an off-object one and a cue in the
-middle is not detected (stated in docs/shortcut-audit.md).
+middle is not detected (stated in docs/stages/shortcut-audit.md).
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ class AuditConfig:
     """The audit's settings; every threshold is here, and recorded in ``audit.json``."""
 
     method: str = "gradcam"
-    per_class: int = 24  # train images explained per class (seeded sample)
-    recipients: int = 64  # other-class test images the suspect region is pasted onto
+    per_class: int = 48  # train images explained per class (seeded sample)
+    recipients: int = 200  # other-class test images the suspect region is pasted onto
     donors: int = 8  # suspect-class images the region is taken from
     threshold: float = 0.05  # flagged iff the flip rate's 95% lower bound is above this (and above control)
-    min_share: float = 0.25  # a suspect cluster holds at least this share of the class's maps ...
-    min_consistency: float = 0.6  # ... whose pooled maps agree this much (mean cosine to their centre) ...
+    min_share: float = 0.15  # a suspect cluster holds at least this share of the class's maps ...
+    min_consistency: float = 0.5  # ... whose pooled maps agree this much (mean cosine to their centre) ...
     min_off_object: float = 0.5  # ... its region lies at least this much outside the object ...
-    max_region: float = 0.35  # ... and covers at most this share of the image (pasting more is a new image)
+    max_region: float = 0.2  # ... and covers at most this share of the image (pasting more is a new image)
     grid: int = 8
     max_clusters: int = 4
     batch: int = 16
@@ -154,6 +154,16 @@ def _sample(records: Sequence[Record], n: int, rng: np.random.Generator) -> list
     return [records[i] for i in idx]
 
 
+def _as_predicted(
+    train: Manifest, pred: dict[Record, int], name: str, index: int, least: int = 6
+) -> list[Record]:
+    """The class's train images the model predicts as the class (its evidence for the class is used there),
+    or all of them when fewer than ``least`` are."""
+    own = [r for r in train if r.label == name]
+    hit = [r for r in own if pred[r] == index]
+    return hit if len(hit) >= least else own
+
+
 def _minmax(maps: torch.Tensor) -> np.ndarray:
     m = torch.nan_to_num(maps.float(), nan=0.0).clamp_min(0).numpy()
     top = m.reshape(len(m), -1).max(1).reshape(-1, 1, 1)
@@ -186,10 +196,6 @@ def _clusters(maps: torch.Tensor, objects: np.ndarray, cfg: AuditConfig) -> list
         )
         out.append({**info, "_members": idx, "_region": region, "_mean": mean})
     return out
-
-
-def region_px(images: _Images) -> int:
-    return int(images.photos.shape[1])
 
 
 def _dilate(region: np.ndarray, px: int) -> np.ndarray:
@@ -249,31 +255,29 @@ def _audit_class(
     out: Path | None,
     rng: np.random.Generator,
 ) -> ClassAudit:
-    """One class: maps of its train images, background reliance, SpRAy, then the counterfactual on a suspect."""
+    """One class: maps of its train images, background reliance, SpRAy, then the counterfactual on every
+    suspect cluster (the largest cluster when there is none, for the record); flagged if one passes."""
     from birdlens.explain.metrics.localisation import energy_share
 
     target = trained.classes.index(name)
     maps = _explain(explainer, trained, images.photos, target, cfg.batch)
     background = float(1 - energy_share(maps, torch.from_numpy(images.objects)).mean())
     clusters = _clusters(maps, images.objects, cfg)
-    chosen = _pick(clusters)
-    members, region = chosen["_members"], _dilate(chosen["_region"], max(1, round(region_px(images) / 16)))
-    inside = np.array([maps[i].clamp_min(0)[torch.from_numpy(region)].sum().item() for i in members])
-    donors = images.photos[members[np.argsort(-inside)[: cfg.donors]]]
-    res = cf.run(target, donors, region, cfg, rng)
-    rate = res["flips"] / res["n"] if res["n"] else 0.0
-    lo, hi = wilson_interval(res["flips"], res["n"])
-    flagged = bool(chosen["suspect"] and lo > cfg.threshold and rate > res["control"])
-    verdict = _verdict(chosen["suspect"], flagged, rate, lo, res, cfg)
-    evidence = _evidence(out, name, images.photos[members[np.argmax(inside)]], chosen, res) if out else []
+    suspects = sorted((c for c in clusters if c["suspect"]), key=lambda c: -c["share"] * c["off_object"])
+    tests = [(c, _test(c, maps, images, cf, cfg, rng, target)) for c in (suspects or [_pick(clusters)])]
+    chosen, res = max(tests, key=lambda t: (t[1]["flagged"], t[1]["ci95"][0]))
+    verdict = _verdict(bool(suspects), res["flagged"], res["rate"], res["ci95"][0], res, cfg)
+    evidence = _evidence(out, name, res["donor"], chosen, res) if out else []
     public = [{k: v for k, v in c.items() if not k.startswith("_")} for c in clusters]
     for c, pub in zip(clusters, public, strict=True):
-        pub["tested"] = c is chosen
+        for tested, r in tests:
+            if tested is c:
+                pub.update(tested=True, flip_rate=r["rate"], ci95=r["ci95"], control_rate=r["control"])
     return ClassAudit(
-        flagged=flagged,
+        flagged=res["flagged"],
         verdict=verdict,
-        flip_rate=rate,
-        ci95=[lo, hi],
+        flip_rate=res["rate"],
+        ci95=res["ci95"],
         control_rate=res["control"],
         background_reliance=background,
         n_images=len(images.photos),
@@ -281,6 +285,27 @@ def _audit_class(
         clusters=public,
         evidence=evidence,
     )
+
+
+def _test(
+    cluster: dict[str, Any],
+    maps: torch.Tensor,
+    images: _Images,
+    cf: _Counterfactual,
+    cfg: AuditConfig,
+    rng: np.random.Generator,
+    target: int,
+) -> dict[str, Any]:
+    """The counterfactual for one cluster: its (grown) region from its most relevant members, pasted."""
+    members = cluster["_members"]
+    region = _dilate(cluster["_region"], max(1, round(images.photos.shape[1] / 16)))
+    inside = np.array([maps[i].clamp_min(0)[torch.from_numpy(region)].sum().item() for i in members])
+    donors = images.photos[members[np.argsort(-inside)[: cfg.donors]]]
+    res = cf.run(target, donors, region, cfg, rng)
+    rate = res["flips"] / res["n"] if res["n"] else 0.0
+    lo, hi = wilson_interval(res["flips"], res["n"])
+    flagged = bool(cluster["suspect"] and lo > cfg.threshold and rate > res["control"])
+    return {**res, "rate": rate, "ci95": [lo, hi], "flagged": flagged, "donor": donors[0]}
 
 
 def _verdict(
@@ -345,8 +370,13 @@ def audit_run(
     cf = _Counterfactual(trained, pool, predict(trained, pool.photos, cfg.batch * 2))
     out_p = Path(out) if out is not None else None
     classes: dict[str, Any] = {}
+    train_pred = dict(
+        zip(train.records, predict(trained, _Images(trained, train.records).photos).tolist(), strict=True)
+    )
     for name in console.track(trained.classes, len(trained.classes), "audit classes", quiet):
-        recs = _sample([r for r in train if r.label == name], cfg.per_class, rng)
+        recs = _sample(
+            _as_predicted(train, train_pred, name, trained.classes.index(name)), cfg.per_class, rng
+        )
         classes[name] = asdict(
             _audit_class(name, trained, explainer, _Images(trained, recs), cf, cfg, out_p, rng)
         )
