@@ -90,7 +90,7 @@ def _train(data: Path, run: Path, args: argparse.Namespace, seed: int) -> Path:
             data=str(data),
             out=str(run),
             model=args.model,
-            mode="finetune",
+            mode=args.mode,
             image_size=args.size,
             epochs=args.epochs,
             seed=seed,
@@ -106,7 +106,7 @@ def _train(data: Path, run: Path, args: argparse.Namespace, seed: int) -> Path:
 
 def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any]:
     """Plant, train, score reliance, audit, score the audit: one row."""
-    base = Path(args.out) / f"{'real' if args.real else 'synth'}_{args.model}_{kind}_s{seed}"
+    base = Path(args.out) / f"{'real' if args.real else 'synth'}_{args.model}_{args.mode}_{kind}_s{seed}"
     data, t0 = base / "data", time.perf_counter()
     if not (data / "shortcut.json").is_file():
         if args.real:
@@ -133,7 +133,8 @@ def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any]:
     trained = load_trained(run)
     score = score_reliance(trained, data)
     t1 = time.perf_counter()
-    audit = audit_run(trained, load_manifest(data), base / "audit", AuditConfig(seed=seed))
+    cfg = AuditConfig(seed=seed, per_class=args.audit_per_class, recipients=args.audit_recipients)
+    audit = audit_run(trained, load_manifest(data), base / "audit", cfg)
     t_audit = time.perf_counter() - t1
     planted = set(read_shortcut(data)["classes"])
     relied = [c for c, r in score["reliance"].items() if r >= 0.10]
@@ -142,7 +143,7 @@ def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any]:
     clean = [c for c in trained.classes if c not in planted]
     row = {
         "data": "real" if args.real else "synth",
-        "model": args.model,
+        "model": f"{args.model} {args.mode}",
         "cue": kind,
         "seed": seed,
         **{k: v for k, v in score.items() if k != "reliance"},
@@ -190,6 +191,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--p", type=float, default=0.9)
+    ap.add_argument("--mode", default="finetune", choices=["finetune", "probe"])
+    ap.add_argument("--audit-per-class", type=int, default=AuditConfig.per_class)
+    ap.add_argument("--audit-recipients", type=int, default=AuditConfig.recipients)
     ap.add_argument("--retrain", action="store_true")
     args = ap.parse_args()
     a, b, c = os.getloadavg()

@@ -1,6 +1,6 @@
 """Run the shortcut audit on a trained run: per class, background reliance, SpRAy clusters, the counterfactual.
 
-Object regions: the data's box, else its part/segmentation mask, where a record has one; otherwise the model-free
+Object regions: the data's part/segmentation mask grown by 1/16 of the side, else its box; otherwise the model-free
 estimate :func:`central_object` (the middle ``CENTRAL_SHARE`` of each side, where photographers and the
 synthetic generator put the bird), so on such data an off-centre cue is an off-object one and a cue in the
 middle is not detected (stated in docs/stages/shortcut-audit.md).
@@ -89,13 +89,14 @@ class _Images:
                 arr = np.asarray(im.convert("RGB"))
             photo = torch.as_tensor(geom(torch.from_numpy(arr.copy()).permute(2, 0, 1))).permute(1, 2, 0)
             photos.append(photo.numpy().astype(np.uint8))
-            # the box before the mask: a CAM is coarser than a thin part mask, and evidence on the bird's
-            # outline is not off the object
-            if r.box is not None:
-                obj = to_input_frame(box_image(r.box, (arr.shape[1], arr.shape[0])), geom).numpy()
-            elif r.mask is not None and Path(r.mask).is_file():
+            # the mask grown by a CAM-sized margin (evidence on the bird's outline is not off the object),
+            # else the box
+            if r.mask is not None and Path(r.mask).is_file():
                 with Image.open(r.mask) as m:
                     obj = to_input_frame(np.asarray(m.convert("L")), geom).numpy()
+                obj = _dilate(obj, max(1, round(obj.shape[0] / 16)))
+            elif r.box is not None:
+                obj = to_input_frame(box_image(r.box, (arr.shape[1], arr.shape[0])), geom).numpy()
             else:
                 obj = central_object(photos[-1].shape[0])
             objects.append(obj if obj.any() else central_object(photos[-1].shape[0]))
