@@ -104,7 +104,7 @@ def _train(data: Path, run: Path, args: argparse.Namespace, seed: int) -> Path:
     return run
 
 
-def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any]:
+def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any] | None:
     """Plant, train, score reliance, audit, score the audit: one row."""
     base = Path(args.out) / f"{'real' if args.real else 'synth'}_{args.model}_{args.mode}_{kind}_s{seed}"
     data, t0 = base / "data", time.perf_counter()
@@ -127,7 +127,10 @@ def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any]:
             plant_shortcut(m, None, make_cue(kind), choose_classes(m.classes, 3, seed), p=args.p, seed=seed)
     t_data = time.perf_counter() - t0
     run = base / "run"
-    if not (run / "best.safetensors").is_file() or args.retrain:
+    finished = (run / "metrics").is_dir()  # written at the very end of training
+    if args.score_only and not finished:
+        return None
+    if not finished or args.retrain:
         _train(data, run, args, seed)
     t_train = time.perf_counter() - t0 - t_data
     trained = load_trained(run)
@@ -195,11 +198,15 @@ def main() -> None:
     ap.add_argument("--audit-per-class", type=int, default=AuditConfig.per_class)
     ap.add_argument("--audit-recipients", type=int, default=AuditConfig.recipients)
     ap.add_argument("--retrain", action="store_true")
+    ap.add_argument("--score-only", action="store_true", help="score finished runs again; train nothing")
     args = ap.parse_args()
     a, b, c = os.getloadavg()
     print(f"load average {a:.1f} / {b:.1f} / {c:.1f} on {os.cpu_count()} cores", flush=True)
-    rows = [one(args, kind, seed) for kind in args.cues for seed in args.seeds]
-    write_json(Path(args.out) / "results.json", {"args": vars(args), "rows": rows})
+    rows = [r for kind in args.cues for seed in args.seeds if (r := one(args, kind, seed)) is not None]
+    write_json(
+        Path(args.out) / f"results_{rows[0]['data'] if rows else 'none'}.json",
+        {"args": vars(args), "rows": rows},
+    )
     print(summary(rows))
 
 
