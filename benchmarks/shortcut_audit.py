@@ -136,8 +136,10 @@ def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any] | None
     trained = load_trained(run)
     score = score_reliance(trained, data)
     t1 = time.perf_counter()
-    cfg = AuditConfig(seed=seed, per_class=args.audit_per_class, recipients=args.audit_recipients)
-    audit = audit_run(trained, load_manifest(data), base / "audit", cfg)
+    cfg = AuditConfig(
+        method=args.audit_method, seed=seed, per_class=args.audit_per_class, recipients=args.audit_recipients
+    )
+    audit = audit_run(trained, load_manifest(data), base / f"audit_{args.audit_method}", cfg)
     t_audit = time.perf_counter() - t1
     planted = set(read_shortcut(data)["classes"])
     relied = [c for c, r in score["reliance"].items() if r >= 0.10]
@@ -148,6 +150,7 @@ def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any] | None
         "data": "real" if args.real else "synth",
         "model": f"{args.model} {args.mode}",
         "cue": kind,
+        "audit_method": args.audit_method,
         "seed": seed,
         **{k: v for k, v in score.items() if k != "reliance"},
         "reliance": score["reliance"],
@@ -167,8 +170,8 @@ def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any] | None
 def summary(rows: list[dict[str, Any]]) -> str:
     """Recall over relied-on planted classes and the clean classes' flag rate, per (data, model, cue)."""
     lines = []
-    for key in sorted({(r["data"], r["model"], r["cue"]) for r in rows}):
-        rs = [r for r in rows if (r["data"], r["model"], r["cue"]) == key]
+    for key in sorted({(r["data"], r["model"], r["cue"], r["audit_method"]) for r in rows}):
+        rs = [r for r in rows if (r["data"], r["model"], r["cue"], r["audit_method"]) == key]
         relied, found = sum(r["relied"] for r in rs), sum(r["found"] for r in rs)
         clean, cf = sum(r["clean"] for r in rs), sum(r["clean_flagged"] for r in rs)
         acc_c = statistics.mean(r["acc_clean"] for r in rs)
@@ -195,6 +198,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--p", type=float, default=0.9)
     ap.add_argument("--mode", default="finetune", choices=["finetune", "probe"])
+    ap.add_argument("--audit-method", default=AuditConfig.method, help="explainer the audit clusters")
     ap.add_argument("--audit-per-class", type=int, default=AuditConfig.per_class)
     ap.add_argument("--audit-recipients", type=int, default=AuditConfig.recipients)
     ap.add_argument("--retrain", action="store_true")
@@ -204,7 +208,7 @@ def main() -> None:
     print(f"load average {a:.1f} / {b:.1f} / {c:.1f} on {os.cpu_count()} cores", flush=True)
     rows = [r for kind in args.cues for seed in args.seeds if (r := one(args, kind, seed)) is not None]
     write_json(
-        Path(args.out) / f"results_{rows[0]['data'] if rows else 'none'}.json",
+        Path(args.out) / f"results_{rows[0]['data'] if rows else 'none'}_{args.audit_method}.json",
         {"args": vars(args), "rows": rows},
     )
     print(summary(rows))
