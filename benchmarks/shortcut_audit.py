@@ -108,6 +108,8 @@ def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any] | None
     """Plant, train, score reliance, audit, score the audit: one row."""
     base = Path(args.out) / f"{'real' if args.real else 'synth'}_{args.model}_{args.mode}_{kind}_s{seed}"
     data, t0 = base / "data", time.perf_counter()
+    if args.score_only and not (base / "run" / "metrics").is_dir():
+        return None  # nothing to score: plant and train nothing
     if not (data / "shortcut.json").is_file():
         if args.real:
             src = load_manifest(args.real)
