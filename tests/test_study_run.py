@@ -18,7 +18,18 @@ from birdlens.study.config import load_study_config
 from birdlens.study.run import run_study
 
 CONFIG = Path(__file__).parent / "data" / "study_tiny.yaml"
-SECTIONS = ("data", "augment", "gan", "curves", "confusion", "models", "explain", "explain_eval", "footer")
+SECTIONS = (
+    "data",
+    "augment",
+    "gan",
+    "curves",
+    "confusion",
+    "models",
+    "explain",
+    "explain_eval",
+    "audit",
+    "footer",
+)
 
 
 def _env(tmp: Path) -> dict[str, str]:

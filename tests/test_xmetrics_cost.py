@@ -250,5 +250,14 @@ def test_results_json_has_the_evaluations(synth: Manifest, trained: TrainedModel
     )
     got = json.loads((tmp_path / "results.json").read_text())["evaluations"]
     # "variants": the re-rendered birds of background_independence and target_sensitivity (synthetic data)
-    assert set(got) == {"sample", "parts", "explain", "deletion/insertion", "variants", "sanity", "stability", "selected metrics"}
+    assert set(got) == {
+        "sample",
+        "parts",
+        "explain",
+        "deletion/insertion",
+        "variants",
+        "sanity",
+        "stability",
+        "selected metrics",
+    }
     assert all(math.isfinite(e["seconds"]) and e["evaluations"] >= 0 for e in got.values())

@@ -50,6 +50,9 @@ _r_explain(app)
 from birdlens.explain.metrics.cli import register as _r_xeval  # noqa: E402
 
 _r_xeval(app)
+from birdlens.explain.audit.cli import register as _r_audit  # noqa: E402
+
+_r_audit(app)
 from birdlens.study.cli import register as _r_study  # noqa: E402
 
 _r_study(app)

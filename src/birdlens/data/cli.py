@@ -230,5 +230,51 @@ def download(
     typer.echo(f"downloaded {key} to {root}; next: birdlens data inspect {root}")
 
 
+@data_app.command("plant-shortcut")
+def plant_shortcut_command(
+    path: Annotated[Path, typer.Argument(help="Dataset folder or CSV manifest (needs a train split).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Empty folder to write the planted copy to.")],
+    cue: Annotated[
+        str, typer.Option("--cue", help="Cue kind: patch, border or tint (or a registered one).")
+    ] = "patch",
+    classes: Annotated[
+        str | None, typer.Option("--classes", help="Comma-separated classes to plant the cue in.")
+    ] = None,
+    n_classes: Annotated[
+        int,
+        typer.Option("--n-classes", min=1, help="Without --classes: this many classes, drawn with --seed."),
+    ] = 3,
+    p: Annotated[
+        float, typer.Option("--p", min=0, max=1, help="Share of their train/valid images cued.")
+    ] = 0.9,
+    test_p: Annotated[
+        float, typer.Option("--test-p", min=0, max=1, help="Share of test images (all classes) cued.")
+    ] = 0.5,
+    seed: Seed = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Plant a shortcut cue in chosen classes (train/valid), decorrelated in test; masks in shortcut.json."""
+    from birdlens.data.layouts import LayoutError, load_manifest
+    from birdlens.data.shortcuts import choose_classes, make_cue, plant_shortcut
+
+    try:
+        cue_obj = make_cue(cue)
+        manifest = load_manifest(path, seed=seed)
+        chosen = (
+            [c for c in classes.split(",") if c.strip()]
+            if classes
+            else choose_classes(manifest.classes, n_classes, seed)
+        )
+        res = plant_shortcut(manifest, out, cue_obj, chosen, p=p, test_p=test_p, seed=seed, quiet=quiet)
+    except (LayoutError, ValueError, FileExistsError) as e:
+        raise _fail(str(e)) from None
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(res.counts.items()))
+    typer.echo(
+        f"planted a {cue_obj.kind} cue in {', '.join(res.classes)} (p={p}; test_p={test_p} in all classes): "
+        f"{counts} images cued; {len(res.manifest)} images written to {out}; ground truth in "
+        f"{out / 'shortcut.json'}"
+    )
+
+
 # the synthetic dataset generator (birdlens.data.synth, the synth engineer's module), listed last
 data_app.command("synth")(synth_command)

@@ -233,6 +233,21 @@ class CasesConfig(_Strict):
     k: int = Field(5, ge=1, le=20, description="nearest training images shown per class")
 
 
+class ShortcutAuditConfig(_Strict):
+    """The shortcut audit stage (``birdlens audit``, :mod:`birdlens.explain.audit`); off unless enabled."""
+
+    enabled: bool = False
+    models: list[str] | None = Field(None, description="model entry names to audit; default: all")
+    method: str = "gradcam"
+    per_class: int = Field(48, ge=6, description="train images explained per class")
+    recipients: int = Field(200, ge=1, description="other-class test images each suspect is pasted onto")
+    threshold: float = Field(
+        0.05, ge=0, le=1, description="flagged iff the flip rate's 95% lower bound is above"
+    )
+
+    _m = field_validator("method")(classmethod(lambda cls, v: _check_methods([v])[0]))
+
+
 class StudyConfig(_Strict):
     name: str = "study"
     seed: int = 0
@@ -244,6 +259,7 @@ class StudyConfig(_Strict):
     explain: ExplainConfig = ExplainConfig()
     explain_eval: ExplainEvalConfig = ExplainEvalConfig()
     cases: CasesConfig = CasesConfig()
+    audit: ShortcutAuditConfig = ShortcutAuditConfig()
     device: str = Field(
         "auto", description="where evaluate/explain/explain_eval run: auto | cpu | cuda[:N] | mps"
     )
@@ -275,7 +291,7 @@ class StudyConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"model names must be unique; repeated: {dup}")
-        for section in ("explain", "explain_eval", "cases"):
+        for section in ("explain", "explain_eval", "cases", "audit"):
             wanted = getattr(self, section).models or []
             unknown = [n for n in wanted if n not in names]
             if unknown:

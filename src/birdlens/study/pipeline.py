@@ -408,6 +408,26 @@ def _class_evidence(ctx: StageContext, trained: Any, manifest: Any) -> str | Non
     return str(ctx.dir / "class_evidence.json")
 
 
+def audit_stage(ctx: StageContext) -> dict[str, Any]:
+    """The shortcut audit of one model (``audit.json`` + evidence images in the stage folder)."""
+    from birdlens.data import load_manifest
+    from birdlens.explain.audit.core import AuditConfig, audit_run
+    from birdlens.runs.trained import load_trained
+
+    (model_stage,) = [k for k in ctx.inputs if k.startswith("model:")]
+    trained = load_trained(ctx.inputs[model_stage]["run"], device=_device(ctx))
+    c = ctx.config
+    cfg = AuditConfig(
+        method=c["method"],
+        per_class=c["per_class"],
+        recipients=c["recipients"],
+        threshold=c["threshold"],
+        seed=c["seed"],
+    )
+    result = audit_run(trained, load_manifest(ctx.inputs["data"]["dataset"]), ctx.dir, cfg, quiet=ctx.quiet)
+    return {"model": model_stage.split(":", 1)[1], "dir": str(ctx.dir), "flagged": result["flagged"]}
+
+
 # --------------------------------------------------------------------------------------------- build
 def build_stages(cfg: StudyConfig) -> list[Stage]:
     """The study's stage graph. Each stage's config slice is exactly what its outputs depend on."""
@@ -422,6 +442,18 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
         stages.append(_gan_stage(cfg))
     stages += _model_stages(cfg)
     stages += _explain_stages(cfg)
+    if cfg.audit.enabled:
+        a = cfg.audit
+        a_slice = {"method": a.method, "per_class": a.per_class, "recipients": a.recipients}
+        stages += [
+            Stage(
+                f"audit:{name}",
+                audit_stage,
+                {**a_slice, "threshold": a.threshold, "seed": cfg.seed, **_on_device(cfg, precision=False)},
+                deps=["data", f"model:{name}"],
+            )
+            for name in a.models or [m.name for m in cfg.models]
+        ]
     stages.append(
         Stage(
             "report",

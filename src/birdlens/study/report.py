@@ -27,7 +27,8 @@ SECTIONS = (
     ("models", "6. Model comparison"),
     ("explain", "7. Explanations side by side"),
     ("explain_eval", "8. How good are the explanations?"),
-    ("footer", "9. Reproducibility"),
+    ("audit", "9. Shortcut audit"),
+    ("footer", "10. Reproducibility"),
 )
 
 _CSS = """

@@ -483,6 +483,50 @@ def _visualised_html(v: dict[str, Any]) -> str:
     return embed_image(v["figure"], f"visualisation of {v['class']}", caption)
 
 
+def _audit_section(run: Path, inputs: dict[str, dict[str, Any]]) -> str:
+    """Per audited model: the verdict table of :func:`birdlens.explain.audit.report` with its evidence images."""
+    from birdlens.explain.audit.core import AUDIT_JSON
+
+    parts = []
+    for name, summary in inputs.items():
+        if not name.startswith("audit:"):
+            continue
+        folder = Path(summary["dir"])
+        audit = json.loads((folder / AUDIT_JSON).read_text())
+        rows = [
+            {
+                "class": cls,
+                "flagged": "yes" if v["flagged"] else "no",
+                "flip rate [95% CI]": f"{v['flip_rate']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]",
+                "control": v["control_rate"],
+                "background share": v["background_reliance"],
+                "verdict": v["verdict"],
+            }
+            for cls, v in sorted(audit["classes"].items(), key=lambda kv: (not kv[1]["flagged"], kv[0]))
+        ]
+        cols = [
+            (k, k)
+            for k in ("class", "flagged", "flip rate [95% CI]", "control", "background share", "verdict")
+        ]
+        flagged = audit["flagged"]
+        evidence = [
+            embed_image(folder / p, "audit evidence", f"{cls}: {Path(p).stem.rsplit('_', 1)[-1]}")
+            for cls in (flagged or list(audit["classes"])[:1])
+            for p in audit["classes"][cls]["evidence"]
+        ]
+        parts.append(
+            f"<h3>{_esc(summary['model'])}</h3><p>{len(flagged)} of {len(rows)} classes flagged"
+            + (f": {_esc(', '.join(flagged))}" if flagged else "")
+            + ". A class is flagged when a compact, off-object explanation cluster (SpRAy), pasted onto other "
+            "classes' test images, flips them to it (95% Wilson lower bound above the threshold).</p>"
+            + html_table(rows, cols)
+            + '<div class="grid">'
+            + "".join(evidence)
+            + "</div>"
+        )
+    return "".join(parts)
+
+
 def _footer(timings: dict[str, float], env: dict[str, Any], cfg: dict[str, Any]) -> str:
     """Stage timings, the environment and the config, so the report says how it was made."""
     return (
@@ -522,6 +566,7 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
     sections["explain_eval"] = "".join(
         _xeval_section(n, res, run / "explain_eval" / n) for n, res in xeval.items()
     )
+    sections["audit"] = _audit_section(run, inputs)
     env = environment_info(cfg.get("seed"))
     timings = {k: round(v.get("seconds", 0.0), 1) for k, v in finished_stages(run).items()}
     sections["footer"] = _footer(timings, env, cfg)

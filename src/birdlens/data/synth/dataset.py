@@ -39,7 +39,17 @@ from birdlens.data.synth.spec import SPEC_VERSION, BirdSpec, sample_spec
 from birdlens.utils import console
 from birdlens.utils.atomic import write_json, write_text
 
-_OWNED = ("train", "valid", "test", "masks", "specs.jsonl", "parts.json", "manifest.csv")
+_OWNED = (
+    "train",
+    "valid",
+    "test",
+    "masks",
+    "specs.jsonl",
+    "parts.json",
+    "manifest.csv",
+    "cue_masks",  # a planted shortcut (`--shortcut`, birdlens.data.shortcuts)
+    "shortcut.json",
+)
 _GENERATOR = "birdlens.data.synth"
 # fixed, so the same spec always gives the same bytes; the fastest level, since encoding is much of the
 # time spent per image and the files are small anyway

@@ -1,0 +1,394 @@
+"""Run the shortcut audit on a trained run: per class, background reliance, SpRAy clusters, the counterfactual.
+
+Object regions: the data's part/segmentation mask grown by 1/16 of the side, else its box; otherwise the model-free
+estimate :func:`central_object` (the middle ``CENTRAL_SHARE`` of each side, where photographers and the
+synthetic generator put the bird), so on such data an off-centre cue is an off-object one and a cue in the
+middle is not detected (stated in docs/stages/shortcut-audit.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from birdlens.data.manifest import Manifest, Record
+from birdlens.explain.audit.counterfactual import paste, wilson_interval
+from birdlens.explain.audit.spray import spray
+from birdlens.utils import console
+
+CENTRAL_SHARE = 0.5
+AUDIT_JSON = "audit.json"
+EVIDENCE_DIR = "audit"
+
+
+class AuditInputError(ValueError):
+    """The run or data cannot be audited (no train split, classes that do not match): nothing is written."""
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The audit's settings; every threshold is here, and recorded in ``audit.json``."""
+
+    method: str = "gradcam"
+    per_class: int = 48  # train images explained per class (seeded sample)
+    recipients: int = 200  # other-class test images the suspect region is pasted onto
+    donors: int = 8  # suspect-class images the region is taken from
+    threshold: float = 0.05  # flagged iff the flip rate's 95% lower bound is above this (and above control)
+    min_share: float = 0.15  # a suspect cluster holds at least this share of the class's maps ...
+    min_consistency: float = 0.5  # ... whose pooled maps agree this much (mean cosine to their centre) ...
+    min_off_object: float = 0.5  # ... its region lies at least this much outside the object ...
+    max_region: float = 0.2  # ... and covers at most this share of the image (pasting more is a new image)
+    grid: int = 8
+    max_clusters: int = 4
+    batch: int = 16
+    seed: int = 0
+
+
+@dataclass
+class ClassAudit:
+    """The audit of one class (one entry of ``audit.json``'s ``classes``)."""
+
+    flagged: bool
+    verdict: str
+    flip_rate: float
+    ci95: list[float]
+    control_rate: float
+    background_reliance: float
+    n_images: int
+    n_recipients: int
+    clusters: list[dict[str, Any]] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+
+
+def central_object(size: int, share: float = CENTRAL_SHARE) -> np.ndarray:
+    """Bool ``[size, size]``: the model-free object estimate, the central ``share`` of each side."""
+    m = np.zeros((size, size), dtype=bool)
+    lo, hi = round(size * (1 - share) / 2), round(size * (1 + share) / 2)
+    m[lo:hi, lo:hi] = True
+    return m
+
+
+class _Images:
+    """Records as the model sees them: uint8 photos ``[N, S, S, 3]`` and object masks ``[N, S, S]``."""
+
+    def __init__(self, trained: Any, records: Sequence[Record]) -> None:
+        from birdlens.explain.metrics.regions import box_image, to_input_frame
+        from birdlens.models import eval_geometry
+
+        geom = eval_geometry(trained.data_config, trained.image_size)
+        photos, objects = [], []
+        for r in records:
+            with Image.open(r.path) as im:
+                arr = np.asarray(im.convert("RGB"))
+            photo = torch.as_tensor(geom(torch.from_numpy(arr.copy()).permute(2, 0, 1))).permute(1, 2, 0)
+            photos.append(photo.numpy().astype(np.uint8))
+            # the mask grown by a CAM-sized margin (evidence on the bird's outline is not off the object),
+            # else the box
+            if r.mask is not None and Path(r.mask).is_file():
+                with Image.open(r.mask) as m:
+                    obj = to_input_frame(np.asarray(m.convert("L")), geom).numpy()
+                obj = _dilate(obj, max(1, round(obj.shape[0] / 16)))
+            elif r.box is not None:
+                obj = to_input_frame(box_image(r.box, (arr.shape[1], arr.shape[0])), geom).numpy()
+            else:
+                obj = central_object(photos[-1].shape[0])
+            objects.append(obj if obj.any() else central_object(photos[-1].shape[0]))
+        size = trained.image_size
+        self.records = list(records)
+        self.photos = np.stack(photos) if photos else np.zeros((0, size, size, 3), np.uint8)
+        self.objects = np.stack(objects) if objects else np.zeros((0, size, size), bool)
+
+
+def _tensor(trained: Any, photos: np.ndarray) -> torch.Tensor:
+    dc = trained.data_config
+    x = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 255
+    return (x - torch.tensor(dc.mean).view(1, 3, 1, 1)) / torch.tensor(dc.std).view(1, 3, 1, 1)
+
+
+def predict(trained: Any, photos: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Predicted class index of each uint8 photo (already in the model's input frame)."""
+    out = [
+        trained.predict_proba(_tensor(trained, photos[i : i + batch])).argmax(1).numpy()
+        for i in range(0, len(photos), batch)
+    ]
+    return np.concatenate(out) if out else np.zeros(0, dtype=int)
+
+
+def _explain(explainer: Any, trained: Any, photos: np.ndarray, target: int, batch: int) -> torch.Tensor:
+    maps = [
+        explainer.explain(_tensor(trained, photos[i : i + batch]), target=target).maps
+        for i in range(0, len(photos), batch)
+    ]
+    return torch.cat(maps)
+
+
+def _check_inputs(trained: Any, manifest: Manifest) -> tuple[Manifest, Manifest]:
+    train = manifest.split("train").filter(labels=trained.classes)
+    if not train.records:
+        raise AuditInputError(
+            "the data has no train split with the run's classes: the audit explains training images "
+            "(give --data the dataset the run was trained on)"
+        )
+    pool = manifest.split("test") if manifest.split("test").records else manifest.split("valid")
+    pool = pool.filter(labels=trained.classes)
+    if not pool.records:
+        raise AuditInputError(
+            "the data has no test or valid split: the counterfactual pastes onto held-out images"
+        )
+    missing = sorted(set(trained.classes) - set(train.classes))
+    if missing:
+        raise AuditInputError(f"classes of the run with no train images in --data: {', '.join(missing[:5])}")
+    return train, pool
+
+
+def _sample(records: Sequence[Record], n: int, rng: np.random.Generator) -> list[Record]:
+    if len(records) <= n:
+        return list(records)
+    idx = np.sort(rng.choice(len(records), size=n, replace=False))
+    return [records[i] for i in idx]
+
+
+def _as_predicted(
+    train: Manifest, pred: dict[Record, int], name: str, index: int, least: int = 6
+) -> list[Record]:
+    """The class's train images the model predicts as the class (its evidence for the class is used there),
+    or all of them when fewer than ``least`` are."""
+    own = [r for r in train if r.label == name]
+    hit = [r for r in own if pred[r] == index]
+    return hit if len(hit) >= least else own
+
+
+def _minmax(maps: torch.Tensor) -> np.ndarray:
+    m = torch.nan_to_num(maps.float(), nan=0.0).clamp_min(0).numpy()
+    top = m.reshape(len(m), -1).max(1).reshape(-1, 1, 1)
+    return m / np.where(top > 0, top, 1.0)
+
+
+def _clusters(maps: torch.Tensor, objects: np.ndarray, cfg: AuditConfig) -> list[dict[str, Any]]:
+    """SpRAy clusters with what decides a suspect: share, consistency, region and its off-object share."""
+    s = spray(maps, grid=cfg.grid, max_k=cfg.max_clusters, seed=cfg.seed)
+    norm = _minmax(maps)
+    out = []
+    for c in range(s.k):
+        idx = s.members(c)
+        mean = norm[idx].mean(0)
+        region = mean >= 0.5 * mean.max() if mean.max() > 0 else np.ones_like(mean, bool)
+        off = float(np.mean([(region & ~objects[i]).sum() / region.sum() for i in idx]))
+        info = {
+            "size": len(idx),
+            "share": len(idx) / len(norm),
+            "consistency": s.consistency(c),
+            "off_object": off,
+            "region_share": float(region.mean()),
+            "k": s.k,
+        }
+        info["suspect"] = (
+            info["share"] >= cfg.min_share
+            and info["consistency"] >= cfg.min_consistency
+            and off >= cfg.min_off_object
+            and info["region_share"] <= cfg.max_region
+        )
+        out.append({**info, "_members": idx, "_region": region, "_mean": mean})
+    return out
+
+
+def _dilate(region: np.ndarray, px: int) -> np.ndarray:
+    """``region`` grown by ``px`` pixels (a square structuring element): a CAM is coarser than the input, and
+    its half-maximum region can miss the edge of a cue, so the pasted region takes a margin around it."""
+    t = torch.from_numpy(region.astype(np.float32))[None, None]
+    return (torch.nn.functional.max_pool2d(t, 2 * px + 1, stride=1, padding=px)[0, 0] > 0).numpy()
+
+
+def _pick(clusters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The suspect to test: the best off-object one (share x off-object), else the largest cluster."""
+    suspects = [c for c in clusters if c["suspect"]]
+    if suspects:
+        return max(suspects, key=lambda c: c["share"] * c["off_object"])
+    return max(clusters, key=lambda c: c["share"])
+
+
+class _Counterfactual:
+    """Paste one region from donor photos onto recipients; count flips to the class (and a control's)."""
+
+    def __init__(self, trained: Any, pool: _Images, pool_pred: np.ndarray) -> None:
+        self.trained, self.pool, self.pool_pred = trained, pool, pool_pred
+        self.labels = np.array([trained.classes.index(r.label) for r in pool.records])
+
+    def run(
+        self, target: int, donors: np.ndarray, region: np.ndarray, cfg: AuditConfig, rng: np.random.Generator
+    ) -> dict[str, Any]:
+        ok = np.nonzero((self.labels != target) & (self.pool_pred != target))[0]
+        ok = ok if len(ok) <= cfg.recipients else np.sort(rng.choice(ok, size=cfg.recipients, replace=False))
+        recipients = self.pool.photos[ok]
+        if len(recipients) == 0:
+            return {"flips": 0, "n": 0, "control": 0.0, "target": target}
+        pasted = paste(recipients, donors, region)
+        after = predict(self.trained, pasted, cfg.batch * 2)
+        # control: the same region from other-class images (shuffled recipients): pasting *something* there
+        # should not be what flips predictions to the class
+        ctrl_donors = recipients[rng.permutation(len(recipients))]
+        ctrl = predict(self.trained, paste(recipients, ctrl_donors, region), cfg.batch * 2)
+        return {
+            "flips": int((after == target).sum()),
+            "n": len(recipients),
+            "control": float((ctrl == target).mean()),
+            "target": target,
+            "pasted": pasted,
+            "recipients": recipients,
+            "after": after,
+        }
+
+
+def _audit_class(
+    name: str,
+    trained: Any,
+    explainer: Any,
+    images: _Images,
+    cf: _Counterfactual,
+    cfg: AuditConfig,
+    out: Path | None,
+    rng: np.random.Generator,
+) -> ClassAudit:
+    """One class: maps of its train images, background reliance, SpRAy, then the counterfactual on every
+    suspect cluster (the largest cluster when there is none, for the record); flagged if one passes."""
+    from birdlens.explain.metrics.localisation import energy_share
+
+    target = trained.classes.index(name)
+    maps = _explain(explainer, trained, images.photos, target, cfg.batch)
+    background = float(1 - energy_share(maps, torch.from_numpy(images.objects)).mean())
+    clusters = _clusters(maps, images.objects, cfg)
+    suspects = sorted((c for c in clusters if c["suspect"]), key=lambda c: -c["share"] * c["off_object"])
+    tests = [(c, _test(c, maps, images, cf, cfg, rng, target)) for c in (suspects or [_pick(clusters)])]
+    chosen, res = max(tests, key=lambda t: (t[1]["flagged"], t[1]["ci95"][0]))
+    verdict = _verdict(bool(suspects), res["flagged"], res["rate"], res["ci95"][0], res, cfg)
+    evidence = _evidence(out, name, res["donor"], chosen, res) if out else []
+    public = [{k: v for k, v in c.items() if not k.startswith("_")} for c in clusters]
+    for c, pub in zip(clusters, public, strict=True):
+        for tested, r in tests:
+            if tested is c:
+                pub.update(tested=True, flip_rate=r["rate"], ci95=r["ci95"], control_rate=r["control"])
+    return ClassAudit(
+        flagged=res["flagged"],
+        verdict=verdict,
+        flip_rate=res["rate"],
+        ci95=res["ci95"],
+        control_rate=res["control"],
+        background_reliance=background,
+        n_images=len(images.photos),
+        n_recipients=res["n"],
+        clusters=public,
+        evidence=evidence,
+    )
+
+
+def _test(
+    cluster: dict[str, Any],
+    maps: torch.Tensor,
+    images: _Images,
+    cf: _Counterfactual,
+    cfg: AuditConfig,
+    rng: np.random.Generator,
+    target: int,
+) -> dict[str, Any]:
+    """The counterfactual for one cluster: its (grown) region from its most relevant members, pasted."""
+    members = cluster["_members"]
+    region = _dilate(cluster["_region"], max(1, round(images.photos.shape[1] / 16)))
+    inside = np.array([maps[i].clamp_min(0)[torch.from_numpy(region)].sum().item() for i in members])
+    donors = images.photos[members[np.argsort(-inside)[: cfg.donors]]]
+    res = cf.run(target, donors, region, cfg, rng)
+    rate = res["flips"] / res["n"] if res["n"] else 0.0
+    lo, hi = wilson_interval(res["flips"], res["n"])
+    flagged = bool(cluster["suspect"] and lo > cfg.threshold and rate > res["control"])
+    return {**res, "rate": rate, "ci95": [lo, hi], "flagged": flagged, "donor": donors[0]}
+
+
+def _verdict(
+    suspect: bool, flagged: bool, rate: float, lo: float, res: dict[str, Any], cfg: AuditConfig
+) -> str:
+    pct = f"{100 * rate:.0f}% of {res['n']} other-class images flip to it (95% lower bound {100 * lo:.0f}%)"
+    if flagged:
+        return f"shortcut: a consistent off-object evidence region; pasted, {pct}"
+    if suspect:
+        return (
+            f"off-object evidence cluster, but pasting it does not make the prediction ({pct}; control "
+            f"{100 * res['control']:.0f}%): a cue in the data, not used by this model"
+        )
+    return f"evidence on the object (no compact off-object cluster); its top region pasted: {pct}"
+
+
+def _evidence(
+    out: Path, name: str, donor: np.ndarray, chosen: dict[str, Any], res: dict[str, Any]
+) -> list[str]:
+    """``OUT/audit/<class>_cluster.png`` (map over a donor, region outlined) and ``_paste.png`` (before, after)."""
+    from birdlens.explain.targets import file_slug
+    from birdlens.explain.viz import heatmap_overlay, save_png
+
+    region = chosen["_region"]
+    over = heatmap_overlay(donor, chosen["_mean"])
+    edge = region & ~(
+        np.roll(region, 1, 0) & np.roll(region, -1, 0) & np.roll(region, 1, 1) & np.roll(region, -1, 1)
+    )
+    over[edge] = (0, 255, 0)
+    rel = [f"{EVIDENCE_DIR}/{file_slug(name, 'class')}_cluster.png"]
+    save_png(out / rel[0], over)
+    if res["n"]:
+        flipped = np.nonzero(res["after"] == res["target"])[0]
+        i = int(flipped[0]) if len(flipped) else 0
+        rel.append(f"{EVIDENCE_DIR}/{file_slug(name, 'class')}_paste.png")
+        save_png(out / rel[1], np.concatenate([res["recipients"][i], res["pasted"][i]], axis=1))
+    return rel
+
+
+def audit_run(
+    trained: Any,
+    manifest: Manifest,
+    out: str | os.PathLike[str] | None,
+    cfg: AuditConfig | None = None,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Audit every class of ``trained`` on ``manifest`` (train split explained, test pasted onto).
+
+    Writes ``OUT/audit.json`` (atomically) and the evidence images under ``OUT/audit/`` when ``out`` is
+    given; returns the same dict. Bad input raises :class:`AuditInputError` before anything is written.
+    """
+    from birdlens.explain.base import explainer_for
+    from birdlens.runs.trained import refuse_multi_label
+    from birdlens.utils.atomic import write_json
+
+    cfg = cfg or AuditConfig()
+    refuse_multi_label(trained, "the shortcut audit")
+    train, pool_m = _check_inputs(trained, manifest)
+    explainer = explainer_for(trained, cfg.method)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xA0D]))
+    pool = _Images(trained, pool_m.records)
+    cf = _Counterfactual(trained, pool, predict(trained, pool.photos, cfg.batch * 2))
+    out_p = Path(out) if out is not None else None
+    classes: dict[str, Any] = {}
+    train_pred = dict(
+        zip(train.records, predict(trained, _Images(trained, train.records).photos).tolist(), strict=True)
+    )
+    for name in console.track(trained.classes, len(trained.classes), "audit classes", quiet):
+        recs = _sample(
+            _as_predicted(train, train_pred, name, trained.classes.index(name)), cfg.per_class, rng
+        )
+        classes[name] = asdict(
+            _audit_class(name, trained, explainer, _Images(trained, recs), cf, cfg, out_p, rng)
+        )
+    result = {
+        "classes": classes,
+        "flagged": sorted(k for k, v in classes.items() if v["flagged"]),
+        "settings": {**asdict(cfg), "central_share": CENTRAL_SHARE},
+        "note": "evidence paths are relative to this file's folder; flip_rate: share of other-class test "
+        "images (not already predicted as the class) predicted as the class once the suspect region is "
+        "pasted on; flagged iff the region is off-object and ci95[0] > threshold and flip_rate > control_rate",
+    }
+    if out_p is not None:
+        write_json(out_p / AUDIT_JSON, result)
+    return result

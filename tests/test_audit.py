@@ -1,0 +1,239 @@
+"""The shortcut audit (birdlens.explain.audit): Wilson interval, SpRAy's eigengap, pasting, and the audit end
+to end on a tiny planted dataset where a simple CNN can only tell two classes apart by a planted patch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from _trainutil import save_run, untrained_cnn
+from birdlens.cli import app
+from birdlens.data.layouts import load_manifest
+from birdlens.data.shortcuts import PatchCue, plant_shortcut
+from birdlens.explain.audit.core import AuditConfig, AuditInputError, audit_run, central_object, predict
+from birdlens.explain.audit.counterfactual import paste, wilson_interval
+from birdlens.explain.audit.spray import eigengap_k, laplacian_spectrum, spray
+
+SIZE = 32
+
+
+def test_wilson_interval_by_hand_and_against_scipy() -> None:
+    from scipy.stats import binomtest
+
+    lo, hi = wilson_interval(0, 10)  # centre z²/2n / (1 + z²/n), half the same: hi = z² / (n + z²)
+    z2 = 1.959963984540054**2
+    assert lo == 0.0 and hi == pytest.approx(z2 / (10 + z2))
+    for k, n in ((0, 10), (3, 40), (17, 20), (64, 64)):
+        ref = binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert wilson_interval(k, n) == pytest.approx((ref.low, ref.high), abs=1e-9)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_eigengap_counts_disconnected_groups() -> None:
+    # two disconnected blocks: the normalised Laplacian has eigenvalue 0 twice, then a jump
+    a = np.zeros((6, 6))
+    a[:3, :3] = a[3:, 3:] = 1
+    np.fill_diagonal(a, 0)
+    eig = laplacian_spectrum(a)
+    assert eig[:2] == pytest.approx([0, 0], abs=1e-9) and eig[2] == pytest.approx(1.5)  # K3: 0, 1.5, 1.5
+    assert eigengap_k(eig, max_k=4) == 2
+
+
+def test_spray_separates_two_kinds_of_maps() -> None:
+    rng = np.random.default_rng(0)
+    maps = torch.zeros(16, 16, 16)
+    maps[:8, 1:4, 1:4] = 1  # a corner, as a patch shortcut would give
+    maps[8:, 6:11, 6:11] = 1  # the centre, as the bird would
+    maps += torch.from_numpy(rng.uniform(0, 0.05, (16, 16, 16))).float()
+    s = spray(maps, grid=8)
+    assert s.k == 2 and len(set(s.labels[:8])) == 1 and len(set(s.labels[8:])) == 1
+    assert s.labels[0] != s.labels[8] and s.consistency(int(s.labels[0])) > 0.95
+
+
+def test_paste_copies_only_the_region_and_refuses_an_empty_one() -> None:
+    rec = np.zeros((3, 4, 4, 3), np.uint8)
+    don = np.stack([np.full((4, 4, 3), 10, np.uint8), np.full((4, 4, 3), 20, np.uint8)])
+    region = np.zeros((4, 4), bool)
+    region[0, :2] = True
+    out = paste(rec, don, region)
+    assert out[0, 0, 0, 0] == 10 and out[1, 0, 0, 0] == 20 and out[2, 0, 0, 0] == 10  # donors cycled
+    assert not out[:, ~region].any()
+    with pytest.raises(ValueError, match="empty"):
+        paste(rec, don, np.zeros((4, 4), bool))
+
+
+def _folder(root: Path, n_train: int = 30, n_test: int = 16) -> Path:
+    """Four classes: A and B the same grey noise (only a planted cue can tell them apart), C red, D blue; a
+    bright 'bird' square in the middle of every image."""
+    rng = np.random.default_rng(0)
+    tint = {"A": (120, 120, 120), "B": (120, 120, 120), "C": (170, 80, 80), "D": (80, 80, 170)}
+    for split, n in (("train", n_train), ("valid", 4), ("test", n_test)):
+        for c, col in tint.items():
+            d = root / split / f"CLASS {c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = np.clip(np.array(col)[None, None] + rng.normal(0, 25, (SIZE, SIZE, 3)), 0, 255)
+                img[12:20, 12:20] = (230, 230, 200)
+                Image.fromarray(img.astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def _train(manifest, classes: list[str], steps: int = 150):
+    trained = untrained_cnn(classes, size=SIZE)
+    recs = manifest.split("train").records
+    x = torch.stack(
+        [torch.from_numpy(np.array(Image.open(r.path).convert("RGB"))).permute(2, 0, 1) for r in recs]
+    )
+    x = (x.float() / 255 - 0.5) / 0.5
+    y = torch.tensor([classes.index(r.label) for r in recs])
+    model = trained.model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(len(x), (32,), generator=g)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return trained
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
+    root = tmp_path_factory.mktemp("audit")
+    clean = _folder(root / "clean")
+    plant_shortcut(
+        load_manifest(clean),
+        root / "planted",
+        PatchCue(size=0.25, margin=0.0),
+        ["CLASS A"],
+        p=1.0,
+        test_p=0.0,
+    )
+    m = load_manifest(root / "planted")
+    trained = _train(m, m.classes)
+    return root, root / "planted", trained
+
+
+def test_audit_flags_the_planted_class_only(planted: tuple[Path, Path, object]) -> None:
+    root, data, trained = planted
+    m = load_manifest(data)
+    # the model relies on the patch, measured without the audit: the true cue turns B/C/D test images into A
+    others = [r for r in m.split("test") if r.label != "CLASS A"]
+    cued = np.stack(
+        [
+            PatchCue(size=0.25, margin=0.0).apply(np.array(Image.open(r.path).convert("RGB")))[0]
+            for r in others
+        ]
+    )
+    assert (predict(trained, cued) == 0).mean() >= 0.10
+    res = audit_run(trained, m, root / "out", AuditConfig(per_class=16, recipients=40))
+    assert res["flagged"] == ["CLASS A"], {k: v["verdict"] for k, v in res["classes"].items()}
+    a = res["classes"]["CLASS A"]
+    assert a["flip_rate"] > a["control_rate"] and a["ci95"][0] > 0.05
+    assert a["ci95"][0] <= a["flip_rate"] <= a["ci95"][1]
+    on_disk = json.loads((root / "out" / "audit.json").read_text())
+    assert set(on_disk["classes"]) == set(m.classes)
+    for v in on_disk["classes"].values():
+        assert {"flagged", "flip_rate", "ci95", "evidence"} <= set(v) and len(v["ci95"]) == 2
+        assert all((root / "out" / p).is_file() for p in v["evidence"])
+    # the suspect region sits where the patch was planted (top-left corner, off the central object)
+    region_off = next(c for c in a["clusters"] if c["tested"])["off_object"]
+    assert region_off > 0.5 and not central_object(SIZE)[:8, :8].any()
+
+
+def test_a_clean_dataset_flags_no_class(planted: tuple[Path, Path, object]) -> None:
+    root, _, _ = planted
+    m = load_manifest(root / "clean")
+    m = m.with_records(r for r in m if r.label != "CLASS B")  # A and B are the same there: drop the twin
+    trained = _train(m, m.classes)
+    res = audit_run(trained, m, None, AuditConfig(per_class=16, recipients=40))
+    assert res["flagged"] == [], {k: v["verdict"] for k, v in res["classes"].items()}
+
+
+def test_bad_input_is_one_error_nothing_written(planted: tuple[Path, Path, object], tmp_path: Path) -> None:
+    _root, data, trained = planted
+    m = load_manifest(data)
+    with pytest.raises(AuditInputError, match="no train split"):
+        audit_run(trained, m.with_records(r for r in m if r.split != "train"), tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    run = save_run(trained, tmp_path / "run")
+    no_train = tmp_path / "no_train"
+    for split in ("valid", "test"):
+        for r in m.split(split):
+            dst = no_train / Path(r.path).relative_to(data)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(Path(r.path).read_bytes())
+    res = CliRunner().invoke(
+        app, ["audit", "--run", str(run), "--data", str(no_train), "--out", str(tmp_path / "o")]
+    )
+    assert res.exit_code == 2 and "train split" in res.output and not (tmp_path / "o").exists()
+    res = CliRunner().invoke(
+        app,
+        ["audit", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "o"), "--method", "nope"],
+    )
+    assert res.exit_code == 2 and "--method" in res.output and not (tmp_path / "o").exists()
+
+
+def test_cli_writes_audit_json_and_md(planted: tuple[Path, Path, object], tmp_path: Path) -> None:
+    _, data, trained = planted
+    run = save_run(trained, tmp_path / "run")
+    args = [
+        "audit",
+        "--run",
+        str(run),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "o"),
+        "--per-class",
+        "8",
+        "-q",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "o" / "audit.json").read_text())["classes"]
+    assert "| class | flagged |" in (tmp_path / "o" / "audit.md").read_text()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_study_stage_and_report_section(planted: tuple[Path, Path, object], tmp_path: Path) -> None:
+    from birdlens.study.config import ShortcutAuditConfig
+    from birdlens.study.pipeline import audit_stage
+    from birdlens.study.report_stage import _audit_section
+    from birdlens.study.stages import StageContext
+
+    _, data, trained = planted
+    run = save_run(trained, tmp_path / "run")
+    a = ShortcutAuditConfig(enabled=True, per_class=8, recipients=20)
+    config = {
+        "method": a.method,
+        "per_class": a.per_class,
+        "recipients": a.recipients,
+        "threshold": 0.05,
+        "seed": 0,
+    }
+    ctx = StageContext(
+        name="audit:cnn",
+        dir=tmp_path / "audit" / "cnn",
+        run_dir=tmp_path,
+        config=config,
+        inputs={"data": {"dataset": str(data)}, "model:cnn": {"run": str(run)}},
+        resume=False,
+        quiet=True,
+    )
+    ctx.dir.mkdir(parents=True)
+    summary = audit_stage(ctx)
+    assert summary["model"] == "cnn" and (ctx.dir / "audit.json").is_file()
+    html = _audit_section(tmp_path, {"audit:cnn": summary})
+    assert "<table>" in html and "CLASS A" in html and "data:image/png;base64," in html
+    with pytest.raises(ValueError, match="unknown method"):
+        ShortcutAuditConfig(method="nope")
