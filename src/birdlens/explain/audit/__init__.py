@@ -3,7 +3,7 @@
 Three steps per class (:func:`birdlens.explain.audit.core.audit_run`):
 
 1. **background reliance**: the share of explanation energy outside the object (mask or box where the data
-   has one, else the model-free central estimate of :func:`birdlens.explain.audit.core.object_regions`);
+   has one, else the model-free central estimate of :func:`birdlens.explain.audit.core.central_object`);
 2. **SpRAy** (Lapuschkin et al., 2019, :mod:`birdlens.explain.audit.spray`): the class's maps are clustered
    spectrally; a compact, consistent cluster whose evidence lies mostly off the object is a suspect;
 3. **the counterfactual** (:mod:`birdlens.explain.audit.counterfactual`), which decides: the suspect region is
