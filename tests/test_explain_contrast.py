@@ -250,3 +250,13 @@ def test_cli_unknown_contrast_is_one_line_exit_2_nothing_written(
     assert message in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_cli_contrast_with_a_method_that_cannot_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    res = _explain_toy(tmp_path, monkeypatch, out, ["--contrast", "jay", "--methods", "gradcam,eigencam"])
+    assert res.exit_code == 2, res.output
+    assert "eigencam cannot explain 'why A and not B'" in res.output and "Traceback" not in res.output
+    assert not out.exists()
