@@ -218,3 +218,25 @@ def test_precision_reaches_the_deletion_insertion_forwards_only_when_asked(
             abs(bf16["methods"]["gradcam"][metric]["mean"] - fp32["methods"]["gradcam"][metric]["mean"])
             < 0.05
         )
+
+
+def test_part_truth_is_dropped_when_the_images_on_disk_are_not_the_generators(tmp_path: Path):
+    """A planted cue (here a white square painted on every test image) makes the re-rendered birds another
+    image than the one explained: the part and variant metrics are not scored from the wrong images."""
+    from PIL import Image
+
+    from birdlens.data.synth import generate_dataset as gen
+
+    man = gen(tmp_path / "birds", classes=3, per_class=6, size=SIZE, seed=1, quiet=True)
+    for rec in man.records:
+        if rec.split == "test":
+            img = np.asarray(Image.open(rec.path).convert("RGB")).copy()
+            img[2:10, 2:10] = 255
+            Image.fromarray(img).save(rec.path)
+    res = evaluate_explanations(
+        untrained_cnn(man.classes, SIZE), man, ["gradcam"], n=3, n_steps=4, sanity_n=1, stability_n=1,
+        figures=False, quiet=True,
+    )  # fmt: skip
+    assert res["data"]["render_vs_disk_max_abs"] > 0.1 and not res["data"]["synthetic_parts"]
+    assert not {"part_rank_corr", "background_independence"} & set(res["methods"]["gradcam"])
+    assert "deletion" in res["methods"]["gradcam"]
