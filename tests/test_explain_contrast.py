@@ -201,15 +201,26 @@ def test_explain_images_with_a_contrast_writes_the_contrastive_maps(tmp_path: Pa
         np.testing.assert_allclose(np.load(out / rec["maps"]["lime"]), alone, rtol=0, atol=1e-5)
 
 
-def test_a_contrast_survives_the_run_in_parts(tmp_path: Path) -> None:
+def test_a_contrast_survives_the_run_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``resume`` (and so sharding, which writes the same parts) explains with the same contrast."""
+    import birdlens.explain.run as run_module
+
     trained = toy_trained()
     src = str(photo_dir(tmp_path))
+    panels: list[list[str | None]] = []
+    real = run_module._write_panels
+
+    def record(rows, out, methods):  # type: ignore[no-untyped-def]
+        panels.append([r.contrast for r in rows])
+        return real(rows, out, methods)
+
+    monkeypatch.setattr(run_module, "_write_panels", record)
     plain = explain_images(trained, [src], ["gradcam"], tmp_path / "a", contrast="runner-up", quiet=True)
     parts = explain_images(
         trained, [src], ["gradcam"], tmp_path / "b", contrast="runner-up", quiet=True, resume=True
     )
     assert parts["contrast"] == "runner-up"
+    assert panels[0] == panels[1] and None not in panels[0]  # the panel says "and not: B" both ways
     for p, q in zip(plain["images"], parts["images"], strict=True):
         assert p["contrast_class"] == q["contrast_class"] is not None
         np.testing.assert_array_equal(

@@ -645,6 +645,7 @@ def _explain_group_parts(
                     "probability": r.probability,
                     "true": r.true,
                     "explained": r.explained,
+                    "contrast": r.contrast,
                 }
                 for r in state.rows[rows:]
             ],
