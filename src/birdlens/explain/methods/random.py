@@ -26,6 +26,7 @@ class RandomMap(Explainer):
     panel_order = 80
     stochastic = True
     in_app = False
+    contrastive = False  # content-free: the same noise for every class, so it cannot say "and not B"
     tunable = (
         SEED,
         Param("resolution", int, 7, lo=1, hi=1024, optional=True, doc="noise grid side (none: per pixel)"),
