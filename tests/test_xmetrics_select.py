@@ -297,3 +297,10 @@ def test_selected_metrics_in_blocks_equal_one_process(synth: Manifest, tmp_path:
     sens = np.asarray(a["gradcam"]["max_sensitivity"], dtype=float)
     assert np.isfinite(sens[:2]).all() and np.isnan(sens[2:]).all() and sens.size == n
     assert one["methods"]["gradcam"]["road_morf"]["n"] == parts["methods"]["gradcam"]["road_morf"]["n"] == n
+
+
+def test_study_config_refuses_method_params_among_the_eval_settings():
+    from birdlens.study.config import ConfigError, parse_study_config
+
+    with pytest.raises(ConfigError, match=r"explain_eval\.method_params, not in explain_eval\.params"):
+        parse_study_config(_study({"method_params": {"lime": {"num_samples": 10}}}))

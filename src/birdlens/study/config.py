@@ -189,7 +189,9 @@ def _check_eval_params(v: dict[str, Any]) -> dict[str, Any]:
     from birdlens.explain.metrics.evaluate import EvalSettings
     from birdlens.explain.metrics.selection import DEFAULT_METRICS, build_selected
 
-    allowed = [f.name for f in fields(EvalSettings)]
+    if "method_params" in v:  # the stage passes its own (with the study's precision): one home for them
+        raise ValueError("set the methods' options in explain_eval.method_params, not in explain_eval.params")
+    allowed = [f.name for f in fields(EvalSettings) if f.name != "method_params"]
     bad = [k for k in v if k not in allowed]
     if bad:
         raise ValueError(f"unknown setting(s) {bad}; allowed: {', '.join(allowed)}")
