@@ -181,6 +181,8 @@ def evaluate_in_parts(
         "seed": job.seed,
         "model": job.trained.model_name,
         "cam_layer": job.trained.cam_layer,
+        "boxes": ev._jsonable(job.boxes),  # other boxes give other localisation values: not the same parts
+        "dataset_dir": None if job.dataset_dir is None else str(job.dataset_dir),
     }
     store = PartStore(out, key)
     state: dict[str, Any] = {}
