@@ -237,3 +237,16 @@ def test_study_stage_and_report_section(planted: tuple[Path, Path, object], tmp_
     assert "<table>" in html and "CLASS A" in html and "data:image/png;base64," in html
     with pytest.raises(ValueError, match="unknown method"):
         ShortcutAuditConfig(method="nope")
+
+
+def test_the_audit_defaults_agree_between_the_cli_the_library_and_the_study() -> None:
+    import inspect
+
+    from birdlens.explain.audit.cli import audit
+    from birdlens.explain.audit.core import AuditConfig
+    from birdlens.study.config import ShortcutAuditConfig
+
+    cli = inspect.signature(audit).parameters
+    assert cli["per_class"].default == AuditConfig.per_class == ShortcutAuditConfig().per_class
+    assert cli["recipients"].default == AuditConfig.recipients
+    assert cli["threshold"].default == AuditConfig.threshold

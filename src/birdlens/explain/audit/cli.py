@@ -32,7 +32,7 @@ def audit(
     ] = "gradcam",
     per_class: Annotated[
         int, typer.Option("--per-class", min=6, help="train images explained per class")
-    ] = 24,
+    ] = 48,  # AuditConfig.per_class (core imports torch; tests/test_audit.py checks they agree)
     recipients: Annotated[
         int, typer.Option("--recipients", min=1, help="other-class test images to paste each suspect onto")
     ] = 200,
