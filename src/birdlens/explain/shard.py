@@ -112,8 +112,11 @@ def _relaunchable() -> bool:
     import __main__
 
     argv0 = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    has_file = getattr(__main__, "__spec__", None) is not None or bool(getattr(__main__, "__file__", None))
-    return has_file and argv0 not in ("-c", "") and "pytest" not in argv0
+    spec = getattr(__main__, "__spec__", None)
+    has_file = spec is not None or bool(getattr(__main__, "__file__", None))
+    module = getattr(spec, "name", "") or ""  # `python -m pytest` runs pytest.__main__ (argv0 is __main__.py)
+    test_runner = "pytest" in argv0 or module.split(".")[0] == "pytest"
+    return has_file and argv0 not in ("-c", "") and not test_runner
 
 
 def units_for_rank(n_units: int, rank: int, world_size: int) -> list[int]:
