@@ -454,15 +454,20 @@ def example_router(app: FastAPI) -> APIRouter:
         exs: list[ExampleImage] = app.state.examples
         if not 0 <= example_id < len(exs):
             raise HTTPException(404, "no such example")
-        data = await run_in_threadpool(read_image_bytes, exs[example_id].path)
-        fmt = (open_image(data).format or "octet-stream").lower()
-        return Response(
-            data,
-            media_type=f"image/{fmt}" if fmt != "octet-stream" else "application/octet-stream",
-            headers={"Cache-Control": "max-age=3600"},
-        )
+        return await _image_file(exs[example_id].path)
 
     return router
+
+
+async def _image_file(path: Path) -> Response:
+    """An image file's own bytes, typed by what Pillow reads in them (read off the event loop), cacheable."""
+    data = await run_in_threadpool(read_image_bytes, path)
+    fmt = (open_image(data).format or "octet-stream").lower()
+    return Response(
+        data,
+        media_type=f"image/{fmt}" if fmt != "octet-stream" else "application/octet-stream",
+        headers={"Cache-Control": "max-age=3600"},
+    )
 
 
 def neighbour_router(api: Requests) -> APIRouter:
@@ -498,13 +503,7 @@ def neighbour_router(api: Requests) -> APIRouter:
         path = service.training_image(row)
         if path is None:
             raise HTTPException(404, "no such training image (ask /api/neighbours first)")
-        data = await run_in_threadpool(read_image_bytes, path)
-        fmt = (open_image(data).format or "octet-stream").lower()
-        return Response(
-            data,
-            media_type=f"image/{fmt}" if fmt != "octet-stream" else "application/octet-stream",
-            headers={"Cache-Control": "max-age=3600"},
-        )
+        return await _image_file(path)
 
     return router
 
