@@ -415,3 +415,19 @@ def test_model_outputs_as_dict_are_read_like_explainers_do():
     b = perturbation_curves(DictOut(model), ones_image(), left_first_map(), torch.tensor([0]), n_steps=4)
     np.testing.assert_allclose(a["deletion"].probs, b["deletion"].probs)
     np.testing.assert_allclose(a["insertion"].probs, b["insertion"].probs)
+
+
+def test_every_metric_gives_no_values_for_no_images() -> None:
+    """A shard's block can hold none of a metric's images: the base class answers without computing."""
+    from birdlens.explain.metrics.base import Category, Direction, Metric
+
+    class Boom(Metric):
+        name = "boom"
+        direction = Direction.HIGHER
+        category = Category.FAITHFULNESS
+
+        def compute(self, *a, **k):  # type: ignore[no-untyped-def]
+            raise AssertionError("compute must not run on an empty batch")
+
+    out = Boom()(None, torch.zeros(0, 3, 4, 4), torch.zeros(0, 4, 4), torch.zeros(0, dtype=torch.long))
+    assert out.shape == (0,)

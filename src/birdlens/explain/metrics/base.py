@@ -82,6 +82,8 @@ class Metric(ABC):
             raise ValueError(f"maps must be [B, H, W], got {tuple(maps.shape)}")
         if images.shape[0] != maps.shape[0] or targets.shape[0] != maps.shape[0]:
             raise ValueError("images, maps and targets must have the same batch size")
+        if maps.shape[0] == 0:  # no images (e.g. a shard's block past a metric's sample): no values
+            return np.zeros(0)
         out = np.asarray(self.compute(model, images, maps, targets, **ctx), dtype=np.float64)
         if out.shape != (maps.shape[0],):
             raise AssertionError(f"{self.name} returned shape {out.shape}, expected ({maps.shape[0]},)")

@@ -812,11 +812,7 @@ def _variant_metrics(
     for name in ("background_independence", "target_sensitivity"):
         metric = get_metric(name)
         if all(sub.get(key) is not None for key in metric.needs - {"explain_fn"}):
-            vals = (
-                metric(sample.model, sample.images[:k], maps[:k], sample.targets[:k], explain_fn=fn, **sub)
-                if k
-                else np.zeros(0)
-            )
+            vals = metric(sample.model, sample.images[:k], maps[:k], sample.targets[:k], explain_fn=fn, **sub)
             out[name] = np.concatenate([vals, np.full(sample.n - k, np.nan)])
     return out
 
