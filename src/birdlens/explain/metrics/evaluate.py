@@ -245,12 +245,7 @@ def evaluate_explanations(
         return evaluate_in_parts(job, out_dir, processes or Processes(), resume, quiet, print_table)
     counter = EvaluationCounter()
     with counter.watching(trained.model):
-        with counter.phase("sample"):
-            sample = _load_sample(trained, manifest, n, seed, split, dataset_dir, cfg)
-        counter.attach(sample.scorer)
-        with counter.phase("parts"):
-            truth = _ground_truth(sample, trained, boxes, cfg)
-        check_needs(cfg.metrics, _available_context(truth))
+        sample, truth = sample_and_truth(trained, manifest, n, seed, split, dataset_dir, boxes, cfg, counter)
         entries = _entries(methods, trained, cfg, seed)
         scored = _Scored(sanity_n=min(cfg.sanity_n, sample.n), counter=counter)
         with bars(quiet) as prog:
@@ -266,6 +261,29 @@ def evaluate_explanations(
 
         print_results(results)
     return results
+
+
+def sample_and_truth(
+    trained: Any,
+    manifest: Any,
+    n: int,
+    seed: int,
+    split: str | None,
+    dataset_dir: Any,
+    boxes: Any,
+    cfg: EvalSettings,
+    counter: EvaluationCounter,
+) -> tuple[_Sample, _Truth]:
+    """The sample and its ground truth, counted in the phases ``sample`` and ``parts`` of ``counter`` (which
+    must be watching the model), and the selected metrics' needs checked against that truth: every rank of a
+    sharded run prepares the same this way."""
+    with counter.phase("sample"):
+        sample = _load_sample(trained, manifest, n, seed, split, dataset_dir, cfg)
+    counter.attach(sample.scorer)
+    with counter.phase("parts"):
+        truth = _ground_truth(sample, trained, boxes, cfg)
+    check_needs(cfg.metrics, _available_context(truth))
+    return sample, truth
 
 
 def _settings(settings: EvalSettings | None, overrides: Mapping[str, Any]) -> EvalSettings:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,22 @@ class EvaluationCounter:
             if method is not None and t.evaluations:
                 entry["methods"][method] = t.as_dict()
         return out
+
+
+def summed_evaluations(tables: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Several :meth:`EvaluationCounter.as_dict` tables added up phase by phase and method by method (the
+    blocks of a sharded run: what the whole sample cost, over every rank), in first-seen order."""
+    out: dict[str, Any] = {}
+    for table in tables:
+        for phase, e in table.items():
+            into = out.setdefault(phase, {"evaluations": 0, "seconds": 0.0, "methods": {}})
+            into["evaluations"] += e["evaluations"]
+            into["seconds"] = round(into["seconds"] + e["seconds"], 3)
+            for method, m in e["methods"].items():
+                mine = into["methods"].setdefault(method, {"evaluations": 0, "seconds": 0.0})
+                mine["evaluations"] += m["evaluations"]
+                mine["seconds"] = round(mine["seconds"] + m["seconds"], 3)
+    return out
 
 
 def format_evaluations(evaluations: dict[str, Any]) -> str:

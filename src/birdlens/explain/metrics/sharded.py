@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from birdlens.explain.metrics import evaluate as ev
-from birdlens.explain.metrics.evaluation_count import EvaluationCounter
+from birdlens.explain.metrics.evaluation_count import EvaluationCounter, summed_evaluations
 from birdlens.explain.metrics.perturbation import Endpoints, endpoint_probs
 from birdlens.explain.shard import PartStore, Processes, Rank, ShardError, run_sharded
 
@@ -144,22 +143,6 @@ def _merge(parts: list[dict[str, Any]], names: list[str], n: int, sanity_n: int)
     return scored
 
 
-def _summed_evaluations(tables: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The blocks' per-phase counts added up (:meth:`EvaluationCounter.as_dict`'s shape): what the whole
-    sample's scoring cost, over every rank."""
-    out: dict[str, Any] = {}
-    for table in tables:
-        for phase, e in table.items():
-            into = out.setdefault(phase, {"evaluations": 0, "seconds": 0.0, "methods": {}})
-            into["evaluations"] += e["evaluations"]
-            into["seconds"] = round(into["seconds"] + e["seconds"], 3)
-            for method, m in e["methods"].items():
-                mine = into["methods"].setdefault(method, {"evaluations": 0, "seconds": 0.0})
-                mine["evaluations"] += m["evaluations"]
-                mine["seconds"] = round(mine["seconds"] + m["seconds"], 3)
-    return out
-
-
 def evaluate_in_parts(
     job: Job,
     out_dir: str | Path | None,
@@ -193,13 +176,17 @@ def evaluate_in_parts(
         torch.manual_seed(job.seed)
         setup = EvaluationCounter()  # counted as one process counts them (each rank does the same)
         with setup.watching(job.trained.model):
-            with setup.phase("sample"):
-                sample = ev._load_sample(
-                    job.trained, job.manifest, job.n, job.seed, job.split, job.dataset_dir, job.cfg
-                )
-            setup.attach(sample.scorer)
-            with setup.phase("parts"):
-                truth = ev._ground_truth(sample, job.trained, job.boxes, job.cfg)
+            sample, truth = ev.sample_and_truth(
+                job.trained,
+                job.manifest,
+                job.n,
+                job.seed,
+                job.split,
+                job.dataset_dir,
+                job.boxes,
+                job.cfg,
+                setup,
+            )
             with setup.phase("deletion/insertion"):  # the curves' shared ends, batched over the whole sample
                 ends = endpoint_probs(
                     sample.scorer,
@@ -209,7 +196,6 @@ def evaluate_in_parts(
                     precision=job.cfg.precision,
                 )
         state["setup"] = setup.as_dict()
-        ev.check_needs(job.cfg.metrics, ev._available_context(truth))
         entries = ev._entries(job.methods, job.trained, job.cfg, job.seed)
         size = block_size(job.cfg, *sample.images.shape[2:])
         blocks = [(a, min(sample.n, a + size)) for a in range(0, sample.n, size)]
@@ -234,7 +220,7 @@ def evaluate_in_parts(
         scored = _merge(parts, names, sample.n, min(job.cfg.sanity_n, sample.n))  # type: ignore[arg-type]
         results = ev._results(job.trained, sample, state["truth"], job.cfg, job.seed, job.split, scored)
         counts = [state["setup"], *(p["evaluations"] for p in parts)]  # type: ignore[index]
-        results["evaluations"] = _summed_evaluations(counts)
+        results["evaluations"] = summed_evaluations(counts)
         results["seconds_total"] = time.perf_counter() - job.t_start
         ev._write(results, scored.per_image, out, job.cfg.figures)
         store.remove()
