@@ -354,6 +354,17 @@ def _canonical(method: str) -> str:
     return key
 
 
+def check_contrastive(methods: Sequence[str]) -> None:
+    """Refuse a contrast for methods that cannot explain "why A and not B" (their class says ``contrastive``),
+    naming them and the methods that can (:class:`UnsupportedMethodError`)."""
+    refused = [m for m in methods if not method_class(m).contrastive]
+    if refused:
+        can = ", ".join(m for m in list_methods() if method_class(m).contrastive)
+        raise UnsupportedMethodError(
+            f"{', '.join(refused)} cannot explain 'why A and not B' (contrast); use a method that can: {can}"
+        )
+
+
 def list_methods() -> list[str]:
     """Names accepted by :func:`make_explainer` (aliases not included)."""
     _load_methods()
@@ -614,11 +625,7 @@ class Explainer(ABC):
         tgt = _as_target(target, x.shape[0], self.device)
         cst = None
         if contrast is not None:
-            if not type(self).contrastive:
-                raise UnsupportedMethodError(
-                    f"{self.name} cannot explain 'why A and not B' (contrast); use a method that can: "
-                    + ", ".join(m for m in list_methods() if method_class(m).contrastive)
-                )
+            check_contrastive([self.name])
             tgt, cst = self._resolve_contrast(x, tgt, contrast)
         self.contrast = cst
         try:

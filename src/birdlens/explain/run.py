@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from birdlens.explain.base import Explanation, UnsupportedMethodError, explainer_for, method_class
+from birdlens.explain.base import Explanation, check_contrastive, explainer_for
 from birdlens.explain.examples import FeatureIndex, draw_examples, features_for, nearest_examples
 from birdlens.explain.outputs import select_output
 from birdlens.explain.shard import PartStore, Processes, Rank, run_sharded
@@ -176,11 +176,8 @@ def explain_images(
         raise FileExistsError(f"{out} already holds explanations (manifest.json); pass force=True / --force")
     fixed_target = check_target_options(target, top_k, list(trained.classes))  # before anything is written
     wanted = None if contrast is None else resolve_contrast(contrast, list(trained.classes))
-    refused = [m for m in methods if wanted is not None and not method_class(m).contrastive]
-    if refused:  # before anything is written, not at the first image
-        raise UnsupportedMethodError(
-            f"{', '.join(refused)} cannot explain 'why A and not B'; drop --contrast or them"
-        )
+    if wanted is not None:  # before anything is written, not at the first image
+        check_contrastive(methods)
     items, item_labels = _expand_items(images, labels, n, seed)
     trained.model.eval()
     extra = method_params or {}
