@@ -182,8 +182,10 @@ def explain_images(
     trained.model.eval()
     extra = method_params or {}
     if resume or (processes is not None and processes.sharded):
-        job = _Job(trained, items, item_labels, list(methods), out, seed, extra, fixed_target, top_k)
-        job.contrast, job.examples, job.k_examples = wanted, examples, k_examples
+        job = _Job(
+            trained, items, item_labels, list(methods), out, seed, extra, fixed_target, top_k,
+            contrast=wanted, examples=examples, k_examples=k_examples,
+        )  # fmt: skip
         return _explain_in_parts(job, max(1, batch_images), processes or Processes(), resume, quiet)
     explainers = {m: explainer_for(trained, m, seed=seed, **extra.get(m, {})) for m in methods}
     state = _RunState(methods, fixed_target, top_k, wanted)
@@ -522,14 +524,17 @@ class _Job:
         params: dict[str, dict[str, Any]],
         target: int | None,
         top_k: int | None,
+        *,
+        contrast: int | str | None = None,
+        examples: FeatureIndex | None = None,
+        k_examples: int = 5,
     ) -> None:
         self.trained, self.items, self.labels, self.methods = trained, items, labels, methods
         self.out, self.seed, self.params, self.target, self.top_k = out, seed, params, target, top_k
+        self.contrast = contrast  # as _RunState's: a class index, RUNNER_UP or None
+        self.examples, self.k_examples = examples, k_examples
         names = _RunState(methods)
         self.names = {k: names.unique_name(it, k) for k, it in enumerate(items)}  # as one process names them
-        self.contrast: int | str | None = None  # as _RunState's: a class index, RUNNER_UP or None
-        self.examples: FeatureIndex | None = None
-        self.k_examples = 5
 
     def state(self) -> _RunState:
         state = _RunState(self.methods, self.target, self.top_k, self.contrast)
