@@ -38,7 +38,7 @@ def run(
     trained: Any, manifest: Any, args: argparse.Namespace, settings: dict[str, Any], out: Path
 ) -> dict[str, Any]:
     """One evaluation; its results dict with the per-image values (``per_image.json``) and the wall time."""
-    from birdlens.explain.metrics.cli import _parse_params
+    from birdlens.explain.cli_params import parse_params
     from birdlens.explain.metrics.evaluate import evaluate_explanations
 
     t0 = time.perf_counter()
@@ -50,7 +50,7 @@ def run(
         seed=0,
         sanity_n=args.sanity_n,
         stability_n=args.stability_n,
-        method_params=_parse_params(args.param),
+        method_params=parse_params(args.param),
         out_dir=out,
         figures=False,
         quiet=True,

@@ -83,9 +83,9 @@ def explain(
 ) -> None:
     """Explain IMAGE_OR_DIR... with the model of --run; write .npy maps, PNG overlays/panel, manifest.json."""
     from birdlens.explain.base import UnsupportedMethodError, list_methods, method_class
+    from birdlens.explain.cli_params import parse_params
     from birdlens.explain.examples import index_for_run
     from birdlens.explain.layers import use_cam_layer
-    from birdlens.explain.metrics.cli import _parse_params
     from birdlens.explain.run import explain_images
     from birdlens.explain.shard import ShardError, check_processes, is_main_process
     from birdlens.explain.targets import resolve_contrast
@@ -138,7 +138,7 @@ def explain(
                 processes=procs,
                 resume=resume,
                 method_params=_method_params(
-                    names, prec, lime_samples, shap_evals, ig_steps, _parse_params(param or [])
+                    names, prec, lime_samples, shap_evals, ig_steps, parse_params(param or [])
                 ),
             )
         if visualise_class is not None and is_main_process():

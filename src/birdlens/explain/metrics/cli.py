@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from birdlens.explain.cli_params import parse_params
 from birdlens.explain.metrics import budgets
 from birdlens.explain.shard import DEVICES_HELP, NUM_NODES_HELP, RESUME_HELP
 from birdlens.utils.device import DEVICE_HELP, PRECISION_HELP
@@ -20,24 +21,6 @@ from birdlens.utils.device import DEVICE_HELP, PRECISION_HELP
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
-
-
-def _parse_params(
-    items: list[str], option: str = "--param", owner: str = "METHOD"
-) -> dict[str, dict[str, Any]]:
-    """``["lime.num_samples=500", "ig.steps=32"]`` -> ``{"lime": {"num_samples": 500}, "ig": {"steps": 32}}``."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        method, dot, name = key.partition(".")
-        if not sep or not dot or not method or not name:
-            raise typer.BadParameter(f"{option} wants {owner}.OPTION=VALUE, got {item!r}")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(method.strip(), {})[name.strip()] = value
-    return out
 
 
 def explain_eval(
@@ -138,10 +121,10 @@ def explain_eval(
             batch_size=batch_size,
             sanity_n=sanity_n,
             stability_n=stability_n,
-            method_params=with_precision(_parse_params(param or []), names, prec),
+            method_params=with_precision(parse_params(param or []), names, prec),
             precision=prec,
             metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
-            metric_params=_parse_params(metric_param or [], "--metric-param", "METRIC"),
+            metric_params=parse_params(metric_param or [], "--metric-param", "METRIC"),
             metrics_n=metrics_n,
             processes=procs,
             resume=resume,
