@@ -170,7 +170,7 @@ def test_a_new_method_is_offered_by_the_web_app(dummy: type[Explainer], run_dir:
     buf = _png()
     with TestClient(create_app(svc)) as c:
         info = c.get("/api/info").json()
-        assert "dummy" in info["methods"] and "gradcam++" not in info["methods"]  # in_app=False stays off
+        assert "dummy" in info["methods"] and "random" not in info["methods"]  # in_app=False stays off
         ok = c.post(
             "/api/explain",
             files={"image": ("a.png", buf, "image/png")},
@@ -293,7 +293,24 @@ def test_one_request_cannot_ask_for_a_huge_batch(run_dir: Path) -> None:
 def test_the_budget_reads_the_ranges_from_the_classes() -> None:
     from birdlens.app.budget import Budget, offered_methods, param_ranges
 
-    assert offered_methods() == ["gradcam", "lime", "shap", "ig"]
+    assert offered_methods() == [
+        "gradcam",
+        "gradcam++",
+        "layercam",
+        "hirescam",
+        "xgradcam",
+        "eigencam",
+        "scorecam",
+        "ablationcam",
+        "lime",
+        "occlusion",
+        "rise",
+        "shap",
+        "saliency",
+        "smoothgrad",
+        "ig",
+        "lrp",
+    ]  # every method but the random baseline, in panel order
     b = Budget(lime_max_samples=300)
     ranges = param_ranges(b)
     assert ranges["lime"]["num_samples"]["max"] == 300 and ranges["lime"]["batch_size"]["max"] == 64
@@ -350,7 +367,8 @@ def test_the_api_documents_every_parameter_range(run_dir: Path) -> None:
     from birdlens.app.service import ModelService
 
     with TestClient(create_app(ModelService.from_run(run_dir))) as c:
-        params = c.get("/api/info").json()["params"]
+        info = c.get("/api/info").json()
+        params = info["params"]
     assert params["lime"]["batch_size"] == {
         "type": "int",
         "default": 4,
@@ -361,4 +379,4 @@ def test_the_api_documents_every_parameter_range(run_dir: Path) -> None:
         "doc": "perturbed images per model call",
     }
     assert params["lime"]["num_samples"]["max"] == 2000  # the server's cap, not the library's
-    assert sorted(params) == ["gradcam", "ig", "lime", "shap"]
+    assert sorted(params) == sorted(info["methods"]) and "random" not in params  # every served method's

@@ -471,6 +471,13 @@ class Explainer(ABC):
         return {p.name: p for p in cls.tunable}
 
     @classmethod
+    def check_model(cls, model: nn.Module) -> None:
+        """Raise :class:`UnsupportedMethodError` where the method would give silently wrong maps on ``model``
+        (LRP's rules on SiLU or uncovered skip connections); a class fact, so the web app can offer only the
+        methods its served model accepts. Most methods accept any model."""
+        return None
+
+    @classmethod
     def display_title(cls) -> str:
         return cls.title or cls.name
 

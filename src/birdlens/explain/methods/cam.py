@@ -169,7 +169,6 @@ class GradCAMPlusPlus(CAMBase):
 
     title = "Grad-CAM++"
     panel_order = 20
-    in_app = False
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         g2 = grads**2
@@ -187,7 +186,6 @@ class LayerCAM(CAMBase):
 
     title = "LayerCAM"
     panel_order = 30
-    in_app = False
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         return (grads.clamp_min(0) * acts).sum(1)
@@ -199,7 +197,6 @@ class HiResCAM(CAMBase):
 
     title = "HiResCAM"
     panel_order = 40
-    in_app = False
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         return (grads * acts).sum(1)
@@ -212,7 +209,6 @@ class XGradCAM(CAMBase):
 
     title = "XGradCAM"
     panel_order = 45
-    in_app = False
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         sum_acts = acts.sum(dim=(2, 3), keepdim=True)

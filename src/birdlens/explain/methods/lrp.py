@@ -130,7 +130,6 @@ class Lrp(Explainer):
     panel_order = 75
     signed = True
     batched = True
-    in_app = False  # not offered by the web app yet (no per-request budget decided)
     overlay_sigma = 1.5
     tunable = (
         Param("composite", str, "epsilon_plus_flat", choices=COMPOSITES, doc="zennit's rule composite"),
@@ -147,13 +146,18 @@ class Lrp(Explainer):
         batch_size: int = 8,
         **common: Any,
     ) -> None:
-        refuse_smooth_activations("lrp", model)
-        refuse_uncovered_residuals(model)
+        self.check_model(model)
         super().__init__(model, **common)
         self.composite = self.checked("composite", composite)
         self.epsilon = self.checked("epsilon", epsilon)
         self.batch_size = self.checked("batch_size", batch_size)
         self.params.update(composite=self.composite, epsilon=self.epsilon, batch_size=self.batch_size)
+
+    @classmethod
+    def check_model(cls, model: nn.Module) -> None:
+        """Refused on smooth activations and on skip connections without a canonizer (the rules do not hold)."""
+        refuse_smooth_activations("lrp", model)
+        refuse_uncovered_residuals(model)
 
     def relevance(self, x: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """``(relevance [B,C,H,W], logits [B,K], target [B])``, ``batch_size`` images per modified backward."""

@@ -46,7 +46,6 @@ class Saliency(Explainer):
     title = "Saliency"
     panel_order = 65
     batched = True
-    in_app = False  # not offered by the web app yet (no per-request budget decided)
     overlay_sigma = 1.5  # per-pixel gradients are speckled; the saved .npy stays raw
     tunable = (Param("batch_size", int, 16, lo=1, hi=64, doc="images per backward"),)
 

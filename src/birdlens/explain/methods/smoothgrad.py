@@ -36,7 +36,6 @@ class SmoothGrad(Explainer):
     stochastic = True
     heavy = True
     batched = True
-    in_app = False  # not offered by the web app yet (no per-request budget decided)
     budget_param = "num_samples"
     overlay_sigma = 1.5
     tunable = (
