@@ -392,6 +392,7 @@ def test_the_page_offers_every_method_but_the_random_baseline(client: TestClient
     assert "random" not in info["methods"] and info["refused"] == {}  # the SimpleCNN is a plain ReLU CNN
     assert info["budget"]["rise_num_masks"] == Budget().rise_max_masks
     assert info["budget"]["smoothgrad_num_samples"] == Budget().smoothgrad_max_samples
+    assert info["params"]["smoothgrad"]["base"]["choices"][:2] == ["gradcam", "gradcam++"]  # from the classes
 
 
 @pytest.mark.parametrize("method", sorted(ADDED_METHODS))
@@ -415,6 +416,20 @@ def test_each_added_method_is_served_with_its_map(client: TestClient, method: st
         assert ev["params"][k] == v, (k, ev["params"])
 
 
+def test_smoothgrad_over_gradcam_is_served_at_the_runs_cam_layer(client: TestClient) -> None:
+    img = encode(noisy(COLOURS["RED BIRD"], seed=11))
+    params = '{"num_samples": 2, "base": "gradcam"}'
+    r = post_image(client, img, url="/api/explain", method="smoothgrad", params=params, include_map="true")
+    assert r.status_code == 200, r.text
+    ev = r.json()
+    assert (
+        ev["params"]["base"] == "gradcam"
+        and ev["params"]["layer"] == client.get("/api/info").json()["cam_layer"]
+    )
+    m = np.array(ev["map"], dtype=np.float32)
+    assert m.shape == (96, 96) and m.min() == 0 and m.max() == pytest.approx(1)  # a normalised CAM
+
+
 def test_added_budgets_are_capped_and_memory_ranges_refused(tiny_run: Path) -> None:
     svc = ModelService.from_run(tiny_run, budget=Budget(rise_max_masks=8, smoothgrad_max_samples=2))
     with TestClient(create_app(svc)) as c:
@@ -430,6 +445,7 @@ def test_added_budgets_are_capped_and_memory_ranges_refused(tiny_run: Path) -> N
         for method, params, msg in [
             ("scorecam", '{"batch_size": 65}', "scorecam: batch_size must be <= 64"),
             ("occlusion", '{"batch_size": 65}', "occlusion: batch_size must be <= 64"),
+            ("smoothgrad", '{"base": "scorecam"}', "smoothgrad: base must be one of 'gradcam', 'gradcam++'"),
             ("smoothgrad", '{"base_params": {"batch_size": 64}}', "number, string or boolean"),
         ]:
             r = post_image(c, img, url="/api/explain", method=method, params=params)

@@ -114,6 +114,29 @@ def test_a_new_method_shows_in_the_cli(dummy: type[Explainer], run_dir: Path, tm
     assert man["methods"]["dummy"]["params"]["sharpness"] == 4.0 and (out / "dummy" / "in_a.npy").is_file()
 
 
+def test_smoothgrad_over_a_cam_from_the_cli(trained: TrainedModel, run_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from birdlens.cli import app
+
+    img = tmp_path / "in" / "a.png"
+    img.parent.mkdir()
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(img)
+    args = ["explain", str(img), "--run", str(run_dir), "--methods", "smoothgrad", "--out"]
+    runner = CliRunner()
+    out = tmp_path / "out"
+    r = runner.invoke(
+        app, [*args, str(out), "--param", "smoothgrad.base=gradcam", "--param", "smoothgrad.num_samples=3"]
+    )
+    assert r.exit_code == 0, r.output
+    params = json.loads((out / "manifest.json").read_text())["methods"]["smoothgrad"]["params"]
+    assert params["base"] == "gradcam" and params["num_samples"] == 3
+    assert params["layer"] == trained.cam_layer == "features.2.act"  # the run's CAM layer, passed to the base
+    bad = runner.invoke(app, [*args, str(tmp_path / "bad"), "--param", "smoothgrad.base=eigencam"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert "base must be one of 'gradcam', 'gradcam++'" in bad.output and "got 'eigencam'" in bad.output
+
+
 def test_a_new_method_is_accepted_by_the_study_config(dummy: type[Explainer]) -> None:
     from pydantic import ValidationError
 
@@ -224,7 +247,8 @@ def test_every_tunable_parameter_is_a_constructor_option_with_a_range() -> None:
             if p.type in (int, float):
                 assert p.lo is not None and p.hi is not None and p.lo <= p.default <= p.hi, (m, p)
             if p.type is str:
-                assert p.choices and p.default in p.choices, (m, p)
+                choices = p.choice_list()
+                assert choices and p.default in choices, (m, p)
             assert p.doc, (m, p.name)
         if cls.budget_param is not None:
             assert cls.budget_param in cls.param_spec(), m

@@ -130,6 +130,7 @@ class Lrp(Explainer):
     panel_order = 75
     signed = True
     batched = True
+    uses_gradients = True  # a modified backward pass: relevance flows as gradients do, rule by rule
     overlay_sigma = 1.5
     tunable = (
         Param("composite", str, "epsilon_plus_flat", choices=COMPOSITES, doc="zennit's rule composite"),
@@ -178,9 +179,17 @@ class Lrp(Explainer):
                 targets.append(t)
         return torch.cat(rels), torch.cat(logits), torch.cat(targets)
 
+    @staticmethod
+    def channel_map(attributions: torch.Tensor) -> torch.Tensor:
+        """The map of per-channel relevance ``[B,C,H,W]``: its sum over channels (signed)."""
+        return attributions.sum(1)
+
+    def map_of(self, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.channel_map(values)
+
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
         rel, logits, target = self.relevance(x, target)
         scores = self.target_scores(logits, target)
         scores["attributions"] = rel.cpu()
         scores["relevance_sum"] = rel.flatten(1).sum(1).float().cpu()
-        return rel.sum(1), target, scores, {}
+        return self.channel_map(rel), target, scores, {}
