@@ -130,7 +130,8 @@ def main() -> int:
                 )
                 status = f"{r.status_code} in {time.perf_counter() - t:.1f} s"
                 if r.status_code != 200:
-                    status += f" ({r.json().get('detail')})"
+                    is_json = r.headers.get("content-type", "").startswith("application/json")
+                    status += f" ({r.json().get('detail') if is_json else r.text[:200]})"
                 rows.append((f"explain {method} {params}, same PNG", status, vm(proc.pid, "VmHWM")))
     finally:
         proc.terminate()

@@ -473,6 +473,15 @@ def test_a_method_the_served_model_refuses_is_not_offered(tiny_run: Path) -> Non
         )
 
 
+def test_lime_takes_every_seed_its_range_allows(client: TestClient) -> None:
+    # quickshift's C int seed overflowed from 2**31: a 500 found by benchmarks/app_request_memory.py
+    img = encode(noisy(COLOURS["RED BIRD"], seed=11))
+    for seed in (2**31, 2**32 - 1):
+        params = json.dumps({"num_samples": 20, "seed": seed})
+        r = post_image(client, img, url="/api/explain", method="lime", params=params)
+        assert r.status_code == 200 and r.json()["params"]["seed"] == seed, r.text
+
+
 def test_explain_requests_are_capped_to_the_budget(tiny_run: Path) -> None:
     svc = ModelService.from_run(tiny_run, budget=Budget(shap_max_evals=40, lime_max_samples=30))
     with TestClient(create_app(svc)) as c:
