@@ -1,5 +1,5 @@
 """Peak memory of ``birdlens serve`` for the largest request it allows (issue 26): the largest upload it
-decodes, then the largest explanation budget of each heavy method.
+decodes, then the largest explanation budget of each method with a budget parameter.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/app_request_memory.py [--run RUN_DIR]
 
@@ -86,11 +86,17 @@ def vm(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
+def budget_key(info: dict, method: str) -> str | None:
+    """The budget parameter of ``method``, as ``/api/info`` names its cap (``<method>_<param>``)."""
+    keys = [k for k in info["budget"] if k.startswith(f"{method}_") and k != f"{method}_default"]
+    return keys[0][len(method) + 1 :] if keys else None
+
+
 def largest_params(info: dict, method: str) -> dict[str, int]:
     """The budget cap of ``method`` and the declared maximum of its other integer parameters."""
-    caps = {"lime": "lime_num_samples", "shap": "shap_max_evals", "ig": "ig_steps"}
-    key = {"lime": "num_samples", "shap": "max_evals", "ig": "steps"}[method]
-    out = {key: int(info["budget"][caps[method]])}
+    key = budget_key(info, method)
+    assert key is not None, method
+    out = {key: int(info["budget"][f"{method}_{key}"])}
     for name, spec in (info.get("params") or {}).get(method, {}).items():
         if name != key and spec.get("type") == "int" and isinstance(spec.get("max"), int):
             out[name] = int(spec["max"])
@@ -114,7 +120,7 @@ def main() -> int:
             r = c.post("/api/predict", files={"image": ("big.png", png, "image/png")})
             what = f"predict, {side}x{side} RGBA PNG ({len(png) / 2**20:.2f} MB)"
             rows.append((what, f"{r.status_code} in {time.perf_counter() - t:.1f} s", vm(proc.pid, "VmHWM")))
-            for method in ("lime", "shap", "ig"):
+            for method in [m for m in info["methods"] if budget_key(info, m) is not None]:
                 params = largest_params(info, method)
                 t = time.perf_counter()
                 r = c.post(
@@ -124,7 +130,8 @@ def main() -> int:
                 )
                 status = f"{r.status_code} in {time.perf_counter() - t:.1f} s"
                 if r.status_code != 200:
-                    status += f" ({r.json().get('detail')})"
+                    is_json = r.headers.get("content-type", "").startswith("application/json")
+                    status += f" ({r.json().get('detail') if is_json else r.text[:200]})"
                 rows.append((f"explain {method} {params}, same PNG", status, vm(proc.pid, "VmHWM")))
     finally:
         proc.terminate()

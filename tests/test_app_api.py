@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -367,6 +368,121 @@ def test_explain_methods_and_budget(client: TestClient) -> None:
     assert r.status_code == 200 and r.json()["target"] == 0
 
 
+# the methods issue 24 added, each with a small request (its budget, where it has one, far below the cap)
+ADDED_METHODS = {
+    "gradcam++": {},
+    "layercam": {},
+    "hirescam": {},
+    "xgradcam": {},
+    "eigencam": {},
+    "scorecam": {"batch_size": 32},
+    # the tiny model's raw Ablation-CAM is negative everywhere, so its normalised map is 0: ask for the raw one
+    "ablationcam": {"batch_size": 32, "normalize": False},
+    "occlusion": {"window": 32, "stride": 32},
+    "rise": {"num_masks": 16, "grid": 4},
+    "saliency": {},
+    "smoothgrad": {"num_samples": 3},
+    "lrp": {},
+}
+
+
+def test_the_page_offers_every_method_but_the_random_baseline(client: TestClient) -> None:
+    info = client.get("/api/info").json()
+    assert set(ADDED_METHODS) | {"gradcam", "lime", "shap", "ig"} == set(info["methods"])
+    assert "random" not in info["methods"] and info["refused"] == {}  # the SimpleCNN is a plain ReLU CNN
+    assert info["budget"]["rise_num_masks"] == Budget().rise_max_masks
+    assert info["budget"]["smoothgrad_num_samples"] == Budget().smoothgrad_max_samples
+    assert info["params"]["smoothgrad"]["base"]["choices"][:2] == ["gradcam", "gradcam++"]  # from the classes
+
+
+@pytest.mark.parametrize("method", sorted(ADDED_METHODS))
+def test_each_added_method_is_served_with_its_map(client: TestClient, method: str) -> None:
+    img = encode(noisy(COLOURS["RED BIRD"], seed=11))
+    r = post_image(
+        client,
+        img,
+        url="/api/explain",
+        method=method,
+        params=json.dumps(ADDED_METHODS[method]),
+        include_map="true",
+    )
+    assert r.status_code == 200, r.text
+    ev = r.json()
+    m = np.array(ev["map"], dtype=np.float32)
+    assert ev["method"] == method and ev["target_label"] == "RED BIRD" and ev["notes"] == []
+    assert m.shape == (96, 96) and np.isfinite(m).all() and m.max() > m.min()
+    assert np.isclose(m.max(), ev["stats"]["max"], atol=1e-6)
+    for k, v in ADDED_METHODS[method].items():
+        assert ev["params"][k] == v, (k, ev["params"])
+
+
+def test_smoothgrad_over_gradcam_is_served_at_the_runs_cam_layer(client: TestClient) -> None:
+    img = encode(noisy(COLOURS["RED BIRD"], seed=11))
+    params = '{"num_samples": 2, "base": "gradcam"}'
+    r = post_image(client, img, url="/api/explain", method="smoothgrad", params=params, include_map="true")
+    assert r.status_code == 200, r.text
+    ev = r.json()
+    assert (
+        ev["params"]["base"] == "gradcam"
+        and ev["params"]["layer"] == client.get("/api/info").json()["cam_layer"]
+    )
+    m = np.array(ev["map"], dtype=np.float32)
+    assert m.shape == (96, 96) and m.min() == 0 and m.max() == pytest.approx(1)  # a normalised CAM
+
+
+def test_added_budgets_are_capped_and_memory_ranges_refused(tiny_run: Path) -> None:
+    svc = ModelService.from_run(tiny_run, budget=Budget(rise_max_masks=8, smoothgrad_max_samples=2))
+    with TestClient(create_app(svc)) as c:
+        img = encode(noisy(COLOURS["RED BIRD"], seed=11))
+        r = post_image(c, img, url="/api/explain", method="rise", params='{"num_masks": 999999, "grid": 4}')
+        assert r.status_code == 200, r.text
+        ev = r.json()
+        assert ev["params"]["num_masks"] == 8 and ev["notes"] == [
+            "num_masks 999999 capped to 8 (server budget)"
+        ]
+        r = post_image(c, img, url="/api/explain", method="smoothgrad")  # no params: the default, capped too
+        assert r.status_code == 200 and r.json()["params"]["num_samples"] == 2
+        for method, params, msg in [
+            ("scorecam", '{"batch_size": 65}', "scorecam: batch_size must be <= 64"),
+            ("occlusion", '{"batch_size": 65}', "occlusion: batch_size must be <= 64"),
+            ("smoothgrad", '{"base": "scorecam"}', "smoothgrad: base must be one of 'gradcam', 'gradcam++'"),
+            ("smoothgrad", '{"base_params": {"batch_size": 64}}', "number, string or boolean"),
+        ]:
+            r = post_image(c, img, url="/api/explain", method=method, params=params)
+            assert r.status_code == 400 and msg in r.json()["detail"], (method, r.text)
+
+
+def test_a_method_the_served_model_refuses_is_not_offered(tiny_run: Path) -> None:
+    from birdlens.runs.trained import load_trained
+
+    trained = load_trained(tiny_run)
+    for module in list(trained.model.modules()):
+        for child, sub in list(module.named_children()):
+            if isinstance(sub, torch.nn.ReLU):
+                setattr(module, child, torch.nn.SiLU())
+    with TestClient(create_app(ModelService(trained, run_name="silu"))) as c:
+        info = c.get("/api/info").json()
+        assert "lrp" not in info["methods"] and "lrp" not in info["params"] and "saliency" in info["methods"]
+        assert "'lrp' is refused on this model (it has a SiLU activation)" in info["refused"]["lrp"]
+        r = post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2)), url="/api/explain", method="lrp")
+        assert r.status_code == 400 and r.json()["detail"] == info["refused"]["lrp"]
+        schema = c.get("/openapi.json").json()["components"]["schemas"]
+        fields = [b["properties"]["method"] for b in schema.values() if "method" in b.get("properties", {})]
+        enums = [
+            f["enum"] for f in fields if "enum" in f
+        ]  # the forms' fields (the answers' are plain strings)
+        assert len(enums) == 2 and all(e == info["methods"] for e in enums)  # /api/explain and /api/tasks
+
+
+def test_lime_takes_every_seed_its_range_allows(client: TestClient) -> None:
+    # quickshift's C int seed overflowed from 2**31: a 500 found by benchmarks/app_request_memory.py
+    img = encode(noisy(COLOURS["RED BIRD"], seed=11))
+    for seed in (2**31, 2**32 - 1):
+        params = json.dumps({"num_samples": 20, "seed": seed})
+        r = post_image(client, img, url="/api/explain", method="lime", params=params)
+        assert r.status_code == 200 and r.json()["params"]["seed"] == seed, r.text
+
+
 def test_explain_requests_are_capped_to_the_budget(tiny_run: Path) -> None:
     svc = ModelService.from_run(tiny_run, budget=Budget(shap_max_evals=40, lime_max_samples=30))
     with TestClient(create_app(svc)) as c:
@@ -481,7 +597,11 @@ def test_openapi_declares_exactly_what_the_forms_take(client: TestClient) -> Non
         assert body["additionalProperties"] is False, path
         assert body["required"] == ["image"], path
     explain = components[bodies["/api/explain"].rsplit("/", 1)[1]]["properties"]
-    assert explain["method"]["enum"] == ["gradcam", "lime", "shap", "ig"]
+    assert explain["method"]["enum"] == client.get("/api/info").json()["methods"]
+    assert (
+        explain["method"]["enum"][:2] == ["gradcam", "gradcam++"]
+        and "random" not in explain["method"]["enum"]
+    )
     assert explain["params"]["contentMediaType"] == "application/json"
     assert explain["target"]["minimum"] == 0 and explain["target"]["maximum"] == len(COLOURS) - 1
     assert set(explain) == {"image", "method", "params", "target", "include_map", "contrast"}

@@ -200,6 +200,32 @@ def test_upload_predict_and_explain_in_a_real_browser(
         assert page.is_hidden(f"{panel} .busy")
         assert budget in page.inner_text(f"{panel} .meta")
 
+    # any other served method from the "Any method" panel: its budget input follows the chosen method
+    panel = "#panel-more"
+    options = page.eval_on_selector_all(f"{panel} .method option", "os => os.map((o) => o.value)")
+    info = page.evaluate("() => fetch('/api/info').then((r) => r.json())")
+    assert options == [m for m in info["methods"] if m not in ("gradcam", "lime", "shap")] + list(
+        info["refused"]
+    )
+    for m, why in info[
+        "refused"
+    ].items():  # refused by this model: shown, not selectable, the reason as title
+        option = page.locator(f"{panel} .method option[value='{m}']")
+        assert option.is_disabled() and option.get_attribute("title") == why
+    assert page.is_hidden(f"{panel} .budget-label")  # gradcam++, the first, has no budget parameter
+    page.select_option(f"{panel} .method", "rise")
+    assert page.inner_text(f"{panel} .budget-name") == "num masks"
+    assert page.get_attribute(f"{panel} .budget", "max") == str(int(info["budget"]["rise_num_masks"]))
+    page.fill(f"{panel} .budget", "40")
+    page.click(f"{panel} .run")
+    page.wait_for_function(
+        f"() => {{ const i = document.querySelector('{panel} .frame img');"
+        " return i && !i.hidden && i.complete && i.naturalWidth > 0; }",
+        timeout=90_000,
+    )
+    meta = page.inner_text(f"{panel} .meta")
+    assert meta.startswith("rise") and "num masks 40" in meta, meta
+
     shot = tmp_path / "birdlens-app.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000

@@ -43,7 +43,14 @@ from birdlens.explain import method_class
 EXAMPLES_PER_OPERATION = 30
 PARAMS_EXAMPLES = 50
 REQUEST_TIMEOUT_S = 60.0  # the server's own time budget below is far shorter: past this, it hung
-BUDGET = Budget(lime_max_samples=24, shap_max_evals=24, ig_max_steps=4, timeout_s=20.0)
+BUDGET = Budget(
+    lime_max_samples=24,
+    shap_max_evals=24,
+    ig_max_steps=4,
+    rise_max_masks=24,
+    smoothgrad_max_samples=4,
+    timeout_s=20.0,
+)
 
 
 def bounded(max_examples: int) -> settings:

@@ -238,7 +238,7 @@ def test_batched_across_images_equals_each_image_alone(method: str) -> None:
 def test_facts_live_on_the_classes() -> None:
     for m in NEW:
         cls = method_class(m)
-        assert cls.needs_layer and not cls.in_app and not cls.stochastic
+        assert cls.needs_layer and cls.in_app and not cls.stochastic  # offered by the web app (issue 24)
     assert method_class("scorecam").heavy and method_class("ablationcam").heavy
     assert method_class("scorecam").batched and method_class("ablationcam").batched
     assert not method_class("eigencam").uses_gradients and method_class("xgradcam").uses_gradients
@@ -248,7 +248,7 @@ def test_facts_live_on_the_classes() -> None:
 def test_a_batch_size_of_zero_is_one_clear_error() -> None:
     for m in ("scorecam", "ablationcam"):
         with pytest.raises(
-            InvalidParameterError, match=rf"{m}: batch_size must be >= 1 \(an integer in \[1, 256\]\)"
+            InvalidParameterError, match=rf"{m}: batch_size must be >= 1 \(an integer in \[1, 64\]\)"
         ):
             validate_params(m, {"batch_size": 0})
         with pytest.raises(InvalidParameterError, match="batch_size must be >= 1"):

@@ -114,6 +114,29 @@ def test_a_new_method_shows_in_the_cli(dummy: type[Explainer], run_dir: Path, tm
     assert man["methods"]["dummy"]["params"]["sharpness"] == 4.0 and (out / "dummy" / "in_a.npy").is_file()
 
 
+def test_smoothgrad_over_a_cam_from_the_cli(trained: TrainedModel, run_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from birdlens.cli import app
+
+    img = tmp_path / "in" / "a.png"
+    img.parent.mkdir()
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(img)
+    args = ["explain", str(img), "--run", str(run_dir), "--methods", "smoothgrad", "--out"]
+    runner = CliRunner()
+    out = tmp_path / "out"
+    r = runner.invoke(
+        app, [*args, str(out), "--param", "smoothgrad.base=gradcam", "--param", "smoothgrad.num_samples=3"]
+    )
+    assert r.exit_code == 0, r.output
+    params = json.loads((out / "manifest.json").read_text())["methods"]["smoothgrad"]["params"]
+    assert params["base"] == "gradcam" and params["num_samples"] == 3
+    assert params["layer"] == trained.cam_layer == "features.2.act"  # the run's CAM layer, passed to the base
+    bad = runner.invoke(app, [*args, str(tmp_path / "bad"), "--param", "smoothgrad.base=eigencam"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert "base must be one of 'gradcam', 'gradcam++'" in bad.output and "got 'eigencam'" in bad.output
+
+
 def test_a_new_method_is_accepted_by_the_study_config(dummy: type[Explainer]) -> None:
     from pydantic import ValidationError
 
@@ -170,7 +193,7 @@ def test_a_new_method_is_offered_by_the_web_app(dummy: type[Explainer], run_dir:
     buf = _png()
     with TestClient(create_app(svc)) as c:
         info = c.get("/api/info").json()
-        assert "dummy" in info["methods"] and "gradcam++" not in info["methods"]  # in_app=False stays off
+        assert "dummy" in info["methods"] and "random" not in info["methods"]  # in_app=False stays off
         ok = c.post(
             "/api/explain",
             files={"image": ("a.png", buf, "image/png")},
@@ -224,7 +247,8 @@ def test_every_tunable_parameter_is_a_constructor_option_with_a_range() -> None:
             if p.type in (int, float):
                 assert p.lo is not None and p.hi is not None and p.lo <= p.default <= p.hi, (m, p)
             if p.type is str:
-                assert p.choices and p.default in p.choices, (m, p)
+                choices = p.choice_list()
+                assert choices and p.default in choices, (m, p)
             assert p.doc, (m, p.name)
         if cls.budget_param is not None:
             assert cls.budget_param in cls.param_spec(), m
@@ -293,7 +317,24 @@ def test_one_request_cannot_ask_for_a_huge_batch(run_dir: Path) -> None:
 def test_the_budget_reads_the_ranges_from_the_classes() -> None:
     from birdlens.app.budget import Budget, offered_methods, param_ranges
 
-    assert offered_methods() == ["gradcam", "lime", "shap", "ig"]
+    assert offered_methods() == [
+        "gradcam",
+        "gradcam++",
+        "layercam",
+        "hirescam",
+        "xgradcam",
+        "eigencam",
+        "scorecam",
+        "ablationcam",
+        "lime",
+        "occlusion",
+        "rise",
+        "shap",
+        "saliency",
+        "smoothgrad",
+        "ig",
+        "lrp",
+    ]  # every method but the random baseline, in panel order
     b = Budget(lime_max_samples=300)
     ranges = param_ranges(b)
     assert ranges["lime"]["num_samples"]["max"] == 300 and ranges["lime"]["batch_size"]["max"] == 64
@@ -350,7 +391,8 @@ def test_the_api_documents_every_parameter_range(run_dir: Path) -> None:
     from birdlens.app.service import ModelService
 
     with TestClient(create_app(ModelService.from_run(run_dir))) as c:
-        params = c.get("/api/info").json()["params"]
+        info = c.get("/api/info").json()
+        params = info["params"]
     assert params["lime"]["batch_size"] == {
         "type": "int",
         "default": 4,
@@ -361,4 +403,4 @@ def test_the_api_documents_every_parameter_range(run_dir: Path) -> None:
         "doc": "perturbed images per model call",
     }
     assert params["lime"]["num_samples"]["max"] == 2000  # the server's cap, not the library's
-    assert sorted(params) == ["gradcam", "ig", "lime", "shap"]
+    assert sorted(params) == sorted(info["methods"]) and "random" not in params  # every served method's

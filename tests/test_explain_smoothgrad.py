@@ -125,7 +125,11 @@ def test_bad_noise_and_budget_are_one_clear_error() -> None:
     for params, msg in [
         ({"noise_level": -0.1}, r"smoothgrad: noise_level must be >= 0 \(a number in \[0, 1\]\), got -0.1"),
         ({"num_samples": 0}, r"smoothgrad: num_samples must be >= 1 \(an integer in \[1, 1000\]\), got 0"),
-        ({"base": "gradcam"}, "smoothgrad: base must be one of 'saliency', 'ig'"),
+        (
+            {"base": "scorecam"},
+            "smoothgrad: base must be one of 'gradcam', 'gradcam\\+\\+', 'layercam', 'hirescam', 'xgradcam', "
+            "'saliency', 'ig', 'lrp', got 'scorecam'",
+        ),
     ]:
         with pytest.raises(InvalidParameterError, match=msg):
             validate_params("smoothgrad", params)
@@ -133,3 +137,62 @@ def test_bad_noise_and_budget_are_one_clear_error() -> None:
             make_explainer("smoothgrad", SmallCNN(), **params)
     with pytest.raises(InvalidParameterError, match=r"ig: steps must be >= 1"):  # the base's options too
         make_explainer("smoothgrad", SmallCNN(), base="ig", base_params={"steps": 0})
+
+
+def test_the_bases_are_the_methods_computed_from_gradients() -> None:
+    from birdlens.explain.base import list_methods, method_class
+    from birdlens.explain.methods.smoothgrad import smoothable_bases
+
+    bases = smoothable_bases()
+    assert set(bases) == {m for m in list_methods() if method_class(m).uses_gradients}
+    assert bases == ("gradcam", "gradcam++", "layercam", "hirescam", "xgradcam", "saliency", "ig", "lrp")
+    assert validate_params("smoothgrad", {"base": "gradcam"}) == {"base": "gradcam"}
+
+
+def noisy_copies(exp: object, x: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``n`` noisy copies of each image SmoothGrad ``exp`` explains, ``[B, n, C, H, W]``."""
+    sigma = exp.noise_level * (x.flatten(1).amax(1) - x.flatten(1).amin(1))  # type: ignore[attr-defined]
+    draws = torch.stack([exp.noise(r, tuple(x.shape[1:])) for r in range(n)])  # type: ignore[attr-defined]
+    return x[:, None] + sigma.view(-1, 1, 1, 1, 1) * draws[None]
+
+
+def test_smoothgrad_of_gradcam_equals_captum_noise_tunnel_of_layer_gradcam(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from captum.attr import LayerGradCam, NoiseTunnel
+
+    from birdlens.explain.imaging import minmax_per_image, resize_maps
+
+    model, x = SmallCNN(), photos(2)
+    exp = make_explainer("smoothgrad", model, base="gradcam", layer="net.3", num_samples=5, seed=4)
+    ours = exp.explain(x)
+    assert ours.params["base"] == "gradcam" and ours.params["layer"] == "net.3"
+    draws = torch.stack([exp.noise(r, (3, 16, 16)) for r in range(5)])
+    for i in range(2):
+        sigma = 0.15 * float(x[i].max() - x[i].min())
+        monkeypatch.setattr(torch, "normal", lambda mean, std: std * draws)  # captum's one noise draw
+        ref = NoiseTunnel(LayerGradCam(model, model.net[3])).attribute(
+            x[i : i + 1], nt_type="smoothgrad", nt_samples=5, stdevs=sigma, target=int(ours.target[i])
+        )
+        monkeypatch.undo()
+        torch.testing.assert_close(ours.scores["cam_lowres"][i], ref[0, 0], rtol=1e-5, atol=1e-6)
+        # upsampled as our Grad-CAM shows one CAM: ReLU, min-max, bilinear to the input, ReLU, min-max
+        want = minmax_per_image(resize_maps(minmax_per_image(ref[:, 0].clamp_min(0)), (16, 16)).clamp_min(0))
+        torch.testing.assert_close(ours.maps[i], want[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("base", ["gradcam++", "layercam", "hirescam", "xgradcam", "lrp"])
+def test_smoothgrad_of_any_gradient_base_is_the_mean_of_its_maps_one_by_one(base: str) -> None:
+    model, x = SmallCNN(), photos(2)
+    exp = make_explainer("smoothgrad", model, base=base, layer="net.3", num_samples=4, seed=7)
+    ours = exp.explain(x)
+    alone = make_explainer(base, model, **({} if base == "lrp" else {"layer": "net.3"}))
+    key = alone.smoothed_score
+    copies = noisy_copies(exp, x, 4)
+    for i in range(2):
+        per_copy = [alone.explain(copies[i, r : r + 1], target=int(ours.target[i])) for r in range(4)]
+        mean = torch.stack([e.scores[key][0] for e in per_copy]).mean(0)
+        torch.testing.assert_close(ours.scores[key][i], mean, rtol=1e-5, atol=1e-6)
+        want = alone.map_of(mean[None], (16, 16))[0]
+        torch.testing.assert_close(ours.maps[i], want.abs() if alone.signed else want, rtol=1e-5, atol=1e-5)
+    assert ours.maps.min() >= 0  # unsigned, as SmoothGrad's class says

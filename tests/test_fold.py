@@ -124,16 +124,21 @@ def test_uncopyable_model_is_used_as_is() -> None:
 
 
 def test_watched_model_copy_shares_its_watch() -> None:
-    from birdlens.app.tasks import TaskCancelled, Watch, WatchedModel
+    from birdlens.app.tasks import TaskCancelled, Watch, watching
 
     watch = Watch(total=10)
-    wm = WatchedModel(nn.Sequential(nn.Conv2d(3, 3, 1), _bn(3, 0)).eval(), watch).eval()
-    res = fold_batchnorm(wm, torch.randn(2, 3, 4, 4))
-    assert res.folded == 1 and res.model is not wm
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), _bn(3, 0)).eval()
+    with watching(model, watch) as wm:
+        res = fold_batchnorm(wm, torch.randn(2, 3, 4, 4))
+        assert res.folded == 1 and res.model is not wm
+        seen = watch.seen
+        with torch.inference_mode():
+            res.model(torch.randn(3, 3, 4, 4))
+        assert watch.seen == seen + 3  # the folded copy reports progress to the same watch
+        assert dict(wm.named_modules()).keys() == {"", "0", "1"}  # layer paths as the model's own
     seen = watch.seen
-    with torch.inference_mode():
-        res.model(torch.randn(3, 3, 4, 4))
-    assert watch.seen == seen + 3  # the folded copy reports progress to the same watch
+    model(torch.randn(1, 3, 4, 4))
+    assert watch.seen == seen  # the hook is gone after the block
     watch.cancel()
     with pytest.raises(TaskCancelled):
         res.model(torch.randn(1, 3, 4, 4))

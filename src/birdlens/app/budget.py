@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from birdlens.explain.base import InvalidParameterError, method_class, panel_methods
+from torch import nn
+
+from birdlens.explain.base import InvalidParameterError, UnsupportedMethodError, method_class, panel_methods
 
 # options the server sets itself: a client must not swap the model's normalisation, layer or output
 RESERVED_PARAMS: frozenset[str] = frozenset(
@@ -38,12 +40,26 @@ def offered_methods() -> list[str]:
     return [m for m in panel_methods() if method_class(m).in_app]
 
 
-def param_ranges(budget: Budget | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every offered method's per-request parameters with type, range, default and meaning (the budget
-    parameter's maximum is the server's cap): the documented ranges requests are validated against."""
+def refused_methods(model: nn.Module) -> dict[str, str]:
+    """The offered methods that refuse ``model`` (their class's ``check_model``), each with its refusal: the
+    server does not offer them and answers a request for one with that message."""
+    out: dict[str, str] = {}
+    for m in offered_methods():
+        try:
+            method_class(m).check_model(model)
+        except UnsupportedMethodError as e:
+            out[m] = str(e)
+    return out
+
+
+def param_ranges(
+    budget: Budget | None = None, methods: list[str] | None = None
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every offered method's (or each of ``methods``') per-request parameters with type, range, default and
+    meaning (the budget parameter's maximum is the server's cap): the ranges requests are validated against."""
     b = budget or Budget()
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for m in offered_methods():
+    for m in offered_methods() if methods is None else methods:
         cls = method_class(m)
         out[m] = {}
         for p in cls.tunable:
@@ -59,17 +75,33 @@ def param_ranges(budget: Budget | None = None) -> dict[str, dict[str, dict[str, 
 class Budget:
     """Caps and defaults for one request. ``timeout_s`` counts from when the model starts on the request.
 
-    ``lime_max_samples`` / ``shap_max_evals`` / ``ig_max_steps`` are the operator's caps on the budget
-    parameters of those methods (``birdlens serve --max-samples``); a method without one here is capped at
-    its declared maximum. ``defaults``: the budget used when a request names none (smaller than the library's
-    defaults, for a responsive page).
+    ``lime_max_samples`` / ``shap_max_evals`` / ``ig_max_steps`` / ``rise_max_masks`` /
+    ``smoothgrad_max_samples`` are the caps on the budget parameters of those methods (the first two set by
+    ``birdlens serve --max-samples``), chosen from the measured cost of one capped request
+    (docs/benchmarks.md#per-request-limits-of-the-explanation-methods-issue-26); a method without one here is
+    capped at its declared maximum. ``defaults``: the budget used when a request names none (smaller than the
+    library's defaults, for a responsive page).
     """
 
     lime_max_samples: int = 2000
     shap_max_evals: int = 2000
     ig_max_steps: int = 128
+    rise_max_masks: int = 1000
+    smoothgrad_max_samples: int = 100
     timeout_s: float = 120.0
-    defaults: dict[str, int] = field(default_factory=lambda: {"lime": 500, "shap": 500, "ig": 32})
+    defaults: dict[str, int] = field(
+        default_factory=lambda: {"lime": 500, "shap": 500, "ig": 32, "rise": 500, "smoothgrad": 25}
+    )
+
+    def own_caps(self) -> dict[str, int]:
+        """The server's cap of each method that has one here, by method name."""
+        return {
+            "lime": self.lime_max_samples,
+            "shap": self.shap_max_evals,
+            "ig": self.ig_max_steps,
+            "rise": self.rise_max_masks,
+            "smoothgrad": self.smoothgrad_max_samples,
+        }
 
     def cap(self, method: str) -> int | None:
         """The most model forwards one request of ``method`` may ask for (None: it has no budget parameter)."""
@@ -77,9 +109,7 @@ class Budget:
         if cls.budget_param is None:
             return None
         hi = cls.param_spec()[cls.budget_param].hi
-        own = {"lime": self.lime_max_samples, "shap": self.shap_max_evals, "ig": self.ig_max_steps}.get(
-            cls.name
-        )
+        own = self.own_caps().get(cls.name)
         caps = [int(c) for c in (own, hi) if c is not None]
         if not caps:
             raise ValueError(f"{cls.name}: its budget parameter {cls.budget_param!r} declares no maximum")

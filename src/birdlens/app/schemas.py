@@ -23,8 +23,11 @@ class ModelInfo(BaseModel):
     weights: str | None = Field(None, description="where the backbone's starting weights came from")
     finished: str | None = Field(None, description="when training finished (UTC, ISO 8601)")
     methods: list[str] = Field(description="explanation methods this server offers")
+    refused: dict[str, str] = Field(
+        default_factory=dict, description="methods the served model refuses, each with the reason"
+    )
     budget: dict[str, float] = Field(
-        description="per-request caps (num_samples, max_evals, steps, timeout_s)"
+        description="per-request caps (num_samples, max_evals, steps, num_masks, timeout_s)"
     )
     params: dict[str, dict[str, dict[str, Any]]] = Field(
         default_factory=dict,

@@ -25,7 +25,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from birdlens import __version__
-from birdlens.app.budget import offered_methods
 from birdlens.app.examples import ExampleImage
 from birdlens.app.schemas import Evidence, Example, Health, ModelInfo, Neighbours, Prediction, TaskStatus
 from birdlens.app.service import MAX_NEIGHBOURS, ModelService, Prepared
@@ -55,10 +54,9 @@ OUT_OF_MEMORY = "the server ran out of memory for this request; ask for fewer sa
 ImageField = Annotated[UploadFile, File(description="the photo (any format the data layer reads)")]
 
 
-def method_field() -> Any:
-    """The ``method`` form field, its enum read from the explainer classes when the app is built (a method
-    registered before ``create_app`` is offered and documented without another edit)."""
-    methods = offered_methods()
+def method_field(methods: list[str]) -> Any:
+    """The ``method`` form field, its enum the served methods (read from the explainer classes when the app
+    is built: a method registered before ``create_app`` is offered and documented without another edit)."""
     return Annotated[
         str,
         Form(description=f"one of {', '.join(methods)}", json_schema_extra={"enum": methods}),
@@ -87,7 +85,7 @@ ParamsField = Annotated[
     str | None,
     Form(
         description='JSON object of method options, e.g. {"num_samples": 300}: numbers, strings or '
-        "booleans; num_samples (lime), max_evals (shap), steps (ig) are capped (see /api/info)",
+        "booleans; each method's budget parameter (the one counting model forwards) is capped (see /api/info)",
         max_length=4096,
         json_schema_extra={"contentMediaType": "application/json"},
     ),
@@ -331,8 +329,8 @@ def service_router(api: Requests) -> APIRouter:
 
 def model_router(api: Requests) -> APIRouter:
     router = APIRouter(tags=["model"])
-    method_form = method_field()
     service = api.service
+    method_form = method_field(service.methods)
     target_form = target_field(len(service.trained.classes))
     contrast_form = contrast_field(len(service.trained.classes))
 
@@ -391,7 +389,7 @@ def model_router(api: Requests) -> APIRouter:
 
 def task_router(api: Requests) -> APIRouter:
     router = APIRouter(tags=["model"])
-    method_form = method_field()
+    method_form = method_field(api.service.methods)
     target_form = target_field(len(api.service.trained.classes))
     contrast_form = contrast_field(len(api.service.trained.classes))
 

@@ -7,6 +7,7 @@ thread), so no two requests ever share the model, its hooks or its gradients at 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -16,14 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 from birdlens.app import render
-from birdlens.app.budget import Budget, offered_methods, param_ranges
+from birdlens.app.budget import Budget, offered_methods, param_ranges, refused_methods
 from birdlens.app.schemas import Evidence, ModelInfo, Neighbour, NeighbourGroup, Neighbours, Species
-from birdlens.app.tasks import Task, TaskQueue, Watch, WatchedModel
+from birdlens.app.tasks import Task, TaskQueue, Watch, watching
 from birdlens.explain import select_output
-from birdlens.explain.base import Explainer, explainer_for, method_class
+from birdlens.explain.base import Explainer, UnsupportedMethodError, explainer_for, method_class
 from birdlens.explain.examples import FeatureIndex, features_for, index_for_run, nearest_examples
 from birdlens.models import denormalize, resize_size
 from birdlens.runs.trained import TrainedModel, head_probabilities, load_trained
@@ -70,6 +70,10 @@ class ModelService:
         # built now, before the worker starts: it converts the model to channels_last in place (the
         # largest free CPU speed-up), which must not happen while a request runs
         self._gradcam = explainer_for(trained, "gradcam")
+        # methods whose class refuses this model (LRP on SiLU or skip connections) are not offered, and a
+        # request for one is answered with the refusal
+        self.refused = refused_methods(trained.model)
+        self.methods = [m for m in offered_methods() if m not in self.refused]
         self._index: FeatureIndex | None = None  # the training set's features, built on the first request
 
     @classmethod
@@ -85,7 +89,7 @@ class ModelService:
     def info(self, max_upload_bytes: int) -> ModelInfo:
         meta = self.trained.meta
         b = self.budget
-        methods = offered_methods()
+        methods = self.methods
         caps = {}
         for m in methods:
             key, cap = method_class(m).budget_param, b.cap(m)
@@ -104,8 +108,9 @@ class ModelService:
             weights=meta.get("weights") if isinstance(meta.get("weights"), str) else None,
             finished=meta.get("finished") if isinstance(meta.get("finished"), str) else None,
             methods=methods,
+            refused=self.refused,
             budget={**caps, "timeout_s": b.timeout_s},
-            params=param_ranges(b),
+            params=param_ranges(b, methods),
             max_upload_bytes=max_upload_bytes,
         )
 
@@ -161,6 +166,8 @@ class ModelService:
 
         ``contrast``: explain "why ``target`` and not ``contrast``" (the logit difference)."""
         method = method.strip().lower()
+        if method in self.refused:
+            raise UnsupportedMethodError(self.refused[method])
         used, notes = self.budget.clamp(method, params)
         self.check_target(target)
         self.check_target(contrast, "contrast")
@@ -247,13 +254,11 @@ class ModelService:
         """The photo as the model saw it: uint8 HWC at the input size."""
         return denormalize(prep.x[0], self.trained.data_config).permute(1, 2, 0).numpy()
 
-    def _explainer(self, method: str, params: dict[str, Any], watch: Watch) -> Explainer:
+    def _explainer(self, method: str, params: dict[str, Any]) -> Explainer:
         if method == "gradcam" and not params:
             return self._gradcam
-        heavy = method_class(method).heavy
-        model: nn.Module = WatchedModel(self.trained.model, watch) if heavy else self.trained.model
         try:
-            return explainer_for(self.trained, method, model=model, **params)
+            return explainer_for(self.trained, method, **params)
         except (TypeError, ValueError) as e:
             raise BadParams(f"{method}: {e}") from None
 
@@ -268,13 +273,16 @@ class ModelService:
         include_map: bool,
         contrast: int | None = None,
     ) -> Evidence:
-        explainer = self._explainer(method, params, watch)
-        try:
-            result = explainer.explain(prep.x, target=target, contrast=contrast)
-        except ValueError as e:
-            if not method_class(method).heavy and contrast is None:
-                raise
-            raise BadParams(f"{method}: {e}") from None  # e.g. options that do not fit this image size
+        heavy = method_class(method).heavy
+        model = self.trained.model
+        with watching(model, watch) if heavy else contextlib.nullcontext(model):
+            explainer = self._explainer(method, params)
+            try:
+                result = explainer.explain(prep.x, target=target, contrast=contrast)
+            except ValueError as e:
+                if not heavy and contrast is None:
+                    raise
+                raise BadParams(f"{method}: {e}") from None  # e.g. options that do not fit this image size
         m = result.maps[0].numpy().astype(np.float32)
         tgt = int(result.target[0])
         overlay = render.overlay(self.view_image(prep), m, method, result.scores)

@@ -6,18 +6,18 @@ and each running one a progress fraction (what the page shows while LIME/SHAP co
 hooks (Grad-CAM) or its gradients.
 
 Cooperative stopping: a task's :class:`Watch` is ticked before every model forward (see
-:class:`WatchedModel`); past the deadline or after a cancel the tick raises, so a budgeted request stops at
+:func:`watching`); past the deadline or after a cancel the tick raises, so a budgeted request stops at
 the next batch instead of holding the model until it finishes.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import itertools
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -72,22 +72,24 @@ class Watch:
         return min(0.99, self.seen / self.total)
 
 
-class WatchedModel(nn.Module):
-    """The classifier with a :class:`Watch` tick before every forward (for perturbation methods)."""
+@contextlib.contextmanager
+def watching(model: nn.Module, watch: Watch) -> Iterator[nn.Module]:
+    """``model`` with a :class:`Watch` tick before every forward while the block runs (perturbation methods).
 
-    def __init__(self, model: nn.Module, watch: Watch) -> None:
-        super().__init__()
-        self.model = model
-        self.watch = watch
+    A forward pre-hook rather than a wrapper module, so the model's layer paths (a CAM layer such as
+    ``features.2.act``) stay what the run names them; a copy of the model made meanwhile (the BatchNorm-folded
+    one LIME, SHAP and the CAMs run) carries the hook and ticks the *same* watch, where progress, deadline and
+    cancel live (deepcopy keeps a function, so the watch and its ``threading.Event`` are not copied)."""
 
-    def forward(self, x: torch.Tensor) -> Any:
-        self.watch.tick(int(x.shape[0]) if x.ndim == 4 else 1)
-        return self.model(x)
+    def tick(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        x = args[0] if args else None
+        watch.tick(int(x.shape[0]) if isinstance(x, torch.Tensor) and x.ndim == 4 else 1)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> WatchedModel:
-        # a copy (e.g. the BatchNorm-folded one LIME/SHAP run) must tick the *same* watch: progress,
-        # deadline and cancel live there (and a threading.Event cannot be copied anyway)
-        return WatchedModel(copy.deepcopy(self.model, memo), self.watch)
+    handle = model.register_forward_pre_hook(tick)
+    try:
+        yield model
+    finally:
+        handle.remove()
 
 
 @dataclass

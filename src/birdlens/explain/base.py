@@ -127,7 +127,9 @@ class Param:
     """One tunable parameter of a method: its type, allowed range or choices, default and meaning.
 
     Declared on the explainer class so that one declaration gives the web API its validation, the budget its
-    caps, and the CLI/study their checks. ``lo``/``hi`` bound numbers (inclusive); ``choices`` bound strings.
+    caps, and the CLI/study their checks. ``lo``/``hi`` bound numbers (inclusive); ``choices`` bound strings:
+    a tuple, or a function giving it where the choices are themselves class facts known only once every method
+    is registered (SmoothGrad's bases).
     """
 
     name: str
@@ -135,14 +137,19 @@ class Param:
     default: Any
     lo: float | None = None
     hi: float | None = None
-    choices: tuple[str, ...] | None = None
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
     doc: str = ""
     optional: bool = False  # None is allowed too (it means the method's automatic choice)
 
+    def choice_list(self) -> tuple[str, ...] | None:
+        """The allowed strings (``choices`` resolved), or None where any value of the type is allowed."""
+        return self.choices() if callable(self.choices) else self.choices
+
     def allowed(self, hi: float | None = None) -> str:
         """The allowed values in words, e.g. ``an integer in [1, 20000]``."""
-        if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
+        choices = self.choice_list()
+        if choices is not None:
+            return "one of " + ", ".join(repr(c) for c in choices)
         kind = {
             int: "an integer",
             float: "a number",
@@ -175,7 +182,8 @@ class Param:
                 raise bad
             return value
         if self.type is str:
-            if not isinstance(value, str) or (self.choices is not None and value not in self.choices):
+            choices = self.choice_list()
+            if not isinstance(value, str) or (choices is not None and value not in choices):
                 raise bad
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -203,7 +211,7 @@ class Param:
             "default": self.default,
             "min": self.lo,
             "max": self.hi,
-            "choices": list(self.choices) if self.choices is not None else None,
+            "choices": None if (choices := self.choice_list()) is None else list(choices),
             "optional": self.optional,
             "doc": self.doc,
         }
@@ -461,6 +469,11 @@ class Explainer(ABC):
     #: :mod:`birdlens.explain.batching`) with each image's map equal to explaining it alone, so callers
     #: (``explain``, the study, xmetrics) pass it many images per call
     batched: ClassVar[bool] = False
+    #: computed from the target's gradient at the input or at a layer: SmoothGrad can average it over noisy
+    #: copies (the mean of ``scores[smoothed_score]``, shown by :meth:`map_of`)
+    uses_gradients: ClassVar[bool] = False
+    #: the entry of ``scores`` a gradient method's map is made from, what SmoothGrad averages
+    smoothed_score: ClassVar[str] = "attributions"
     #: explains "why A and not B" (scores rows by :func:`class_score` with the call's contrast); a method that
     #: cannot (its relevance is not a function of one scalar score) refuses ``contrast`` rather than ignore it
     contrastive: ClassVar[bool] = True
@@ -469,6 +482,13 @@ class Explainer(ABC):
     def param_spec(cls) -> dict[str, Param]:
         """The declared tunable parameters by name."""
         return {p.name: p for p in cls.tunable}
+
+    @classmethod
+    def check_model(cls, model: nn.Module) -> None:
+        """Raise :class:`UnsupportedMethodError` where the method would give silently wrong maps on ``model``
+        (LRP's rules on SiLU or uncovered skip connections); a class fact, so the web app can offer only the
+        methods its served model accepts. Most methods accept any model."""
+        return None
 
     @classmethod
     def display_title(cls) -> str:
@@ -514,6 +534,11 @@ class Explainer(ABC):
         self.contrast: torch.Tensor | None = None
         if multi_label:  # recorded only when set: single-label params stay as they were
             self.params["multi_label"] = True
+
+    def map_of(self, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The ``[B, H, W]`` map this method shows for its ``scores[smoothed_score]`` values (``size``: the
+        input's), so SmoothGrad shows a mean of them as the method shows one explanation."""
+        raise NotImplementedError(f"{self.name} is not computed from gradients (uses_gradients is False)")
 
     # ---- helpers shared by the methods ---------------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:

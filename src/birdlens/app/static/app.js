@@ -1,4 +1,5 @@
-// birdlens serve: upload -> /api/predict (top-5 + Grad-CAM) -> LIME/SHAP as queued tasks with progress.
+// birdlens serve: upload -> /api/predict (top-5 + Grad-CAM) -> LIME, SHAP or any other offered method as queued
+// tasks with progress.
 // Plain JS, no build step, no CDN. Every response is tagged with the photo it belongs to (`seq`), so a slow
 // answer for an earlier photo never lands on the current one.
 "use strict";
@@ -6,6 +7,19 @@
 const $ = (sel, root = document) => root.querySelector(sel);
 const MB = 1024 * 1024;  // as the server counts (--max-upload-mb)
 const state = { seq: 0, blob: null, target: null, top: [], info: null, tasks: {}, truth: null };
+// methods with a panel of their own; every other offered method is in the "any method" panel
+const OWN_PANELS = ["gradcam", "lime", "shap"];
+
+// the parameter that counts a method's model forwards, as /api/info names its cap ("<method>_<param>")
+function budgetKey(method) {
+  const b = (state.info && state.info.budget) || {};
+  const key = Object.keys(b).find((k) => k.startsWith(`${method}_`) && k !== `${method}_default`);
+  return key ? key.slice(method.length + 1) : null;
+}
+
+function panelOf(method) {
+  return OWN_PANELS.includes(method) ? method : "more";
+}
 
 function pretty(label) {
   return label.toLowerCase().replace(/\b\w/g, (c) => c.toUpperCase());
@@ -67,6 +81,35 @@ async function loadInfo() {
   const b = info.budget;
   setBudget("lime", b.lime_default, b.lime_num_samples);
   setBudget("shap", b.shap_default, b.shap_max_evals);
+  const select = $("#panel-more .method");
+  select.textContent = "";
+  for (const m of info.methods.filter((m) => !OWN_PANELS.includes(m))) {
+    const o = document.createElement("option");
+    o.value = m;
+    o.textContent = m;
+    select.appendChild(o);
+  }
+  for (const [m, why] of Object.entries(info.refused || {})) {  // offered by birdlens, refused by this model
+    const o = document.createElement("option");
+    o.value = m;
+    o.textContent = `${m} (not for this model)`;
+    o.title = why;
+    o.disabled = true;
+    select.appendChild(o);
+  }
+  chooseMore();
+}
+
+// the "any method" panel's budget input follows the chosen method (hidden when it has no budget)
+function chooseMore() {
+  const p = $("#panel-more");
+  const m = $(".method", p).value;
+  const key = budgetKey(m);
+  $(".budget-label", p).hidden = !key;
+  if (key) {
+    $(".budget-name", p).textContent = key.replace("_", " ");
+    setBudget("more", state.info.budget[`${m}_default`], state.info.budget[`${m}_${key}`]);
+  }
 }
 
 function renderAbout(info) {
@@ -137,7 +180,7 @@ function cancelTasks() {
 }
 
 function resetPanels() {
-  for (const m of ["view", "gradcam", "lime", "shap", "contrast"]) {
+  for (const m of ["view", "gradcam", "lime", "shap", "more", "contrast"]) {
     const p = $(`#panel-${m}`);
     const img = $(".frame img", p);
     img.hidden = true;
@@ -201,6 +244,7 @@ async function predict(seq) {
   showImage("view", pred.view_png, `${pred.width}×${pred.height} px upload`);
   renderEvidence(pred.gradcam);
   for (const m of ["lime", "shap"]) $(`#panel-${m} .run`).disabled = false;
+  $("#panel-more .run").disabled = !$("#panel-more .method").value;  // no other method offered
   $("#neighbours-run").disabled = false;
 }
 
@@ -357,13 +401,14 @@ function showImage(method, dataUrl, meta) {
 
 function renderEvidence(ev) {
   const contrastive = ev.contrast !== null && ev.contrast !== undefined;
-  const panel = contrastive ? "contrast" : ev.method;
+  const panel = contrastive ? "contrast" : panelOf(ev.method);
   const p = $(`#panel-${panel}`);
   if (!p) return;
   $(".busy", p).hidden = true;
-  const budgetKey = { lime: "num_samples", shap: "max_evals" }[ev.method];
+  const key = budgetKey(ev.method);
   const parts = [`${ev.seconds.toFixed(2)} s`];
-  if (budgetKey && ev.params[budgetKey] !== undefined) parts.push(`${budgetKey.replace("_", " ")} ${ev.params[budgetKey]}`);
+  if (panel === "more") parts.unshift(ev.method);
+  if (key && ev.params[key] !== undefined) parts.push(`${key.replace("_", " ")} ${ev.params[key]}`);
   if (ev.params.layer) parts.push(`layer ${ev.params.layer}`);
   parts.push(`map ${num(ev.stats.min)} … ${num(ev.stats.max)}`);
   if (contrastive) parts.unshift(`${pretty(ev.target_label)} rather than ${pretty(ev.contrast_label)}`);
@@ -374,15 +419,16 @@ async function runTask(method) {
   if (!state.blob) return;
   const seq = state.seq;
   const target = state.target;
-  const p = $(`#panel-${method}`);
+  const slot = panelOf(method);  // state.tasks is keyed by panel: one task per panel at a time
+  const p = $(`#panel-${slot}`);
   const busy = $(".busy", p);
   const bar = $(".bar", p);
   const status = $(".status", p);
   const run = $(".run", p);
-  const budgetKey = { lime: "num_samples", shap: "max_evals" }[method];
+  const key = budgetKey(method);
   const params = {};
   const n = parseInt($(".budget", p).value, 10);
-  if (Number.isFinite(n)) params[budgetKey] = n;
+  if (key && Number.isFinite(n)) params[key] = n;
 
   $(".frame img", p).hidden = true;
   $(".meta", p).textContent = "";
@@ -400,8 +446,8 @@ async function runTask(method) {
   if (seq !== state.seq) return;
   if (!resp.ok) { busy.hidden = true; run.disabled = false; status.textContent = ""; showError(await apiError(resp)); return; }
   let task = await resp.json();
-  state.tasks[method] = task.id;
-  while (seq === state.seq && state.tasks[method] === task.id) {
+  state.tasks[slot] = task.id;
+  while (seq === state.seq && state.tasks[slot] === task.id) {
     if (task.state === "queued") {
       status.textContent = task.queue_position > 0 ? `queued · ${task.queue_position} ahead` : "starting…";
     } else if (task.state === "running") {
@@ -415,8 +461,8 @@ async function runTask(method) {
     if (!r.ok) { task = { state: "error", error: await apiError(r) }; break; }
     task = await r.json();
   }
-  if (seq !== state.seq || state.tasks[method] !== task.id) return;
-  state.tasks[method] = null;
+  if (seq !== state.seq || state.tasks[slot] !== task.id) return;
+  state.tasks[slot] = null;
   run.disabled = false;
   if (task.state === "done") {
     bar.style.width = "100%";
@@ -445,9 +491,10 @@ function wire() {
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
   $("#panel-contrast .run").addEventListener("click", whyNot);
   $("#neighbours-run").addEventListener("click", showNeighbours);
-  for (const m of ["lime", "shap"]) {
+  $("#panel-more .method").addEventListener("change", chooseMore);
+  for (const m of ["lime", "shap", "more"]) {
     const p = $(`#panel-${m}`);
-    $(".run", p).addEventListener("click", () => runTask(m));
+    $(".run", p).addEventListener("click", () => runTask(m === "more" ? $(".method", p).value : m));
     $(".cancel", p).addEventListener("click", () => {
       const id = state.tasks[m];
       if (id) fetch(`/api/tasks/${id}`, { method: "DELETE" });

@@ -27,7 +27,7 @@ from birdlens.explain.hooks import capture_as_leaf, frozen_parameters, replace_o
 from birdlens.explain.methods.cam import CAMBase, Captured
 from birdlens.explain.outputs import select_output
 
-BATCH_SIZE = Param("batch_size", int, 16, lo=1, hi=256, doc="ablated copies per model call")
+BATCH_SIZE = Param("batch_size", int, 16, lo=1, hi=64, doc="ablated copies per model call")
 #: how far below the minimum an ablated channel is set where activations can be negative (pytorch-grad-cam)
 ABLATION_OFFSET = 1e7
 
@@ -55,7 +55,6 @@ class AblationCAM(CAMBase):
 
     title = "Ablation-CAM"
     panel_order = 49
-    in_app = False
     heavy = True
     batched = True
     uses_gradients = False

@@ -47,8 +47,9 @@ class CAMBase(Explainer):
     per-method combination into a ``[B, h, w]`` map, then pytorch-grad-cam's normalisation."""
 
     needs_layer = True
-    #: the map needs the target's gradient at the layer (False: Eigen-CAM, Score-CAM, Ablation-CAM)
-    uses_gradients: ClassVar[bool] = True
+    # the gradient CAMs need the target's gradient at the layer (False: Eigen-CAM, Score-CAM, Ablation-CAM)
+    uses_gradients = True
+    smoothed_score = "cam_lowres"  # SmoothGrad averages the raw CAM, then normalises it as one CAM
     tunable: ClassVar[tuple[Param, ...]] = (
         Param(
             "normalize", bool, True, doc="ReLU + per-image min-max as pytorch-grad-cam (false: the raw CAM)"
@@ -129,12 +130,7 @@ class CAMBase(Explainer):
         cap = self.capture(x, target)
         cam = self.cam_for(x, cap)
         raw = cam.detach().clone()
-        if self.normalize:
-            cam = minmax_per_image(cam.clamp_min(0))
-            cam = resize_maps(cam, (x.shape[2], x.shape[3]))
-            cam = minmax_per_image(cam.clamp_min(0))
-        else:
-            cam = resize_maps(cam, (x.shape[2], x.shape[3]))
+        cam = self.map_of(cam, (x.shape[2], x.shape[3]))
         scores = self.target_scores(cap.logits, cap.target)
         scores["cam_lowres"] = raw.cpu()
         params = {
@@ -145,6 +141,12 @@ class CAMBase(Explainer):
             **self.cam_params(),
         }
         return cam, cap.target, scores, params
+
+    def map_of(self, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """A raw CAM ``[B, h, w]`` at input resolution: pytorch-grad-cam's normalisation when ``normalize``."""
+        if not self.normalize:
+            return resize_maps(values, size)
+        return minmax_per_image(resize_maps(minmax_per_image(values.clamp_min(0)), size).clamp_min(0))
 
     def cam_params(self) -> dict[str, Any]:
         """The method's own settings for ``params`` (a batch size, a sign rule)."""
@@ -169,7 +171,6 @@ class GradCAMPlusPlus(CAMBase):
 
     title = "Grad-CAM++"
     panel_order = 20
-    in_app = False
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         g2 = grads**2
@@ -187,7 +188,6 @@ class LayerCAM(CAMBase):
 
     title = "LayerCAM"
     panel_order = 30
-    in_app = False
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         return (grads.clamp_min(0) * acts).sum(1)
@@ -199,7 +199,6 @@ class HiResCAM(CAMBase):
 
     title = "HiResCAM"
     panel_order = 40
-    in_app = False
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         return (grads * acts).sum(1)
@@ -212,7 +211,6 @@ class XGradCAM(CAMBase):
 
     title = "XGradCAM"
     panel_order = 45
-    in_app = False
 
     def combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         sum_acts = acts.sum(dim=(2, 3), keepdim=True)

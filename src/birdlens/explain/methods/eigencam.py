@@ -40,7 +40,6 @@ class EigenCAM(CAMBase):
 
     title = "Eigen-CAM"
     panel_order = 47
-    in_app = False
     uses_gradients = False
     contrastive = False  # the map does not depend on the class, so "why A and not B" has no answer here
 

@@ -59,6 +59,7 @@ class IntegratedGradients(Explainer):
     title = "Integrated Gradients"
     panel_order = 70
     signed = True
+    uses_gradients = True
     heavy = True
     batched = True
     budget_param = "steps"
@@ -102,6 +103,9 @@ class IntegratedGradients(Explainer):
     def channel_map(attributions: torch.Tensor) -> torch.Tensor:
         """The map of per-channel attributions ``[B,C,H,W]``: their sum over channels (signed)."""
         return attributions.sum(1)
+
+    def map_of(self, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.channel_map(values)
 
     def make_baseline(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.baseline, str) and self.baseline not in ("black", "blurred", "mean"):

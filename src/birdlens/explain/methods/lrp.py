@@ -130,7 +130,7 @@ class Lrp(Explainer):
     panel_order = 75
     signed = True
     batched = True
-    in_app = False  # not offered by the web app yet (no per-request budget decided)
+    uses_gradients = True  # a modified backward pass: relevance flows as gradients do, rule by rule
     overlay_sigma = 1.5
     tunable = (
         Param("composite", str, "epsilon_plus_flat", choices=COMPOSITES, doc="zennit's rule composite"),
@@ -147,13 +147,18 @@ class Lrp(Explainer):
         batch_size: int = 8,
         **common: Any,
     ) -> None:
-        refuse_smooth_activations("lrp", model)
-        refuse_uncovered_residuals(model)
+        self.check_model(model)
         super().__init__(model, **common)
         self.composite = self.checked("composite", composite)
         self.epsilon = self.checked("epsilon", epsilon)
         self.batch_size = self.checked("batch_size", batch_size)
         self.params.update(composite=self.composite, epsilon=self.epsilon, batch_size=self.batch_size)
+
+    @classmethod
+    def check_model(cls, model: nn.Module) -> None:
+        """Refused on smooth activations and on skip connections without a canonizer (the rules do not hold)."""
+        refuse_smooth_activations("lrp", model)
+        refuse_uncovered_residuals(model)
 
     def relevance(self, x: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """``(relevance [B,C,H,W], logits [B,K], target [B])``, ``batch_size`` images per modified backward."""
@@ -174,9 +179,17 @@ class Lrp(Explainer):
                 targets.append(t)
         return torch.cat(rels), torch.cat(logits), torch.cat(targets)
 
+    @staticmethod
+    def channel_map(attributions: torch.Tensor) -> torch.Tensor:
+        """The map of per-channel relevance ``[B,C,H,W]``: its sum over channels (signed)."""
+        return attributions.sum(1)
+
+    def map_of(self, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.channel_map(values)
+
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
         rel, logits, target = self.relevance(x, target)
         scores = self.target_scores(logits, target)
         scores["attributions"] = rel.cpu()
         scores["relevance_sum"] = rel.flatten(1).sum(1).float().cpu()
-        return rel.sum(1), target, scores, {}
+        return self.channel_map(rel), target, scores, {}

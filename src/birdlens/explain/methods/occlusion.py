@@ -46,7 +46,6 @@ class Occlusion(Explainer):
     signed = True
     heavy = True
     batched = True
-    in_app = False  # not offered by the web app yet (no per-request budget decided)
     tunable = (
         Param("window", int, 32, lo=1, hi=1024, doc="side (px) of the occluding square"),
         Param("stride", int, 16, lo=1, hi=1024, doc="step (px) between windows"),

@@ -63,7 +63,6 @@ class Rise(Explainer):
     stochastic = True
     heavy = True
     batched = True
-    in_app = False  # not offered by the web app yet (no per-request budget decided)
     budget_param = "num_masks"
     tunable = (
         Param("num_masks", int, 2000, lo=1, hi=20000, doc="random masks (model forwards) per image"),

@@ -46,7 +46,7 @@ class Saliency(Explainer):
     title = "Saliency"
     panel_order = 65
     batched = True
-    in_app = False  # not offered by the web app yet (no per-request budget decided)
+    uses_gradients = True
     overlay_sigma = 1.5  # per-pixel gradients are speckled; the saved .npy stays raw
     tunable = (Param("batch_size", int, 16, lo=1, hi=64, doc="images per backward"),)
 
@@ -59,6 +59,9 @@ class Saliency(Explainer):
     def channel_map(attributions: torch.Tensor) -> torch.Tensor:
         """The map of per-channel attributions ``[B,C,H,W]``: their maximum over channels (Simonyan et al.)."""
         return attributions.amax(1)
+
+    def map_of(self, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.channel_map(values)
 
     def _explain(self, x: torch.Tensor, target: torch.Tensor | None) -> Any:
         grads, logits, target = input_gradients(self, x, target, self.batch_size)

@@ -21,7 +21,7 @@ from birdlens.explain.base import Param, register
 from birdlens.explain.batching import Job, alone_rows, chunk_bounds, pooled_values
 from birdlens.explain.methods.cam import CAMBase, Captured
 
-BATCH_SIZE = Param("batch_size", int, 16, lo=1, hi=256, doc="masked images per model call")
+BATCH_SIZE = Param("batch_size", int, 16, lo=1, hi=64, doc="masked images per model call")
 
 
 def channel_masks(acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -38,7 +38,6 @@ class ScoreCAM(CAMBase):
 
     title = "Score-CAM"
     panel_order = 48
-    in_app = False
     heavy = True
     batched = True
     uses_gradients = False

@@ -37,7 +37,9 @@ def segment(image01: np.ndarray, algorithm: str = "quickshift", seed: int = 0, *
     if algorithm == "quickshift":
         from skimage.segmentation import quickshift
 
-        seg = quickshift(img, rng=seed, **opts)
+        # its Cython core takes the seed as a C int: seeds from 2**31 (LIME allows up to 2**32 - 1) are folded
+        # into that range, so every allowed seed segments (smaller seeds as before) instead of overflowing
+        seg = quickshift(img, rng=seed % 2**31, **opts)
     else:
         from skimage.segmentation import slic
 
