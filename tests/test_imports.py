@@ -53,3 +53,37 @@ def test_no_module_imports_another_packages_private_names() -> None:
         module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         found += private_imports(path.read_text(encoding="utf-8"), module)
     assert found == []
+
+
+_EACH_ALONE = """
+import importlib, sys, traceback
+failed = []
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m == "birdlens" or m.startswith("birdlens.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception:
+        failed.append(name + ": " + traceback.format_exc().strip().splitlines()[-1])
+print("\\n".join(failed))
+"""
+
+
+def test_every_module_imports_first() -> None:
+    """Each module imports in an interpreter where no birdlens module is loaded yet (a module cycle that only
+    bites when a module is imported first, e.g. batching -> methods -> ig -> batching, shows up here)."""
+    import subprocess
+    import sys
+
+    modules = []
+    for path in sorted((SRC / "birdlens").rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        modules.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    out = subprocess.run(
+        [sys.executable, "-c", _EACH_ALONE, *modules],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**__import__("os").environ, "PYTHONPATH": str(SRC)},
+    )
+    assert out.stdout.strip() == ""

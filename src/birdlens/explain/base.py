@@ -113,6 +113,21 @@ def class_score(
     return score - logits.gather(1, contrast.view(-1, 1).to(logits.device)).squeeze(1)
 
 
+def scores_of(
+    explainer: Explainer,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    contrast: torch.Tensor | None,
+    score: str,
+) -> torch.Tensor:
+    """Each row's score, float64 ``[N]`` on the CPU: the target's probability (``score="prob"``, the model's
+    own head) or logit, or, with a contrast, the logit difference (:func:`class_score`):
+    a probability is unchanged by what the contrast class does, so it cannot say "and not B"."""
+    if contrast is None and score == "prob":
+        return class_score(explainer.probabilities(logits), target).double().cpu()
+    return class_score(logits, target, contrast).double().cpu()
+
+
 class UnsupportedMethodError(ValueError):
     """The method is refused because it would give silently wrong maps (or is unknown)."""
 

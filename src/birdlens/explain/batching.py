@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from birdlens.explain.base import Explainer, class_score
-from birdlens.explain.methods.perturb import scores_of
+from birdlens.explain.base import Explainer, class_score, scores_of
 from birdlens.utils.device import autocast
 
 #: builds rows ``[lo, hi)`` of one image's perturbations as a ``[hi - lo, C, H, W]`` tensor

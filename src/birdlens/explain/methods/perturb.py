@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from birdlens.explain.base import Explainer, Param, class_score
+from birdlens.explain.base import Explainer, Param, scores_of
 from birdlens.explain.imaging import gaussian_blur
 from birdlens.utils.device import PRECISIONS, autocast
 
@@ -52,21 +52,6 @@ def target_values(
     n = out.shape[0]
     cst = None if contrast is None else torch.full((n,), contrast, dtype=torch.long)
     return scores_of(explainer, out, torch.full((n,), target, dtype=torch.long), cst, score)
-
-
-def scores_of(
-    explainer: Explainer,
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    contrast: torch.Tensor | None,
-    score: str,
-) -> torch.Tensor:
-    """Each row's score, float64 ``[N]`` on the CPU: the target's probability (``score="prob"``, the model's
-    own head) or logit, or, with a contrast, the logit difference (:func:`birdlens.explain.base.class_score`):
-    a probability is unchanged by what the contrast class does, so it cannot say "and not B"."""
-    if contrast is None and score == "prob":
-        return class_score(explainer.probabilities(logits), target).double().cpu()
-    return class_score(logits, target, contrast).double().cpu()
 
 
 #: what a hidden region shows: "zero" is 0 in the model's input space (Captum's default baseline; the
