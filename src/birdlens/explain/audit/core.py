@@ -1,9 +1,11 @@
 """Run the shortcut audit on a trained run: per class, background reliance, SpRAy clusters, the counterfactual.
 
-Object regions: the data's part/segmentation mask grown by 1/16 of the side, else its box; otherwise the model-free
-estimate :func:`central_object` (the middle ``CENTRAL_SHARE`` of each side, where photographers and the
-synthetic generator put the bird), so on such data an off-centre cue is an off-object one and a cue in the
-middle is not detected (stated in docs/stages/shortcut-audit.md).
+Object regions: the data's part/segmentation mask grown by 1/16 of the side, else its box; otherwise the
+model-free :func:`central_object` (the middle ``CENTRAL_SHARE`` of each side) joined with the model's own
+estimate :func:`birdlens.explain.audit.signals.others_object` (where the evidence for the image's other likely
+classes lies, which covers a bird's head outside the middle). A cluster is
+also a suspect when its region's pixels agree across the class's images far more than across other classes'
+(:func:`birdlens.explain.audit.signals.pixel_agreement`): a pasted mark, wherever the object estimate puts it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from PIL import Image
 
 from birdlens.data.manifest import Manifest, Record
 from birdlens.explain.audit.counterfactual import paste, wilson_interval
+from birdlens.explain.audit.signals import others_object, pixel_agreement
 from birdlens.explain.audit.spray import spray
 from birdlens.utils import console
 
@@ -36,7 +39,7 @@ class AuditInputError(ValueError):
 class AuditConfig:
     """The audit's settings; every threshold is here, and recorded in ``audit.json``."""
 
-    method: str = "gradcam"
+    method: str = "hirescam"  # exact for a dense head; Grad-CAM's pooled weights missed most planted cues
     per_class: int = 48  # train images explained per class (seeded sample)
     recipients: int = 200  # other-class test images the suspect region is pasted onto
     donors: int = 8  # suspect-class images the region is taken from
@@ -44,7 +47,14 @@ class AuditConfig:
     min_share: float = 0.15  # a suspect cluster holds at least this share of the class's maps ...
     min_consistency: float = 0.5  # ... whose pooled maps agree this much (mean cosine to their centre) ...
     min_off_object: float = 0.5  # ... its region lies at least this much outside the object ...
+    min_agreement: float = (
+        0.1  # ... (or its pixels agree across donors this much more than across others) ...
+    )
     max_region: float = 0.2  # ... and covers at most this share of the image (pasting more is a new image)
+    object_classes: int = 3  # no mask or box: the object is where the maps of this many other classes lie ...
+    object_level: float = 0.5  # ... reaching this share of their mean map's maximum
+    agree_tol: float = 12.0  # pixel agreement: within this (0-255, every channel) of the per-pixel median ...
+    agree_quorum: float = 0.75  # ... in at least this share of the images
     grid: int = 8
     max_clusters: int = 4
     batch: int = 16
@@ -83,7 +93,7 @@ class _Images:
         from birdlens.models import eval_geometry
 
         geom = eval_geometry(trained.data_config, trained.image_size)
-        photos, objects = [], []
+        photos, objects, known = [], [], []
         for r in records:
             with Image.open(r.path) as im:
                 arr = np.asarray(im.convert("RGB"))
@@ -98,12 +108,14 @@ class _Images:
             elif r.box is not None:
                 obj = to_input_frame(box_image(r.box, (arr.shape[1], arr.shape[0])), geom).numpy()
             else:
-                obj = central_object(photos[-1].shape[0])
+                obj = np.zeros(photos[-1].shape[:2], bool)
+            known.append(bool(obj.any()))
             objects.append(obj if obj.any() else central_object(photos[-1].shape[0]))
         size = trained.image_size
         self.records = list(records)
         self.photos = np.stack(photos) if photos else np.zeros((0, size, size, 3), np.uint8)
         self.objects = np.stack(objects) if objects else np.zeros((0, size, size), bool)
+        self.known = np.array(known, dtype=bool)  # False: no mask or box, the object is to be estimated
 
 
 def _tensor(trained: Any, photos: np.ndarray) -> torch.Tensor:
@@ -171,31 +183,87 @@ def _minmax(maps: torch.Tensor) -> np.ndarray:
     return m / np.where(top > 0, top, 1.0)
 
 
-def _clusters(maps: torch.Tensor, objects: np.ndarray, cfg: AuditConfig) -> list[dict[str, Any]]:
-    """SpRAy clusters with what decides a suspect: share, consistency, region and its off-object share."""
+def _objects(explainer: Any, trained: Any, images: _Images, target: int, cfg: AuditConfig) -> np.ndarray:
+    """The object masks; where the data gave none, the central estimate widened by :func:`others_object`
+    (grown like a mask) of each image's ``cfg.object_classes`` likeliest classes other than ``target``: a
+    union, so the estimate can only keep evidence on the bird from being called off it."""
+    objects = images.objects.copy()
+    todo = np.nonzero(~images.known)[0]
+    k = min(cfg.object_classes, len(trained.classes) - 1)
+    if len(todo) == 0 or k < 1:
+        return objects
+    photos = images.photos[todo]
+    proba = torch.cat(
+        [
+            trained.predict_proba(_tensor(trained, photos[i : i + cfg.batch]))
+            for i in range(0, len(photos), cfg.batch)
+        ]
+    )
+    proba[:, target] = -1
+    ranked = proba.argsort(1, descending=True)[:, :k]
+    others = np.stack(
+        [
+            torch.cat(
+                [
+                    explainer.explain(
+                        _tensor(trained, photos[i : i + cfg.batch]), target=ranked[i : i + cfg.batch, j]
+                    ).maps
+                    for i in range(0, len(photos), cfg.batch)
+                ]
+            ).numpy()
+            for j in range(k)
+        ],
+        axis=1,
+    )
+    est = others_object(others, cfg.object_level)
+    grow = max(1, round(objects.shape[1] / 16))
+    for n, i in enumerate(todo):
+        objects[i] |= _dilate(est[n], grow) if est[n].any() else False
+    return objects
+
+
+def _clusters(
+    maps: torch.Tensor, photos: np.ndarray, objects: np.ndarray, others: np.ndarray, cfg: AuditConfig
+) -> list[dict[str, Any]]:
+    """SpRAy clusters with what decides a suspect: share, consistency, region, its off-object share and its
+    pixel agreement; and the donors its region would be pasted from (off their own object first)."""
     s = spray(maps, grid=cfg.grid, max_k=cfg.max_clusters, seed=cfg.seed)
     norm = _minmax(maps)
+    grow = max(1, round(photos.shape[1] / 16))
     out = []
     for c in range(s.k):
         idx = s.members(c)
         mean = norm[idx].mean(0)
         region = mean >= 0.5 * mean.max() if mean.max() > 0 else np.ones_like(mean, bool)
         off = float(np.mean([(region & ~objects[i]).sum() / region.sum() for i in idx]))
+        grown = _dilate(region, grow)
+        inside = np.array([maps[i].clamp_min(0)[torch.from_numpy(grown)].sum().item() for i in idx])
+        off_each = np.array([(grown & ~objects[i]).sum() / grown.sum() for i in idx])
+        # the most relevant members whose pasted pixels are off their own object: pasting a piece of the
+        # bird may flip a prediction for the right reason
+        order = np.lexsort((-inside, (off_each < cfg.min_off_object)))
+        donors = idx[order[: cfg.donors]]
+        agreement = pixel_agreement(photos[donors], grown, cfg.agree_tol, cfg.agree_quorum) - pixel_agreement(
+            others, grown, cfg.agree_tol, cfg.agree_quorum
+        )
         info = {
             "size": len(idx),
             "share": len(idx) / len(norm),
             "consistency": s.consistency(c),
             "off_object": off,
+            "pixel_agreement": agreement,
             "region_share": float(region.mean()),
             "k": s.k,
         }
         info["suspect"] = (
             info["share"] >= cfg.min_share
             and info["consistency"] >= cfg.min_consistency
-            and off >= cfg.min_off_object
+            and (off >= cfg.min_off_object or agreement >= cfg.min_agreement)
             and info["region_share"] <= cfg.max_region
         )
-        out.append({**info, "_members": idx, "_region": region, "_mean": mean})
+        out.append(
+            {**info, "_members": idx, "_region": region, "_mean": mean, "_grown": grown, "_donors": donors}
+        )
     return out
 
 
@@ -220,6 +288,11 @@ class _Counterfactual:
     def __init__(self, trained: Any, pool: _Images, pool_pred: np.ndarray) -> None:
         self.trained, self.pool, self.pool_pred = trained, pool, pool_pred
         self.labels = np.array([trained.classes.index(r.label) for r in pool.records])
+
+    def others(self, target: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` other-class images of the pool: what a region's pixel agreement is compared with."""
+        ok = np.nonzero(self.labels != target)[0]
+        return self.pool.photos[np.sort(rng.choice(ok, size=min(n, len(ok)), replace=False))]
 
     def run(
         self, target: int, donors: np.ndarray, region: np.ndarray, cfg: AuditConfig, rng: np.random.Generator
@@ -262,10 +335,11 @@ def _audit_class(
 
     target = trained.classes.index(name)
     maps = _explain(explainer, trained, images.photos, target, cfg.batch)
-    background = float(1 - energy_share(maps, torch.from_numpy(images.objects)).mean())
-    clusters = _clusters(maps, images.objects, cfg)
+    objects = _objects(explainer, trained, images, target, cfg)
+    background = float(1 - energy_share(maps, torch.from_numpy(objects)).mean())
+    clusters = _clusters(maps, images.photos, objects, cf.others(target, cfg.donors, rng), cfg)
     suspects = sorted((c for c in clusters if c["suspect"]), key=lambda c: -c["share"] * c["off_object"])
-    tests = [(c, _test(c, maps, images, cf, cfg, rng, target)) for c in (suspects or [_pick(clusters)])]
+    tests = [(c, _test(c, images, cf, cfg, rng, target)) for c in (suspects or [_pick(clusters)])]
     chosen, res = max(tests, key=lambda t: (t[1]["flagged"], t[1]["ci95"][0]))
     verdict = _verdict(bool(suspects), res["flagged"], res["rate"], res["ci95"][0], res, cfg)
     evidence = _evidence(out, name, res["donor"], chosen, res) if out else []
@@ -290,19 +364,15 @@ def _audit_class(
 
 def _test(
     cluster: dict[str, Any],
-    maps: torch.Tensor,
     images: _Images,
     cf: _Counterfactual,
     cfg: AuditConfig,
     rng: np.random.Generator,
     target: int,
 ) -> dict[str, Any]:
-    """The counterfactual for one cluster: its (grown) region from its most relevant members, pasted."""
-    members = cluster["_members"]
-    region = _dilate(cluster["_region"], max(1, round(images.photos.shape[1] / 16)))
-    inside = np.array([maps[i].clamp_min(0)[torch.from_numpy(region)].sum().item() for i in members])
-    donors = images.photos[members[np.argsort(-inside)[: cfg.donors]]]
-    res = cf.run(target, donors, region, cfg, rng)
+    """The counterfactual for one cluster: its (grown) region from its donors, pasted."""
+    donors = images.photos[cluster["_donors"]]
+    res = cf.run(target, donors, cluster["_grown"], cfg, rng)
     rate = res["flips"] / res["n"] if res["n"] else 0.0
     lo, hi = wilson_interval(res["flips"], res["n"])
     flagged = bool(cluster["suspect"] and lo > cfg.threshold and rate > res["control"])
@@ -387,7 +457,10 @@ def audit_run(
         "settings": {**asdict(cfg), "central_share": CENTRAL_SHARE},
         "note": "evidence paths are relative to this file's folder; flip_rate: share of other-class test "
         "images (not already predicted as the class) predicted as the class once the suspect region is "
-        "pasted on; flagged iff the region is off-object and ci95[0] > threshold and flip_rate > control_rate",
+        "pasted on; flagged iff the region is off-object (off_object >= min_off_object) or its pixels agree "
+        "(pixel_agreement >= min_agreement), and ci95[0] > threshold and flip_rate > control_rate; without a "
+        "mask or box the object is where the maps of the image's object_classes likeliest other classes reach "
+        "object_level of their maximum",
     }
     if out_p is not None:
         write_json(out_p / AUDIT_JSON, result)

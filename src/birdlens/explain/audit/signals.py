@@ -1,0 +1,39 @@
+"""Two signals that tell a shortcut region from a part of the bird without masks or boxes.
+
+* :func:`others_object`: where the bird is, taken from the model itself. The evidence for the image's *other*
+  likely classes lies on the bird (that is what tells birds apart), so a class whose evidence sits where no
+  other class looks is off the object, and a class that looks at the bird's head is on it.
+* :func:`pixel_agreement`: a planted (or real-world: watermark, tag) mark has nearly the same pixels in every
+  image of its class; a bird part in a photo never does, so agreement among the class's images, beyond the
+  agreement of other classes' images at the same place, is a mark.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def others_object(others_maps: np.ndarray, level: float) -> np.ndarray:
+    """Bool ``[N, H, W]``: per image, where the mean of its other classes' maps ``[N, K, H, W]`` reaches
+    ``level`` of its maximum (each map min-max normalised first, so no one class dominates).
+
+    An image whose maps are all zero gets an all-False estimate: nothing is known of its object there.
+    """
+    m = np.nan_to_num(others_maps.astype(np.float64), nan=0.0).clip(min=0)
+    top = m.reshape(*m.shape[:2], -1).max(2)[..., None, None]
+    mean = (m / np.where(top > 0, top, 1.0)).mean(1)
+    peak = mean.reshape(len(mean), -1).max(1)[:, None, None]
+    return (mean >= level * peak) & (peak > 0)
+
+
+def pixel_agreement(images: np.ndarray, region: np.ndarray, tol: float, quorum: float) -> float:
+    """Share of ``region``'s pixels where at least ``quorum`` of ``images [N, H, W, 3]`` lie within ``tol``
+    (0–255, every channel) of the per-pixel median: the images show the same thing there.
+
+    A quorum rather than all of them, since a cue planted with probability p is missing from some images.
+    """
+    if not region.any() or len(images) == 0:
+        return 0.0
+    px = images[:, region].astype(np.float64)  # [N, P, 3]
+    close = (np.abs(px - np.median(px, axis=0, keepdims=True)) <= tol).all(2)  # [N, P]
+    return float((close.mean(0) >= quorum).mean())
