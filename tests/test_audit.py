@@ -18,7 +18,7 @@ from birdlens.data.layouts import load_manifest
 from birdlens.data.shortcuts import PatchCue, plant_shortcut
 from birdlens.explain.audit.core import AuditConfig, AuditInputError, audit_run, central_object, predict
 from birdlens.explain.audit.counterfactual import paste, wilson_interval
-from birdlens.explain.audit.signals import others_object, pixel_agreement
+from birdlens.explain.audit.signals import agreeing_pixels, carries, others_object, pixel_agreement
 from birdlens.explain.audit.spray import eigengap_k, laplacian_spectrum, spray
 
 SIZE = 32
@@ -97,6 +97,19 @@ def test_pixel_agreement_counts_pixels_a_quorum_shares() -> None:
     only[1, 0] = True
     assert pixel_agreement(images, only, tol=12, quorum=0.5) == 0.0
     assert pixel_agreement(images, np.zeros((2, 2), bool), tol=12, quorum=0.5) == 0.0
+
+
+def test_carries_finds_images_that_already_show_the_mark() -> None:
+    donors = np.zeros((3, 2, 2, 3), np.uint8)
+    donors[:, 0, :] = (200, 0, 200)  # the mark: the top row, the same in every donor
+    donors[:, 1, :] = np.array([[0, 0, 0], [90, 90, 90], [180, 180, 180]])[:, None]  # the rest differs
+    mask, median = agreeing_pixels(donors, np.ones((2, 2), bool), tol=12, quorum=1.0)
+    assert mask.tolist() == [[True, True], [False, False]] and median[0, 0].tolist() == [200, 0, 200]
+    rec = np.zeros((3, 2, 2, 3), np.uint8)
+    rec[0, 0, :] = (205, 5, 195)  # within 12: carries it
+    rec[1, 0, 0] = (200, 0, 200)  # half of it: under a quorum of 0.75
+    assert carries(rec, mask, median, tol=12, quorum=0.75).tolist() == [True, False, False]
+    assert not carries(rec, np.zeros((2, 2), bool), median, tol=12, quorum=0.75).any()
 
 
 def _folder(root: Path, n_train: int = 30, n_test: int = 16) -> Path:

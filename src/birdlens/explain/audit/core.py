@@ -22,7 +22,7 @@ from PIL import Image
 
 from birdlens.data.manifest import Manifest, Record
 from birdlens.explain.audit.counterfactual import paste, wilson_interval
-from birdlens.explain.audit.signals import others_object, pixel_agreement
+from birdlens.explain.audit.signals import agreeing_pixels, carries, others_object, pixel_agreement
 from birdlens.explain.audit.spray import spray
 from birdlens.utils import console
 
@@ -46,11 +46,12 @@ class AuditConfig:
     threshold: float = 0.05  # flagged iff the flip rate's 95% lower bound is above this (and above control)
     min_share: float = 0.15  # a suspect cluster holds at least this share of the class's maps ...
     min_consistency: float = 0.5  # ... whose pooled maps agree this much (mean cosine to their centre) ...
-    min_off_object: float = 0.5  # ... its region lies at least this much outside the object ...
-    min_agreement: float = (
-        0.1  # ... (or its pixels agree across donors this much more than across others) ...
+    max_region: float = 0.2  # ... covers at most this share of the image (pasting more is a new image) ...
+    min_agreement: float = 0.1  # ... and its pixels agree across donors this much more than across others
+    min_off_object: float = 0.5  # (or, with flag_background, its region lies this much outside the object)
+    flag_background: bool = (
+        False  # off-object evidence that is no repeated mark flagged 4 of 14 clean classes
     )
-    max_region: float = 0.2  # ... and covers at most this share of the image (pasting more is a new image)
     object_classes: int = 3  # no mask or box: the object is where the maps of this many other classes lie ...
     object_level: float = 0.5  # ... reaching this share of their mean map's maximum
     agree_tol: float = 12.0  # pixel agreement: within this (0-255, every channel) of the per-pixel median ...
@@ -243,7 +244,8 @@ def _clusters(
         # bird may flip a prediction for the right reason
         order = np.lexsort((-inside, (off_each < cfg.min_off_object)))
         donors = idx[order[: cfg.donors]]
-        agreement = pixel_agreement(photos[donors], grown, cfg.agree_tol, cfg.agree_quorum) - pixel_agreement(
+        mark_px, mark_median = agreeing_pixels(photos[donors], grown, cfg.agree_tol, cfg.agree_quorum)
+        agreement = float(mark_px.sum() / grown.sum()) - pixel_agreement(
             others, grown, cfg.agree_tol, cfg.agree_quorum
         )
         info = {
@@ -255,14 +257,24 @@ def _clusters(
             "region_share": float(region.mean()),
             "k": s.k,
         }
-        info["suspect"] = (
+        compact = (
             info["share"] >= cfg.min_share
             and info["consistency"] >= cfg.min_consistency
-            and (off >= cfg.min_off_object or agreement >= cfg.min_agreement)
             and info["region_share"] <= cfg.max_region
         )
+        info["mark"] = compact and agreement >= cfg.min_agreement
+        info["background"] = compact and not info["mark"] and off >= cfg.min_off_object
+        info["suspect"] = info["mark"] or (cfg.flag_background and info["background"])
         out.append(
-            {**info, "_members": idx, "_region": region, "_mean": mean, "_grown": grown, "_donors": donors}
+            {
+                **info,
+                "_members": idx,
+                "_region": region,
+                "_mean": mean,
+                "_grown": grown,
+                "_mark": (mark_px, mark_median),
+                "_donors": donors,
+            }
         )
     return out
 
@@ -275,11 +287,21 @@ def _dilate(region: np.ndarray, px: int) -> np.ndarray:
 
 
 def _pick(clusters: list[dict[str, Any]]) -> dict[str, Any]:
-    """The suspect to test: the best off-object one (share x off-object), else the largest cluster."""
-    suspects = [c for c in clusters if c["suspect"]]
-    if suspects:
-        return max(suspects, key=lambda c: c["share"] * c["off_object"])
+    """The cluster to test when none is a suspect, for the record: the best off-object one (share x
+    off-object), else the largest."""
+    background = [c for c in clusters if c["background"]]
+    if background:
+        return max(background, key=lambda c: c["share"] * c["off_object"])
     return max(clusters, key=lambda c: c["share"])
+
+
+def _others(
+    photos: np.ndarray, labels: np.ndarray, target: int, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n`` other-class train images: what a region's pixel agreement is compared with (train, since in test
+    a planted cue may sit on every class)."""
+    ok = np.nonzero(labels != target)[0]
+    return photos[np.sort(rng.choice(ok, size=min(n, len(ok)), replace=False))]
 
 
 class _Counterfactual:
@@ -289,15 +311,21 @@ class _Counterfactual:
         self.trained, self.pool, self.pool_pred = trained, pool, pool_pred
         self.labels = np.array([trained.classes.index(r.label) for r in pool.records])
 
-    def others(self, target: int, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` other-class images of the pool: what a region's pixel agreement is compared with."""
-        ok = np.nonzero(self.labels != target)[0]
-        return self.pool.photos[np.sort(rng.choice(ok, size=min(n, len(ok)), replace=False))]
-
     def run(
-        self, target: int, donors: np.ndarray, region: np.ndarray, cfg: AuditConfig, rng: np.random.Generator
+        self,
+        target: int,
+        donors: np.ndarray,
+        region: np.ndarray,
+        cfg: AuditConfig,
+        rng: np.random.Generator,
+        mark: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, Any]:
-        ok = np.nonzero((self.labels != target) & (self.pool_pred != target))[0]
+        """Flips among other-class recipients not predicted as ``target``, and not already showing ``mark``
+        (its agreeing pixels and their median): pasting a mark onto an image that has it tests nothing."""
+        ok = (self.labels != target) & (self.pool_pred != target)
+        if mark is not None:
+            ok &= ~carries(self.pool.photos, *mark, cfg.agree_tol, cfg.agree_quorum)
+        ok = np.nonzero(ok)[0]
         ok = ok if len(ok) <= cfg.recipients else np.sort(rng.choice(ok, size=cfg.recipients, replace=False))
         recipients = self.pool.photos[ok]
         if len(recipients) == 0:
@@ -325,6 +353,7 @@ def _audit_class(
     explainer: Any,
     images: _Images,
     cf: _Counterfactual,
+    others: np.ndarray,
     cfg: AuditConfig,
     out: Path | None,
     rng: np.random.Generator,
@@ -337,11 +366,11 @@ def _audit_class(
     maps = _explain(explainer, trained, images.photos, target, cfg.batch)
     objects = _objects(explainer, trained, images, target, cfg)
     background = float(1 - energy_share(maps, torch.from_numpy(objects)).mean())
-    clusters = _clusters(maps, images.photos, objects, cf.others(target, cfg.donors, rng), cfg)
+    clusters = _clusters(maps, images.photos, objects, others, cfg)
     suspects = sorted((c for c in clusters if c["suspect"]), key=lambda c: -c["share"] * c["off_object"])
     tests = [(c, _test(c, images, cf, cfg, rng, target)) for c in (suspects or [_pick(clusters)])]
     chosen, res = max(tests, key=lambda t: (t[1]["flagged"], t[1]["ci95"][0]))
-    verdict = _verdict(bool(suspects), res["flagged"], res["rate"], res["ci95"][0], res, cfg)
+    verdict = _verdict(chosen, res["flagged"], res["rate"], res["ci95"][0], res)
     evidence = _evidence(out, name, res["donor"], chosen, res) if out else []
     public = [{k: v for k, v in c.items() if not k.startswith("_")} for c in clusters]
     for c, pub in zip(clusters, public, strict=True):
@@ -372,23 +401,27 @@ def _test(
 ) -> dict[str, Any]:
     """The counterfactual for one cluster: its (grown) region from its donors, pasted."""
     donors = images.photos[cluster["_donors"]]
-    res = cf.run(target, donors, cluster["_grown"], cfg, rng)
+    res = cf.run(target, donors, cluster["_grown"], cfg, rng, cluster["_mark"] if cluster["mark"] else None)
     rate = res["flips"] / res["n"] if res["n"] else 0.0
     lo, hi = wilson_interval(res["flips"], res["n"])
     flagged = bool(cluster["suspect"] and lo > cfg.threshold and rate > res["control"])
     return {**res, "rate": rate, "ci95": [lo, hi], "flagged": flagged, "donor": donors[0]}
 
 
-def _verdict(
-    suspect: bool, flagged: bool, rate: float, lo: float, res: dict[str, Any], cfg: AuditConfig
-) -> str:
+def _verdict(cluster: dict[str, Any], flagged: bool, rate: float, lo: float, res: dict[str, Any]) -> str:
     pct = f"{100 * rate:.0f}% of {res['n']} other-class images flip to it (95% lower bound {100 * lo:.0f}%)"
+    what = "a repeated mark (its pixels agree across the class)" if cluster["mark"] else "off-object evidence"
     if flagged:
-        return f"shortcut: a consistent off-object evidence region; pasted, {pct}"
-    if suspect:
+        return f"shortcut: {what}; pasted, {pct}"
+    if cluster["suspect"]:
         return (
-            f"off-object evidence cluster, but pasting it does not make the prediction ({pct}; control "
+            f"{what}, but pasting it does not make the prediction ({pct}; control "
             f"{100 * res['control']:.0f}%): a cue in the data, not used by this model"
+        )
+    if cluster["background"]:
+        return (
+            f"off-object evidence that is no repeated mark (background?); pasted: {pct}; not flagged "
+            "(flag_background off)"
         )
     return f"evidence on the object (no compact off-object cluster); its top region pasted: {pct}"
 
@@ -441,15 +474,25 @@ def audit_run(
     cf = _Counterfactual(trained, pool, predict(trained, pool.photos, cfg.batch * 2))
     out_p = Path(out) if out is not None else None
     classes: dict[str, Any] = {}
-    train_pred = dict(
-        zip(train.records, predict(trained, _Images(trained, train.records).photos).tolist(), strict=True)
-    )
+    train_photos = _Images(trained, train.records).photos
+    train_labels = np.array([trained.classes.index(r.label) for r in train.records])
+    train_pred = dict(zip(train.records, predict(trained, train_photos).tolist(), strict=True))
     for name in console.track(trained.classes, len(trained.classes), "audit classes", quiet):
         recs = _sample(
             _as_predicted(train, train_pred, name, trained.classes.index(name)), cfg.per_class, rng
         )
         classes[name] = asdict(
-            _audit_class(name, trained, explainer, _Images(trained, recs), cf, cfg, out_p, rng)
+            _audit_class(
+                name,
+                trained,
+                explainer,
+                _Images(trained, recs),
+                cf,
+                _others(train_photos, train_labels, trained.classes.index(name), cfg.donors, rng),
+                cfg,
+                out_p,
+                rng,
+            )
         )
     result = {
         "classes": classes,
@@ -457,10 +500,11 @@ def audit_run(
         "settings": {**asdict(cfg), "central_share": CENTRAL_SHARE},
         "note": "evidence paths are relative to this file's folder; flip_rate: share of other-class test "
         "images (not already predicted as the class) predicted as the class once the suspect region is "
-        "pasted on; flagged iff the region is off-object (off_object >= min_off_object) or its pixels agree "
-        "(pixel_agreement >= min_agreement), and ci95[0] > threshold and flip_rate > control_rate; without a "
-        "mask or box the object is where the maps of the image's object_classes likeliest other classes reach "
-        "object_level of their maximum",
+        "pasted on; flagged iff a compact cluster's region is a mark (pixel_agreement >= min_agreement) or, "
+        "with flag_background, off the object (off_object >= min_off_object), and ci95[0] > threshold and "
+        "flip_rate > control_rate; without a mask or box the object is the centre (central_share) joined with "
+        "where the maps of the image's object_classes likeliest other classes reach object_level of their "
+        "maximum",
     }
     if out_p is not None:
         write_json(out_p / AUDIT_JSON, result)

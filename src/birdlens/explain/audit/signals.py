@@ -26,14 +26,39 @@ def others_object(others_maps: np.ndarray, level: float) -> np.ndarray:
     return (mean >= level * peak) & (peak > 0)
 
 
-def pixel_agreement(images: np.ndarray, region: np.ndarray, tol: float, quorum: float) -> float:
-    """Share of ``region``'s pixels where at least ``quorum`` of ``images [N, H, W, 3]`` lie within ``tol``
-    (0–255, every channel) of the per-pixel median: the images show the same thing there.
+def agreeing_pixels(
+    images: np.ndarray, region: np.ndarray, tol: float, quorum: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(mask [H, W], median [H, W, 3])``: the pixels of ``region`` where at least ``quorum`` of ``images
+    [N, H, W, 3]`` lie within ``tol`` (0–255, every channel) of the per-pixel median, and that median.
 
     A quorum rather than all of them, since a cue planted with probability p is missing from some images.
     """
+    mask = np.zeros(region.shape, bool)
+    median = np.zeros((*region.shape, 3))
     if not region.any() or len(images) == 0:
-        return 0.0
+        return mask, median
     px = images[:, region].astype(np.float64)  # [N, P, 3]
-    close = (np.abs(px - np.median(px, axis=0, keepdims=True)) <= tol).all(2)  # [N, P]
-    return float((close.mean(0) >= quorum).mean())
+    med = np.median(px, axis=0)
+    close = (np.abs(px - med[None]) <= tol).all(2)  # [N, P]
+    mask[region] = close.mean(0) >= quorum
+    median[region] = med
+    return mask, median
+
+
+def pixel_agreement(images: np.ndarray, region: np.ndarray, tol: float, quorum: float) -> float:
+    """Share of ``region``'s pixels that :func:`agreeing_pixels` finds: the images show the same thing there."""
+    if not region.any():
+        return 0.0
+    return float(agreeing_pixels(images, region, tol, quorum)[0].sum() / region.sum())
+
+
+def carries(
+    images: np.ndarray, mask: np.ndarray, median: np.ndarray, tol: float, quorum: float
+) -> np.ndarray:
+    """Bool ``[N]``: the images that already show the mark (at least ``quorum`` of the ``mask`` pixels within
+    ``tol`` of ``median``), for which pasting it is no test; all False for an empty mask."""
+    if not mask.any():
+        return np.zeros(len(images), bool)
+    close = (np.abs(images[:, mask].astype(np.float64) - median[mask][None]) <= tol).all(2)
+    return close.mean(1) >= quorum
