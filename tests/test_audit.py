@@ -18,7 +18,13 @@ from birdlens.data.layouts import load_manifest
 from birdlens.data.shortcuts import PatchCue, plant_shortcut
 from birdlens.explain.audit.core import AuditConfig, AuditInputError, audit_run, central_object, predict
 from birdlens.explain.audit.counterfactual import paste, wilson_interval
-from birdlens.explain.audit.signals import agreeing_pixels, carries, others_object, pixel_agreement
+from birdlens.explain.audit.signals import (
+    agreeing_pixels,
+    carries,
+    mark_extent,
+    others_object,
+    pixel_agreement,
+)
 from birdlens.explain.audit.spray import eigengap_k, laplacian_spectrum, spray
 
 SIZE = 32
@@ -110,6 +116,19 @@ def test_carries_finds_images_that_already_show_the_mark() -> None:
     rec[1, 0, 0] = (200, 0, 200)  # half of it: under a quorum of 0.75
     assert carries(rec, mask, median, tol=12, quorum=0.75).tolist() == [True, False, False]
     assert not carries(rec, np.zeros((2, 2), bool), median, tol=12, quorum=0.75).any()
+
+
+def test_mark_extent_takes_the_whole_mark_a_seed_touches() -> None:
+    exclusive = np.zeros((6, 6), bool)
+    exclusive[0, :] = exclusive[:, 0] = True  # an L-shaped frame piece, one part
+    exclusive[4:, 4:] = True  # another part, not touched by the seed
+    exclusive[2, 2] = True  # diagonal to nothing of the L: its own part
+    seed = np.zeros((6, 6), bool)
+    seed[0, 5] = True  # the far end of the L
+    seed[3, 3] = True  # not exclusive: seeds nothing
+    whole = mark_extent(seed, exclusive)
+    assert whole.sum() == 11 and whole[5, 0] and not whole[4:, 4:].any() and not whole[2, 2]
+    assert not mark_extent(np.zeros((6, 6), bool), exclusive).any()
 
 
 def _folder(root: Path, n_train: int = 30, n_test: int = 16) -> Path:

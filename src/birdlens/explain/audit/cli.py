@@ -34,7 +34,10 @@ def audit(
         int, typer.Option("--per-class", min=6, help="train images explained per class")
     ] = 48,  # AuditConfig.per_class (core imports torch; tests/test_audit.py checks they agree)
     recipients: Annotated[
-        int, typer.Option("--recipients", min=1, help="other-class test images to paste each suspect onto")
+        int,
+        typer.Option(
+            "--recipients", min=1, help="other-class held-out (test, valid) images to paste each suspect onto"
+        ),
     ] = 200,
     threshold: Annotated[
         float,

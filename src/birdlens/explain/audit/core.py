@@ -22,7 +22,13 @@ from PIL import Image
 
 from birdlens.data.manifest import Manifest, Record
 from birdlens.explain.audit.counterfactual import paste, wilson_interval
-from birdlens.explain.audit.signals import agreeing_pixels, carries, others_object, pixel_agreement
+from birdlens.explain.audit.signals import (
+    agreeing_pixels,
+    carries,
+    mark_extent,
+    others_object,
+    pixel_agreement,
+)
 from birdlens.explain.audit.spray import spray
 from birdlens.utils import console
 
@@ -41,7 +47,7 @@ class AuditConfig:
 
     method: str = "hirescam"  # exact for a dense head; Grad-CAM's pooled weights missed most planted cues
     per_class: int = 48  # train images explained per class (seeded sample)
-    recipients: int = 200  # other-class test images the suspect region is pasted onto
+    recipients: int = 200  # other-class held-out (test, valid) images the suspect region is pasted onto
     donors: int = 8  # suspect-class images the region is taken from
     threshold: float = 0.05  # flagged iff the flip rate's 95% lower bound is above this (and above control)
     min_share: float = 0.15  # a suspect cluster holds at least this share of the class's maps ...
@@ -56,6 +62,8 @@ class AuditConfig:
     object_level: float = 0.5  # ... reaching this share of their mean map's maximum
     agree_tol: float = 12.0  # pixel agreement: within this (0-255, every channel) of the per-pixel median ...
     agree_quorum: float = 0.75  # ... in at least this share of the images
+    max_mark: float = 0.35  # a mark is pasted whole (all its agreeing pixels) up to this share of the image
+    min_mark: float = 0.005  # no cluster on a mark: the class's own shared pixels, if this share, are tested
     grid: int = 8
     max_clusters: int = 4
     batch: int = 16
@@ -149,8 +157,10 @@ def _check_inputs(trained: Any, manifest: Manifest) -> tuple[Manifest, Manifest]
             "the data has no train split with the run's classes: the audit explains training images "
             "(give --data the dataset the run was trained on)"
         )
-    pool = manifest.split("test") if manifest.split("test").records else manifest.split("valid")
-    pool = pool.filter(labels=trained.classes)
+    # both held-out splits: the more recipients, the tighter a flip rate's interval
+    pool = manifest.with_records(r for r in manifest if r.split in ("test", "valid")).filter(
+        labels=trained.classes
+    )
     if not pool.records:
         raise AuditInputError(
             "the data has no test or valid split: the counterfactual pastes onto held-out images"
@@ -256,6 +266,7 @@ def _clusters(
             "pixel_agreement": agreement,
             "region_share": float(region.mean()),
             "k": s.k,
+            "source": "maps",
         }
         compact = (
             info["share"] >= cfg.min_share
@@ -265,6 +276,18 @@ def _clusters(
         info["mark"] = compact and agreement >= cfg.min_agreement
         info["background"] = compact and not info["mark"] and off >= cfg.min_off_object
         info["suspect"] = info["mark"] or (cfg.flag_background and info["background"])
+        if info["mark"]:
+            # paste the whole mark, not the piece of it the evidence points at
+            everywhere = np.ones(grown.shape, bool)
+            exclusive = (
+                agreeing_pixels(photos[donors], everywhere, cfg.agree_tol, cfg.agree_quorum)[0]
+                & ~agreeing_pixels(others, everywhere, cfg.agree_tol, cfg.agree_quorum)[0]
+            )
+            whole = mark_extent(mark_px, exclusive)
+            if whole.mean() <= cfg.max_mark:
+                grown = grown | whole
+                mark_px, mark_median = agreeing_pixels(photos[donors], grown, cfg.agree_tol, cfg.agree_quorum)
+        info["pasted_share"] = float(grown.mean())
         out.append(
             {
                 **info,
@@ -284,6 +307,52 @@ def _dilate(region: np.ndarray, px: int) -> np.ndarray:
     its half-maximum region can miss the edge of a cue, so the pasted region takes a margin around it."""
     t = torch.from_numpy(region.astype(np.float32))[None, None]
     return (torch.nn.functional.max_pool2d(t, 2 * px + 1, stride=1, padding=px)[0, 0] > 0).numpy()
+
+
+def _pixel_mark(
+    maps: torch.Tensor,
+    photos: np.ndarray,
+    objects: np.ndarray,
+    others: np.ndarray,
+    cfg: AuditConfig,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    """A mark the maps missed: the pixels that ``cfg.donors`` of the class's images share and other classes'
+    do not (a global mark such as a frame can move a model while its CAM stays on the bird); ``[]`` if they
+    cover less than ``min_mark`` or more than ``max_mark`` of the image."""
+    pick = np.sort(rng.choice(len(photos), size=min(cfg.donors, len(photos)), replace=False))
+    everywhere = np.ones(photos.shape[1:3], bool)
+    mark_px, median = agreeing_pixels(photos[pick], everywhere, cfg.agree_tol, cfg.agree_quorum)
+    region = mark_px & ~agreeing_pixels(others, everywhere, cfg.agree_tol, cfg.agree_quorum)[0]
+    if not cfg.min_mark <= region.mean() <= cfg.max_mark:
+        return []
+    off = float(np.mean([(region & ~objects[i]).sum() / region.sum() for i in pick]))
+    info = {
+        "size": len(pick),
+        "share": 0.0,  # not a cluster of maps: found in the pixels
+        "consistency": 0.0,
+        "off_object": off,
+        "pixel_agreement": 1.0,
+        "region_share": float(region.mean()),
+        "k": 0,
+        "source": "pixels",
+        "mark": True,
+        "background": False,
+        "suspect": True,
+        "pasted_share": float(region.mean()),
+    }
+    mean = _minmax(maps[torch.from_numpy(pick)]).mean(0)
+    return [
+        {
+            **info,
+            "_members": pick,
+            "_region": region,
+            "_mean": mean,
+            "_grown": region,
+            "_mark": (region, median),
+            "_donors": pick,
+        }
+    ]
 
 
 def _pick(clusters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -367,6 +436,8 @@ def _audit_class(
     objects = _objects(explainer, trained, images, target, cfg)
     background = float(1 - energy_share(maps, torch.from_numpy(objects)).mean())
     clusters = _clusters(maps, images.photos, objects, others, cfg)
+    if not any(c["mark"] for c in clusters):
+        clusters += _pixel_mark(maps, images.photos, objects, others, cfg, rng)
     suspects = sorted((c for c in clusters if c["suspect"]), key=lambda c: -c["share"] * c["off_object"])
     tests = [(c, _test(c, images, cf, cfg, rng, target)) for c in (suspects or [_pick(clusters)])]
     chosen, res = max(tests, key=lambda t: (t[1]["flagged"], t[1]["ci95"][0]))
@@ -499,7 +570,7 @@ def audit_run(
         "flagged": sorted(k for k, v in classes.items() if v["flagged"]),
         "settings": {**asdict(cfg), "central_share": CENTRAL_SHARE},
         "note": "evidence paths are relative to this file's folder; flip_rate: share of other-class test "
-        "images (not already predicted as the class) predicted as the class once the suspect region is "
+        "and valid images (not already predicted as the class) predicted as the class once the suspect region is "
         "pasted on; flagged iff a compact cluster's region is a mark (pixel_agreement >= min_agreement) or, "
         "with flag_background, off the object (off_object >= min_off_object), and ci95[0] > threshold and "
         "flip_rate > control_rate; without a mask or box the object is the centre (central_share) joined with "

@@ -62,3 +62,14 @@ def carries(
         return np.zeros(len(images), bool)
     close = (np.abs(images[:, mask].astype(np.float64) - median[mask][None]) <= tol).all(2)
     return close.mean(1) >= quorum
+
+
+def mark_extent(seed: np.ndarray, exclusive: np.ndarray) -> np.ndarray:
+    """Bool ``[H, W]``: the 8-connected parts of ``exclusive`` (pixels the class's images share and other
+    classes' do not) that touch ``seed``: the whole mark a piece of which the evidence points at, since a
+    global mark such as a frame moves the model only when it is all there."""
+    from scipy.ndimage import label
+
+    parts, _ = label(exclusive, structure=np.ones((3, 3), bool))
+    keep = np.unique(parts[seed & exclusive])
+    return np.isin(parts, keep[keep > 0])
