@@ -5,7 +5,7 @@ model-free :func:`central_object` (the middle ``CENTRAL_SHARE`` of each side) jo
 estimate :func:`birdlens.explain.audit.signals.others_object` (where the evidence for the image's other likely
 classes lies, which covers a bird's head outside the middle). A cluster is
 also a suspect when its region's pixels agree across the class's images far more than across other classes'
-(:func:`birdlens.explain.audit.signals.pixel_agreement`): a pasted mark, wherever the object estimate puts it.
+(:func:`birdlens.explain.audit.signals.agreeing_pixels`): a pasted mark, wherever the object estimate puts it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from birdlens.explain.audit.signals import (
     carries,
     mark_extent,
     others_object,
-    pixel_agreement,
 )
 from birdlens.explain.audit.spray import spray
 from birdlens.utils import console
@@ -255,9 +254,9 @@ def _clusters(
         order = np.lexsort((-inside, (off_each < cfg.min_off_object)))
         donors = idx[order[: cfg.donors]]
         mark_px, mark_median = agreeing_pixels(photos[donors], grown, cfg.agree_tol, cfg.agree_quorum)
-        agreement = float(mark_px.sum() / grown.sum()) - pixel_agreement(
-            others, grown, cfg.agree_tol, cfg.agree_quorum
-        )
+        common = agreeing_pixels(others, grown, cfg.agree_tol, cfg.agree_quorum)[0]
+        agreement = float(mark_px.sum() / grown.sum()) - float(common.sum() / grown.sum())
+        mark_px &= ~common  # the mark is what the class shares and other classes do not
         info = {
             "size": len(idx),
             "share": len(idx) / len(norm),
@@ -287,6 +286,7 @@ def _clusters(
             if whole.mean() <= cfg.max_mark:
                 grown = grown | whole
                 mark_px, mark_median = agreeing_pixels(photos[donors], grown, cfg.agree_tol, cfg.agree_quorum)
+                mark_px &= exclusive
         info["pasted_share"] = float(grown.mean())
         out.append(
             {
