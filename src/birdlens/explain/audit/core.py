@@ -276,17 +276,14 @@ def _clusters(
         info["background"] = compact and not info["mark"] and off >= cfg.min_off_object
         info["suspect"] = info["mark"] or (cfg.flag_background and info["background"])
         if info["mark"]:
-            # paste the whole mark, not the piece of it the evidence points at
+            # paste the mark itself, all of it, and nothing around it: the whole of a frame, not the piece the
+            # evidence points at, and not the bird pixels a coarse CAM region also covers
             everywhere = np.ones(grown.shape, bool)
-            exclusive = (
-                agreeing_pixels(photos[donors], everywhere, cfg.agree_tol, cfg.agree_quorum)[0]
-                & ~agreeing_pixels(others, everywhere, cfg.agree_tol, cfg.agree_quorum)[0]
-            )
+            agree, median = agreeing_pixels(photos[donors], everywhere, cfg.agree_tol, cfg.agree_quorum)
+            exclusive = agree & ~agreeing_pixels(others, everywhere, cfg.agree_tol, cfg.agree_quorum)[0]
             whole = mark_extent(mark_px, exclusive)
-            if whole.mean() <= cfg.max_mark:
-                grown = grown | whole
-                mark_px, mark_median = agreeing_pixels(photos[donors], grown, cfg.agree_tol, cfg.agree_quorum)
-                mark_px &= exclusive
+            grown = whole if whole.mean() <= cfg.max_mark else mark_px
+            mark_px, mark_median = grown, median
         info["pasted_share"] = float(grown.mean())
         out.append(
             {
