@@ -139,9 +139,13 @@ def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any] | None
     score = score_reliance(trained, data)
     t1 = time.perf_counter()
     cfg = AuditConfig(
-        method=args.audit_method, seed=seed, per_class=args.audit_per_class, recipients=args.audit_recipients
+        method=args.audit_method,
+        seed=seed,
+        per_class=args.audit_per_class,
+        recipients=args.audit_recipients,
+        flag_background=args.flag_background,
     )
-    audit = audit_run(trained, load_manifest(data), base / f"audit_{args.audit_method}", cfg)
+    audit = audit_run(trained, load_manifest(data), base / f"audit_{args.audit_method}{args.tag}", cfg)
     t_audit = time.perf_counter() - t1
     planted = set(read_shortcut(data)["classes"])
     relied = [c for c, r in score["reliance"].items() if r >= 0.10]
@@ -203,6 +207,8 @@ def main() -> None:
     ap.add_argument("--audit-method", default=AuditConfig.method, help="explainer the audit clusters")
     ap.add_argument("--audit-per-class", type=int, default=AuditConfig.per_class)
     ap.add_argument("--audit-recipients", type=int, default=AuditConfig.recipients)
+    ap.add_argument("--flag-background", action="store_true", help="AuditConfig.flag_background")
+    ap.add_argument("--tag", default="", help="suffix of the audit folder and results file (keeps old ones)")
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--score-only", action="store_true", help="score finished runs again; train nothing")
     args = ap.parse_args()
@@ -210,7 +216,7 @@ def main() -> None:
     print(f"load average {a:.1f} / {b:.1f} / {c:.1f} on {os.cpu_count()} cores", flush=True)
     rows = [r for kind in args.cues for seed in args.seeds if (r := one(args, kind, seed)) is not None]
     write_json(
-        Path(args.out) / f"results_{rows[0]['data'] if rows else 'none'}_{args.audit_method}.json",
+        Path(args.out) / f"results_{rows[0]['data'] if rows else 'none'}_{args.audit_method}{args.tag}.json",
         {"args": vars(args), "rows": rows},
     )
     print(summary(rows))

@@ -18,6 +18,13 @@ from birdlens.data.layouts import load_manifest
 from birdlens.data.shortcuts import PatchCue, plant_shortcut
 from birdlens.explain.audit.core import AuditConfig, AuditInputError, audit_run, central_object, predict
 from birdlens.explain.audit.counterfactual import paste, wilson_interval
+from birdlens.explain.audit.signals import (
+    agreeing_pixels,
+    carries,
+    mark_extent,
+    others_object,
+    pixel_agreement,
+)
 from birdlens.explain.audit.spray import eigengap_k, laplacian_spectrum, spray
 
 SIZE = 32
@@ -68,18 +75,76 @@ def test_paste_copies_only_the_region_and_refuses_an_empty_one() -> None:
         paste(rec, don, np.zeros((4, 4), bool))
 
 
+def test_others_object_is_where_the_other_classes_maps_lie() -> None:
+    maps = np.zeros((2, 2, 4, 4))
+    maps[0, 0, 0, 0], maps[0, 0, 1, 1] = 10.0, 5.0  # class 1: normalised 1.0 and 0.5
+    maps[0, 1, 1, 1] = 0.1  # class 2, ten times weaker, normalised: 1.0 at (1, 1)
+    maps[0, 1, 3, 3] = -4.0  # negative evidence is not the object
+    # mean of the normalised maps: (0,0) 0.5, (1,1) 0.75, elsewhere 0; level 0.6 of the peak 0.75 is 0.45
+    est = others_object(maps, level=0.6)
+    assert est[0].sum() == 2 and est[0, 0, 0] and est[0, 1, 1]
+    assert others_object(maps, level=0.8)[0].sum() == 1  # 0.6 of the peak: only (1, 1)
+    assert not est[1].any()  # no evidence at all: nothing known
+
+
+def test_pixel_agreement_counts_pixels_a_quorum_shares() -> None:
+    images = np.zeros((4, 2, 2, 3), np.uint8)
+    images[:, 0, 0] = (200, 0, 200)  # (0,0): the same mark in all four
+    images[:3, 0, 1] = (50, 50, 50)  # (0,1): three of four (a cue with p < 1)
+    images[3, 0, 1] = (250, 250, 250)
+    images[:, 1, 0] = np.array([[0, 0, 0], [60, 0, 0], [120, 0, 0], [180, 0, 0]])  # (1,0): all differ
+    images[:, 1, 1] = np.array([[10, 10, 10], [14, 10, 10], [30, 10, 10], [40, 10, 10]])
+    region = np.ones((2, 2), bool)
+    # median per pixel: (1,1) has median 22 in red: |10-22|=12 and |30-22|=8 are within 12, 14 too, 40 not:
+    # 3 of 4 agree there
+    assert pixel_agreement(images, region, tol=12, quorum=0.75) == pytest.approx(3 / 4)
+    assert pixel_agreement(images, region, tol=12, quorum=1.0) == pytest.approx(1 / 4)
+    only = np.zeros((2, 2), bool)
+    only[1, 0] = True
+    assert pixel_agreement(images, only, tol=12, quorum=0.5) == 0.0
+    assert pixel_agreement(images, np.zeros((2, 2), bool), tol=12, quorum=0.5) == 0.0
+
+
+def test_carries_finds_images_that_already_show_the_mark() -> None:
+    donors = np.zeros((3, 2, 2, 3), np.uint8)
+    donors[:, 0, :] = (200, 0, 200)  # the mark: the top row, the same in every donor
+    donors[:, 1, :] = np.array([[0, 0, 0], [90, 90, 90], [180, 180, 180]])[:, None]  # the rest differs
+    mask, median = agreeing_pixels(donors, np.ones((2, 2), bool), tol=12, quorum=1.0)
+    assert mask.tolist() == [[True, True], [False, False]] and median[0, 0].tolist() == [200, 0, 200]
+    rec = np.zeros((3, 2, 2, 3), np.uint8)
+    rec[0, 0, :] = (205, 5, 195)  # within 12: carries it
+    rec[1, 0, 0] = (200, 0, 200)  # half of it: under a quorum of 0.75
+    assert carries(rec, mask, median, tol=12, quorum=0.75).tolist() == [True, False, False]
+    assert not carries(rec, np.zeros((2, 2), bool), median, tol=12, quorum=0.75).any()
+
+
+def test_mark_extent_takes_the_whole_mark_a_seed_touches() -> None:
+    exclusive = np.zeros((6, 6), bool)
+    exclusive[0, :] = exclusive[:, 0] = True  # an L-shaped frame piece, one part
+    exclusive[4:, 4:] = True  # another part, not touched by the seed
+    exclusive[2, 2] = True  # diagonal to nothing of the L: its own part
+    seed = np.zeros((6, 6), bool)
+    seed[0, 5] = True  # the far end of the L
+    seed[3, 3] = True  # not exclusive: seeds nothing
+    whole = mark_extent(seed, exclusive)
+    assert whole.sum() == 11 and whole[5, 0] and not whole[4:, 4:].any() and not whole[2, 2]
+    assert not mark_extent(np.zeros((6, 6), bool), exclusive).any()
+
+
 def _folder(root: Path, n_train: int = 30, n_test: int = 16) -> Path:
-    """Four classes: A and B the same grey noise (only a planted cue can tell them apart), C red, D blue; a
-    bright 'bird' square in the middle of every image."""
+    """Four classes on the same grey noise, each with a 'bird' square in the middle: A and B the same bird (only
+    a planted cue can tell them apart), C's red, D's blue; so every class but a planted one is told by its bird,
+    and evidence on the background would be a shortcut."""
     rng = np.random.default_rng(0)
-    tint = {"A": (120, 120, 120), "B": (120, 120, 120), "C": (170, 80, 80), "D": (80, 80, 170)}
+    bird = {"A": (230, 230, 200), "B": (230, 230, 200), "C": (230, 60, 60), "D": (60, 60, 230)}
     for split, n in (("train", n_train), ("valid", 4), ("test", n_test)):
-        for c, col in tint.items():
+        for c, col in bird.items():
             d = root / split / f"CLASS {c}"
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                img = np.clip(np.array(col)[None, None] + rng.normal(0, 25, (SIZE, SIZE, 3)), 0, 255)
-                img[12:20, 12:20] = (230, 230, 200)
+                img = 120 + rng.normal(0, 25, (SIZE, SIZE, 3))
+                img[12:20, 12:20] = np.array(col) + rng.normal(0, 25, (8, 8, 3))  # no two birds alike
+                img = np.clip(img, 0, 255)
                 Image.fromarray(img.astype(np.uint8)).save(d / f"{i}.png")
     return root
 
@@ -247,6 +312,7 @@ def test_the_audit_defaults_agree_between_the_cli_the_library_and_the_study() ->
     from birdlens.study.config import ShortcutAuditConfig
 
     cli = inspect.signature(audit).parameters
+    assert cli["method"].default == AuditConfig.method == ShortcutAuditConfig().method
     assert cli["per_class"].default == AuditConfig.per_class == ShortcutAuditConfig().per_class
     assert cli["recipients"].default == AuditConfig.recipients
     assert cli["threshold"].default == AuditConfig.threshold

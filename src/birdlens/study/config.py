@@ -240,7 +240,7 @@ class ShortcutAuditConfig(_Strict):
 
     enabled: bool = False
     models: list[str] | None = Field(None, description="model entry names to audit; default: all")
-    method: str = "gradcam"
+    method: str = "hirescam"
     per_class: int = Field(48, ge=6, description="train images explained per class")
     recipients: int = Field(200, ge=1, description="other-class test images each suspect is pasted onto")
     threshold: float = Field(

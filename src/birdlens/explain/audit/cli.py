@@ -28,13 +28,16 @@ def audit(
         Path, typer.Option("--out", help="folder for audit.json, audit.md and the evidence images")
     ],
     method: Annotated[
-        str, typer.Option("--method", help="explanation method (a cheap one: gradcam)")
-    ] = "gradcam",
+        str, typer.Option("--method", help="explanation method (a cheap one: hirescam, gradcam)")
+    ] = "hirescam",
     per_class: Annotated[
         int, typer.Option("--per-class", min=6, help="train images explained per class")
     ] = 48,  # AuditConfig.per_class (core imports torch; tests/test_audit.py checks they agree)
     recipients: Annotated[
-        int, typer.Option("--recipients", min=1, help="other-class test images to paste each suspect onto")
+        int,
+        typer.Option(
+            "--recipients", min=1, help="other-class held-out (test, valid) images to paste each suspect onto"
+        ),
     ] = 200,
     threshold: Annotated[
         float,

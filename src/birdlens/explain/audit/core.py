@@ -1,9 +1,11 @@
 """Run the shortcut audit on a trained run: per class, background reliance, SpRAy clusters, the counterfactual.
 
-Object regions: the data's part/segmentation mask grown by 1/16 of the side, else its box; otherwise the model-free
-estimate :func:`central_object` (the middle ``CENTRAL_SHARE`` of each side, where photographers and the
-synthetic generator put the bird), so on such data an off-centre cue is an off-object one and a cue in the
-middle is not detected (stated in docs/stages/shortcut-audit.md).
+Object regions: the data's part/segmentation mask grown by 1/16 of the side, else its box; otherwise the
+model-free :func:`central_object` (the middle ``CENTRAL_SHARE`` of each side) joined with the model's own
+estimate :func:`birdlens.explain.audit.signals.others_object` (where the evidence for the image's other likely
+classes lies, which covers a bird's head outside the middle). A cluster is
+also a suspect when its region's pixels agree across the class's images far more than across other classes'
+(:func:`birdlens.explain.audit.signals.agreeing_pixels`): a pasted mark, wherever the object estimate puts it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from PIL import Image
 
 from birdlens.data.manifest import Manifest, Record
 from birdlens.explain.audit.counterfactual import paste, wilson_interval
+from birdlens.explain.audit.signals import (
+    agreeing_pixels,
+    carries,
+    mark_extent,
+    others_object,
+)
 from birdlens.explain.audit.spray import spray
 from birdlens.utils import console
 
@@ -36,15 +44,25 @@ class AuditInputError(ValueError):
 class AuditConfig:
     """The audit's settings; every threshold is here, and recorded in ``audit.json``."""
 
-    method: str = "gradcam"
+    method: str = "hirescam"  # exact for a dense head; Grad-CAM's pooled weights missed most planted cues
     per_class: int = 48  # train images explained per class (seeded sample)
-    recipients: int = 200  # other-class test images the suspect region is pasted onto
+    recipients: int = 200  # other-class held-out (test, valid) images the suspect region is pasted onto
     donors: int = 8  # suspect-class images the region is taken from
     threshold: float = 0.05  # flagged iff the flip rate's 95% lower bound is above this (and above control)
     min_share: float = 0.15  # a suspect cluster holds at least this share of the class's maps ...
     min_consistency: float = 0.5  # ... whose pooled maps agree this much (mean cosine to their centre) ...
-    min_off_object: float = 0.5  # ... its region lies at least this much outside the object ...
-    max_region: float = 0.2  # ... and covers at most this share of the image (pasting more is a new image)
+    max_region: float = 0.2  # ... covers at most this share of the image (pasting more is a new image) ...
+    min_agreement: float = 0.1  # ... and its pixels agree across donors this much more than across others
+    min_off_object: float = 0.5  # (or, with flag_background, its region lies this much outside the object)
+    flag_background: bool = (
+        False  # off-object evidence that is no repeated mark flagged 4 of 14 clean classes
+    )
+    object_classes: int = 3  # no mask or box: the object is where the maps of this many other classes lie ...
+    object_level: float = 0.5  # ... reaching this share of their mean map's maximum
+    agree_tol: float = 12.0  # pixel agreement: within this (0-255, every channel) of the per-pixel median ...
+    agree_quorum: float = 0.75  # ... in at least this share of the images
+    max_mark: float = 0.35  # a mark is pasted whole (all its agreeing pixels) up to this share of the image
+    min_mark: float = 0.005  # no cluster on a mark: the class's own shared pixels, if this share, are tested
     grid: int = 8
     max_clusters: int = 4
     batch: int = 16
@@ -83,7 +101,7 @@ class _Images:
         from birdlens.models import eval_geometry
 
         geom = eval_geometry(trained.data_config, trained.image_size)
-        photos, objects = [], []
+        photos, objects, known = [], [], []
         for r in records:
             with Image.open(r.path) as im:
                 arr = np.asarray(im.convert("RGB"))
@@ -98,12 +116,14 @@ class _Images:
             elif r.box is not None:
                 obj = to_input_frame(box_image(r.box, (arr.shape[1], arr.shape[0])), geom).numpy()
             else:
-                obj = central_object(photos[-1].shape[0])
+                obj = np.zeros(photos[-1].shape[:2], bool)
+            known.append(bool(obj.any()))
             objects.append(obj if obj.any() else central_object(photos[-1].shape[0]))
         size = trained.image_size
         self.records = list(records)
         self.photos = np.stack(photos) if photos else np.zeros((0, size, size, 3), np.uint8)
         self.objects = np.stack(objects) if objects else np.zeros((0, size, size), bool)
+        self.known = np.array(known, dtype=bool)  # False: no mask or box, the object is to be estimated
 
 
 def _tensor(trained: Any, photos: np.ndarray) -> torch.Tensor:
@@ -136,8 +156,10 @@ def _check_inputs(trained: Any, manifest: Manifest) -> tuple[Manifest, Manifest]
             "the data has no train split with the run's classes: the audit explains training images "
             "(give --data the dataset the run was trained on)"
         )
-    pool = manifest.split("test") if manifest.split("test").records else manifest.split("valid")
-    pool = pool.filter(labels=trained.classes)
+    # both held-out splits: the more recipients, the tighter a flip rate's interval
+    pool = manifest.with_records(r for r in manifest if r.split in ("test", "valid")).filter(
+        labels=trained.classes
+    )
     if not pool.records:
         raise AuditInputError(
             "the data has no test or valid split: the counterfactual pastes onto held-out images"
@@ -171,31 +193,109 @@ def _minmax(maps: torch.Tensor) -> np.ndarray:
     return m / np.where(top > 0, top, 1.0)
 
 
-def _clusters(maps: torch.Tensor, objects: np.ndarray, cfg: AuditConfig) -> list[dict[str, Any]]:
-    """SpRAy clusters with what decides a suspect: share, consistency, region and its off-object share."""
+def _objects(explainer: Any, trained: Any, images: _Images, target: int, cfg: AuditConfig) -> np.ndarray:
+    """The object masks; where the data gave none, the central estimate widened by :func:`others_object`
+    (grown like a mask) of each image's ``cfg.object_classes`` likeliest classes other than ``target``: a
+    union, so the estimate can only keep evidence on the bird from being called off it."""
+    objects = images.objects.copy()
+    todo = np.nonzero(~images.known)[0]
+    k = min(cfg.object_classes, len(trained.classes) - 1)
+    if len(todo) == 0 or k < 1:
+        return objects
+    photos = images.photos[todo]
+    proba = torch.cat(
+        [
+            trained.predict_proba(_tensor(trained, photos[i : i + cfg.batch]))
+            for i in range(0, len(photos), cfg.batch)
+        ]
+    )
+    proba[:, target] = -1
+    ranked = proba.argsort(1, descending=True)[:, :k]
+    others = np.stack(
+        [
+            torch.cat(
+                [
+                    explainer.explain(
+                        _tensor(trained, photos[i : i + cfg.batch]), target=ranked[i : i + cfg.batch, j]
+                    ).maps
+                    for i in range(0, len(photos), cfg.batch)
+                ]
+            ).numpy()
+            for j in range(k)
+        ],
+        axis=1,
+    )
+    est = others_object(others, cfg.object_level)
+    grow = max(1, round(objects.shape[1] / 16))
+    for n, i in enumerate(todo):
+        objects[i] |= _dilate(est[n], grow) if est[n].any() else False
+    return objects
+
+
+def _clusters(
+    maps: torch.Tensor, photos: np.ndarray, objects: np.ndarray, others: np.ndarray, cfg: AuditConfig
+) -> list[dict[str, Any]]:
+    """SpRAy clusters with what decides a suspect: share, consistency, region, its off-object share and its
+    pixel agreement; and the donors its region would be pasted from (off their own object first)."""
     s = spray(maps, grid=cfg.grid, max_k=cfg.max_clusters, seed=cfg.seed)
     norm = _minmax(maps)
+    grow = max(1, round(photos.shape[1] / 16))
     out = []
     for c in range(s.k):
         idx = s.members(c)
         mean = norm[idx].mean(0)
         region = mean >= 0.5 * mean.max() if mean.max() > 0 else np.ones_like(mean, bool)
         off = float(np.mean([(region & ~objects[i]).sum() / region.sum() for i in idx]))
+        grown = _dilate(region, grow)
+        inside = np.array([maps[i].clamp_min(0)[torch.from_numpy(grown)].sum().item() for i in idx])
+        off_each = np.array([(grown & ~objects[i]).sum() / grown.sum() for i in idx])
+        # the most relevant members whose pasted pixels are off their own object: pasting a piece of the
+        # bird may flip a prediction for the right reason
+        order = np.lexsort((-inside, (off_each < cfg.min_off_object)))
+        donors = idx[order[: cfg.donors]]
+        mark_px, mark_median = agreeing_pixels(photos[donors], grown, cfg.agree_tol, cfg.agree_quorum)
+        common = agreeing_pixels(others, grown, cfg.agree_tol, cfg.agree_quorum)[0]
+        agreement = float(mark_px.sum() / grown.sum()) - float(common.sum() / grown.sum())
+        mark_px &= ~common  # the mark is what the class shares and other classes do not
         info = {
             "size": len(idx),
             "share": len(idx) / len(norm),
             "consistency": s.consistency(c),
             "off_object": off,
+            "pixel_agreement": agreement,
             "region_share": float(region.mean()),
             "k": s.k,
+            "source": "maps",
         }
-        info["suspect"] = (
+        compact = (
             info["share"] >= cfg.min_share
             and info["consistency"] >= cfg.min_consistency
-            and off >= cfg.min_off_object
             and info["region_share"] <= cfg.max_region
         )
-        out.append({**info, "_members": idx, "_region": region, "_mean": mean})
+        info["mark"] = compact and agreement >= cfg.min_agreement
+        info["background"] = compact and not info["mark"] and off >= cfg.min_off_object
+        info["suspect"] = info["mark"] or (cfg.flag_background and info["background"])
+        if info["mark"]:
+            # paste the mark itself, all of it, and nothing around it: the whole of a frame, not the piece the
+            # evidence points at, and not the bird pixels a coarse CAM region also covers
+            everywhere = np.ones(grown.shape, bool)
+            agree, median = agreeing_pixels(photos[donors], everywhere, cfg.agree_tol, cfg.agree_quorum)
+            exclusive = agree & ~agreeing_pixels(others, everywhere, cfg.agree_tol, cfg.agree_quorum)[0]
+            whole = mark_extent(mark_px, exclusive)
+            grown = whole if whole.mean() <= cfg.max_mark else mark_px
+            mark_px, mark_median = grown, median
+        info["pasted_share"] = float(grown.mean())
+        out.append(
+            {
+                **info,
+                "_members": idx,
+                "_region": region,
+                "_mean": mean,
+                "_grown": grown,
+                "_mark": (mark_px, mark_median),
+                "_donors": donors,
+            }
+        )
     return out
 
 
@@ -206,12 +306,68 @@ def _dilate(region: np.ndarray, px: int) -> np.ndarray:
     return (torch.nn.functional.max_pool2d(t, 2 * px + 1, stride=1, padding=px)[0, 0] > 0).numpy()
 
 
+def _pixel_mark(
+    maps: torch.Tensor,
+    photos: np.ndarray,
+    objects: np.ndarray,
+    others: np.ndarray,
+    cfg: AuditConfig,
+    rng: np.random.Generator,
+) -> list[dict[str, Any]]:
+    """A mark the maps missed: the pixels that ``cfg.donors`` of the class's images share and other classes'
+    do not (a global mark such as a frame can move a model while its CAM stays on the bird); ``[]`` if they
+    cover less than ``min_mark`` or more than ``max_mark`` of the image."""
+    pick = np.sort(rng.choice(len(photos), size=min(cfg.donors, len(photos)), replace=False))
+    everywhere = np.ones(photos.shape[1:3], bool)
+    mark_px, median = agreeing_pixels(photos[pick], everywhere, cfg.agree_tol, cfg.agree_quorum)
+    region = mark_px & ~agreeing_pixels(others, everywhere, cfg.agree_tol, cfg.agree_quorum)[0]
+    if not cfg.min_mark <= region.mean() <= cfg.max_mark:
+        return []
+    off = float(np.mean([(region & ~objects[i]).sum() / region.sum() for i in pick]))
+    info = {
+        "size": len(pick),
+        "share": 0.0,  # not a cluster of maps: found in the pixels
+        "consistency": 0.0,
+        "off_object": off,
+        "pixel_agreement": 1.0,
+        "region_share": float(region.mean()),
+        "k": 0,
+        "source": "pixels",
+        "mark": True,
+        "background": False,
+        "suspect": True,
+        "pasted_share": float(region.mean()),
+    }
+    mean = _minmax(maps[torch.from_numpy(pick)]).mean(0)
+    return [
+        {
+            **info,
+            "_members": pick,
+            "_region": region,
+            "_mean": mean,
+            "_grown": region,
+            "_mark": (region, median),
+            "_donors": pick,
+        }
+    ]
+
+
 def _pick(clusters: list[dict[str, Any]]) -> dict[str, Any]:
-    """The suspect to test: the best off-object one (share x off-object), else the largest cluster."""
-    suspects = [c for c in clusters if c["suspect"]]
-    if suspects:
-        return max(suspects, key=lambda c: c["share"] * c["off_object"])
+    """The cluster to test when none is a suspect, for the record: the best off-object one (share x
+    off-object), else the largest."""
+    background = [c for c in clusters if c["background"]]
+    if background:
+        return max(background, key=lambda c: c["share"] * c["off_object"])
     return max(clusters, key=lambda c: c["share"])
+
+
+def _others(
+    photos: np.ndarray, labels: np.ndarray, target: int, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n`` other-class train images: what a region's pixel agreement is compared with (train, since in test
+    a planted cue may sit on every class)."""
+    ok = np.nonzero(labels != target)[0]
+    return photos[np.sort(rng.choice(ok, size=min(n, len(ok)), replace=False))]
 
 
 class _Counterfactual:
@@ -222,9 +378,20 @@ class _Counterfactual:
         self.labels = np.array([trained.classes.index(r.label) for r in pool.records])
 
     def run(
-        self, target: int, donors: np.ndarray, region: np.ndarray, cfg: AuditConfig, rng: np.random.Generator
+        self,
+        target: int,
+        donors: np.ndarray,
+        region: np.ndarray,
+        cfg: AuditConfig,
+        rng: np.random.Generator,
+        mark: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, Any]:
-        ok = np.nonzero((self.labels != target) & (self.pool_pred != target))[0]
+        """Flips among other-class recipients not predicted as ``target``, and not already showing ``mark``
+        (its agreeing pixels and their median): pasting a mark onto an image that has it tests nothing."""
+        ok = (self.labels != target) & (self.pool_pred != target)
+        if mark is not None:
+            ok &= ~carries(self.pool.photos, *mark, cfg.agree_tol, cfg.agree_quorum)
+        ok = np.nonzero(ok)[0]
         ok = ok if len(ok) <= cfg.recipients else np.sort(rng.choice(ok, size=cfg.recipients, replace=False))
         recipients = self.pool.photos[ok]
         if len(recipients) == 0:
@@ -252,6 +419,7 @@ def _audit_class(
     explainer: Any,
     images: _Images,
     cf: _Counterfactual,
+    others: np.ndarray,
     cfg: AuditConfig,
     out: Path | None,
     rng: np.random.Generator,
@@ -262,12 +430,15 @@ def _audit_class(
 
     target = trained.classes.index(name)
     maps = _explain(explainer, trained, images.photos, target, cfg.batch)
-    background = float(1 - energy_share(maps, torch.from_numpy(images.objects)).mean())
-    clusters = _clusters(maps, images.objects, cfg)
+    objects = _objects(explainer, trained, images, target, cfg)
+    background = float(1 - energy_share(maps, torch.from_numpy(objects)).mean())
+    clusters = _clusters(maps, images.photos, objects, others, cfg)
+    if not any(c["mark"] for c in clusters):
+        clusters += _pixel_mark(maps, images.photos, objects, others, cfg, rng)
     suspects = sorted((c for c in clusters if c["suspect"]), key=lambda c: -c["share"] * c["off_object"])
-    tests = [(c, _test(c, maps, images, cf, cfg, rng, target)) for c in (suspects or [_pick(clusters)])]
+    tests = [(c, _test(c, images, cf, cfg, rng, target)) for c in (suspects or [_pick(clusters)])]
     chosen, res = max(tests, key=lambda t: (t[1]["flagged"], t[1]["ci95"][0]))
-    verdict = _verdict(bool(suspects), res["flagged"], res["rate"], res["ci95"][0], res, cfg)
+    verdict = _verdict(chosen, res["flagged"], res["rate"], res["ci95"][0], res)
     evidence = _evidence(out, name, res["donor"], chosen, res) if out else []
     public = [{k: v for k, v in c.items() if not k.startswith("_")} for c in clusters]
     for c, pub in zip(clusters, public, strict=True):
@@ -290,35 +461,35 @@ def _audit_class(
 
 def _test(
     cluster: dict[str, Any],
-    maps: torch.Tensor,
     images: _Images,
     cf: _Counterfactual,
     cfg: AuditConfig,
     rng: np.random.Generator,
     target: int,
 ) -> dict[str, Any]:
-    """The counterfactual for one cluster: its (grown) region from its most relevant members, pasted."""
-    members = cluster["_members"]
-    region = _dilate(cluster["_region"], max(1, round(images.photos.shape[1] / 16)))
-    inside = np.array([maps[i].clamp_min(0)[torch.from_numpy(region)].sum().item() for i in members])
-    donors = images.photos[members[np.argsort(-inside)[: cfg.donors]]]
-    res = cf.run(target, donors, region, cfg, rng)
+    """The counterfactual for one cluster: its (grown) region from its donors, pasted."""
+    donors = images.photos[cluster["_donors"]]
+    res = cf.run(target, donors, cluster["_grown"], cfg, rng, cluster["_mark"] if cluster["mark"] else None)
     rate = res["flips"] / res["n"] if res["n"] else 0.0
     lo, hi = wilson_interval(res["flips"], res["n"])
     flagged = bool(cluster["suspect"] and lo > cfg.threshold and rate > res["control"])
     return {**res, "rate": rate, "ci95": [lo, hi], "flagged": flagged, "donor": donors[0]}
 
 
-def _verdict(
-    suspect: bool, flagged: bool, rate: float, lo: float, res: dict[str, Any], cfg: AuditConfig
-) -> str:
+def _verdict(cluster: dict[str, Any], flagged: bool, rate: float, lo: float, res: dict[str, Any]) -> str:
     pct = f"{100 * rate:.0f}% of {res['n']} other-class images flip to it (95% lower bound {100 * lo:.0f}%)"
+    what = "a repeated mark (its pixels agree across the class)" if cluster["mark"] else "off-object evidence"
     if flagged:
-        return f"shortcut: a consistent off-object evidence region; pasted, {pct}"
-    if suspect:
+        return f"shortcut: {what}; pasted, {pct}"
+    if cluster["suspect"]:
         return (
-            f"off-object evidence cluster, but pasting it does not make the prediction ({pct}; control "
+            f"{what}, but pasting it does not make the prediction ({pct}; control "
             f"{100 * res['control']:.0f}%): a cue in the data, not used by this model"
+        )
+    if cluster["background"]:
+        return (
+            f"off-object evidence that is no repeated mark (background?); pasted: {pct}; not flagged "
+            "(flag_background off)"
         )
     return f"evidence on the object (no compact off-object cluster); its top region pasted: {pct}"
 
@@ -371,23 +542,37 @@ def audit_run(
     cf = _Counterfactual(trained, pool, predict(trained, pool.photos, cfg.batch * 2))
     out_p = Path(out) if out is not None else None
     classes: dict[str, Any] = {}
-    train_pred = dict(
-        zip(train.records, predict(trained, _Images(trained, train.records).photos).tolist(), strict=True)
-    )
+    train_photos = _Images(trained, train.records).photos
+    train_labels = np.array([trained.classes.index(r.label) for r in train.records])
+    train_pred = dict(zip(train.records, predict(trained, train_photos).tolist(), strict=True))
     for name in console.track(trained.classes, len(trained.classes), "audit classes", quiet):
         recs = _sample(
             _as_predicted(train, train_pred, name, trained.classes.index(name)), cfg.per_class, rng
         )
         classes[name] = asdict(
-            _audit_class(name, trained, explainer, _Images(trained, recs), cf, cfg, out_p, rng)
+            _audit_class(
+                name,
+                trained,
+                explainer,
+                _Images(trained, recs),
+                cf,
+                _others(train_photos, train_labels, trained.classes.index(name), cfg.donors, rng),
+                cfg,
+                out_p,
+                rng,
+            )
         )
     result = {
         "classes": classes,
         "flagged": sorted(k for k, v in classes.items() if v["flagged"]),
         "settings": {**asdict(cfg), "central_share": CENTRAL_SHARE},
         "note": "evidence paths are relative to this file's folder; flip_rate: share of other-class test "
-        "images (not already predicted as the class) predicted as the class once the suspect region is "
-        "pasted on; flagged iff the region is off-object and ci95[0] > threshold and flip_rate > control_rate",
+        "and valid images (not already predicted as the class) predicted as the class once the suspect region is "
+        "pasted on; flagged iff a compact cluster's region is a mark (pixel_agreement >= min_agreement) or, "
+        "with flag_background, off the object (off_object >= min_off_object), and ci95[0] > threshold and "
+        "flip_rate > control_rate; without a mask or box the object is the centre (central_share) joined with "
+        "where the maps of the image's object_classes likeliest other classes reach object_level of their "
+        "maximum",
     }
     if out_p is not None:
         write_json(out_p / AUDIT_JSON, result)
