@@ -214,6 +214,13 @@ def test_list_methods_and_refusals() -> None:
             make_explainer(name, TinyNet())
     with pytest.raises(UnsupportedMethodError, match="unknown"):
         make_explainer("nope", TinyNet())
+    # the alternatives a refusal names are the methods whose class accepts any model, read off the classes
+    with pytest.raises(UnsupportedMethodError) as refused:
+        make_explainer("deeplift", TinyNet())
+    offered = str(refused.value).rsplit("Use one of: ", 1)[1].rstrip(".").split(", ")
+    assert "lrp" not in offered and "random" not in offered
+    assert {"gradcam", "scorecam", "ig", "lime", "shap"} <= set(offered)
+    assert set(offered) == {m for m in list_methods() if m not in ("lrp", "random")}
     # a seed may be passed to every method (deterministic ones ignore it); other unknown options fail loudly
     assert make_explainer("gradcam", TinyNet(), seed=3).explain(images(1)).maps.shape == (1, 32, 32)
     with pytest.raises(TypeError):

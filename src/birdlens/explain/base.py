@@ -262,7 +262,8 @@ SMOOTH_ACTIVATIONS: tuple[type[nn.Module], ...] = (
 
 
 def relu_only_message(name: str, found: str | None = None) -> str:
-    """The one refusal of a ReLU-only method: by name (``found`` None) or on a model with ``found``."""
+    """The one refusal of a ReLU-only method: by name (``found`` None) or on a model with ``found``; the
+    alternatives it names are the registered methods that accept any model (their class facts)."""
     where = (
         f"'{name}' is not offered"
         if found is None
@@ -271,15 +272,23 @@ def relu_only_message(name: str, found: str | None = None) -> str:
     return (
         f"{where}: its modified backward rule is defined for ReLU networks; on networks with "
         "SiLU/Swish activations (EfficientNet, birdlens' default backbone) it would silently produce wrong "
-        "attributions, and birdlens has no SiLU-correct implementation. Use gradcam, gradcam++, layercam, "
-        "hirescam, xgradcam, ig, saliency, smoothgrad, occlusion, rise, lime, shap or a gradient-free CAM "
-        "(scorecam, ablationcam, eigencam)."
+        "attributions, and birdlens has no SiLU-correct implementation. Use one of: "
+        f"{', '.join(any_model_methods())}."
     )
 
 
-_REFUSED: dict[str, str] = {
-    name: relu_only_message(name)
-    for name in (
+def any_model_methods() -> list[str]:
+    """Registered methods, but baselines, whose class accepts every model (no :meth:`Explainer.check_model`
+    of its own), in panel order."""
+    _load_methods()
+    base = Explainer.check_model.__func__  # type: ignore[attr-defined]
+    ok = [c for c in _REGISTRY.values() if c.in_app and c.check_model.__func__ is base]  # type: ignore[attr-defined]
+    return [c.name for c in sorted(ok, key=lambda c: (c.panel_order, c.name))]
+
+
+#: names of ReLU-only methods birdlens does not implement: each gets :func:`relu_only_message`
+_REFUSED: frozenset[str] = frozenset(
+    {
         "guided_backprop",
         "guided-backprop",
         "guidedbackprop",
@@ -292,8 +301,8 @@ _REFUSED: dict[str, str] = {
         "deep_shap",
         "deepshap",
         "excitation_backprop",
-    )
-}
+    }
+)
 
 
 def refuse_smooth_activations(name: str, model: nn.Module) -> None:
@@ -370,7 +379,7 @@ def validate_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
 def _canonical(method: str) -> str:
     key = method.strip().lower()
     if key in _REFUSED:
-        raise UnsupportedMethodError(_REFUSED[key])
+        raise UnsupportedMethodError(relu_only_message(key))
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
         raise UnsupportedMethodError(f"unknown explanation method {method!r}; choose one of {list_methods()}")
