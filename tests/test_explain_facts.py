@@ -241,9 +241,11 @@ def test_a_new_method_is_in_the_explanation_quality_table(
 def test_every_tunable_parameter_is_a_constructor_option_with_a_range() -> None:
     for m in list_methods():
         cls = method_class(m)
-        accepted = set(inspect.signature(cls.__init__).parameters)
+        accepted = inspect.signature(cls.__init__).parameters
         for p in cls.tunable:
             assert p.name in accepted, (m, p.name)
+            # the typed signature repeats the declared default for users' editors; it may never drift from it
+            assert accepted[p.name].default == p.default, (m, p.name, accepted[p.name].default, p.default)
             if p.type in (int, float):
                 assert p.lo is not None and p.hi is not None and p.lo <= p.default <= p.hi, (m, p)
             if p.type is str:
