@@ -42,6 +42,7 @@ from birdlens.data.layouts import load_manifest  # noqa: E402
 from birdlens.data.shortcuts import choose_classes, make_cue, plant_shortcut, read_shortcut  # noqa: E402
 from birdlens.data.synth import generate_dataset  # noqa: E402
 from birdlens.explain.audit.core import AuditConfig, audit_run, predict  # noqa: E402
+from birdlens.explain.audit.counterfactual import wilson_interval  # noqa: E402
 from birdlens.models import eval_geometry  # noqa: E402
 from birdlens.runs.trained import load_trained  # noqa: E402
 from birdlens.train import TrainConfig, train  # noqa: E402
@@ -72,6 +73,7 @@ def score_reliance(trained: Any, data: Path) -> dict[str, Any]:
         "acc_clean": float((pred == labels)[~has_cue].mean()),
         "acc_cued": float((pred == labels)[has_cue].mean()) if has_cue.any() else None,
         "reliance": {},
+        "reliance_n": {},  # recipients per planted class: the rate's precision (Wilson interval in the summary)
     }
     clean = np.nonzero(~has_cue)[0]
     pasted = np.stack([_photo(trained, cue.apply(_raw(test[i].path))[0]) for i in clean])
@@ -80,6 +82,7 @@ def score_reliance(trained: Any, data: Path) -> dict[str, Any]:
         c = trained.classes.index(name)
         ok = (labels[clean] != c) & (pred[clean] != c)
         out["reliance"][name] = float((after[ok] == c).mean()) if ok.any() else 0.0
+        out["reliance_n"][name] = int(ok.sum())
     return out
 
 
@@ -144,6 +147,8 @@ def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any] | None
         per_class=args.audit_per_class,
         recipients=args.audit_recipients,
         flag_background=args.flag_background,
+        threshold=args.audit_threshold,
+        alpha=None if args.audit_alpha is None or args.audit_alpha < 0 else args.audit_alpha,
     )
     audit = audit_run(trained, load_manifest(data), base / f"audit_{args.audit_method}{args.tag}", cfg)
     t_audit = time.perf_counter() - t1
@@ -158,8 +163,15 @@ def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any] | None
         "cue": kind,
         "audit_method": args.audit_method,
         "seed": seed,
-        **{k: v for k, v in score.items() if k != "reliance"},
+        **{k: v for k, v in score.items() if k not in ("reliance", "reliance_n")},
         "reliance": score["reliance"],
+        "reliance_ci95": {
+            c: [
+                round(b, 3)
+                for b in wilson_interval(round(r * score["reliance_n"][c]), score["reliance_n"][c])
+            ]
+            for c, r in score["reliance"].items()
+        },
         "relied": len(relied),
         "ignored": len(ignored),
         "found": sum(c in flagged for c in relied),
@@ -208,6 +220,10 @@ def main() -> None:
     ap.add_argument("--audit-per-class", type=int, default=AuditConfig.per_class)
     ap.add_argument("--audit-recipients", type=int, default=AuditConfig.recipients)
     ap.add_argument("--flag-background", action="store_true", help="AuditConfig.flag_background")
+    ap.add_argument("--audit-threshold", type=float, default=AuditConfig.threshold)
+    ap.add_argument(
+        "--audit-alpha", type=float, default=AuditConfig.alpha, help="AuditConfig.alpha (negative: None)"
+    )
     ap.add_argument("--tag", default="", help="suffix of the audit folder and results file (keeps old ones)")
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--score-only", action="store_true", help="score finished runs again; train nothing")
