@@ -17,7 +17,7 @@ from birdlens.cli import app
 from birdlens.data.layouts import load_manifest
 from birdlens.data.shortcuts import PatchCue, plant_shortcut
 from birdlens.explain.audit.core import AuditConfig, AuditInputError, audit_run, central_object, predict
-from birdlens.explain.audit.counterfactual import paste, wilson_interval
+from birdlens.explain.audit.counterfactual import paste, sign_test, wilson_interval
 from birdlens.explain.audit.signals import (
     agreeing_pixels,
     carries,
@@ -40,6 +40,17 @@ def test_wilson_interval_by_hand_and_against_scipy() -> None:
         ref = binomtest(k, n).proportion_ci(0.95, method="wilson")
         assert wilson_interval(k, n) == pytest.approx((ref.low, ref.high), abs=1e-9)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_sign_test_by_hand_and_against_scipy() -> None:
+    from scipy.stats import binomtest
+
+    assert sign_test(3, 0) == pytest.approx(1 / 8)  # all three discordant pairs the suspect's way
+    assert sign_test(2, 1) == pytest.approx(4 / 8)  # C(3,2) + C(3,3) of 2**3
+    assert sign_test(0, 0) == 1.0  # no pair differs: nothing says the suspect flips more
+    for more, fewer in [(12, 3), (5, 5), (1, 9), (40, 22)]:
+        ref = binomtest(more, more + fewer, 0.5, alternative="greater").pvalue
+        assert sign_test(more, fewer) == pytest.approx(ref, rel=1e-12)
 
 
 def test_eigengap_counts_disconnected_groups() -> None:
@@ -283,7 +294,8 @@ def test_study_stage_and_report_section(planted: tuple[Path, Path, object], tmp_
         "method": a.method,
         "per_class": a.per_class,
         "recipients": a.recipients,
-        "threshold": 0.05,
+        "threshold": a.threshold,
+        "alpha": a.alpha,
         "seed": 0,
     }
     ctx = StageContext(
@@ -315,4 +327,5 @@ def test_the_audit_defaults_agree_between_the_cli_the_library_and_the_study() ->
     assert cli["method"].default == AuditConfig.method == ShortcutAuditConfig().method
     assert cli["per_class"].default == AuditConfig.per_class == ShortcutAuditConfig().per_class
     assert cli["recipients"].default == AuditConfig.recipients
-    assert cli["threshold"].default == AuditConfig.threshold
+    assert cli["threshold"].default == AuditConfig.threshold == ShortcutAuditConfig().threshold
+    assert cli["alpha"].default == AuditConfig.alpha == ShortcutAuditConfig().alpha

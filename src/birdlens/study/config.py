@@ -244,7 +244,10 @@ class ShortcutAuditConfig(_Strict):
     per_class: int = Field(48, ge=6, description="train images explained per class")
     recipients: int = Field(200, ge=1, description="other-class test images each suspect is pasted onto")
     threshold: float = Field(
-        0.05, ge=0, le=1, description="flagged iff the flip rate's 95% lower bound is above"
+        0.02, ge=0, le=1, description="flagged iff the flip rate's 95% lower bound is above"
+    )
+    alpha: float = Field(
+        0.05, gt=0, le=1, description="and the suspect beats the control by a paired sign test at this level"
     )
 
     _m = field_validator("method")(classmethod(lambda cls, v: _check_methods([v])[0]))

@@ -422,6 +422,7 @@ def audit_stage(ctx: StageContext) -> dict[str, Any]:
         per_class=c["per_class"],
         recipients=c["recipients"],
         threshold=c["threshold"],
+        alpha=c["alpha"],
         seed=c["seed"],
     )
     result = audit_run(trained, load_manifest(ctx.inputs["data"]["dataset"]), ctx.dir, cfg, quiet=ctx.quiet)
@@ -449,7 +450,13 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
             Stage(
                 f"audit:{name}",
                 audit_stage,
-                {**a_slice, "threshold": a.threshold, "seed": cfg.seed, **_on_device(cfg, precision=False)},
+                {
+                    **a_slice,
+                    "threshold": a.threshold,
+                    "alpha": a.alpha,
+                    "seed": cfg.seed,
+                    **_on_device(cfg, precision=False),
+                },
                 deps=["data", f"model:{name}"],
             )
             for name in a.models or [m.name for m in cfg.models]

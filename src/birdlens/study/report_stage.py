@@ -486,6 +486,7 @@ def _visualised_html(v: dict[str, Any]) -> str:
 def _audit_section(run: Path, inputs: dict[str, dict[str, Any]]) -> str:
     """Per audited model: the verdict table of :func:`birdlens.explain.audit.report` with its evidence images."""
     from birdlens.explain.audit.core import AUDIT_JSON
+    from birdlens.explain.audit.report import rule_text
 
     parts = []
     for name, summary in inputs.items():
@@ -517,8 +518,7 @@ def _audit_section(run: Path, inputs: dict[str, dict[str, Any]]) -> str:
         parts.append(
             f"<h3>{_esc(summary['model'])}</h3><p>{len(flagged)} of {len(rows)} classes flagged"
             + (f": {_esc(', '.join(flagged))}" if flagged else "")
-            + ". A class is flagged when a compact, off-object explanation cluster (SpRAy), pasted onto other "
-            "classes' test images, flips them to it (95% Wilson lower bound above the threshold).</p>"
+            + f". {_esc(rule_text(audit.get('settings', {})))}</p>"
             + html_table(rows, cols)
             + '<div class="grid">'
             + "".join(evidence)

@@ -44,6 +44,15 @@ def audit(
         typer.Option(
             "--threshold", min=0, max=1, help="flagged iff the flip rate's 95% lower bound is above"
         ),
+    ] = 0.02,
+    alpha: Annotated[
+        float,
+        typer.Option(
+            "--alpha",
+            min=0,
+            max=1,
+            help="... and the suspect flips more images than the control does (paired sign test at this level)",
+        ),
     ] = 0.05,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing audit.json")] = False,
@@ -78,7 +87,12 @@ def audit(
     except (FileNotFoundError, ValueError) as e:
         raise _fail(f"cannot read the data {data}: {e}") from None
     cfg = AuditConfig(
-        method=method, per_class=per_class, recipients=recipients, threshold=threshold, seed=seed
+        method=method,
+        per_class=per_class,
+        recipients=recipients,
+        threshold=threshold,
+        alpha=alpha,
+        seed=seed,
     )
     try:
         result = audit_run(trained, manifest, out, cfg, quiet=quiet)

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from birdlens.data.manifest import Manifest, Record
-from birdlens.explain.audit.counterfactual import paste, wilson_interval
+from birdlens.explain.audit.counterfactual import paste, sign_test, wilson_interval
 from birdlens.explain.audit.signals import (
     agreeing_pixels,
     carries,
@@ -48,7 +48,12 @@ class AuditConfig:
     per_class: int = 48  # train images explained per class (seeded sample)
     recipients: int = 200  # other-class held-out (test, valid) images the suspect region is pasted onto
     donors: int = 8  # suspect-class images the region is taken from
-    threshold: float = 0.05  # flagged iff the flip rate's 95% lower bound is above this (and above control)
+    # flagged iff the flip rate's 95% lower bound is above ``threshold`` (the issue's "ignored" level: a cue
+    # that may flip under 2% is not called used) and the suspect flips more recipients than the control's
+    # pixels do, by a paired sign test at ``alpha`` (None: its rate merely above the control's); the mark
+    # rule, not this threshold, is what keeps clean classes unflagged
+    threshold: float = 0.02
+    alpha: float | None = 0.05
     min_share: float = 0.15  # a suspect cluster holds at least this share of the class's maps ...
     min_consistency: float = 0.5  # ... whose pooled maps agree this much (mean cosine to their centre) ...
     max_region: float = 0.2  # ... covers at most this share of the image (pasting more is a new image) ...
@@ -78,6 +83,7 @@ class ClassAudit:
     flip_rate: float
     ci95: list[float]
     control_rate: float
+    control_p: float  # paired sign test of the suspect's flips against the control's (one-sided)
     background_reliance: float
     n_images: int
     n_recipients: int
@@ -395,17 +401,19 @@ class _Counterfactual:
         ok = ok if len(ok) <= cfg.recipients else np.sort(rng.choice(ok, size=cfg.recipients, replace=False))
         recipients = self.pool.photos[ok]
         if len(recipients) == 0:
-            return {"flips": 0, "n": 0, "control": 0.0, "target": target}
+            return {"flips": 0, "n": 0, "control": 0.0, "control_p": 1.0, "target": target}
         pasted = paste(recipients, donors, region)
         after = predict(self.trained, pasted, cfg.batch * 2)
         # control: the same region from other-class images (shuffled recipients): pasting *something* there
         # should not be what flips predictions to the class
         ctrl_donors = recipients[rng.permutation(len(recipients))]
         ctrl = predict(self.trained, paste(recipients, ctrl_donors, region), cfg.batch * 2)
+        hit, ctrl_hit = after == target, ctrl == target
         return {
-            "flips": int((after == target).sum()),
+            "flips": int(hit.sum()),
             "n": len(recipients),
-            "control": float((ctrl == target).mean()),
+            "control": float(ctrl_hit.mean()),
+            "control_p": sign_test(int((hit & ~ctrl_hit).sum()), int((ctrl_hit & ~hit).sum())),
             "target": target,
             "pasted": pasted,
             "recipients": recipients,
@@ -444,13 +452,20 @@ def _audit_class(
     for c, pub in zip(clusters, public, strict=True):
         for tested, r in tests:
             if tested is c:
-                pub.update(tested=True, flip_rate=r["rate"], ci95=r["ci95"], control_rate=r["control"])
+                pub.update(
+                    tested=True,
+                    flip_rate=r["rate"],
+                    ci95=r["ci95"],
+                    control_rate=r["control"],
+                    control_p=r["control_p"],
+                )
     return ClassAudit(
         flagged=res["flagged"],
         verdict=verdict,
         flip_rate=res["rate"],
         ci95=res["ci95"],
         control_rate=res["control"],
+        control_p=res["control_p"],
         background_reliance=background,
         n_images=len(images.photos),
         n_recipients=res["n"],
@@ -472,7 +487,8 @@ def _test(
     res = cf.run(target, donors, cluster["_grown"], cfg, rng, cluster["_mark"] if cluster["mark"] else None)
     rate = res["flips"] / res["n"] if res["n"] else 0.0
     lo, hi = wilson_interval(res["flips"], res["n"])
-    flagged = bool(cluster["suspect"] and lo > cfg.threshold and rate > res["control"])
+    above = rate > res["control"] if cfg.alpha is None else res["control_p"] < cfg.alpha
+    flagged = bool(cluster["suspect"] and lo > cfg.threshold and above)
     return {**res, "rate": rate, "ci95": [lo, hi], "flagged": flagged, "donor": donors[0]}
 
 
@@ -484,7 +500,8 @@ def _verdict(cluster: dict[str, Any], flagged: bool, rate: float, lo: float, res
     if cluster["suspect"]:
         return (
             f"{what}, but pasting it does not make the prediction ({pct}; control "
-            f"{100 * res['control']:.0f}%): a cue in the data, not used by this model"
+            f"{100 * res['control']:.0f}%, paired p = {res['control_p']:.2g}): a cue in the data, not used by "
+            "this model"
         )
     if cluster["background"]:
         return (
@@ -570,7 +587,9 @@ def audit_run(
         "and valid images (not already predicted as the class) predicted as the class once the suspect region is "
         "pasted on; flagged iff a compact cluster's region is a mark (pixel_agreement >= min_agreement) or, "
         "with flag_background, off the object (off_object >= min_off_object), and ci95[0] > threshold and "
-        "flip_rate > control_rate; without a mask or box the object is the centre (central_share) joined with "
+        "the suspect flips more recipients than the control does (the same region from other classes' images, "
+        "on the same recipients): control_p, a one-sided exact sign test on the paired recipients, below alpha "
+        "(alpha null: flip_rate > control_rate); without a mask or box the object is the centre (central_share) joined with "
         "where the maps of the image's object_classes likeliest other classes reach object_level of their "
         "maximum",
     }

@@ -6,6 +6,25 @@ from __future__ import annotations
 from typing import Any
 
 
+def rule_text(settings: dict[str, Any]) -> str:
+    """The audit's decision rule in one sentence, with the settings it ran with (the report and audit.md)."""
+    s = settings
+    alpha = s.get("alpha")
+    beats = (
+        f"more often than a control pasting other classes' pixels in the same place (paired sign test, p < {alpha})"
+        if alpha is not None
+        else "more often than a control pasting other classes' pixels in the same place"
+    )
+    return (
+        f"Method {s.get('method', '?')}; {s.get('per_class', '?')} train images per class clustered (SpRAy). A "
+        "class is flagged when a compact cluster's region is a repeated mark (its pixels agree across the "
+        "class's images, not across other classes')"
+        + (" or lies off the object" if s.get("flag_background") else "")
+        + f", and that mark pasted onto other classes' held-out images flips them to the class with a 95% "
+        f"Wilson lower bound above {s.get('threshold', '?')} and {beats}."
+    )
+
+
 def audit_markdown(result: dict[str, Any], heading: str = "#", image_prefix: str = "") -> str:
     """Markdown of an ``audit.json`` dict; ``image_prefix`` is put before the evidence paths (relative links)."""
     classes = result["classes"]
@@ -21,10 +40,7 @@ def audit_markdown(result: dict[str, Any], heading: str = "#", image_prefix: str
             else ": no class's evidence sits off the object in a way that moves predictions."
         ),
         "",
-        f"Method {s.get('method', '?')}; {s.get('per_class', '?')} train images per class clustered (SpRAy); a class "
-        f"is flagged when a compact off-object cluster's region, pasted onto other classes' test images, flips "
-        f"them to the class with a 95% Wilson lower bound above {s.get('threshold', '?')} (and above a control "
-        "that pastes other-class pixels there).",
+        rule_text(s),
         "",
         "| class | flagged | flip rate [95% CI] | control | background share | verdict | evidence |",
         "|---|---|---|---|---|---|---|",
