@@ -452,6 +452,28 @@ def test_added_budgets_are_capped_and_memory_ranges_refused(tiny_run: Path) -> N
             assert r.status_code == 400 and msg in r.json()["detail"], (method, r.text)
 
 
+def test_smoothgrad_over_a_budgeted_base_pays_for_the_base(tiny_run: Path) -> None:
+    b = Budget(max_base_passes=100)
+    ig_steps = b.default("ig")
+    used, notes = b.clamp("smoothgrad", {"base": "ig", "num_samples": 90})
+    # the base runs at the server's default for it, and samples x steps stays within the passes
+    assert used["base_params"] == {"steps": ig_steps} and used["num_samples"] == 100 // ig_steps
+    assert notes == [
+        f"num_samples 90 capped to {100 // ig_steps} (server budget; {ig_steps} passes of the base each)"
+    ]
+    assert b.expected_forwards("smoothgrad", used) == (100 // ig_steps) * ig_steps
+    # a base without a budget of its own costs one pass a sample: only smoothgrad's own cap applies
+    used, notes = b.clamp("smoothgrad", {"base": "gradcam", "num_samples": 90})
+    assert used == {"base": "gradcam", "num_samples": 90} and notes == []
+    svc = ModelService.from_run(tiny_run, budget=Budget(max_base_passes=2 * b.default("ig")))
+    with TestClient(create_app(svc)) as c:
+        img = encode(noisy(COLOURS["RED BIRD"], seed=12))
+        r = post_image(c, img, url="/api/explain", method="smoothgrad", params='{"base": "ig"}')
+        assert r.status_code == 200, r.text
+        ev = r.json()
+        assert ev["params"]["num_samples"] == 2 and ev["params"]["base_params"]["steps"] == ig_steps
+
+
 def test_a_method_the_served_model_refuses_is_not_offered(tiny_run: Path) -> None:
     from birdlens.runs.trained import load_trained
 

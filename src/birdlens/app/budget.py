@@ -80,7 +80,11 @@ class Budget:
     ``birdlens serve --max-samples``), chosen from the measured cost of one capped request
     (docs/benchmarks.md#per-request-limits-of-the-explanation-methods-issue-26); a method without one here is
     capped at its declared maximum. ``defaults``: the budget used when a request names none (smaller than the
-    library's defaults, for a responsive page).
+    library's defaults, for a responsive page). ``max_base_passes``: a method that calls a base method per
+    budget unit (its class's ``base_param``: SmoothGrad) runs that base at the server's default budget for it
+    (a request cannot send the base's options), and its units are capped so that units x the base's budget
+    stays within this many passes (SmoothGrad over IG: 5.4 s for 50 steps a sample on Lite0, so 1000 passes
+    fit the 120 s time limit).
     """
 
     lime_max_samples: int = 2000
@@ -88,6 +92,7 @@ class Budget:
     ig_max_steps: int = 128
     rise_max_masks: int = 1000
     smoothgrad_max_samples: int = 100
+    max_base_passes: int = 1000
     timeout_s: float = 120.0
     defaults: dict[str, int] = field(
         default_factory=lambda: {"lime": 500, "shap": 500, "ig": 32, "rise": 500, "smoothgrad": 25}
@@ -155,14 +160,33 @@ class Budget:
             return out, notes
         cap = self.cap(method)
         assert cap is not None
+        base_cost = 1
+        if cls.base_param is not None:
+            base = str(out.get(cls.base_param, spec[cls.base_param].default))
+            base_budget = self.default(base)
+            if base_budget is not None:  # the base has a budget of its own: fix it, and pay for it
+                out[f"{cls.base_param}_params"] = {method_class(base).budget_param: base_budget}
+                base_cost = base_budget
+                if self.max_base_passes // base_cost < cap:
+                    cap = max(1, self.max_base_passes // base_cost)
         value = out.get(key, self.default(method))
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
-            notes.append(f"{key} {value} capped to {cap} (server budget)")
+            each = f"; {base_cost} passes of the base each" if base_cost > 1 else ""
+            notes.append(f"{key} {value} capped to {cap} (server budget{each})")
             value = cap
         out[key] = spec[key].check(method, value, hi=cap)
         return out, notes
 
     def expected_forwards(self, method: str, params: dict[str, Any]) -> int | None:
-        """Roughly how many images the method pushes through the model: the denominator of progress."""
-        key = method_class(method).budget_param
-        return None if key is None else int(params.get(key, 0)) or None
+        """Roughly how many images the method pushes through the model: the denominator of progress (a
+        composed method's units times its base's budget)."""
+        cls = method_class(method)
+        key = cls.budget_param
+        if key is None:
+            return None
+        units = int(params.get(key, 0))
+        if cls.base_param is not None:
+            base = params.get(cls.base_param, cls.param_spec()[cls.base_param].default)
+            base_key = method_class(str(base)).budget_param
+            units *= int((params.get(f"{cls.base_param}_params") or {}).get(base_key, 1)) if base_key else 1
+        return units or None

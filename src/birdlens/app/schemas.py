@@ -66,8 +66,9 @@ class Evidence(BaseModel):
         description="data:image/png;base64,... heatmap over the model's view of the photo"
     )
     stats: MapStats
-    params: dict[str, float | int | str | bool | None] = Field(
-        description="parameters really used (after the budget)"
+    params: dict[str, float | int | str | bool | dict[str, float | int | str | bool | None] | None] = Field(
+        description="parameters really used (after the budget; a method's options of a method it calls, "
+        "such as SmoothGrad's base_params and LIME's segmentation_params, as an object)"
     )
     notes: list[str] = Field(default_factory=list, description="budget caps applied, etc.")
     seconds: float

@@ -322,4 +322,7 @@ def _jsonable(v: Any) -> Any:
         return v
     if isinstance(v, (np.integer, np.floating)):
         return v.item()
+    if isinstance(v, dict):  # a composed method's base options (SmoothGrad's base_params)
+        inner = {str(k): _jsonable(x) for k, x in v.items()}
+        return {k: x for k, x in inner.items() if x is not _SKIP}
     return _SKIP

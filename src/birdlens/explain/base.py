@@ -479,6 +479,9 @@ class Explainer(ABC):
     needs_layer: ClassVar[bool] = False
     #: the parameter that counts model forwards (the web server caps it to its budget), if any
     budget_param: ClassVar[str | None] = None
+    #: the parameter naming another registered method this one calls once per budget unit (its options in
+    #: ``<name>_params``), if any: one unit then costs what one call of that method costs
+    base_param: ClassVar[str | None] = None
     #: many model forwards per image: the web app runs it under its time budget
     heavy: ClassVar[bool] = False
     #: offered by the web app

@@ -55,6 +55,7 @@ class SmoothGrad(Explainer):
     batched = True
     needs_layer = True  # passed on to a CAM base (an input-gradient base has no layer)
     budget_param = "num_samples"
+    base_param = "base"
     overlay_sigma = 1.5
     tunable = (
         Param("num_samples", int, 50, lo=1, hi=1000, doc="noisy copies (base calls) per image"),
