@@ -68,6 +68,8 @@ class AuditConfig:
     agree_quorum: float = 0.75  # ... in at least this share of the images
     max_mark: float = 0.35  # a mark is pasted whole (all its agreeing pixels) up to this share of the image
     min_mark: float = 0.005  # no cluster on a mark: the class's own shared pixels, if this share, are tested
+    mark_edge: int = 1  # a pasted mark takes this margin (px) of its donors: a resized mark's outline blends
+    # with each photo's own pixels, so agreement misses it, and the mark without it moved a Lite0 half as much
     grid: int = 8
     max_clusters: int = 4
     batch: int = 16
@@ -288,8 +290,9 @@ def _clusters(
             agree, median = agreeing_pixels(photos[donors], everywhere, cfg.agree_tol, cfg.agree_quorum)
             exclusive = agree & ~agreeing_pixels(others, everywhere, cfg.agree_tol, cfg.agree_quorum)[0]
             whole = mark_extent(mark_px, exclusive)
-            grown = whole if whole.mean() <= cfg.max_mark else mark_px
-            mark_px, mark_median = grown, median
+            mark_px = whole if whole.mean() <= cfg.max_mark else mark_px
+            mark_median = median
+            grown, donors = _mark_paste(photos, idx[order], mark_px, mark_median, cfg)
         info["pasted_share"] = float(grown.mean())
         out.append(
             {
@@ -303,6 +306,18 @@ def _clusters(
             }
         )
     return out
+
+
+def _mark_paste(
+    photos: np.ndarray, candidates: np.ndarray, mark: np.ndarray, median: np.ndarray, cfg: AuditConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(region, donors)`` to paste a mark with: the mark grown by ``cfg.mark_edge`` px (not past
+    ``cfg.max_mark``), from the first ``cfg.donors`` of ``candidates`` that show the mark (a class image
+    without it, p < 1, would paste its own background there)."""
+    showing = candidates[carries(photos[candidates], mark, median, cfg.agree_tol, cfg.agree_quorum)]
+    donors = (showing if len(showing) else candidates)[: cfg.donors]
+    region = _dilate(mark, cfg.mark_edge) if cfg.mark_edge > 0 else mark
+    return (region if region.mean() <= cfg.max_mark else mark), donors
 
 
 def _dilate(region: np.ndarray, px: int) -> np.ndarray:
@@ -329,6 +344,7 @@ def _pixel_mark(
     region = mark_px & ~agreeing_pixels(others, everywhere, cfg.agree_tol, cfg.agree_quorum)[0]
     if not cfg.min_mark <= region.mean() <= cfg.max_mark:
         return []
+    pasted, donors = _mark_paste(photos, rng.permutation(len(photos)), region, median, cfg)
     off = float(np.mean([(region & ~objects[i]).sum() / region.sum() for i in pick]))
     info = {
         "size": len(pick),
@@ -342,7 +358,7 @@ def _pixel_mark(
         "mark": True,
         "background": False,
         "suspect": True,
-        "pasted_share": float(region.mean()),
+        "pasted_share": float(pasted.mean()),
     }
     mean = _minmax(maps[torch.from_numpy(pick)]).mean(0)
     return [
@@ -351,9 +367,9 @@ def _pixel_mark(
             "_members": pick,
             "_region": region,
             "_mean": mean,
-            "_grown": region,
+            "_grown": pasted,
             "_mark": (region, median),
-            "_donors": pick,
+            "_donors": donors,
         }
     ]
 
