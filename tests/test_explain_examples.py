@@ -146,3 +146,36 @@ def test_explain_cli_writes_each_images_nearest_examples(probe_run: Path, tmp_pa
                 d[order].tolist(), abs=1e-6
             )
         assert (out / rec["examples_strip"]).is_file()
+
+
+def test_processes_building_the_index_at_once_extract_the_features_once(
+    probe_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import threading
+    import time
+
+    import birdlens.train.features as features
+
+    run = tmp_path / "run"
+    shutil.copytree(probe_run, run)
+    (run / layout.EXAMPLES_INDEX).unlink(missing_ok=True)
+    real, calls = features.extract_features, []
+
+    def slow(*args: object, **kwargs: object) -> object:
+        calls.append(threading.get_ident())
+        time.sleep(0.5)  # long enough that the other caller arrives while this one holds the lock
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "extract_features", slow)
+    trained = load_trained(run)
+    out: list[FeatureIndex] = []
+    threads = [
+        threading.Thread(target=lambda: out.append(index_for_run(trained, run, quiet=True))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(out) == 2 and out[0].key == out[1].key
+    torch.testing.assert_close(out[0].features, out[1].features, rtol=0, atol=0)

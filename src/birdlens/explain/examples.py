@@ -183,7 +183,8 @@ def index_for_run(
 ) -> FeatureIndex:
     """The feature index of the run's ``split`` images (its ``manifest.csv``): read from
     ``RUN_DIR/examples/index.npz`` when its key still fits, else computed (through the run's feature cache)
-    and written there."""
+    and written there. One process computes it while others wanting the same file wait on a lock beside it
+    and then read it (the ranks of a ``torchrun`` start together and would each extract every feature)."""
     from birdlens.data.dataset import ImageDataset
     from birdlens.data.manifest import Manifest
     from birdlens.train.features import FeatureCache, ViewSpec, describe_transform, extract_features
@@ -211,29 +212,36 @@ def index_for_run(
     cached = FeatureIndex.load(path)
     if cached is not None and cached.key == key:
         return cached
-    cache = FeatureCache(_feature_cache_root(run_dir))
-    device = next(trained.model.parameters()).device
-    with progress(len(ds), f"features ({split}, for nearest examples)", quiet) as advance:
-        feats = extract_features(
-            trained.model,
-            ds.load_image,
-            keys,
-            ViewSpec(tf, description, ("clean",)),
-            cache,
-            backbone,
-            device=device,
-            progress=advance,
-        )[0]
-    index = FeatureIndex(
-        features=torch.from_numpy(feats.astype(np.float32)),
-        labels=torch.tensor(ds.targets, dtype=torch.long),
-        paths=[str(r.path) for r in ds.records],
-        classes=classes,
-        metric=metric,
-        key=key,
-    )
-    index.save(path)
-    return index
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        cached = FeatureIndex.load(path)  # another process may have written it while this one waited
+        if cached is not None and cached.key == key:
+            return cached
+        cache = FeatureCache(_feature_cache_root(run_dir))
+        device = next(trained.model.parameters()).device
+        with progress(len(ds), f"features ({split}, for nearest examples)", quiet) as advance:
+            feats = extract_features(
+                trained.model,
+                ds.load_image,
+                keys,
+                ViewSpec(tf, description, ("clean",)),
+                cache,
+                backbone,
+                device=device,
+                progress=advance,
+            )[0]
+        index = FeatureIndex(
+            features=torch.from_numpy(feats.astype(np.float32)),
+            labels=torch.tensor(ds.targets, dtype=torch.long),
+            paths=[str(r.path) for r in ds.records],
+            classes=classes,
+            metric=metric,
+            key=key,
+        )
+        index.save(path)
+        return index
 
 
 def _index_key(
