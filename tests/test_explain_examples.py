@@ -148,7 +148,7 @@ def test_explain_cli_writes_each_images_nearest_examples(probe_run: Path, tmp_pa
         assert (out / rec["examples_strip"]).is_file()
 
 
-def test_processes_building_the_index_at_once_extract_the_features_once(
+def test_two_callers_building_the_index_at_once_extract_the_features_once(
     probe_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shutil
