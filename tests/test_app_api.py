@@ -28,6 +28,7 @@ from _apputil import COLOURS, big_png, encode, make_tiny_run, noisy
 from birdlens.app.budget import Budget
 from birdlens.app.server import create_app, create_app_from_run
 from birdlens.app.service import ModelService
+from birdlens.app.tasks import Watch
 from birdlens.app.uploads import DEFAULT_MAX_UPLOAD_BYTES, BodyLimitMiddleware
 
 
@@ -643,6 +644,35 @@ def test_heavy_method_stops_at_the_time_budget(tiny_run: Path) -> None:
         assert (
             post_image(c, encode(noisy(COLOURS["RED BIRD"], seed=2))).status_code == 200
         )  # model free again
+
+
+def test_a_method_without_a_budget_sizes_its_progress_by_the_rows_it_announces(tiny_run: Path) -> None:
+    svc = ModelService.from_run(tiny_run)
+    prep = svc.prepare(Image.fromarray(noisy(COLOURS["RED BIRD"], seed=13)))
+    seen: list[tuple[int | None, int]] = []
+    real_tick = Watch.tick
+
+    def tick(self: Watch, n: int = 1) -> None:
+        seen.append((self.total, n))
+        real_tick(self, n)
+
+    Watch.tick = tick  # type: ignore[method-assign]
+    try:
+        task = svc.submit_explain(prep, "scorecam", {}, None)
+        task.future.result(timeout=120)
+    finally:
+        Watch.tick = real_tick  # type: ignore[method-assign]
+    # Score-CAM has no budget parameter: nothing is known before it sees the layer, then one row a channel
+    assert task.result is not None
+    layer = dict(svc.trained.model.named_modules())[str(task.result.params["layer"])]
+    acts: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: acts.append(out))
+    with torch.no_grad():
+        svc.trained.model(prep.x)
+    handle.remove()
+    totals = [t for t, _ in seen if t is not None]
+    assert seen[0][0] is None and totals[-1] == acts[0].shape[1], (seen, acts[0].shape)
+    assert sum(n for t, n in seen if t is not None) >= totals[-1]  # every announced row ran
 
 
 def test_a_full_queue_answers_503(tiny_run: Path) -> None:

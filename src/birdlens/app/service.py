@@ -25,6 +25,7 @@ from birdlens.app.tasks import Task, TaskQueue, Watch, watching
 from birdlens.explain import select_output
 from birdlens.explain.base import Explainer, UnsupportedMethodError, explainer_for, method_class
 from birdlens.explain.examples import FeatureIndex, features_for, index_for_run, nearest_examples
+from birdlens.explain.progress import announcing
 from birdlens.models import denormalize, resize_size
 from birdlens.runs.trained import TrainedModel, head_probabilities, load_trained
 
@@ -275,7 +276,9 @@ class ModelService:
     ) -> Evidence:
         heavy = method_class(method).heavy
         model = self.trained.model
-        with watching(model, watch) if heavy else contextlib.nullcontext(model):
+        # a method with no budget to size the progress bar by tells its rows as it learns them
+        told = announcing(watch.expect if heavy and watch.total is None else None)
+        with watching(model, watch) if heavy else contextlib.nullcontext(model), told:
             explainer = self._explainer(method, params)
             try:
                 result = explainer.explain(prep.x, target=target, contrast=contrast)

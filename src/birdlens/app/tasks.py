@@ -57,6 +57,10 @@ class Watch:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    def expect(self, n: int) -> None:
+        """``n`` more images are coming (a method that learns its work as it goes: Score-CAM's channels)."""
+        self.total = (self.total or 0) + n
+
     def tick(self, n: int = 1) -> None:
         """Called before each model forward of ``n`` images: raises when the task must stop."""
         if self._cancel.is_set():

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from birdlens.explain.base import Explainer, class_score, scores_of
+from birdlens.explain.progress import announce
 from birdlens.utils.device import autocast
 
 #: builds rows ``[lo, hi)`` of one image's perturbations as a ``[hi - lo, C, H, W]`` tensor
@@ -113,6 +114,7 @@ def pooled_values(
     """Every job's target scores (float64 ``[rows]``, on the CPU), evaluated in shared batches of ``chunk``
     rows without gradients: what :func:`birdlens.explain.methods.perturb.target_values` gives per image."""
     out: list[list[torch.Tensor]] = [[] for _ in jobs]
+    announce(sum(job.rows for job in jobs))
     for pieces, alone in _batches(jobs, chunk):
         batch, targets, cst = _assemble(explainer, jobs, pieces, alone)
         with torch.inference_mode(), autocast(precision, batch.device):
@@ -136,6 +138,7 @@ def pooled_gradients(
     gets every job's gradients ``[rows, C, H, W]`` in row order as soon as its last row is done (so at most
     the jobs spanning one batch are held)."""
     held: dict[int, list[torch.Tensor]] = {}
+    announce(sum(job.rows for job in jobs))
     for pieces, alone in _batches(jobs, chunk):
         batch, targets, cst = _assemble(explainer, jobs, pieces, alone)
         pts = batch.requires_grad_(True)
