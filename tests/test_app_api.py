@@ -646,7 +646,10 @@ def test_heavy_method_stops_at_the_time_budget(tiny_run: Path) -> None:
         )  # model free again
 
 
-def test_a_method_without_a_budget_sizes_its_progress_by_the_rows_it_announces(tiny_run: Path) -> None:
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_a_method_without_a_budget_sizes_its_progress_by_the_rows_it_announces(
+    tiny_run: Path, method: str
+) -> None:
     svc = ModelService.from_run(tiny_run)
     prep = svc.prepare(Image.fromarray(noisy(COLOURS["RED BIRD"], seed=13)))
     seen: list[tuple[int | None, int]] = []
@@ -658,11 +661,11 @@ def test_a_method_without_a_budget_sizes_its_progress_by_the_rows_it_announces(t
 
     Watch.tick = tick  # type: ignore[method-assign]
     try:
-        task = svc.submit_explain(prep, "scorecam", {}, None)
+        task = svc.submit_explain(prep, method, {}, None)
         task.future.result(timeout=120)
     finally:
         Watch.tick = real_tick  # type: ignore[method-assign]
-    # Score-CAM has no budget parameter: nothing is known before it sees the layer, then one row a channel
+    # no budget parameter: nothing is known before the method sees the layer, then one row a channel
     assert task.result is not None
     layer = dict(svc.trained.model.named_modules())[str(task.result.params["layer"])]
     acts: list[torch.Tensor] = []

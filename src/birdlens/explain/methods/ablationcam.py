@@ -26,6 +26,7 @@ from birdlens.explain.base import Param, class_score, register
 from birdlens.explain.hooks import capture_as_leaf, frozen_parameters, replace_output
 from birdlens.explain.methods.cam import CAMBase, Captured
 from birdlens.explain.outputs import select_output
+from birdlens.explain.progress import announce
 
 BATCH_SIZE = Param("batch_size", int, 16, lo=1, hi=64, doc="ablated copies per model call")
 #: how far below the minimum an ablated channel is set where activations can be negative (pytorch-grad-cam)
@@ -82,6 +83,7 @@ class AblationCAM(CAMBase):
         channels = torch.arange(n_ch, device=x.device).repeat(n_img)
         net, layer = self._network(x, cap)
         out = []
+        announce(n_img * n_ch)  # one forward row a channel: the web app's progress bar
         with frozen_parameters(net), replace_output(layer) as rep, torch.no_grad():
             for lo in range(0, n_img * n_ch, self.batch_size):
                 rows, chans = images[lo : lo + self.batch_size], channels[lo : lo + self.batch_size]
