@@ -149,6 +149,7 @@ def one(args: argparse.Namespace, kind: str, seed: int) -> dict[str, Any] | None
         flag_background=args.flag_background,
         threshold=args.audit_threshold,
         alpha=None if args.audit_alpha is None or args.audit_alpha < 0 else args.audit_alpha,
+        mark_control=args.audit_mark_control,
     )
     audit = audit_run(trained, load_manifest(data), base / f"audit_{args.audit_method}{args.tag}", cfg)
     t_audit = time.perf_counter() - t1
@@ -224,6 +225,7 @@ def main() -> None:
     ap.add_argument(
         "--audit-alpha", type=float, default=AuditConfig.alpha, help="AuditConfig.alpha (negative: None)"
     )
+    ap.add_argument("--audit-mark-control", action="store_true", help="AuditConfig.mark_control")
     ap.add_argument("--tag", default="", help="suffix of the audit folder and results file (keeps old ones)")
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--score-only", action="store_true", help="score finished runs again; train nothing")

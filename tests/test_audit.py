@@ -53,6 +53,45 @@ def test_sign_test_by_hand_and_against_scipy() -> None:
         assert sign_test(more, fewer) == pytest.approx(ref, rel=1e-12)
 
 
+def test_the_flag_rule_by_hand() -> None:
+    """40 of 200 recipients flip (Wilson lower bound 0.15) while the control flips 38 (p = 0.4): a mark is a
+    shortcut (a frame's paste leaves a seam the control leaves too), an off-object region is not; a mark
+    whose rate may be under the 2% 'ignored' level is not, whatever the control."""
+    from birdlens.explain.audit.core import _test
+
+    class Stub:
+        def __init__(self, flips: int, control: float, p: float) -> None:
+            self.out = {"flips": flips, "n": 200, "control": control, "control_p": p, "target": 1}
+
+        def run(self, *args: object, **kwargs: object) -> dict[str, object]:
+            return dict(self.out)
+
+    class Images:
+        photos = np.zeros((4, 8, 8, 3), np.uint8)
+
+    def cluster(mark: bool) -> dict[str, object]:
+        region = np.ones((8, 8), bool)
+        return {
+            "mark": mark,
+            "suspect": True,
+            "_donors": np.arange(2),
+            "_grown": region,
+            "_mark": (region, None),
+        }
+
+    rng = np.random.default_rng(0)
+    seam = Stub(40, 0.19, 0.4)
+    assert _test(cluster(True), Images(), seam, AuditConfig(), rng, 1)["flagged"]  # type: ignore[arg-type]
+    assert not _test(cluster(False), Images(), seam, AuditConfig(), rng, 1)["flagged"]  # type: ignore[arg-type]
+    cfg = AuditConfig(mark_control=True)
+    assert not _test(cluster(True), Images(), seam, cfg, rng, 1)["flagged"]  # type: ignore[arg-type]
+    beaten = Stub(40, 0.02, 1e-6)
+    assert _test(cluster(False), Images(), beaten, AuditConfig(), rng, 1)["flagged"]  # type: ignore[arg-type]
+    rare = Stub(5, 0.0, 0.03)  # 5/200: lower bound 0.011, under the threshold
+    res = _test(cluster(True), Images(), rare, AuditConfig(), rng, 1)  # type: ignore[arg-type]
+    assert res["ci95"][0] == pytest.approx(wilson_interval(5, 200)[0]) and not res["flagged"]
+
+
 def test_eigengap_counts_disconnected_groups() -> None:
     # two disconnected blocks: the normalised Laplacian has eigenvalue 0 twice, then a jump
     a = np.zeros((6, 6))

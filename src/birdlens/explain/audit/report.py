@@ -15,13 +15,18 @@ def rule_text(settings: dict[str, Any]) -> str:
         if alpha is not None
         else "more often than a control pasting other classes' pixels in the same place"
     )
+    background = (
+        f"; a region off the object that is no mark must also flip them {beats}"
+        if s.get("flag_background")
+        else ""
+    )
+    control = f", and {beats}" if s.get("mark_control") else ""
     return (
         f"Method {s.get('method', '?')}; {s.get('per_class', '?')} train images per class clustered (SpRAy). A "
-        "class is flagged when a compact cluster's region is a repeated mark (its pixels agree across the "
-        "class's images, not across other classes')"
-        + (" or lies off the object" if s.get("flag_background") else "")
-        + f", and that mark pasted onto other classes' held-out images flips them to the class with a 95% "
-        f"Wilson lower bound above {s.get('threshold', '?')} and {beats}."
+        "class is flagged when a compact cluster's region (or a scan of its pixels) is a repeated mark (its "
+        "pixels agree across the class's images, not across other classes'), and that mark pasted onto other "
+        f"classes' held-out images flips them to the class with a 95% Wilson lower bound above "
+        f"{s.get('threshold', '?')}{control}{background}. The control is reported beside every rate."
     )
 
 
