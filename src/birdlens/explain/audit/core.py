@@ -509,17 +509,24 @@ def _test(
     above = rate > res["control"] if cfg.alpha is None else res["control_p"] < cfg.alpha
     controlled = not cluster["mark"] or cfg.mark_control
     flagged = bool(cluster["suspect"] and lo > cfg.threshold and (above or not controlled))
-    return {**res, "rate": rate, "ci95": [lo, hi], "flagged": flagged, "donor": donors[0]}
+    return {
+        **res,
+        "rate": rate,
+        "ci95": [lo, hi],
+        "flagged": flagged,
+        "beats_control": above,
+        "donor": donors[0],
+    }
 
 
 def _verdict(cluster: dict[str, Any], flagged: bool, rate: float, lo: float, res: dict[str, Any]) -> str:
     pct = f"{100 * rate:.0f}% of {res['n']} other-class images flip to it (95% lower bound {100 * lo:.0f}%)"
     what = "a repeated mark (its pixels agree across the class)" if cluster["mark"] else "off-object evidence"
     if flagged:
-        seam = (
+        seam = (  # a mark flagged though the control flips as often (the rule's reading, not a new test)
             f"; pasting other images' pixels there flips {100 * res['control']:.0f}% too: the model answers "
             "anything at this place, as a frame's edge"
-            if res["control_p"] >= 0.05 and res["control"] > 0.05
+            if not res["beats_control"] and res["control"] > 0.05
             else ""
         )
         return f"shortcut: {what}; pasted, {pct}{seam}"
