@@ -247,7 +247,10 @@ class ShortcutAuditConfig(_Strict):
         0.02, ge=0, le=1, description="flagged iff the flip rate's 95% lower bound is above"
     )
     alpha: float = Field(
-        0.05, gt=0, le=1, description="and the suspect beats the control by a paired sign test at this level"
+        0.05,
+        gt=0,
+        le=1,
+        description="an off-object suspect that is no mark must also beat the control (paired sign test)",
     )
 
     _m = field_validator("method")(classmethod(lambda cls, v: _check_methods([v])[0]))

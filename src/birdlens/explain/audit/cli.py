@@ -51,7 +51,8 @@ def audit(
             "--alpha",
             min=0,
             max=1,
-            help="... and the suspect flips more images than the control does (paired sign test at this level)",
+            help="an off-object suspect that is no mark must also flip more images than the control does "
+            "(paired sign test at this level)",
         ),
     ] = 0.05,
     seed: Annotated[int, typer.Option("--seed")] = 0,
